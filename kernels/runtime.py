@@ -1,0 +1,47 @@
+"""How the Triton kernels of this process run: compiled for a GPU, or interpreted on the CPU."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+# `triton.jit` reads TRITON_INTERPRET when a kernel is decorated, so the kernels of this
+# process are interpreted exactly when the knob was on as this package was imported.
+INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
+
+
+@triton.jit
+def _loop_probe_kernel(out_ptr, n, BLOCK: tl.constexpr):
+    total = tl.zeros([BLOCK], tl.int32)
+    for _ in range(0, n, BLOCK):
+        total += 1
+    tl.store(out_ptr + tl.arange(0, BLOCK), total)
+
+
+def _probe_interpreter() -> Optional[str]:
+    """Why the interpreter cannot run seqops' kernels here, or None.
+
+    The Triton 3.6 interpreter cannot take a loop bound that is a kernel argument under
+    NumPy >= 2.4 (triton-lang/triton#9171); probing once tells whichever pair is installed.
+    """
+    if not INTERPRETED:
+        return None
+    out = torch.zeros(16, dtype=torch.int32)
+    try:
+        _loop_probe_kernel[(1,)](out, 40, BLOCK=16)
+    except Exception as error:  # the interpreter wraps what it hit in InterpreterError
+        import numpy
+
+        return (
+            f"the Triton {triton.__version__} interpreter fails under NumPy {numpy.__version__} "
+            f"({error}); install numpy<2.4 (triton-lang/triton#9171)"
+        )
+    if out[0].item() != 3:
+        return f"the Triton interpreter ran a loop probe wrongly ({out[0].item()} trips instead of 3)"
+    return None
+
+
+# Why the kernels cannot run in this process, or None; probed once, at import.
+INTERPRETER_PROBLEM: Optional[str] = _probe_interpreter()

@@ -1,0 +1,11 @@
+"""seqops: fused GPU kernels for sequence models (softmax; attention and LSTM to come),
+as PyTorch ops with autograd and drop-in layers. See README.md."""
+
+__version__ = "0.1.0"
+
+from seqops.backends import BACKENDS, BackendUnavailable, backend
+from seqops.functional import softmax
+from seqops import nn
+from seqops.patching import patch
+
+__all__ = ["BACKENDS", "BackendUnavailable", "backend", "softmax", "nn", "patch", "__version__"]

@@ -1,0 +1,12 @@
+"""Drop-in layers: each takes the constructor arguments, attributes and state_dict of the
+torch.nn layer it is named after, and runs seqops' ops."""
+import torch
+
+from seqops.nn.softmax import Softmax
+
+# torch layer type -> its seqops drop-in; what seqops.patch swaps.
+DROP_INS = {
+    torch.nn.Softmax: Softmax,
+}
+
+__all__ = ["Softmax", "DROP_INS"]

@@ -1,0 +1,1 @@
+"""One module per op: its torch.library registration (autograd, fake kernel) and its backends."""
