@@ -6,10 +6,27 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 # `triton.jit` reads TRITON_INTERPRET when a kernel is decorated, so the kernels of this
 # process are interpreted exactly when the knob was on as this package was imported.
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
+_INTERPRETED_IN_KERNEL = tl.constexpr(INTERPRETED)
+
+
+@triton.jit
+def cast_rounded(x, dtype: tl.constexpr):
+    """x (fp32) cast to `dtype`, rounding to nearest even as the GPU's conversion does.
+
+    The interpreter (triton 3.6) truncates fp32 -> bf16 instead, which would double every
+    bf16 rounding error in CI; there the rounding is done on the bits first, leaving a
+    value that truncation converts exactly. Elsewhere this is x.to(dtype).
+    """
+    if _INTERPRETED_IN_KERNEL and dtype == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+        x = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
+    return x.to(dtype)
 
 
 @triton.jit
@@ -18,6 +35,20 @@ def _loop_probe_kernel(out_ptr, n, BLOCK: tl.constexpr):
     for _ in range(0, n, BLOCK):
         total += 1
     tl.store(out_ptr + tl.arange(0, BLOCK), total)
+
+
+@triton.jit
+def exp_accurate(x):
+    """e**x to about one ulp in fp32, as CUDA's expf (and so torch's exp) computes it.
+
+    tl.exp compiles to ex2.approx(x * log2(e)), whose rounded product loses |x| * 2**-24
+    of the exponent: invisible in fp16/bf16 results, several ulps in fp32 ones once |x|
+    reaches a few units. On a GPU this is libdevice's exp; the interpreter has no
+    libdevice, and there tl.exp is NumPy's exp, itself accurate.
+    """
+    if _INTERPRETED_IN_KERNEL:
+        return tl.exp(x)
+    return libdevice.exp(x)
 
 
 def _probe_interpreter() -> Optional[str]:

@@ -24,9 +24,14 @@ import triton.language as tl
 from seqops.masks import causal_keep
 
 from .layout import RowLayout, row_layout_copying
+from .runtime import cast_rounded, exp_accurate
 
-# Longest row held on chip whole (fp32 in registers: 32 values a thread at 32 warps).
-MAX_ONE_PASS_COLS = 32768
+# Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
+# spill registers (tests/compile_triton_kernels.py) and go online; their second read of
+# a row read moments before mostly hits L2.
+MAX_ONE_PASS_COLS = 16384
+# fp32 values a thread holds per row tile in the one-pass kernels.
+VALUES_PER_THREAD = 16
 # Columns per sweep step of the online kernels.
 ONLINE_BLOCK_N = 4096
 # Elements a one-pass program handles at least: short rows are batched BLOCK_M to a program.
@@ -42,6 +47,26 @@ def _row_offsets(rows, rows_b, rows_c, stride_a, stride_b, stride_c):
     c = rows % rows_c
     rest = rows // rows_c
     return (rest // rows_b) * stride_a + (rest % rows_b) * stride_b + c * stride_c
+
+
+@triton.jit
+def _exp(d, out_dtype: tl.constexpr):
+    """e**d for d <= 0, as accurately as an output of out_dtype needs: exp2(d * log2 e)
+    (one instruction) loses |d| * 2**-24 in the product, hidden by fp16/bf16 rounding
+    but not by fp32's, which gets the accurate exp."""
+    if out_dtype == tl.float32:
+        return exp_accurate(d)
+    return tl.exp2(d * LOG2E)
+
+
+@triton.jit
+def _load_input(pointers, keep, out_dtype: tl.constexpr):
+    """Input entries as fp32, 0 where not kept. An input of another dtype than the output
+    is rounded to the output dtype first: torch.softmax(x, dtype=d) casts x, then computes."""
+    x = tl.load(pointers, mask=keep, other=0.0)
+    if x.dtype != out_dtype:
+        x = cast_rounded(x.to(tl.float32), out_dtype)
+    return x.to(tl.float32)
 
 
 @triton.jit
@@ -67,15 +92,15 @@ def softmax_forward_kernel(
         mask_offs = _row_offsets(rows, rows_b, rows_c, m_sa, m_sb, m_sc)[:, None] + cols[None, :] * m_sn
         keep = keep & (tl.load(mask_ptr + mask_offs, mask=keep, other=0) != 0)
     x_offs = _row_offsets(rows, rows_b, rows_c, x_sa, x_sb, x_sc)[:, None] + cols[None, :] * x_sn
-    x = tl.load(x_ptr + x_offs, mask=keep, other=0.0).to(tl.float32)
-    # Mask after scaling, as torch's masked_fill(scale * x) does. Subtract the max before
-    # folding in log2(e), so that z - max stays exact for large z.
+    x = _load_input(x_ptr + x_offs, keep, y_ptr.dtype.element_ty)
+    # Mask after scaling, as torch's masked_fill(scale * x) does. z - max is exact for
+    # nearby values, however large (folding log2(e) into the scale would lose that).
     z = tl.where(keep, x * scale, float("-inf"))
     z_max = tl.max(z, axis=1)
-    p = tl.exp2((z - z_max[:, None]) * LOG2E)
+    p = _exp(z - z_max[:, None], y_ptr.dtype.element_ty)
     y = p / tl.sum(p, axis=1)[:, None]
     y_offs = _row_offsets(rows, rows_b, rows_c, y_sa, y_sb, y_sc)[:, None] + cols[None, :] * y_sn
-    tl.store(y_ptr + y_offs, y.to(y_ptr.dtype.element_ty), mask=in_bounds)
+    tl.store(y_ptr + y_offs, cast_rounded(y, y_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @triton.jit
@@ -106,17 +131,17 @@ def softmax_forward_online_kernel(
         keep = cols < n_seen
         if HAS_MASK:
             keep = keep & (tl.load(m_row + cols * m_sn, mask=keep, other=0) != 0)
-        x = tl.load(x_row + cols * x_sn, mask=keep, other=0.0).to(tl.float32)
+        x = _load_input(x_row + cols * x_sn, keep, y_ptr.dtype.element_ty)
         z = tl.where(keep, x * scale, float("-inf"))
         new_max = tl.maximum(lane_max, z)
         # While a lane has seen only -inf its max is -inf; subtract 0 instead so that
         # -inf - -inf does not turn its sum into NaN.
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-        lane_sum = lane_sum * tl.exp2((lane_max - shift) * LOG2E) + tl.exp2((z - shift) * LOG2E)
+        lane_sum = lane_sum * _exp(lane_max - shift, y_ptr.dtype.element_ty) + _exp(z - shift, y_ptr.dtype.element_ty)
         lane_max = new_max
     row_max = tl.max(lane_max, axis=0)
     row_shift = tl.where(row_max == float("-inf"), 0.0, row_max)
-    row_sum = tl.sum(lane_sum * tl.exp2((lane_max - row_shift) * LOG2E), axis=0)
+    row_sum = tl.sum(lane_sum * _exp(lane_max - row_shift, y_ptr.dtype.element_ty), axis=0)
     # Second sweep: write every column, zeros where masked. A row with nothing left
     # unmasked has max -inf and gives NaN, as torch does.
     for start in range(0, n_cols, BLOCK_N):
@@ -125,10 +150,10 @@ def softmax_forward_online_kernel(
         keep = cols < n_seen
         if HAS_MASK:
             keep = keep & (tl.load(m_row + cols * m_sn, mask=keep, other=0) != 0)
-        x = tl.load(x_row + cols * x_sn, mask=keep, other=0.0).to(tl.float32)
+        x = _load_input(x_row + cols * x_sn, keep, y_ptr.dtype.element_ty)
         z = tl.where(keep, x * scale, float("-inf"))
-        y = tl.exp2((z - row_max) * LOG2E) / row_sum
-        tl.store(y_row + cols * y_sn, y.to(y_ptr.dtype.element_ty), mask=in_bounds)
+        y = _exp(z - row_max, y_ptr.dtype.element_ty) / row_sum
+        tl.store(y_row + cols * y_sn, cast_rounded(y, y_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @triton.jit
@@ -161,7 +186,7 @@ def softmax_backward_kernel(
         mask_offs = _row_offsets(rows, rows_b, rows_c, m_sa, m_sb, m_sc)[:, None] + cols[None, :] * m_sn
         dx = tl.where(tl.load(mask_ptr + mask_offs, mask=in_bounds, other=0) != 0, dx, 0.0)
     dx_offs = _row_offsets(rows, rows_b, rows_c, dx_sa, dx_sb, dx_sc)[:, None] + cols[None, :] * dx_sn
-    tl.store(dx_ptr + dx_offs, dx.to(dx_ptr.dtype.element_ty), mask=in_bounds)
+    tl.store(dx_ptr + dx_offs, cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @triton.jit
@@ -200,7 +225,7 @@ def softmax_backward_online_kernel(
             dx = tl.where(cols <= row % causal_rows, dx, 0.0)
         if HAS_MASK:
             dx = tl.where(tl.load(m_row + cols * m_sn, mask=in_bounds, other=0) != 0, dx, 0.0)
-        tl.store(dx_row + cols * dx_sn, dx.to(dx_ptr.dtype.element_ty), mask=in_bounds)
+        tl.store(dx_row + cols * dx_sn, cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
 
 
 @dataclass(frozen=True)
@@ -216,13 +241,13 @@ class Plan:
         return (triton.cdiv(n_rows, self.block_m),)
 
 
-def plan(n_rows: int, n_cols: int, max_one_pass_cols: int = MAX_ONE_PASS_COLS) -> Plan:
-    """Tiling for rows of n_cols. The warp counts keep about 32 fp32 values a thread."""
-    if n_cols > max_one_pass_cols:
-        return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=8)
+def plan(n_rows: int, n_cols: int) -> Plan:
+    """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread."""
+    if n_cols > MAX_ONE_PASS_COLS:
+        return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD))
     block_n = triton.next_power_of_2(n_cols)
     block_m = min(triton.next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
-    num_warps = min(32, max(4, block_m * block_n // 1024))
+    num_warps = min(32, max(4, block_m * block_n // (32 * VALUES_PER_THREAD)))
     return Plan(one_pass=True, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
 
@@ -262,19 +287,20 @@ def softmax_forward(
     scale: float,
     causal: bool,
     out_dtype: torch.dtype,
-    max_one_pass_cols: int = MAX_ONE_PASS_COLS,
+    tiling: Optional[Plan] = None,
 ) -> torch.Tensor:
     """softmax(scale * x) along `dim`, masked.
 
     x: any shape (0-d too); mask: bool, broadcastable to x, True = keep; causal masks
-    keys j > query i in the last two dims of x; dim: 0 <= dim < max(x.dim(), 1).
+    keys j > query i in the last two dims of x; dim: 0 <= dim < max(x.dim(), 1);
+    tiling: the Plan to launch with (default: `plan(...)` of the rows).
     Returns a contiguous tensor of x's shape in `out_dtype`.
     """
     y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     if y.numel() == 0:
         return y
     (x_rows, y_rows), mask_rows, causal, causal_rows, layout = _moved_operands([x, y], mask, causal, dim, target=1)
-    p = plan(layout.n_rows, layout.n_cols, max_one_pass_cols)
+    p = tiling or plan(layout.n_rows, layout.n_cols)
     no_mask_strides = (0, 0, 0, 0)
     args = (
         x_rows, y_rows, x_rows if mask_rows is None else mask_rows,
@@ -298,12 +324,12 @@ def softmax_backward(
     scale: float,
     causal: bool,
     in_dtype: torch.dtype,
-    max_one_pass_cols: int = MAX_ONE_PASS_COLS,
+    tiling: Optional[Plan] = None,
 ) -> torch.Tensor:
     """Gradient w.r.t. x of y = softmax(scale * x) along `dim` (masked as the forward was).
 
-    grad_y, y: same shape, any strides; mask, causal: as given to the forward.
-    Returns a contiguous tensor in `in_dtype`.
+    grad_y, y: same shape, any strides; mask, causal: as given to the forward;
+    tiling: as for softmax_forward. Returns a contiguous tensor in `in_dtype`.
     """
     dx = torch.empty(y.shape, dtype=in_dtype, device=y.device)
     if dx.numel() == 0:
@@ -311,7 +337,7 @@ def softmax_backward(
     (dy_rows, y_rows, dx_rows), mask_rows, causal, causal_rows, layout = _moved_operands(
         [grad_y, y, dx], mask, causal, dim, target=2
     )
-    p = plan(layout.n_rows, layout.n_cols, max_one_pass_cols)
+    p = tiling or plan(layout.n_rows, layout.n_cols)
     no_mask_strides = (0, 0, 0, 0)
     args = (
         dy_rows, y_rows, y_rows if mask_rows is None else mask_rows, dx_rows,

@@ -33,11 +33,6 @@ def _check_dim(fn: str, dim: object, ndim: int) -> int:
     return dim % rank
 
 
-def _check_float_dtype(fn: str, name: str, dtype: torch.dtype) -> None:
-    if not dtype.is_floating_point:
-        raise TypeError(f"{fn}: {name} must be a floating-point dtype, got {dtype}")
-
-
 def softmax(
     input: Tensor,
     dim: int = -1,
@@ -61,11 +56,13 @@ def softmax(
     fn = "seqops.softmax"
     _check_tensor(fn, "input", input)
     if dtype is not None:
-        if not isinstance(dtype, torch.dtype):
-            raise TypeError(f"{fn}: argument 'dtype' must be a torch.dtype or None, got {type(dtype).__name__}")
-        _check_float_dtype(fn, "argument 'dtype'", dtype)
-    else:
-        _check_float_dtype(fn, f"input ({_describe(input)}) without a dtype= argument", input.dtype)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"{fn}: argument 'dtype' must be a floating-point torch.dtype or None, got {dtype!r}")
+    elif not input.dtype.is_floating_point:
+        raise TypeError(
+            f"{fn}: input must be floating point, got {_describe(input)}; "
+            "pass dtype= to cast it first, as torch.softmax does"
+        )
     dim = _check_dim(fn, dim, input.dim())
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
         raise TypeError(f"{fn}: argument 'scale' must be a real number, got {type(scale).__name__}")

@@ -100,11 +100,14 @@ fused_softmax_backward.register_autograd(_softmax_double_backward, setup_context
 
 def _fused_supports(input: Tensor, dim: int, dtype: Optional[torch.dtype], **_) -> Optional[str]:
     out_dtype = dtype or input.dtype
-    if input.dtype not in FUSED_DTYPES or out_dtype not in FUSED_DTYPES:
+    if out_dtype not in FUSED_DTYPES:
         return (
-            f"the fused softmax takes float32, float16 and bfloat16, got {input.dtype} -> {out_dtype} "
+            f"the fused softmax computes in float32, float16 and bfloat16, got {out_dtype} "
             "(float64 runs on the torch backend)"
         )
+    # With dtype= the kernel reads any real input and rounds it to out_dtype itself.
+    if input.dtype.is_complex or input.dtype == torch.bool:
+        return f"the fused softmax reads real inputs, got {input.dtype}"
     return None
 
 

@@ -1,0 +1,1 @@
+"""The seqops benchmark suite: `python -m benchmarks [op ...]` (see README.md)."""

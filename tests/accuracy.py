@@ -1,0 +1,76 @@
+"""The error rule of DESIGN.md: against the float64 reference on the CPU, a kernel's
+relative error ||out - ref|| / ||ref|| may be at most 2x the error of PyTorch's own op in
+the same dtype, plus a floor far below one rounding of that dtype (it matters only where
+torch happens to be exact). Non-finite entries must sit where the reference has them."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+EPS = {
+    torch.float64: 2.0**-52,
+    torch.float32: 2.0**-23,
+    torch.float16: 2.0**-10,
+    torch.bfloat16: 2.0**-7,
+}
+
+
+def floor(dtype: torch.dtype) -> float:
+    return EPS[dtype] / 8
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 over the entries where ref is finite."""
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    finite = ref.isfinite()
+    diff = torch.linalg.vector_norm(out[finite] - ref[finite]).item()
+    scale = torch.linalg.vector_norm(ref[finite]).item()
+    return diff / scale if scale > 0 else diff
+
+
+def assert_nonfinite_match(name: str, out: torch.Tensor, ref: torch.Tensor) -> None:
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)}, reference {tuple(ref.shape)}"
+    where_nan = out.isnan() != ref.isnan()
+    assert not where_nan.any(), f"{name}: NaN where the reference has none (or not where it has), {where_nan.sum().item()} entries"
+    where_inf = out.isinf() != ref.isinf()
+    assert not where_inf.any(), f"{name}: inf where the reference has none (or not where it has)"
+
+
+def assert_within_torch_error(
+    name: str, out: torch.Tensor, ref: torch.Tensor, torch_out: torch.Tensor, error_floor: float = None
+) -> None:
+    """out: the kernel's result; ref: float64 reference; torch_out: PyTorch's own op, same
+    dtype as out; error_floor: default floor(out.dtype)."""
+    assert out.dtype == torch_out.dtype, f"{name}: dtype {out.dtype}, torch's {torch_out.dtype}"
+    assert_nonfinite_match(name, out, ref)
+    error = relative_error(out, ref)
+    torch_error = relative_error(torch_out, ref)
+    error_floor = floor(out.dtype) if error_floor is None else error_floor
+    assert error <= 2 * torch_error + error_floor, (
+        f"{name}: relative error {error:.3e} > 2 x torch's {torch_error:.3e} + floor {error_floor:.1e} ({out.dtype})"
+    )
+
+
+# The naive reference backend's floor, in machine epsilons of the narrowest dtype its
+# computation goes through, per level of a pairwise reduction over the reduced length: a
+# few roundings' worth per level (measured for fp32 gradients: about 1.7 eps over 33
+# terms, 10 eps over 32768).
+REFERENCE_BACKEND_EPS = 4
+
+
+def assert_accurate(
+    backend: str, name: str, out: torch.Tensor, ref: torch.Tensor, torch_out: torch.Tensor,
+    precision: torch.dtype = None, reduced_length: int = 1,
+) -> None:
+    """The check for a result of `backend`: the 2x rule. The reference backend is the
+    naive math in the caller's dtype, not a kernel and not a seqops claim of accuracy; its
+    composition of unfused ops costs more roundings than torch's fused op, so its floor is
+    REFERENCE_BACKEND_EPS machine epsilons of `precision` (the narrowest dtype on its way;
+    default: out's) per level of a pairwise reduction over `reduced_length` terms."""
+    error_floor = None
+    if backend == "reference":
+        levels = 1 + math.log2(max(reduced_length, 1))
+        error_floor = REFERENCE_BACKEND_EPS * EPS[precision or out.dtype] * levels
+    assert_within_torch_error(name, out, ref, torch_out, error_floor)

@@ -1,0 +1,42 @@
+"""The benchmark harness runs end to end (the quick sweep, on whatever device is here) and
+writes what the README promises: a table, JSON tagged with the environment, a result or a
+reason for every case and provider."""
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def benchmarks_main(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.__main__ import main
+
+    return main
+
+
+def test_quick_softmax_sweep_writes_tagged_json(benchmarks_main, tmp_path, capsys):
+    assert benchmarks_main(["softmax", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "measured copy bandwidth" in printed and "torch.softmax" in printed
+    data = json.loads((tmp_path / "softmax.json").read_text())
+    assert data["op"] == "softmax" and data["baseline"] == "torch.softmax"
+    for key in ("device", "torch", "triton", "cuda", "seqops", "commit"):
+        assert key in data["environment"]
+    assert data["ceilings"]["copy_gb_per_s"] > 0
+    results = data["results"]
+    providers = {r["provider"] for r in results}
+    assert {"seqops[triton]", "seqops[cuda]", "torch.softmax", "reference"} <= providers
+    for r in results:
+        assert (r["median_ms"] is not None) != (r["skipped"] is not None), r
+        if r["median_ms"] is not None:
+            assert r["p20_ms"] <= r["median_ms"] <= r["p80_ms"] and r["gb_per_s"] > 0
+    assert any(r["provider"] == "torch.softmax" and r["median_ms"] for r in results)
+
+
+def test_unknown_op_is_refused(benchmarks_main, capsys):
+    with pytest.raises(SystemExit):
+        benchmarks_main(["attention-v9"])
+    assert "unknown op(s) attention-v9" in capsys.readouterr().err
