@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         print(report.table(results, module.BASELINE, ceilings["copy_gb_per_s"]))
         json_path = out / f"{name}.json"
         report.write_json(json_path, name, env, ceilings, module.BASELINE, results)
-        plots = report.plot(out, name, results, ceilings["copy_gb_per_s"])
+        plots = report.plot(out, name, env["device"], results, ceilings["copy_gb_per_s"])
         print(f"\nwrote {json_path}" + (f" and {len(plots)} plots" if plots else " (no plots: matplotlib is missing)"))
     return 0
 

@@ -53,7 +53,7 @@ def write_json(path: Path, op: str, environment: dict, ceilings: dict, baseline:
     }, indent=1) + "\n")
 
 
-def plot(directory: Path, op: str, results: list[Result], copy_gb_per_s: Optional[float]) -> list[Path]:
+def plot(directory: Path, op: str, device: str, results: list[Result], copy_gb_per_s: Optional[float]) -> list[Path]:
     """One PNG per direction and dtype: GB/s against the swept size, a line per provider.
     Returns the files written ([] without matplotlib)."""
     try:
@@ -78,7 +78,7 @@ def plot(directory: Path, op: str, results: list[Result], copy_gb_per_s: Optiona
         ax.set_xscale("log", base=2)
         ax.set_xlabel("row length")
         ax.set_ylabel("GB/s")
-        ax.set_title(f"{op} {direction}, {dtype}")
+        ax.set_title(f"{op} {direction}, {dtype} ({device})")
         ax.grid(True, alpha=0.3)
         ax.legend()
         path = directory / f"{op}_{direction}_{dtype}.png"

@@ -7,22 +7,17 @@ from seqops import backends
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
-# Backends that exist as real implementations (cuda joins once csrc has kernels).
+# Every backend but auto; one that cannot run on a device skips there, saying why.
 IMPLEMENTED = ("triton", "cuda", "torch", "reference")
 
 
-def runnable_backends(device: str) -> list[str]:
-    """Backends (and `auto`) that can run on `device` in this process."""
-    return ["auto"] + [name for name in IMPLEMENTED if backends.platform_reason(name, torch.device(device)) is None]
-
-
-def device_backend_params(include_auto: bool = True):
-    """pytest params (device, backend) with readable ids, e.g. `cpu-triton`."""
+def device_backend_params():
+    """pytest params (device, backend), auto included, with ids like `cpu-triton`."""
     params = []
     for device in DEVICES:
         name = device if isinstance(device, str) else device.values[0]
         marks = () if isinstance(device, str) else device.marks
-        for backend in IMPLEMENTED + (("auto",) if include_auto else ()):
+        for backend in IMPLEMENTED + ("auto",):
             params.append(pytest.param(name, backend, marks=marks, id=f"{name}-{backend}"))
     return params
 
