@@ -51,6 +51,21 @@ def exp_accurate(x):
     return libdevice.exp(x)
 
 
+@triton.jit
+def dot(a, b):
+    """a @ b accumulated in fp32, exact to the operands' precision.
+
+    fp32 operands get true fp32 products (tl.dot would use tf32, 10-bit mantissas).
+    bf16 operands are upcast to fp32 under the interpreter, whose bf16 tl.dot returns
+    garbage (triton 3.6); on a GPU they stay bf16 tensor-core dots.
+    """
+    if _INTERPRETED_IN_KERNEL and a.dtype == tl.bfloat16:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b)
+
+
 def _probe_interpreter() -> Optional[str]:
     """Why the interpreter cannot run seqops' kernels here, or None.
 

@@ -4,8 +4,10 @@ as PyTorch ops with autograd and drop-in layers. See README.md."""
 __version__ = "0.1.0"
 
 from seqops.backends import BACKENDS, BackendUnavailable, backend
-from seqops.functional import softmax
+from seqops.functional import scaled_dot_product_attention, softmax
 from seqops import nn
 from seqops.patching import patch
 
-__all__ = ["BACKENDS", "BackendUnavailable", "backend", "softmax", "nn", "patch", "__version__"]
+__all__ = [
+    "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "nn", "patch", "__version__",
+]

@@ -2,12 +2,14 @@
 then run the backend that seqops.backends picks."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from seqops.ops.attention import ATTENTION
 from seqops.ops.softmax import SOFTMAX
 
 
@@ -90,3 +92,85 @@ def softmax(
     scale = float(scale)
     run = SOFTMAX.select(input.device, input, dim, dtype, scale=scale, mask=mask, causal=causal)
     return run(input, dim, dtype, scale=scale, mask=mask, causal=causal)
+
+
+def _broadcast_or_raise(fn: str, what: str, shapes: list) -> tuple:
+    try:
+        return tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        raise ValueError(f"{fn}: {what} do not broadcast: {', '.join(str(tuple(s)) for s in shapes)}") from None
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: Optional[float] = None,
+    enable_gqa: bool = False,
+) -> Tensor:
+    """Attention as torch.nn.functional.scaled_dot_product_attention computes it.
+
+    query [..., L, E], key [..., S, E], value [..., S, Ev] -> [..., L, Ev]; the leading
+    dims broadcast. attn_mask: bool (True = attend) or float (added to the scores),
+    broadcastable to [..., L, S]; a float mask that requires grad gets its gradient.
+    is_causal: query i attends to keys j <= i (the upper-left triangle when L != S).
+    Given both attn_mask and is_causal, seqops applies both (torch's fused kernels do; its
+    math path raises). dropout_p: applied to the attention probabilities whenever > 0 (as
+    torch: pass 0.0 in eval); torch.manual_seed makes it reproducible. scale: default
+    1/sqrt(E). enable_gqa: dim -3 holds heads, and key/value heads divide query heads.
+    A row whose keys are all masked gives 0, as torch does.
+    """
+    fn = "seqops.scaled_dot_product_attention"
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(fn, name, t)
+        if t.dim() < 2:
+            raise ValueError(f"{fn}: '{name}' must have at least 2 dims [..., length, features], got {_describe(t)}")
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{fn}: '{name}' must be floating point, got {_describe(t)}")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(f"{fn}: query, key and value must share a dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+    if not (query.device == key.device == value.device):
+        raise ValueError(f"{fn}: query, key and value must be on one device, got {query.device}, {key.device}, {value.device}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"{fn}: query and key must have the same last dim E, got {_describe(query)} and {_describe(key)}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{fn}: key and value must have the same length S (dim -2), got {_describe(key)} and {_describe(value)}")
+    if not isinstance(enable_gqa, bool):
+        raise TypeError(f"{fn}: argument 'enable_gqa' must be a bool, got {type(enable_gqa).__name__}")
+    if enable_gqa:
+        if min(query.dim(), key.dim(), value.dim()) < 3:
+            raise ValueError(f"{fn}: enable_gqa needs heads at dim -3: query, key and value of at least 3 dims")
+        heads_q, heads_k, heads_v = query.shape[-3], key.shape[-3], value.shape[-3]
+        if heads_k != heads_v or heads_k == 0 or heads_q % heads_k:
+            raise ValueError(
+                f"{fn}: enable_gqa needs key and value heads (dim -3) equal and dividing the query heads, "
+                f"got query {heads_q}, key {heads_k}, value {heads_v}"
+            )
+        lead = _broadcast_or_raise(fn, "the leading dims of query, key and value",
+                                   [query.shape[:-3], key.shape[:-3], value.shape[:-3]]) + (heads_q,)
+    else:
+        lead = _broadcast_or_raise(fn, "the leading dims of query, key and value",
+                                   [query.shape[:-2], key.shape[:-2], value.shape[:-2]])
+    scores_shape = lead + (query.shape[-2], key.shape[-2])
+    if attn_mask is not None:
+        _check_tensor(fn, "attn_mask", attn_mask)
+        if attn_mask.dtype != torch.bool and not attn_mask.dtype.is_floating_point:
+            raise TypeError(f"{fn}: 'attn_mask' must be bool (True = attend) or floating point (added), got {attn_mask.dtype}")
+        if attn_mask.device != query.device:
+            raise ValueError(f"{fn}: 'attn_mask' is on {attn_mask.device} but 'query' is on {query.device}")
+        if _broadcast_or_raise(fn, "attn_mask and the scores [..., L, S]", [attn_mask.shape, scores_shape]) != scores_shape:
+            raise ValueError(
+                f"{fn}: 'attn_mask' of shape {tuple(attn_mask.shape)} does not broadcast to the scores' shape {scores_shape}"
+            )
+    if not isinstance(dropout_p, numbers.Real) or isinstance(dropout_p, bool) or not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"{fn}: 'dropout_p' must be a number in [0, 1], got {dropout_p!r}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"{fn}: argument 'is_causal' must be a bool, got {type(is_causal).__name__}")
+    if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
+        raise TypeError(f"{fn}: argument 'scale' must be a real number or None, got {type(scale).__name__}")
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
+    args = (query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
+    return ATTENTION.select(query.device, *args)(*args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from seqops.masks import causal_keep
 
@@ -29,3 +30,20 @@ def softmax(
     if causal:
         z = z.masked_fill(~causal_keep(z.shape[-2], z.shape[-1], z.device), float("-inf"))
     return torch.softmax(z, dim)
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None, enable_gqa: bool = False,
+) -> torch.Tensor:
+    """torch.nn.functional.scaled_dot_product_attention. Given both a mask and is_causal,
+    which torch refuses, the causal mask is merged into attn_mask (seqops applies both);
+    a mask of fewer than 2 dims, which torch fails on though it broadcasts, is lifted to 2."""
+    if attn_mask is not None and attn_mask.dim() < 2:
+        attn_mask = attn_mask.reshape((1,) * (2 - attn_mask.dim()) + tuple(attn_mask.shape))
+    if attn_mask is not None and is_causal:
+        keep = causal_keep(query.shape[-2], key.shape[-2], query.device)
+        attn_mask = attn_mask & keep if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~keep, float("-inf"))
+        is_causal = False
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
