@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import environment, report, softmax, suite
-from .measure import copy_bandwidth_gb_per_s
+from . import attention, environment, report, softmax, suite
+from .measure import copy_bandwidth_gb_per_s, matmul_tflop_per_s
 
-OPS = {"softmax": softmax}
+OPS = {"softmax": softmax, "attention": attention}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -41,7 +41,9 @@ def main(argv=None) -> int:
               "kernels) need a GPU; CPU timings say nothing about them.")
     copy_bytes = 2**30 if device.type == "cuda" else 2**27
     ceilings = {"copy_gb_per_s": copy_bandwidth_gb_per_s(device, copy_bytes)}
-    print(f"measured copy bandwidth: {ceilings['copy_gb_per_s']:.0f} GB/s")
+    if device.type == "cuda":
+        ceilings["matmul_tflop_per_s"] = matmul_tflop_per_s(device, 8192)
+    print("measured ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()))
 
     for name in args.ops:
         module = OPS[name]
@@ -49,9 +51,16 @@ def main(argv=None) -> int:
         results = suite.run(module.cases(device, args.quick), module.providers(device), device)
         print()
         print(report.table(results, module.BASELINE, ceilings["copy_gb_per_s"]))
+        exponents = {}
+        plots = report.plot_throughput(out, name, env["device"], results, module.SWEEP_NAME, ceilings)
+        if module.MEMORY_PANEL:
+            exponents = report.memory_exponents(results, module.MEMORY_PANEL)
+            print(f"\npeak extra memory ~ {module.SWEEP_NAME}^k ({module.MEMORY_PANEL}): "
+                  + (", ".join(f"{p} k={k:.2f}" for p, k in exponents.items()) or "not measured here"))
+            plots += report.plot_memory(out, name, env["device"], results, module.MEMORY_PANEL, module.SWEEP_NAME,
+                                        exponents)
         json_path = out / f"{name}.json"
-        report.write_json(json_path, name, env, ceilings, module.BASELINE, results)
-        plots = report.plot(out, name, env["device"], results, ceilings["copy_gb_per_s"])
+        report.write_json(json_path, name, env, ceilings, module.BASELINE, results, exponents)
         print(f"\nwrote {json_path}" + (f" and {len(plots)} plots" if plots else " (no plots: matplotlib is missing)"))
     return 0
 

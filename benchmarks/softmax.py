@@ -72,3 +72,5 @@ def providers(device: torch.device) -> list[Provider]:
 
 
 BASELINE = "torch.softmax"
+SWEEP_NAME = "row length"
+MEMORY_PANEL = None

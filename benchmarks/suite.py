@@ -13,18 +13,21 @@ from .measure import peak_extra_bytes, time_call
 class Case:
     """One measured configuration of an op.
 
-    sweep: the value the plots put on the x axis (e.g. row length); bytes_moved and flops:
-    the least traffic and arithmetic the op needs, for GB/s and TFLOP/s (0 if not meaningful).
+    sweep: the value the plots put on the x axis (row length, sequence length); panel:
+    the plot it belongs to (cases differing only in `sweep`); bytes_moved and flops: the
+    least traffic and arithmetic the op needs, for GB/s and TFLOP/s (0 if not meaningful);
+    params: whatever else prepare() needs.
     """
 
     op: str
-    direction: str  # "forward" or "backward"
+    direction: str  # "forward", "backward" or "forward+backward"
     dtype: torch.dtype
     shape: tuple
     sweep: int
-    bytes_moved: int
+    bytes_moved: int = 0
     flops: int = 0
-    params: dict = field(default_factory=dict)
+    panel: str = ""
+    params: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Result:
     dtype: str
     shape: tuple
     sweep: int
+    panel: str
     provider: str
     median_ms: Optional[float] = None
     p20_ms: Optional[float] = None
@@ -62,7 +66,7 @@ class Result:
 
 def measure_case(case: Case, provider: Provider, device: torch.device) -> Result:
     result = Result(case.op, case.direction, str(case.dtype).removeprefix("torch."), case.shape, case.sweep,
-                    provider.name)
+                    case.panel or f"{case.direction}, {str(case.dtype).removeprefix('torch.')}", provider.name)
     reason = provider.unavailable(case, device)
     if reason is not None:
         result.skipped = reason
@@ -73,6 +77,9 @@ def measure_case(case: Case, provider: Provider, device: torch.device) -> Result
         result.peak_extra_bytes = peak_extra_bytes(fn, device)
     except torch.cuda.OutOfMemoryError:
         result.skipped = "out of memory"
+        return result
+    except RuntimeError as error:  # a torch SDPA backend that cannot take the case, say
+        result.skipped = f"failed: {str(error).splitlines()[0][:160]}"
         return result
     finally:
         if device.type == "cuda":

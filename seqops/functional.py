@@ -35,6 +35,19 @@ def _check_dim(fn: str, dim: object, ndim: int) -> int:
     return dim % rank
 
 
+def _check_mask_placement(fn: str, name: str, mask: Tensor, other: Tensor, other_name: str, shape: tuple,
+                          shape_name: str) -> None:
+    """`mask` is on `other`'s device and broadcasts to `shape` without growing it."""
+    if mask.device != other.device:
+        raise ValueError(f"{fn}: '{name}' is on {mask.device} but '{other_name}' is on {other.device}")
+    try:
+        broadcast = tuple(torch.broadcast_shapes(mask.shape, shape))
+    except RuntimeError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(f"{fn}: '{name}' of shape {tuple(mask.shape)} does not broadcast to {shape_name} {shape}")
+
+
 def softmax(
     input: Tensor,
     dim: int = -1,
@@ -75,16 +88,7 @@ def softmax(
                 f"{fn}: argument 'mask' must be a bool tensor (True = keep), got {mask.dtype}; "
                 "add a float bias to the input instead"
             )
-        if mask.device != input.device:
-            raise ValueError(f"{fn}: 'mask' is on {mask.device} but 'input' is on {input.device}")
-        try:
-            broadcast = torch.broadcast_shapes(mask.shape, input.shape)
-        except RuntimeError:
-            broadcast = None
-        if broadcast != input.shape:
-            raise ValueError(
-                f"{fn}: 'mask' of shape {tuple(mask.shape)} does not broadcast to the input's shape {tuple(input.shape)}"
-            )
+        _check_mask_placement(fn, "mask", mask, input, "input", tuple(input.shape), "the input's shape")
     if not isinstance(causal, bool):
         raise TypeError(f"{fn}: argument 'causal' must be a bool, got {type(causal).__name__}")
     if causal and input.dim() < 2:
@@ -159,12 +163,7 @@ def scaled_dot_product_attention(
         _check_tensor(fn, "attn_mask", attn_mask)
         if attn_mask.dtype != torch.bool and not attn_mask.dtype.is_floating_point:
             raise TypeError(f"{fn}: 'attn_mask' must be bool (True = attend) or floating point (added), got {attn_mask.dtype}")
-        if attn_mask.device != query.device:
-            raise ValueError(f"{fn}: 'attn_mask' is on {attn_mask.device} but 'query' is on {query.device}")
-        if _broadcast_or_raise(fn, "attn_mask and the scores [..., L, S]", [attn_mask.shape, scores_shape]) != scores_shape:
-            raise ValueError(
-                f"{fn}: 'attn_mask' of shape {tuple(attn_mask.shape)} does not broadcast to the scores' shape {scores_shape}"
-            )
+        _check_mask_placement(fn, "attn_mask", attn_mask, query, "query", scores_shape, "the scores' shape")
     if not isinstance(dropout_p, numbers.Real) or isinstance(dropout_p, bool) or not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"{fn}: 'dropout_p' must be a number in [0, 1], got {dropout_p!r}")
     if not isinstance(is_causal, bool):

@@ -21,8 +21,10 @@ from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend, get_ptxas
 from triton.compiler import ASTSource
+from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
+import seqops.kernels.attention as attention_kernels
 import seqops.kernels.softmax as softmax_kernels
 from seqops.kernels import runtime
 
@@ -61,20 +63,30 @@ class RecordedLaunch:
 
 
 class Recorder:
-    """Stands in for a module's kernel: `kernel[grid](...)` records the launch."""
+    """Stands in for a module's kernel: `kernel[grid](...)` records the launch, or, for an
+    autotuned kernel, one launch per config its autotuner would try for these arguments."""
 
-    def __init__(self, kernel: JITFunction, launches: list):
+    def __init__(self, kernel, launches: list):
         self.kernel, self.launches = kernel, launches
 
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.launches.append(RecordedLaunch(self.kernel, args, kwargs))
+        return self._record
+
+    def _record(self, *args, **kwargs):
+        if not isinstance(self.kernel, Autotuner):
+            self.launches.append(RecordedLaunch(self.kernel, args, kwargs))
+            return
+        self.kernel.nargs = dict(zip(self.kernel.arg_names, args))
+        for config in self.kernel.prune_configs(kwargs):
+            tuned = {k: v for k, v in config.all_kwargs().items() if k not in ("num_ctas", "maxnreg")}
+            self.launches.append(RecordedLaunch(self.kernel.fn, args, {**kwargs, **tuned}))
 
 
 def record_launches(module, drive) -> list[RecordedLaunch]:
     """The kernel launches `drive()` makes through the launchers of `module`."""
     launches: list[RecordedLaunch] = []
     originals = {name: value for name, value in vars(module).items()
-                 if isinstance(value, JITFunction) and name.endswith("_kernel")}
+                 if isinstance(value, (JITFunction, Autotuner)) and name.endswith("_kernel")}
     for name, kernel in originals.items():
         setattr(module, name, Recorder(kernel, launches))
     try:
@@ -95,6 +107,21 @@ def drive_softmax():
                 softmax_kernels.softmax_backward(torch.randn_like(y), y, mask, 2, 1.0, causal, dtype)
 
 
+def drive_attention():
+    """Each dtype and head dim class, with every mask kind, causal, dropout and a float
+    mask's gradient; contiguous [B, H, L, E] tensors, as a model passes them."""
+    B, H, L, S = 1, 2, 64, 64
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for head_dim in (16, 40, 64, 128, 256):
+            q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
+            masks = (None, torch.ones(B, 1, L, S, dtype=torch.bool), torch.zeros(1, H, 1, S, dtype=dtype))
+            for mask in masks:
+                for causal, dropout in ((False, 0.0), (True, 0.1)):
+                    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0.1, 1)
+                    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout,
+                                                         causal, 0.1, 1, mask is not None and mask.is_floating_point())
+
+
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
     """(registers, spilled bytes) of the one kernel in `ptx`, from `ptxas -v`."""
     target = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
@@ -113,7 +140,7 @@ def main() -> int:
         print("compile_triton_kernels: run without TRITON_INTERPRET (kernels are interpreted here)", file=sys.stderr)
         return 2
     failures = 0
-    for module, drive in ((softmax_kernels, drive_softmax),):
+    for module, drive in ((softmax_kernels, drive_softmax), (attention_kernels, drive_attention)):
         for launch in record_launches(module, drive):
             for target in TARGETS:
                 label = f"sm_{target.arch} {launch.describe()}"

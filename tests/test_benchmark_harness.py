@@ -20,9 +20,9 @@ def benchmarks_main(monkeypatch):
 def test_quick_softmax_sweep_writes_tagged_json(benchmarks_main, tmp_path, capsys):
     assert benchmarks_main(["softmax", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "measured copy bandwidth" in printed and "torch.softmax" in printed
+    assert "measured ceilings: copy_gb_per_s" in printed and "torch.softmax" in printed
     data = json.loads((tmp_path / "softmax.json").read_text())
-    assert data["op"] == "softmax" and data["baseline"] == "torch.softmax"
+    assert data["op"] == "softmax" and data["baseline"] == "torch.softmax" and data["memory_exponents"] == {}
     for key in ("device", "torch", "triton", "cuda", "seqops", "commit"):
         assert key in data["environment"]
     assert data["ceilings"]["copy_gb_per_s"] > 0
@@ -40,3 +40,14 @@ def test_unknown_op_is_refused(benchmarks_main, capsys):
     with pytest.raises(SystemExit):
         benchmarks_main(["attention-v9"])
     assert "unknown op(s) attention-v9" in capsys.readouterr().err
+
+
+def test_quick_attention_sweep(benchmarks_main, tmp_path, capsys):
+    assert benchmarks_main(["attention", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "peak extra memory ~ sequence length^k" in printed
+    data = json.loads((tmp_path / "attention.json").read_text())
+    measured = [r for r in data["results"] if r["median_ms"] is not None]
+    assert {r["provider"] for r in measured} >= {"torch.sdpa", "reference"}
+    assert all(r["tflop_per_s"] > 0 for r in measured)
+    assert {r["direction"] for r in measured} == {"forward", "forward+backward"}

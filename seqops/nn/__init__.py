@@ -2,11 +2,13 @@
 torch.nn layer it is named after, and runs seqops' ops."""
 import torch
 
+from seqops.nn.multihead_attention import MultiheadAttention
 from seqops.nn.softmax import Softmax
 
 # torch layer type -> its seqops drop-in; what seqops.patch swaps.
 DROP_INS = {
     torch.nn.Softmax: Softmax,
+    torch.nn.MultiheadAttention: MultiheadAttention,
 }
 
-__all__ = ["Softmax", "DROP_INS"]
+__all__ = ["Softmax", "MultiheadAttention", "DROP_INS"]

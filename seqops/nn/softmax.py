@@ -6,6 +6,7 @@ import warnings
 import torch
 
 from seqops import functional
+from seqops.nn.drop_in import DropIn
 
 
 def _implicit_softmax_dim(ndim: int) -> int:
@@ -17,7 +18,7 @@ def _implicit_softmax_dim(ndim: int) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-class Softmax(torch.nn.Softmax):
+class Softmax(DropIn, torch.nn.Softmax):
     """torch.nn.Softmax computed by seqops.softmax (same constructor, attributes and
     state_dict; an instance of torch.nn.Softmax too).
 
@@ -27,10 +28,3 @@ class Softmax(torch.nn.Softmax):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         dim = self.dim if self.dim is not None else _implicit_softmax_dim(input.dim())
         return functional.softmax(input, dim)
-
-    @classmethod
-    def from_torch(cls, module: torch.nn.Softmax) -> "Softmax":
-        """The seqops layer equivalent to `module`."""
-        replacement = cls(dim=module.dim)
-        replacement.train(module.training)
-        return replacement

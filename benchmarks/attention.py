@@ -1,0 +1,120 @@
+"""Attention benchmark: seqops (each fused backend) vs torch's scaled_dot_product_attention
+(each of its backends, and its own choice) vs the naive reference.
+
+Throughput: B*L = 16k tokens, hidden size 2048 (heads = 2048 / head dim), head dims 64
+and 128, causal or not, L from 512 to 16k, fp16 and bf16; forward and forward+backward,
+as TFLOP/s with forward FLOPs 4*B*H*L*S*D (halved when causal) and backward 2.5x forward.
+Memory: B = 1, 16 heads of 128, L from 512 to 32k, forward peak extra memory, whose log
+against log(L) gives the exponent (about 2 for the naive form, 1 for a fused kernel).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+import seqops
+from seqops import reference
+from seqops.ops.attention import ATTENTION
+
+from .suite import Case, Provider
+
+TOKENS = 16384
+HIDDEN = 2048
+GPU_LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
+MEMORY_LENGTHS = [512, 1024, 2048, 4096, 8192, 16384, 32768]
+CPU_LENGTHS = [128, 256, 512]
+CPU_TOKENS, CPU_HIDDEN = 1024, 256
+FUSED_BACKENDS = ("triton", "cuda")
+
+BASELINE = "torch.sdpa"
+SWEEP_NAME = "sequence length"
+MEMORY_PANEL = "memory: forward, bf16, B=1, 16 heads of 128"
+
+
+def _flops(B: int, H: int, L: int, D: int, causal: bool, direction: str) -> int:
+    forward = 4 * B * H * L * L * D // (2 if causal else 1)
+    return int(forward * (3.5 if direction == "forward+backward" else 1))
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    on_gpu = device.type == "cuda"
+    lengths = GPU_LENGTHS if on_gpu else CPU_LENGTHS
+    tokens, hidden = (TOKENS, HIDDEN) if on_gpu else (CPU_TOKENS, CPU_HIDDEN)
+    dtypes = [torch.bfloat16, torch.float16] if on_gpu else [torch.float32]
+    head_dims = [64, 128] if on_gpu else [64]
+    if quick:
+        lengths, dtypes, head_dims = lengths[::2], dtypes[:1], head_dims[-1:]
+    out = []
+    for dtype in dtypes:
+        for head_dim in head_dims:
+            for causal in (False, True):
+                for direction in ("forward", "forward+backward"):
+                    for L in lengths:
+                        B, H = max(1, tokens // L), hidden // head_dim
+                        panel = (f"{direction}, {str(dtype).removeprefix('torch.')}, head dim {head_dim}"
+                                 + (", causal" if causal else ""))
+                        out.append(Case("attention", direction, dtype, (B, H, L, head_dim), L,
+                                        flops=_flops(B, H, L, head_dim, causal, direction), panel=panel,
+                                        params={"causal": causal}))
+    if on_gpu:
+        for L in (MEMORY_LENGTHS[::2] if quick else MEMORY_LENGTHS):
+            out.append(Case("attention", "forward", torch.bfloat16, (1, 16, L, 128), L,
+                            flops=_flops(1, 16, L, 128, False, "forward"), panel=MEMORY_PANEL, params={"causal": False}))
+    return out
+
+
+def _timed(case: Case, device: torch.device, attention: Callable) -> Callable[[], object]:
+    B, H, L, D = case.shape
+    causal = case.params["causal"]
+    grad = case.direction == "forward+backward"
+    q, k, v = (torch.randn(B, H, L, D, device=device, dtype=case.dtype, requires_grad=grad) for _ in range(3))
+    if not grad:
+        return lambda: attention(q, k, v, causal)
+    dout = torch.randn(B, H, L, D, device=device, dtype=case.dtype)
+    return lambda: torch.autograd.grad(attention(q, k, v, causal), (q, k, v), dout)
+
+
+def _seqops_provider(backend: str) -> Provider:
+    def attention(q, k, v, causal):
+        with seqops.backend(backend):
+            return seqops.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        B, H, L, D = case.shape
+        probe = torch.empty(1, 1, 1, D, device=device, dtype=case.dtype)
+        reason = ATTENTION.reason(backend, device, probe, probe, probe, None, 0.0, case.params["causal"], 1.0, False)
+        if reason is None and device.type == "cpu":
+            reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
+        return reason
+
+    return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, attention), unavailable)
+
+
+def _torch_provider(name: str, sdpa_backend) -> Provider:
+    def attention(q, k, v, causal):
+        context = torch.nn.attention.sdpa_kernel(sdpa_backend) if sdpa_backend is not None else contextlib.nullcontext()
+        with context:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if sdpa_backend is not None and device.type != "cuda":
+            return "torch's fused SDPA backends are measured on a GPU"
+        return None
+
+    return Provider(name, lambda case, device: _timed(case, device, attention), unavailable)
+
+
+def providers(device: torch.device) -> list[Provider]:
+    backends = torch.nn.attention.SDPBackend
+    return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        _torch_provider("torch.sdpa", None),
+        _torch_provider("torch.sdpa[flash]", backends.FLASH_ATTENTION),
+        _torch_provider("torch.sdpa[efficient]", backends.EFFICIENT_ATTENTION),
+        _torch_provider("torch.sdpa[cudnn]", backends.CUDNN_ATTENTION),
+        _torch_provider("torch.sdpa[math]", backends.MATH),
+        Provider("reference", lambda case, device: _timed(
+            case, device, lambda q, k, v, causal: reference.scaled_dot_product_attention(q, k, v, is_causal=causal))),
+    ]
