@@ -38,22 +38,49 @@ MASK_FLOAT = tl.constexpr(2)
 MAX_HEAD_DIM = 256
 
 
-def _configs(gpu: list[triton.Config]) -> list[triton.Config]:
+# Tiles (BLOCK_M, BLOCK_N, num_warps) the autotuner may try, per kernel, dtype class
+# ("fp32": FMA dots; "16-bit": tensor cores), head-dim class (BLOCK_D, the larger of the
+# two head dims rounded up to a power of two: 64 and below, 128, 256) and feature weight
+# ("plain"; "heavy": a mask or dropout, which hold more per thread). Each was compiled for
+# sm_90 and found not to spill registers (tests/compile_triton_kernels.py checks every
+# tile here in CI); larger tiles spilled, some by kilobytes.
+CANDIDATE_TILES = [
+    (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4), (64, 32, 8),
+    (64, 64, 4), (64, 64, 8), (32, 128, 8), (128, 32, 8), (128, 64, 8), (64, 128, 8), (128, 128, 8),
+]
+STAGES = {"forward": (2, 3), "backward_dkdv": (1, 2), "backward_dq": (1, 2)}
+TILES: dict = {}
+# When set (by a calibration run), the prune keeps every candidate tile.
+CALIBRATING = False
+
+
+def _head_dim_class(block_d: int) -> int:
+    return 64 if block_d <= 64 else block_d
+
+
+def _prune(kernel: str):
+    """The autotuner's early prune: the calibrated tiles for this launch's classes."""
+    def prune(configs, named_args, **kwargs):
+        if INTERPRETED or CALIBRATING:
+            return configs
+        dtype_class = "fp32" if named_args["q_ptr"].dtype == torch.float32 else "16-bit"
+        head_class = _head_dim_class(max(kwargs["BLOCK_D"], kwargs["BLOCK_DV"]))
+        weight = "heavy" if kwargs["MASK_KIND"] or kwargs["DROPOUT"] else "plain"
+        allowed = TILES[kernel][(dtype_class, head_class, weight)]
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) in allowed]
+
+    return dict(early_config_prune=prune)
+
+
+def _configs(kernel: str) -> list[triton.Config]:
     """The autotuning space: under the interpreter one small config (tuning there would
     measure nothing, and small blocks make more block edges to test)."""
     if INTERPRETED:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    return gpu
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w in CANDIDATE_TILES for s in STAGES[kernel]]
 
 
-FORWARD_CONFIGS = _configs([
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)
-])
-BACKWARD_CONFIGS = _configs([
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn in ((32, 64), (64, 32), (64, 64), (32, 128), (128, 32)) for w in (4, 8) for s in (1, 2, 3)
-])
 AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT"]
 
 
@@ -131,7 +158,7 @@ def _forward_key_blocks(
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=FORWARD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=_configs("forward"), key=AUTOTUNE_KEY, prune_configs_by=_prune("forward"))
 @triton.jit
 def attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, lse_ptr,
@@ -269,7 +296,7 @@ def _dkdv_query_blocks(
     return dk, dv
 
 
-@triton.autotune(configs=BACKWARD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=_configs("backward_dkdv"), key=AUTOTUNE_KEY, prune_configs_by=_prune("backward_dkdv"))
 @triton.jit
 def attention_backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
@@ -358,7 +385,7 @@ def _dq_key_blocks(
     return dq
 
 
-@triton.autotune(configs=BACKWARD_CONFIGS, key=AUTOTUNE_KEY)
+@triton.autotune(configs=_configs("backward_dq"), key=AUTOTUNE_KEY, prune_configs_by=_prune("backward_dq"))
 @triton.jit
 def attention_backward_dq_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,

@@ -52,6 +52,26 @@ def exp_accurate(x):
 
 
 @triton.jit
+def sigmoid_accurate(x):
+    """1 / (1 + e**-x) with the accurate exp (tl.sigmoid uses the approximate one)."""
+    return 1.0 / (1.0 + exp_accurate(-x))
+
+
+@triton.jit
+def tanh_accurate(x):
+    """tanh(x) to about one ulp in fp32: libdevice's tanh on a GPU. The interpreter has no
+    libdevice; there it is (1 - e) / (1 + e), e = e**-2|x|, in fp64, where the difference
+    loses nothing fp32 keeps (and x - x**3/3 below 1e-4, where even fp64 would)."""
+    if _INTERPRETED_IN_KERNEL:
+        x64 = x.to(tl.float64)
+        magnitude = tl.abs(x64)
+        e = tl.exp(-2.0 * magnitude)
+        t = tl.where(magnitude < 1e-4, magnitude * (1.0 - x64 * x64 / 3.0), (1.0 - e) / (1.0 + e))
+        return tl.where(x64 < 0, -t, t).to(x.dtype)
+    return libdevice.tanh(x)
+
+
+@triton.jit
 def dot(a, b):
     """a @ b accumulated in fp32, exact to the operands' precision.
 

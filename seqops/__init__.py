@@ -1,13 +1,14 @@
-"""seqops: fused GPU kernels for sequence models (softmax; attention and LSTM to come),
-as PyTorch ops with autograd and drop-in layers. See README.md."""
+"""seqops: fused GPU kernels for sequence models (softmax, attention, LSTM), as PyTorch
+ops with autograd and drop-in layers. See README.md."""
 
 __version__ = "0.1.0"
 
 from seqops.backends import BACKENDS, BackendUnavailable, backend
-from seqops.functional import scaled_dot_product_attention, softmax
+from seqops.functional import lstm_cell, scaled_dot_product_attention, softmax
 from seqops import nn
 from seqops.patching import patch
 
 __all__ = [
-    "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "nn", "patch", "__version__",
+    "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "lstm_cell", "nn", "patch",
+    "__version__",
 ]

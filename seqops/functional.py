@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from seqops.ops.attention import ATTENTION
+from seqops.ops.lstm import LSTM, LSTM_CELL
 from seqops.ops.softmax import SOFTMAX
 
 
@@ -173,3 +174,80 @@ def scaled_dot_product_attention(
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
     args = (query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
     return ATTENTION.select(query.device, *args)(*args)
+
+
+def lstm_cell(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """One LSTM step, as torch.lstm_cell: gates = input @ w_ih^T + b_ih + h @ w_hh^T + b_hh,
+    in the order i, f, g, o; c' = sigmoid(f) c + sigmoid(i) tanh(g); h' = sigmoid(o) tanh(c').
+
+    input [B, I] (or [I]); hx = (h [B, H], c [B, H]) (or [H] each); w_ih [4H, I];
+    w_hh [4H, H]; b_ih, b_hh [4H], both or neither. Returns (h', c'), shaped like hx.
+    """
+    fn = "seqops.lstm_cell"
+    _check_tensor(fn, "input", input)
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"{fn}: 'hx' must be a pair (h, c) of tensors, got {type(hx).__name__}")
+    h, c = (_check_tensor(fn, name, t) for name, t in (("hx[0]", hx[0]), ("hx[1]", hx[1])))
+    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
+        _check_tensor(fn, name, t)
+        if t.dim() != 2:
+            raise ValueError(f"{fn}: '{name}' must be 2-D [4 * hidden_size, features], got {_describe(t)}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError(f"{fn}: give both b_ih and b_hh, or neither")
+    if input.dim() not in (1, 2) or h.dim() != input.dim() or c.dim() != input.dim():
+        raise ValueError(f"{fn}: input and hx must be all 2-D [batch, features] or all 1-D, got "
+                         f"{input.dim()}-D, {h.dim()}-D and {c.dim()}-D")
+    batched = input.dim() == 2
+    if not batched:
+        input, h, c = input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
+    hidden = w_hh.shape[1]
+    if w_ih.shape[0] != 4 * hidden or w_hh.shape[0] != 4 * hidden:
+        raise ValueError(f"{fn}: w_ih and w_hh must have 4 * hidden_size = {4 * hidden} rows, got "
+                         f"{_describe(w_ih)} and {_describe(w_hh)}")
+    if input.shape[1] != w_ih.shape[1]:
+        raise RuntimeError(f"{fn}: input has inconsistent input_size: got {input.shape[1]} expected {w_ih.shape[1]}")
+    for label, state in (("0", h), ("1", c)):
+        if state.shape[0] != input.shape[0]:
+            raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden{label} batch size "
+                               f"{state.shape[0]}")
+        if state.shape[1] != hidden:
+            raise RuntimeError(f"{fn}: hidden{label} has inconsistent hidden_size: got {state.shape[1]}, expected {hidden}")
+    for b in (b_ih, b_hh):
+        if b is not None and tuple(b.shape) != (4 * hidden,):
+            raise ValueError(f"{fn}: biases must be [4 * hidden_size] = [{4 * hidden}], got {_describe(b)}")
+    tensors = [t for t in (input, h, c, w_ih, w_hh, b_ih, b_hh) if t is not None]
+    if len({t.dtype for t in tensors}) != 1 or not input.dtype.is_floating_point:
+        raise TypeError(f"{fn}: input, hx, weights and biases must share one floating dtype, got "
+                        f"{sorted({str(t.dtype) for t in tensors})}")
+    if len({t.device for t in tensors}) != 1:
+        raise ValueError(f"{fn}: input, hx, weights and biases must be on one device, got {sorted({str(t.device) for t in tensors})}")
+    args = (input, (h, c), w_ih, w_hh, b_ih, b_hh)
+    h1, c1 = LSTM_CELL.select(input.device, *args)(*args)
+    return (h1, c1) if batched else (h1.squeeze(0), c1.squeeze(0))
+
+
+def lstm(
+    input: Tensor,
+    batch_sizes: Optional[Tensor],
+    hx: tuple[Tensor, Tensor],
+    weights: list[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    proj_size: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A multi-layer LSTM as torch.nn.LSTM runs it (its arguments already checked by the
+    module: seqops.nn.LSTM is the way in). input [T, B, I] time-major, or packed data [N, I]
+    with batch_sizes [T]; hx = (h0 [layers * directions, B, P], c0 [..., B, H]); weights
+    in the module's _flat_weights order. Returns (output, h_n, c_n)."""
+    args = (input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional, proj_size)
+    return LSTM.select(input.device, *args)(*args)

@@ -6,7 +6,9 @@ The launchers are driven with CPU tensors over representative inputs; each `*_ke
 launch is intercepted, specialised exactly as Triton's JIT would (dtypes, alignment,
 integers equal to 1), compiled for sm_80 and sm_90 and passed through `ptxas -v`.
 Run it without TRITON_INTERPRET: `python tests/compile_triton_kernels.py`. Exits
-non-zero when a kernel fails to compile or spills registers.
+non-zero when a kernel fails to compile or spills registers. With `--calibrate [jobs]` it
+instead measures every candidate attention tile and prints the table of those that do
+not spill (seqops.kernels.attention.TILES).
 """
 from __future__ import annotations
 
@@ -107,19 +109,26 @@ def drive_softmax():
                 softmax_kernels.softmax_backward(torch.randn_like(y), y, mask, 2, 1.0, causal, dtype)
 
 
-def drive_attention():
-    """Each dtype and head dim class, with every mask kind, causal, dropout and a float
-    mask's gradient; contiguous [B, H, L, E] tensors, as a model passes them."""
+def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: bool, dropout: float):
+    """One forward and backward through the attention launchers, on contiguous
+    [B, H, L, E] tensors as a model passes them."""
     B, H, L, S = 1, 2, 64, 64
+    q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
+    mask = {"none": None, "bool": torch.ones(B, 1, L, S, dtype=torch.bool),
+            "float": torch.zeros(1, H, 1, S, dtype=dtype)}[mask_kind]
+    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0.1, 1)
+    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0.1, 1,
+                                         mask_kind == "float")
+
+
+def drive_attention():
+    """Each dtype and head dim (and so each class of the tile table), with every mask
+    kind, causal, dropout and a float mask's gradient."""
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for head_dim in (16, 40, 64, 128, 256):
-            q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
-            masks = (None, torch.ones(B, 1, L, S, dtype=torch.bool), torch.zeros(1, H, 1, S, dtype=dtype))
-            for mask in masks:
+            for mask_kind in ("none", "bool", "float"):
                 for causal, dropout in ((False, 0.0), (True, 0.1)):
-                    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0.1, 1)
-                    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout,
-                                                         causal, 0.1, 1, mask is not None and mask.is_floating_point())
+                    run_attention(dtype, head_dim, mask_kind, causal, dropout)
 
 
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
@@ -135,7 +144,67 @@ def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
     return registers, spills
 
 
+def _compile_for_calibration(task):
+    """Worker: (class, kernel name, tile, launch fields) -> (class, kernel, tile, spilled bytes or None)."""
+    key, kernel_name, tile, signature, constexprs, attrs, options = task
+    kernel = getattr(attention_kernels, kernel_name).fn
+    try:
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=TARGETS[1], options=options)
+        return key, kernel_name, tile, ptxas_report(compiled.asm["ptx"], TARGETS[1].arch)[1]
+    except Exception:  # a tile that does not compile is as unusable as one that spills
+        return key, kernel_name, tile, None
+
+
+def calibrate_attention(jobs: int) -> dict:
+    """The attention tile table: for each kernel and class, the candidate tiles that
+    compile for sm_90 without spilling, each at its kernel's deepest pipeline (the most
+    shared memory; registers barely change with depth). fp32 tiles above 64 x 64 are left
+    out: every one measured spilled kilobytes."""
+    import concurrent.futures
+
+    attention_kernels.CALIBRATING = True
+    tasks = []
+    for dtype_class, dtype in (("16-bit", torch.bfloat16), ("fp32", torch.float32)):
+        for head_class in (64, 128, 256):
+            for weight, (mask_kind, dropout) in (("plain", ("none", 0.0)), ("heavy", ("float", 0.1))):
+                key = (dtype_class, head_class, weight)
+                launches = record_launches(attention_kernels,
+                                           lambda: run_attention(dtype, head_class, mask_kind, True, dropout))
+                for launch in launches:
+                    name = launch.kernel.fn.__name__
+                    kernel = name.removeprefix("attention_").removesuffix("_kernel")
+                    if kernel not in attention_kernels.STAGES:
+                        continue
+                    named = {launch.kernel.arg_names[i[0]]: v for i, v in launch.constexprs.items()}
+                    tile = (named["BLOCK_M"], named["BLOCK_N"], launch.options["num_warps"])
+                    if launch.options["num_stages"] != max(attention_kernels.STAGES[kernel]):
+                        continue
+                    if dtype_class == "fp32" and tile[0] * tile[1] > 64 * 64:
+                        continue
+                    tasks.append(((key, name, tile, launch.signature, launch.constexprs, launch.attrs, launch.options)))
+    table: dict = {k: {} for k in attention_kernels.STAGES}
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        for key, name, tile, spilled in pool.map(_compile_for_calibration, tasks):
+            kernel = name.removeprefix("attention_").removesuffix("_kernel")
+            print(f"{kernel:14} {key}: tile {tile}: " + ("failed" if spilled is None else f"{spilled} bytes spilled"),
+                  flush=True)
+            if spilled == 0:
+                table[kernel].setdefault(key, []).append(tile)
+    return table
+
+
 def main() -> int:
+    if "--calibrate" in sys.argv:
+        jobs = int(sys.argv[sys.argv.index("--calibrate") + 1]) if len(sys.argv) > sys.argv.index("--calibrate") + 1 else 2
+        table = calibrate_attention(jobs)
+        print("TILES = {")
+        for kernel, classes in table.items():
+            print(f"    {kernel!r}: {{")
+            for key in sorted(classes):
+                print(f"        {key!r}: {sorted(classes[key])},")
+            print("    },")
+        print("}")
+        return 0
     if runtime.INTERPRETED:
         print("compile_triton_kernels: run without TRITON_INTERPRET (kernels are interpreted here)", file=sys.stderr)
         return 2

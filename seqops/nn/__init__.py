@@ -2,6 +2,7 @@
 torch.nn layer it is named after, and runs seqops' ops."""
 import torch
 
+from seqops.nn.lstm import LSTM, LSTMCell
 from seqops.nn.multihead_attention import MultiheadAttention
 from seqops.nn.softmax import Softmax
 
@@ -9,6 +10,8 @@ from seqops.nn.softmax import Softmax
 DROP_INS = {
     torch.nn.Softmax: Softmax,
     torch.nn.MultiheadAttention: MultiheadAttention,
+    torch.nn.LSTMCell: LSTMCell,
+    torch.nn.LSTM: LSTM,
 }
 
-__all__ = ["Softmax", "MultiheadAttention", "DROP_INS"]
+__all__ = ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "DROP_INS"]

@@ -1,0 +1,92 @@
+"""seqops.nn.LSTMCell and seqops.nn.LSTM: drop-ins for torch.nn.LSTMCell and torch.nn.LSTM."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
+
+from seqops import functional
+from seqops.nn.drop_in import DropIn
+
+
+class LSTMCell(DropIn, torch.nn.LSTMCell):
+    """torch.nn.LSTMCell (same constructor, parameters, init and state_dict; an instance
+    of torch.nn.LSTMCell too) computed by seqops.lstm_cell: one fused kernel for both
+    products, the biases and the gates.
+
+    forward(input [B, I] or [I], hx=None) -> (h', c') [B, H] or [H]; hx defaults to zeros.
+    float64 runs on the torch backend.
+    """
+
+    def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            for index, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {value.dim()}D instead")
+        if hx is None:
+            zeros = torch.zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
+            hx = (zeros, zeros)
+        return functional.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+
+class LSTM(DropIn, torch.nn.LSTM):
+    """torch.nn.LSTM (every constructor argument, the parameter names and shapes, init and
+    state_dict; an instance of torch.nn.LSTM too) computed by seqops.
+
+    forward(input, hx=None) -> (output, (h_n, c_n)) exactly as torch's: input
+    [T, B, I] ([B, T, I] with batch_first, [T, I] unbatched) or a PackedSequence
+    (output packed the same way, sorted/unsorted indices honoured); hx = (h0, c0)
+    [layers * directions, B, P or H], zeros by default. Per layer and direction the fused
+    path makes one GEMM of the input of every step, then runs the steps in the fused step
+    kernel; the backward runs the fused step backward through time, then takes the weight
+    gradients as one GEMM over all steps. Dropout between layers as torch, in training.
+    """
+
+    def forward(self, input, hx: Optional[tuple[Tensor, Tensor]] = None):
+        self._update_flat_weights()
+        directions = 2 if self.bidirectional else 1
+        state_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            batch, batched = int(batch_sizes[0]), True
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not batched:
+                input = input.unsqueeze(batch_dim)
+            data = input.transpose(0, 1) if self.batch_first else input
+            batch_sizes, sorted_indices, unsorted_indices = None, None, None
+            batch = data.shape[1]
+        if hx is None:
+            zeros = dict(dtype=data.dtype, device=data.device)
+            hx = (torch.zeros(self.num_layers * directions, batch, state_size, **zeros),
+                  torch.zeros(self.num_layers * directions, batch, self.hidden_size, **zeros))
+        else:
+            expected = 3 if batched else 2
+            if hx[0].dim() != expected or hx[1].dim() != expected:
+                kind = "batched 3-D" if batched else "unbatched 2-D"
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {expected}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            if not batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            hx = self.permute_hidden(hx, sorted_indices)
+        self.check_forward_args(data if packed else input, hx, batch_sizes)
+        output, h_n, c_n = functional.lstm(
+            data, batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
+            self.bidirectional, self.proj_size,
+        )
+        hidden = self.permute_hidden((h_n, c_n), unsorted_indices)
+        if packed:
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), hidden
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            return output.squeeze(batch_dim), (hidden[0].squeeze(1), hidden[1].squeeze(1))
+        return output, hidden
