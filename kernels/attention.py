@@ -41,15 +41,56 @@ MAX_HEAD_DIM = 256
 # Tiles (BLOCK_M, BLOCK_N, num_warps) the autotuner may try, per kernel, dtype class
 # ("fp32": FMA dots; "16-bit": tensor cores), head-dim class (BLOCK_D, the larger of the
 # two head dims rounded up to a power of two: 64 and below, 128, 256) and feature weight
-# ("plain"; "heavy": a mask or dropout, which hold more per thread). Each was compiled for
-# sm_90 and found not to spill registers (tests/compile_triton_kernels.py checks every
-# tile here in CI); larger tiles spilled, some by kilobytes.
+# ("plain"; "heavy": a mask or dropout). Each tile in TILES was compiled for sm_90 by
+# `python tests/compile_triton_kernels.py --calibrate` and spilled no registers; the
+# candidates left out spilled, some by kilobytes. CI compiles, for sm_80 and sm_90, the
+# tile of each class with the most elements per thread (`--all-tiles`: every tile).
+# fp32 has no class 256: its dK/dV kernel spilled at every tile tried down to 16 x 16, so
+# the op sends fp32 head dims above FP32_MAX_HEAD_DIM to another backend.
 CANDIDATE_TILES = [
-    (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4), (64, 32, 8),
-    (64, 64, 4), (64, 64, 8), (32, 128, 8), (128, 32, 8), (128, 64, 8), (64, 128, 8), (128, 128, 8),
+    (16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4),
+    (64, 32, 8), (64, 64, 4), (64, 64, 8), (32, 128, 8), (128, 32, 8), (128, 64, 8), (64, 128, 8), (128, 128, 8),
 ]
+FP32_MAX_HEAD_DIM = 128
 STAGES = {"forward": (2, 3), "backward_dkdv": (1, 2), "backward_dq": (1, 2)}
-TILES: dict = {}
+TILES = {
+    'forward': {
+        ('16-bit', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 64, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8), (128, 128, 8)],
+        ('16-bit', 128, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (128, 32, 8)],
+        ('16-bit', 128, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 256, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (32, 128, 8), (64, 32, 8), (64, 64, 8), (128, 32, 8)],
+        ('16-bit', 256, 'plain'): [(32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (128, 32, 8)],
+        ('fp32', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+        ('fp32', 64, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+        ('fp32', 128, 'heavy'): [(32, 64, 8)],
+        ('fp32', 128, 'plain'): [(32, 64, 8)],
+    },
+    'backward_dkdv': {
+        ('16-bit', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (128, 32, 8)],
+        ('16-bit', 64, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 128, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (128, 32, 8)],
+        ('16-bit', 128, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 8), (128, 32, 8)],
+        ('16-bit', 256, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8)],
+        ('16-bit', 256, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 64, 8)],
+        ('fp32', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (64, 32, 8)],
+        ('fp32', 64, 'plain'): [(16, 32, 4), (32, 32, 8)],
+        ('fp32', 128, 'heavy'): [(16, 16, 4), (16, 16, 8), (16, 32, 4)],
+        ('fp32', 128, 'plain'): [(16, 16, 8)],
+    },
+    'backward_dq': {
+        ('16-bit', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 64, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8), (128, 128, 8)],
+        ('16-bit', 128, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (128, 32, 8)],
+        ('16-bit', 128, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4), (64, 32, 8), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 256, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (128, 32, 8)],
+        ('16-bit', 256, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 8), (64, 64, 8), (128, 32, 8), (128, 64, 8)],
+        ('fp32', 64, 'heavy'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+        ('fp32', 64, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+        ('fp32', 128, 'heavy'): [(16, 32, 4), (32, 32, 8)],
+        ('fp32', 128, 'plain'): [(16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+    },
+}
 # When set (by a calibration run), the prune keeps every candidate tile.
 CALIBRATING = False
 
@@ -66,7 +107,10 @@ def _prune(kernel: str):
         dtype_class = "fp32" if named_args["q_ptr"].dtype == torch.float32 else "16-bit"
         head_class = _head_dim_class(max(kwargs["BLOCK_D"], kwargs["BLOCK_DV"]))
         weight = "heavy" if kwargs["MASK_KIND"] or kwargs["DROPOUT"] else "plain"
-        allowed = TILES[kernel][(dtype_class, head_class, weight)]
+        allowed = TILES[kernel].get((dtype_class, head_class, weight))
+        if not allowed:
+            raise ValueError(f"no {kernel} tile for {dtype_class} head dims of class {head_class} ({weight}); "
+                             "the op should have refused this input")
         return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) in allowed]
 
     return dict(early_config_prune=prune)
@@ -79,6 +123,18 @@ def _configs(kernel: str) -> list[triton.Config]:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
             for bm, bn, w in CANDIDATE_TILES for s in STAGES[kernel]]
+
+
+def dmask_tile(block_d: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of the float-mask gradient kernel, which holds q, k,
+    v and dO tiles with three score-sized ones: smaller as the head dim grows, so that it
+    does not spill on sm_80 or sm_90 (tests/compile_triton_kernels.py)."""
+    if INTERPRETED:
+        return 32, 16, 4
+    return DMASK_TILES[_head_dim_class(block_d)]
+
+
+DMASK_TILES = {64: (32, 32, 8), 128: (16, 32, 8), 256: (16, 32, 8)}
 
 
 AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT"]
@@ -579,7 +635,7 @@ def attention_backward(
         return dq, dk, dv, dmask
     mask_kind, mask_arg, mask_strides = _mask_operand(mask, (B, Hq, L, S), q)
     delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
-    delta_block = 32 if INTERPRETED else 64
+    delta_block = 32 if INTERPRETED else max(16, 4096 // _head_block(Ev))
     attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
         out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
         HEAD_DIM_V=Ev, BLOCK_DV=_head_block(Ev), BLOCK_M=delta_block,
@@ -605,13 +661,13 @@ def attention_backward(
         Bm, Hm, Lm, Sm = mask.shape
         reduce = dict(REDUCE_B=Bm == 1 and B > 1, REDUCE_H=Hm == 1 and Hq > 1,
                       REDUCE_L=Lm == 1 and L > 1, REDUCE_S=Sm == 1 and S > 1)
-        block_m, block_n = (32, 16) if INTERPRETED else (64, 64)
+        block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
         tiles = (1 if reduce["REDUCE_L"] else triton.cdiv(L, block_m)) * (1 if reduce["REDUCE_S"] else triton.cdiv(S, block_n))
         attention_backward_dmask_kernel[(tiles * Bm * Hm,)](
             q, k, v, mask_arg, grad_out, lse, delta, dmask,
             Hq, Hq // Hkv, B, L, S, Hm,
             *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dmask.stride(),
             *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, **reduce,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )
     return dq, dk, dv, dmask

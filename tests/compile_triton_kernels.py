@@ -6,12 +6,18 @@ The launchers are driven with CPU tensors over representative inputs; each `*_ke
 launch is intercepted, specialised exactly as Triton's JIT would (dtypes, alignment,
 integers equal to 1), compiled for sm_80 and sm_90 and passed through `ptxas -v`.
 Run it without TRITON_INTERPRET: `python tests/compile_triton_kernels.py`. Exits
-non-zero when a kernel fails to compile or spills registers. With `--calibrate [jobs]` it
-instead measures every candidate attention tile and prints the table of those that do
-not spill (seqops.kernels.attention.TILES).
+non-zero when a kernel fails to compile, or when a launch with fixed tiles spills
+registers. Of an autotuned kernel's tiles it compiles the one with the most tile elements
+per thread (`--all-tiles`: every tile the autotuner would try; slow) and lists it as
+"spills" if it does: the tile table was calibrated on sm_90 at each class's
+representative launch, and the autotuner times and drops a tile that a variant makes
+spill. With `--calibrate [jobs]` it instead measures every candidate attention tile and
+prints the table of those that do not spill (seqops.kernels.attention.TILES).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +33,7 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
 import seqops.kernels.attention as attention_kernels
+import seqops.kernels.lstm as lstm_kernels
 import seqops.kernels.softmax as softmax_kernels
 from seqops.kernels import runtime
 
@@ -36,8 +43,9 @@ TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32)]
 class RecordedLaunch:
     """A launch `kernel[grid](*args, **kwargs)`, recorded instead of run."""
 
-    def __init__(self, kernel: JITFunction, args: tuple, kwargs: dict):
-        self.kernel = kernel
+    def __init__(self, kernel: JITFunction, args: tuple, kwargs: dict, module_name: str, name: str,
+                 autotuned: bool = False):
+        self.kernel, self.module_name, self.name, self.autotuned = kernel, module_name, name, autotuned
         options = {k: v for k, v in kwargs.items() if k in ("num_warps", "num_stages")}
         constexprs = {k: v for k, v in kwargs.items() if k not in options}
         bound = dict(zip(kernel.arg_names, args))
@@ -64,33 +72,49 @@ class RecordedLaunch:
         return f"{self.kernel.fn.__name__}[{dtypes}] {named} {self.options}"
 
 
+def hungriest_config(configs: list) -> list:
+    """Of the configs an autotuner would try, the one most likely to spill: the most tile
+    elements per thread (then the largest tile), at the deepest pipeline."""
+    def pressure(config):
+        tile = config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
+        return tile / config.num_warps, tile, config.num_stages
+    return [max(configs, key=pressure)]
+
+
+def every_config(configs: list) -> list:
+    return list(configs)
+
+
 class Recorder:
     """Stands in for a module's kernel: `kernel[grid](...)` records the launch, or, for an
-    autotuned kernel, one launch per config its autotuner would try for these arguments."""
+    autotuned kernel, a launch for each config `choose` keeps of those its autotuner would
+    try for these arguments."""
 
-    def __init__(self, kernel, launches: list):
-        self.kernel, self.launches = kernel, launches
+    def __init__(self, kernel, launches: list, choose, module_name: str, name: str):
+        self.kernel, self.launches, self.choose = kernel, launches, choose
+        self.where = (module_name, name)
 
     def __getitem__(self, grid):
         return self._record
 
     def _record(self, *args, **kwargs):
         if not isinstance(self.kernel, Autotuner):
-            self.launches.append(RecordedLaunch(self.kernel, args, kwargs))
+            self.launches.append(RecordedLaunch(self.kernel, args, kwargs, *self.where))
             return
         self.kernel.nargs = dict(zip(self.kernel.arg_names, args))
-        for config in self.kernel.prune_configs(kwargs):
+        for config in self.choose(self.kernel.prune_configs(kwargs)):
             tuned = {k: v for k, v in config.all_kwargs().items() if k not in ("num_ctas", "maxnreg")}
-            self.launches.append(RecordedLaunch(self.kernel.fn, args, {**kwargs, **tuned}))
+            self.launches.append(RecordedLaunch(self.kernel.fn, args, {**kwargs, **tuned}, *self.where, autotuned=True))
 
 
-def record_launches(module, drive) -> list[RecordedLaunch]:
-    """The kernel launches `drive()` makes through the launchers of `module`."""
+def record_launches(module, drive, choose=every_config) -> list[RecordedLaunch]:
+    """The kernel launches `drive()` makes through the launchers of `module` (of an
+    autotuned kernel's configs, those `choose` keeps)."""
     launches: list[RecordedLaunch] = []
     originals = {name: value for name, value in vars(module).items()
                  if isinstance(value, (JITFunction, Autotuner)) and name.endswith("_kernel")}
     for name, kernel in originals.items():
-        setattr(module, name, Recorder(kernel, launches))
+        setattr(module, name, Recorder(kernel, launches, choose, module.__name__, name))
     try:
         drive()
     finally:
@@ -122,13 +146,42 @@ def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: boo
 
 
 def drive_attention():
-    """Each dtype and head dim (and so each class of the tile table), with every mask
-    kind, causal, dropout and a float mask's gradient."""
+    """Each dtype through every feature path (a head dim that is not a power of two; no
+    mask; a bool mask with causal and dropout; a float mask with its gradient), and each
+    class of the tile table (dtype class, head-dim class, plain or heavy)."""
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for head_dim in (16, 40, 64, 128, 256):
-            for mask_kind in ("none", "bool", "float"):
-                for causal, dropout in ((False, 0.0), (True, 0.1)):
-                    run_attention(dtype, head_dim, mask_kind, causal, dropout)
+        for mask_kind, causal, dropout in (("none", False, 0.0), ("bool", True, 0.1), ("float", False, 0.0)):
+            run_attention(dtype, 40, mask_kind, causal, dropout)
+    for dtype, head_dims in ((torch.float32, (64, 128)), (torch.bfloat16, (64, 128, 256))):
+        for head_dim in head_dims:
+            for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
+                run_attention(dtype, head_dim, mask_kind, True, dropout)
+
+
+def drive_lstm():
+    """The cell (input GEMM, biases, bias gradients) and the layer's steps (projected
+    input, carried state, both carries in the backward), per dtype and hidden size, at
+    the batch sizes that change the tiling."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for hidden in (64, 1024):
+            for batch in (1, 64):
+                w_ih, w_hh = torch.randn(4 * hidden, 32, dtype=dtype), torch.randn(4 * hidden, hidden, dtype=dtype)
+                x, h, c = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
+                bias = torch.randn(4 * hidden, dtype=dtype)
+                h1, c1 = torch.empty_like(h), torch.empty_like(c)
+                gates = torch.empty(batch, 4 * hidden)
+                fresh = lstm_kernels.StepState(None, h, 0)
+                lstm_kernels.lstm_step_forward(fresh, lstm_kernels.StepState(None, c, 0), w_hh, batch, h1, c1, gates,
+                                               x=x, w_ih=w_ih, b_ih=bias, b_hh=bias)
+                dbias = torch.empty(lstm_kernels.bias_grad_blocks(batch, hidden, hidden), 4 * hidden)
+                lstm_kernels.lstm_step_backward(h1, None, lstm_kernels.StepState(None, c.float(), 0), gates, c1,
+                                                lstm_kernels.StepState(None, c, 0), w_hh, batch, gates,
+                                                lstm_kernels.StepState(None, c.float(), 0),
+                                                lstm_kernels.StepState(None, h.float(), 0), dbias)
+                xw = torch.randn(2 * batch, 4 * hidden, dtype=dtype)
+                out, h_n, c_n, gates, cells, _ = lstm_kernels.lstm_layer_forward(xw, [batch, batch], h, c, w_hh, None, False)
+                lstm_kernels.lstm_layer_backward(torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out,
+                                                 gates, cells, None, h, c, w_hh, None, [batch, batch], False)
 
 
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
@@ -142,6 +195,20 @@ def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
     registers = int(re.search(r"Used (\d+) registers", result.stderr).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", result.stderr))
     return registers, spills
+
+
+def compile_launch(task) -> tuple[int, int, str]:
+    """Worker: a recorded launch's fields and a target index -> (registers, spilled bytes,
+    error or "")."""
+    module_name, name, signature, constexprs, attrs, options, target_index, _, _ = task
+    kernel = getattr(sys.modules.get(module_name) or __import__(module_name, fromlist=["_"]), name)
+    kernel = kernel.fn if isinstance(kernel, Autotuner) else kernel
+    target = TARGETS[target_index]
+    try:
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options)
+        return (*ptxas_report(compiled.asm["ptx"], target.arch), "")
+    except Exception as error:
+        return 0, 0, f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
 
 
 def _compile_for_calibration(task):
@@ -160,12 +227,10 @@ def calibrate_attention(jobs: int) -> dict:
     compile for sm_90 without spilling, each at its kernel's deepest pipeline (the most
     shared memory; registers barely change with depth). fp32 tiles above 64 x 64 are left
     out: every one measured spilled kilobytes."""
-    import concurrent.futures
-
     attention_kernels.CALIBRATING = True
     tasks = []
     for dtype_class, dtype in (("16-bit", torch.bfloat16), ("fp32", torch.float32)):
-        for head_class in (64, 128, 256):
+        for head_class in (64, 128, 256) if dtype_class == "16-bit" else (64, attention_kernels.FP32_MAX_HEAD_DIM):
             for weight, (mask_kind, dropout) in (("plain", ("none", 0.0)), ("heavy", ("float", 0.1))):
                 key = (dtype_class, head_class, weight)
                 launches = record_launches(attention_kernels,
@@ -208,22 +273,25 @@ def main() -> int:
     if runtime.INTERPRETED:
         print("compile_triton_kernels: run without TRITON_INTERPRET (kernels are interpreted here)", file=sys.stderr)
         return 2
+    choose = every_config if "--all-tiles" in sys.argv else hungriest_config
+    tasks = [(launch.module_name, launch.name, launch.signature, launch.constexprs, launch.attrs, launch.options,
+              index, launch.describe(), launch.autotuned)
+             for module, drive in ((softmax_kernels, drive_softmax), (attention_kernels, drive_attention),
+                                   (lstm_kernels, drive_lstm))
+             for launch in record_launches(module, drive, choose) for index in range(len(TARGETS))]
     failures = 0
-    for module, drive in ((softmax_kernels, drive_softmax), (attention_kernels, drive_attention)):
-        for launch in record_launches(module, drive):
-            for target in TARGETS:
-                label = f"sm_{target.arch} {launch.describe()}"
-                try:
-                    compiled = triton.compile(ASTSource(launch.kernel, launch.signature, launch.constexprs, launch.attrs),
-                                              target=target, options=launch.options)
-                    registers, spills = ptxas_report(compiled.asm["ptx"], target.arch)
-                except Exception as error:  # report every failure, not just the first
-                    failures += 1
-                    print(f"FAILED {label}: {type(error).__name__}: {str(error).splitlines()[0]}")
-                    continue
-                verdict = "ok" if spills == 0 else "SPILLS"
-                failures += spills > 0
-                print(f"{verdict:6} {label}: {registers} registers, {spills} bytes spilled")
+    with concurrent.futures.ProcessPoolExecutor(min(len(os.sched_getaffinity(0)), 8)) as pool:
+        for task, (registers, spills, error) in zip(tasks, pool.map(compile_launch, tasks, chunksize=4)):
+            label = f"sm_{TARGETS[task[6]].arch} {task[7]}"
+            if error:  # report every failure, not just the first
+                failures += 1
+                print(f"FAILED {label}: {error}", flush=True)
+                continue
+            # An autotuned kernel's tile that spills is one its autotuner may time and
+            # drop; a fixed launch that spills is slow on every call.
+            verdict = "ok" if spills == 0 else "spills" if task[8] else "SPILLS"
+            failures += verdict == "SPILLS"
+            print(f"{verdict:6} {label}: {registers} registers, {spills} bytes spilled", flush=True)
     print(f"{failures} failure(s)")
     return 1 if failures else 0
 

@@ -94,12 +94,31 @@ def test_flags_and_scale_types(backend):
         sdpa(q, k, v, enable_gqa="yes")
 
 
+def test_fused_limits_match_the_tile_table():
+    """Every input the op gives the fused kernels has tiles to run with on a GPU: each
+    kernel's table has each dtype class and head-dim class the op admits."""
+    pytest.importorskip("triton")
+    from seqops.kernels import attention as kernels
+    from seqops.ops import attention as op
+
+    assert (op.MAX_HEAD_DIM, op.FP32_MAX_HEAD_DIM) == (kernels.MAX_HEAD_DIM, kernels.FP32_MAX_HEAD_DIM)
+    for kernel in kernels.STAGES:
+        for dtype_class, max_head_dim in (("16-bit", op.MAX_HEAD_DIM), ("fp32", op.FP32_MAX_HEAD_DIM)):
+            for head_class in (64, 128, 256):
+                for weight in ("plain", "heavy"):
+                    tiles = kernels.TILES[kernel].get((dtype_class, head_class, weight), [])
+                    admitted = head_class <= max_head_dim
+                    assert bool(tiles) == admitted, (kernel, dtype_class, head_class, weight)
+                    assert set(tiles) <= set(kernels.CANDIDATE_TILES)
+
+
 def test_fused_limits_explain_themselves():
     """What the fused kernels cannot take: explicit triton says why, auto falls back."""
     skip_unless_runnable("cpu", "triton")
     cases = [
         (qkv(dtype=torch.float64), {}, "float64 runs on torch"),
         (qkv(E=264, Ev=8), {}, "head dims up to 256, got 264"),
+        (qkv(E=16, Ev=136), {}, "float32 head dims up to 128, got 16 and 136"),
         (qkv(), {"dropout_p": 1.0}, "dropout_p = 1 drops everything"),
     ]
     for (q, k, v), kwargs, reason in cases:

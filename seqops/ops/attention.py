@@ -13,6 +13,7 @@ from seqops import backends, reference, torch_backend
 
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256  # as seqops.kernels.attention.MAX_HEAD_DIM, without importing triton
+FP32_MAX_HEAD_DIM = 128  # as seqops.kernels.attention.FP32_MAX_HEAD_DIM
 
 
 def _launchers(backend: str):
@@ -134,6 +135,10 @@ def _fused_supports(query: Tensor, key: Tensor, value: Tensor, attn_mask: Option
     head_dims = (query.shape[-1], value.shape[-1])
     if max(head_dims) > MAX_HEAD_DIM:
         return f"the fused attention takes head dims up to {MAX_HEAD_DIM}, got {head_dims[0]} and {head_dims[1]}"
+    if query.dtype == torch.float32 and max(head_dims) > FP32_MAX_HEAD_DIM:
+        return (f"the fused attention takes float32 head dims up to {FP32_MAX_HEAD_DIM}, got {head_dims[0]} and "
+                f"{head_dims[1]} (its float32 backward spills registers above that; float16 and bfloat16 go to "
+                f"{MAX_HEAD_DIM})")
     if dropout_p >= 1.0:
         return "dropout_p = 1 drops everything; the torch backend returns its zeros"
     if dropout_p > 0 and query.shape[-2] * key.shape[-2] >= 2**31:
