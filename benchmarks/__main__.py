@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import attention, environment, report, softmax, suite
+from . import attention, environment, lstm, report, softmax, suite
 from .measure import copy_bandwidth_gb_per_s, matmul_tflop_per_s
 
-OPS = {"softmax": softmax, "attention": attention}
+OPS = {"softmax": softmax, "attention": attention, "lstm": lstm}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -74,3 +74,36 @@ def assert_accurate(
         levels = 1 + math.log2(max(reduced_length, 1))
         error_floor = REFERENCE_BACKEND_EPS * EPS[precision or out.dtype] * levels
     assert_within_torch_error(name, out, ref, torch_out, error_floor)
+
+
+# An error norm over fewer entries than this is a sample of a few roundings, and the
+# ratio of two such samples says nothing: tests pool that many over repeated trials.
+MIN_ELEMENTS_FOR_RATIO = 32
+
+
+class PooledResult:
+    """One named result over repeated trials: its entries concatenated, so that the error
+    rule judges the pooled norms ||out - ref|| / ||ref|| over every trial."""
+
+    def __init__(self):
+        self.out, self.ref, self.torch_out = [], [], []
+
+    def add(self, name: str, out: torch.Tensor, ref: torch.Tensor, torch_out: torch.Tensor) -> None:
+        assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)}, reference {tuple(ref.shape)}"
+        assert out.dtype == torch_out.dtype, f"{name}: dtype {out.dtype}, torch's {torch_out.dtype}"
+        self.out.append(out.detach().flatten())
+        self.ref.append(ref.detach().flatten())
+        self.torch_out.append(torch_out.detach().flatten())
+
+    def numel(self) -> int:
+        return sum(t.numel() for t in self.out)
+
+    def check(self, backend: str, name: str, precision: torch.dtype = None, reduced_length: int = 1) -> None:
+        assert_accurate(backend, name, torch.cat(self.out), torch.cat(self.ref), torch.cat(self.torch_out),
+                        precision, reduced_length)
+
+
+def trials_needed(results: dict) -> int:
+    """How many trials pool every result (name -> one trial's tensor) to MIN_ELEMENTS_FOR_RATIO."""
+    smallest = min(max(t.numel(), 1) for t in results.values())
+    return -(-MIN_ELEMENTS_FOR_RATIO // smallest)

@@ -51,3 +51,12 @@ def test_quick_attention_sweep(benchmarks_main, tmp_path, capsys):
     assert {r["provider"] for r in measured} >= {"torch.sdpa", "reference"}
     assert all(r["tflop_per_s"] > 0 for r in measured)
     assert {r["direction"] for r in measured} == {"forward", "forward+backward"}
+
+
+def test_quick_lstm_sweep(benchmarks_main, tmp_path, capsys):
+    assert benchmarks_main(["lstm", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "lstm.json").read_text())
+    measured = [r for r in data["results"] if r["median_ms"] is not None]
+    assert {r["provider"] for r in measured} >= {"torch", "torch LSTMCell loop", "reference"}
+    assert {r["panel"].split()[0] for r in measured} == {"step", "sequence"}
+    assert all(r["tflop_per_s"] > 0 for r in measured)

@@ -1,0 +1,164 @@
+"""LSTM benchmark: one cell step (seqops.lstm_cell vs a torch.nn.LSTMCell step) and whole
+sequences of T = 256 (seqops.nn.LSTM vs torch.nn.LSTM, which is cuDNN on a GPU, vs a
+torch.nn.LSTMCell loop), each also against the eager reference; batch 1 to 256, hidden
+256 to 2048 (input size = hidden), 1 and 2 layers, fp32 and bf16, forward and
+forward+backward. TFLOP/s count the GEMMs: 8*B*H*(I + H) a step forward, 3x that with
+the backward.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+import seqops
+from seqops import reference
+from seqops.ops.lstm import LSTM_CELL
+
+from .suite import Case, Provider
+
+GPU_BATCHES = [1, 16, 64, 256]
+GPU_HIDDEN = [256, 512, 1024, 2048]
+GPU_STEPS = 256
+CPU_BATCHES, CPU_HIDDEN, CPU_STEPS = [4], [64, 128], 16
+FUSED_BACKENDS = ("triton", "cuda")
+
+BASELINE = "torch"
+SWEEP_NAME = "hidden size"
+MEMORY_PANEL = None
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    on_gpu = device.type == "cuda"
+    batches, hidden_sizes, steps = (GPU_BATCHES, GPU_HIDDEN, GPU_STEPS) if on_gpu else (CPU_BATCHES, CPU_HIDDEN, CPU_STEPS)
+    dtypes = [torch.float32, torch.bfloat16] if on_gpu else [torch.float32]
+    layer_counts = [1, 2]
+    if quick:
+        batches, dtypes, layer_counts = batches[len(batches) // 2:][:1], dtypes[:1], [1]
+    out = []
+    for dtype in dtypes:
+        for direction in ("forward", "forward+backward"):
+            for batch in batches:
+                for kind, layers, T in [("step", 1, 1)] + [("sequence", n, steps) for n in layer_counts]:
+                    for hidden in hidden_sizes:
+                        flops = 8 * batch * hidden * 2 * hidden * T * layers * (3 if direction != "forward" else 1)
+                        panel = (f"{kind} {direction}, {str(dtype).removeprefix('torch.')}, batch {batch}"
+                                 + (f", {layers} layer{'s' * (layers > 1)}, T={T}" if kind == "sequence" else ""))
+                        out.append(Case("lstm", direction, dtype, (T, batch, hidden), hidden, flops=flops, panel=panel,
+                                        params={"kind": kind, "layers": layers}))
+    return out
+
+
+def _timed(case: Case, device: torch.device, make: Callable) -> Callable[[], object]:
+    """make(case, device) -> (run, inputs): run(*inputs) gives the tensors to differentiate."""
+    run, inputs = make(case, device)
+    if case.direction == "forward":
+        return lambda: run(*inputs)
+    leaves = [t for t in inputs if t.requires_grad]
+    return lambda: torch.autograd.grad(sum(o.float().sum() for o in run(*inputs)), leaves)
+
+
+def _state(case, device, size):
+    T, B, _ = case.shape
+    grad = case.direction != "forward"
+    return torch.randn(B, size, device=device, dtype=case.dtype, requires_grad=grad)
+
+
+def _cell_step(module_class, backend: Optional[str]):
+    def make(case, device):
+        T, B, H = case.shape
+        cell = module_class(H, H).to(device, case.dtype)
+        x, h, c = (_state(case, device, H) for _ in range(3))
+
+        def run(x, h, c):
+            if backend is None:
+                return cell(x, (h, c))
+            with seqops.backend(backend):
+                return cell(x, (h, c))
+
+        return run, (x, h, c)
+
+    return make
+
+
+def _sequence(module_class, backend: Optional[str]):
+    def make(case, device):
+        T, B, H = case.shape
+        rnn = module_class(H, H, num_layers=case.params["layers"]).to(device, case.dtype)
+        x = torch.randn(T, B, H, device=device, dtype=case.dtype, requires_grad=case.direction != "forward")
+
+        def run(x):
+            if backend is None:
+                out, (h_n, c_n) = rnn(x)
+            else:
+                with seqops.backend(backend):
+                    out, (h_n, c_n) = rnn(x)
+            return out, h_n, c_n
+
+        return run, (x,)
+
+    return make
+
+
+def _cell_loop(case, device):
+    """A torch.nn.LSTMCell per layer, stepped in Python: the way many models write it."""
+    T, B, H = case.shape
+    cells = [torch.nn.LSTMCell(H, H).to(device, case.dtype) for _ in range(case.params["layers"])]
+    x = torch.randn(T, B, H, device=device, dtype=case.dtype, requires_grad=case.direction != "forward")
+
+    def run(x):
+        states = [(torch.zeros(B, H, device=device, dtype=case.dtype),) * 2 for _ in cells]
+        outs = []
+        for x_t in x.unbind(0):
+            for index, cell in enumerate(cells):
+                states[index] = cell(x_t, states[index])
+                x_t = states[index][0]
+            outs.append(x_t)
+        return (torch.stack(outs),)
+
+    return run, (x,)
+
+
+def _reference(case, device):
+    T, B, H = case.shape
+    if case.params["kind"] == "step":
+        cell = torch.nn.LSTMCell(H, H).to(device, case.dtype)
+        x, h, c = (_state(case, device, H) for _ in range(3))
+        return (lambda x, h, c: reference.lstm_cell(x, (h, c), cell.weight_ih, cell.weight_hh, cell.bias_ih,
+                                                    cell.bias_hh)), (x, h, c)
+    rnn = torch.nn.LSTM(H, H, num_layers=case.params["layers"]).to(device, case.dtype)
+    x = torch.randn(T, B, H, device=device, dtype=case.dtype, requires_grad=case.direction != "forward")
+    zeros = torch.zeros(case.params["layers"], B, H, device=device, dtype=case.dtype)
+    return (lambda x: reference.lstm(x, None, (zeros, zeros), rnn._flat_weights, True, case.params["layers"], 0.0, False,
+                                     False, 0)), (x,)
+
+
+def _seqops_provider(backend: str) -> Provider:
+    def make(case, device):
+        if case.params["kind"] == "step":
+            return _cell_step(seqops.nn.LSTMCell, backend)(case, device)
+        return _sequence(seqops.nn.LSTM, backend)(case, device)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        probe = torch.empty(1, 4, device=device, dtype=case.dtype)
+        reason = LSTM_CELL.reason(backend, device, probe, (probe, probe), probe, probe, None, None)
+        if reason is None and device.type == "cpu":
+            reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
+        return reason
+
+    return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, make), unavailable)
+
+
+def _torch_make(case, device):
+    if case.params["kind"] == "step":
+        return _cell_step(torch.nn.LSTMCell, None)(case, device)
+    return _sequence(torch.nn.LSTM, None)(case, device)
+
+
+def providers(device: torch.device) -> list[Provider]:
+    only_sequences = lambda case, device: "sequences only" if case.params["kind"] == "step" else None
+    return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        Provider("torch", lambda case, device: _timed(case, device, _torch_make)),
+        Provider("torch LSTMCell loop", lambda case, device: _timed(case, device, _cell_loop), only_sequences),
+        Provider("reference", lambda case, device: _timed(case, device, _reference)),
+    ]

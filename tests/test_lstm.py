@@ -1,0 +1,252 @@
+"""seqops.lstm_cell, seqops.nn.LSTMCell and seqops.nn.LSTM against torch's own modules
+with the same weights in float64: outputs, h_n, c_n, and the gradients of the input, the
+initial state and every weight, within 2x the error of torch's module in the same dtype
+(tests/accuracy.py), on every backend that can run here."""
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import seqops
+from accuracy import PooledResult, trials_needed
+from devices import DEVICES, IMPLEMENTED, skip_unless_runnable
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def twins(torch_class, seqops_class, *args, device, dtype, **kwargs):
+    """torch's module in float64 (reference) and in `dtype` (yardstick), and seqops' in
+    `dtype`, all with the same weights (biases drawn too, so that they matter)."""
+    reference = torch_class(*args, **kwargs).to(device, torch.float64)
+    for p in reference.parameters():
+        torch.nn.init.uniform_(p, -0.5, 0.5)
+    theirs = torch_class(*args, **kwargs).to(device, dtype)
+    ours = seqops_class(*args, **kwargs).to(device, dtype)
+    theirs.load_state_dict(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    return reference, theirs, ours
+
+
+def compare(backend, modules, make_inputs, call, dtype, reduced_length):
+    """Run call(module, *inputs) for the three modules; check every output and the
+    gradients of the inputs and of every parameter, pooled over as many trials (fresh
+    inputs from make_inputs()) as small results need."""
+    reference, theirs, ours = modules
+    pooled, trials, trial = {}, 1, 0
+    while trial < trials:
+        inputs = make_inputs()
+        results = {}
+        for name, module, cast in (("reference", reference, torch.float64), ("torch", theirs, dtype), ("ours", ours, dtype)):
+            leaves = [t.detach().to(cast).requires_grad_() for t in inputs]
+            with seqops.backend(backend):
+                outs = call(module, *leaves)
+            torch.manual_seed(1000 + trial)
+            weights = [torch.randn_like(o, dtype=torch.float64) for o in outs]
+            loss = sum((o.double() * w).sum() for o, w in zip(outs, weights))
+            grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
+            names = [f"output {i}" for i in range(len(outs))] + [f"d input {i}" for i in range(len(inputs))]
+            names += [f"d {n}" for n, _ in module.named_parameters()]
+            results[name] = dict(zip(names, list(outs) + list(grads)))
+        for name, out in results["ours"].items():
+            pooled.setdefault(name, PooledResult()).add(name, out, results["reference"][name], results["torch"][name])
+        trials = trials_needed(results["ours"]) if trial == 0 else trials
+        trial += 1
+    for name, result in pooled.items():
+        result.check(backend, name, dtype, reduced_length)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 13, 7), (37, 24, 33)], ids=lambda s: f"B{s[0]}-I{s[1]}-H{s[2]}")
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cell(device, backend, dtype, bias, shape):
+    skip_unless_runnable(device, backend)
+    B, I, H = shape
+    modules = twins(torch.nn.LSTMCell, seqops.nn.LSTMCell, I, H, bias=bias, device=device, dtype=dtype)
+    inputs = lambda: [torch.randn(B, I, device=device), torch.randn(B, H, device=device), torch.randn(B, H, device=device)]
+    compare(backend, modules, inputs, lambda m, x, h, c: m(x, (h, c)), dtype, I + H)
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+@pytest.mark.parametrize("device", DEVICES)
+def test_cell_unbatched_default_state_and_float64(device, backend):
+    skip_unless_runnable(device, backend)
+    modules = twins(torch.nn.LSTMCell, seqops.nn.LSTMCell, 9, 6, device=device, dtype=torch.float32)
+    compare(backend, modules, lambda: [torch.randn(9, device=device)], lambda m, x: m(x), torch.float32, 15)
+    double = seqops.nn.LSTMCell(9, 6).to(device).double()  # pytorch/examples runs LSTMCell in double
+    expected = torch.nn.LSTMCell(9, 6).to(device).double()
+    expected.load_state_dict(double.state_dict())
+    x = torch.randn(4, 9, device=device, dtype=torch.float64)
+    with seqops.backend("auto"):
+        for ours, theirs in zip(double(x), expected(x)):
+            torch.testing.assert_close(ours, theirs)
+
+
+CONFIGS = [dict(bias=bias, batch_first=batch_first, bidirectional=bidirectional, proj_size=proj, num_layers=layers)
+           for bias, batch_first, bidirectional, proj, layers in itertools.product(
+               (True, False), (False, True), (False, True), (0, 5), (1, 2))]
+
+
+def config_id(config):
+    return "-".join(f"{k}{int(v)}" for k, v in config.items())
+
+
+def lstm_inputs(config, packed, T, B, I, H, device):
+    """A maker of fresh (x, h0, c0) and the call that runs a module on them (packing x
+    when `packed`, with unsorted lengths that include T, so that sorted/unsorted indices
+    matter)."""
+    directions = 2 if config["bidirectional"] else 1
+    state = config["proj_size"] or H
+
+    def make():
+        return [torch.randn((B, T, I) if config["batch_first"] else (T, B, I), device=device),
+                torch.randn(config["num_layers"] * directions, B, state, device=device),
+                torch.randn(config["num_layers"] * directions, B, H, device=device)]
+
+    lengths = torch.tensor([max(1, T - 2 * (i % 3)) for i in range(B)][::-1])
+
+    def call(module, x, h0, c0):
+        if packed:
+            x = pack_padded_sequence(x, lengths, batch_first=config["batch_first"], enforce_sorted=False)
+        out, (h_n, c_n) = module(x, (h0, c0))
+        return (out.data if packed else out), h_n, c_n
+
+    return make, call
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_configurations(device, backend, config, packed):
+    skip_unless_runnable(device, backend)
+    # Sizes under one interpreter tile (32) but large enough that every weight gradient
+    # has a few hundred entries: the error ratio of two small samples is noise.
+    I, H = 13, 29
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, I, H, device=device, dtype=torch.float32, **config)
+    inputs, call = lstm_inputs(config, packed, T=6, B=4, I=I, H=H, device=device)
+    compare(backend, modules, inputs, call, torch.float32, H)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 1)], ids=lambda s: f"T{s[0]}-B{s[1]}")
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_length_one_and_batch_one(device, backend, packed, shape):
+    skip_unless_runnable(device, backend)
+    T, B = shape
+    config = dict(bias=True, batch_first=False, bidirectional=True, proj_size=0, num_layers=2)
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 6, 9, device=device, dtype=torch.float32, **config)
+    inputs, call = lstm_inputs(config, packed, T=T, B=B, I=6, H=9, device=device)
+    compare(backend, modules, inputs, call, torch.float32, 9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_dtypes(device, backend, dtype):
+    skip_unless_runnable(device, backend)
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=0, num_layers=2)
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 24, 40, device=device, dtype=dtype, **config)
+    inputs, call = lstm_inputs(config, True, T=9, B=17, I=24, H=40, device=device)
+    compare(backend, modules, inputs, call, dtype, 40)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_long_sequence_error_growth(device, dtype):
+    """500 steps: an error that compounds over time would show here first (fp32, where
+    nothing but drift could exceed torch's error)."""
+    skip_unless_runnable(device, "triton")
+    config = dict(bias=True, batch_first=False, bidirectional=False, proj_size=0, num_layers=1)
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 4, 16, device=device, dtype=dtype, **config)
+    inputs, call = lstm_inputs(config, False, T=500, B=3, I=4, H=16, device=device)
+    compare("triton", modules, inputs, call, dtype, 16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_unbatched_and_default_state(device):
+    skip_unless_runnable(device, "triton")
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=2, num_layers=2)
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 5, 7, device=device, dtype=torch.float32, **config)
+
+    def call(module, x):
+        out, (h_n, c_n) = module(x)
+        return out, h_n, c_n
+
+    compare("triton", modules, lambda: [torch.randn(6, 5, device=device)], call, torch.float32, 7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_between_layers_only_in_training(device):
+    skip_unless_runnable(device, "triton")
+    module = seqops.nn.LSTM(5, 7, num_layers=3, dropout=0.5).to(device)
+    x = torch.randn(6, 4, 5, device=device)
+    with seqops.backend("triton"):
+        module.eval()
+        eval_out = module(x)[0]
+        module.train()
+        torch.manual_seed(2)
+        train_out = module(x)[0]
+        torch.manual_seed(2)
+        train_again = module(x)[0]
+    assert torch.equal(train_out, train_again) and not torch.allclose(train_out, eval_out)
+    theirs = torch.nn.LSTM(5, 7, num_layers=3, dropout=0.5).to(device).eval()
+    theirs.load_state_dict(module.state_dict())
+    torch.testing.assert_close(eval_out, theirs(x)[0])
+
+
+def test_parameters_init_and_state_dict_match_torch():
+    kwargs = dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True, bias=True, dropout=0.1)
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(5, 7, **kwargs)
+    torch.manual_seed(0)
+    ours = seqops.nn.LSTM(5, 7, **kwargs)
+    assert isinstance(ours, torch.nn.LSTM)
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in theirs.named_parameters()]
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: same seed, same init"
+    theirs.load_state_dict(ours.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    ours.flatten_parameters()
+    torch.manual_seed(0)
+    assert [p.shape for p in seqops.nn.LSTMCell(5, 7).parameters()] == [p.shape for p in torch.nn.LSTMCell(5, 7).parameters()]
+
+
+def test_patch_swaps_lstm_layers_and_keeps_their_parameters():
+    model = torch.nn.ModuleDict({"cell": torch.nn.LSTMCell(4, 6), "rnn": torch.nn.LSTM(4, 6, bidirectional=True)})
+    parameters = list(model.parameters())
+    seqops.patch(model)
+    assert type(model["cell"]) is seqops.nn.LSTMCell and type(model["rnn"]) is seqops.nn.LSTM
+    assert all(a is b for a, b in zip(model.parameters(), parameters))
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda m: m(torch.randn(2, 3, 4, 5)), "LSTM: Expected input to be 2D or 3D, got 4D instead"),
+    (lambda m: m(torch.randn(6, 2, 9)), "input.size\\(-1\\) must be equal to input_size. Expected 4, got 9"),
+    (lambda m: m(torch.randn(6, 2, 4), (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6))), "Expected hidden\\[0\\] size"),
+    (lambda m: m(torch.randn(6, 2, 4), (torch.zeros(1, 6), torch.zeros(1, 6))), "hx and cx should also be 3-D"),
+], ids=["4d-input", "input-size", "state-batch", "state-dims"])
+def test_lstm_errors_are_torchs(call, error):
+    with pytest.raises((ValueError, RuntimeError), match=error):
+        call(seqops.nn.LSTM(4, 6))
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: seqops.lstm_cell(torch.randn(3, 5), (torch.zeros(3, 6),) * 2, torch.randn(24, 4), torch.randn(24, 6)),
+     "input has inconsistent input_size: got 5 expected 4"),
+    (lambda: seqops.lstm_cell(torch.randn(3, 4), (torch.zeros(2, 6),) * 2, torch.randn(24, 4), torch.randn(24, 6)),
+     "Input batch size 3 doesn't match hidden0 batch size 2"),
+    (lambda: seqops.lstm_cell(torch.randn(3, 4), (torch.zeros(3, 6), torch.zeros(3, 5)), torch.randn(24, 4),
+                              torch.randn(24, 6)), "hidden1 has inconsistent hidden_size: got 5, expected 6"),
+    (lambda: seqops.lstm_cell(torch.randn(3, 4), (torch.zeros(3, 6),) * 2, torch.randn(24, 4), torch.randn(24, 6),
+                              torch.zeros(24)), "give both b_ih and b_hh"),
+    (lambda: seqops.lstm_cell(torch.randn(3, 4).half(), (torch.zeros(3, 6),) * 2, torch.randn(24, 4),
+                              torch.randn(24, 6)), "must share one floating dtype"),
+    (lambda: seqops.nn.LSTMCell(4, 6)(torch.randn(2, 3, 4)), "LSTMCell: Expected input to be 1D or 2D, got 3D instead"),
+], ids=["input-size", "batch", "hidden-size", "one-bias", "dtypes", "cell-3d"])
+def test_cell_errors(call, error):
+    with pytest.raises((ValueError, RuntimeError, TypeError), match=error):
+        call()
