@@ -8,7 +8,9 @@ saved. Backward: delta = rowsum(dO * O); then dK, dV per block of keys (looping 
 query blocks, and over the query heads of a GQA group) and dQ per block of queries, with P
 recomputed from the logsumexp: no atomics, so the gradients are deterministic. A float
 mask that needs a gradient gets its own kernel, reducing dS over the dims the mask
-broadcasts along, straight into the mask's shape.
+broadcasts along, straight into the mask's shape; on that path delta is recomputed as
+rowsum(P * dP) over every key instead, since the rounding of O to the output dtype in
+rowsum(dO * O) would accumulate in that reduction.
 
 Tensors are 4-D: q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, Ev], any strides;
 Hkv divides Hq (query head h reads key/value head h // (Hq / Hkv)). Masks are 4-D and
@@ -300,6 +302,55 @@ def attention_backward_delta_kernel(
     o = _load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V)
     do = _load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
+
+
+@triton.jit
+def attention_backward_delta_from_probs_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr,
+    n_heads, group_size, L, S,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    do_sb, do_sh, do_sl, do_se,
+    scale, dropout_p, seed,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """delta = rowsum(P * dP) [B, H, L] in fp32, recomputed over every key: the same
+    quantity as rowsum(dO * O) without the rounding of O to the output dtype. A float
+    mask's gradient sums dS = P * (dP - delta) over queries and heads, where that
+    rounding (about one bf16 ulp of delta per row) would add up to more than the
+    rounding of the gradient itself; the float-mask path pays this extra pass for it."""
+    n_blocks = tl.cdiv(L, BLOCK_M)
+    start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
+    bh = tl.program_id(0) // n_blocks
+    b = (bh // n_heads).to(tl.int64)
+    h = bh % n_heads
+    h_kv = h // group_size
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale = scale if EXACT else scale * LOG2E
+    mask_scale = 1.0 if EXACT else LOG2E
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q = _load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
+    do = _load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+    lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
+    no_delta = tl.zeros([BLOCK_M], tl.float32)
+    mask_base = mask_ptr + b * m_sb + h * m_sh
+    hi = tl.minimum(S, start_m + BLOCK_M) if CAUSAL else S
+    delta = tl.zeros([BLOCK_M], tl.float32)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+        v = _load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        # With delta 0, _grad_scores' dS is P * dP (dP scaled by dropout's keep mask).
+        _, p_dp = _grad_scores(q, k, v, do, lse, no_delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+                                qk_scale, mask_scale, dropout_p, seed, bh,
+                                MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT)
+        delta += tl.sum(p_dp, axis=1)
     tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
 
 
@@ -634,15 +685,25 @@ def attention_backward(
     if B * Hq * L == 0 or S == 0 or Ev == 0:
         return dq, dk, dv, dmask
     mask_kind, mask_arg, mask_strides = _mask_operand(mask, (B, Hq, L, S), q)
-    delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
-    delta_block = 32 if INTERPRETED else max(16, 4096 // _head_block(Ev))
-    attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
-        out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
-        HEAD_DIM_V=Ev, BLOCK_DV=_head_block(Ev), BLOCK_M=delta_block,
-    )
     dims = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=_head_block(E), BLOCK_DV=_head_block(Ev))
     flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0)
     common = (float(scale), float(dropout_p), int(seed))
+    delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
+    if dmask is None:
+        delta_block = 32 if INTERPRETED else max(16, 4096 // _head_block(Ev))
+        attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
+            out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
+            HEAD_DIM_V=Ev, BLOCK_DV=_head_block(Ev), BLOCK_M=delta_block,
+        )
+    else:
+        block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
+        attention_backward_delta_from_probs_kernel[(triton.cdiv(L, block_m) * B * Hq,)](
+            q, k, v, mask_arg, grad_out, lse, delta,
+            Hq, Hq // Hkv, L, S,
+            *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(),
+            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
+        )
     grid_keys = lambda meta: (triton.cdiv(S, meta["BLOCK_N"]) * B * Hkv,)
     attention_backward_dkdv_kernel[grid_keys](
         q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
