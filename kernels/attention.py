@@ -151,6 +151,27 @@ def _exp(x, EXACT: tl.constexpr):
 
 
 @triton.jit
+def _query_block_of_program(n_heads, group_size, L, BLOCK_M: tl.constexpr):
+    """The block of queries a program of a query-block grid (cdiv(L, BLOCK_M) * B * Hq
+    programs) owns: (its first query, batch * n_heads + head, batch as int64, query
+    head, key/value head)."""
+    n_blocks = tl.cdiv(L, BLOCK_M)
+    start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
+    bh = tl.program_id(0) // n_blocks
+    h = bh % n_heads
+    return start_m, bh, (bh // n_heads).to(tl.int64), h, h // group_size
+
+
+@triton.jit
+def _score_units(scale, EXACT: tl.constexpr):
+    """(qk_scale, mask_scale): the factors taking q.k and a float mask to the kernel's
+    units, natural for fp32 (EXACT) and log2 otherwise."""
+    qk_scale = scale if EXACT else scale * LOG2E
+    mask_scale = 1.0 if EXACT else LOG2E
+    return qk_scale, mask_scale
+
+
+@triton.jit
 def _scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale,
             MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr):
     """Scores [BLOCK_M, BLOCK_N] of queries q [BLOCK_M, D] against keys k [BLOCK_N, D], in
@@ -234,15 +255,9 @@ def attention_forward_kernel(
     """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
     (batch, head); lse = the logsumexp of each row's scores (natural log; -inf for a row
     with every key masked, whose output is 0, as torch gives)."""
-    n_blocks = tl.cdiv(L, BLOCK_M)
-    start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
-    bh = tl.program_id(0) // n_blocks
-    b = (bh // n_heads).to(tl.int64)
-    h = bh % n_heads
-    h_kv = h // group_size
+    start_m, bh, b, h, h_kv = _query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
-    qk_scale = scale if EXACT else scale * LOG2E
-    mask_scale = 1.0 if EXACT else LOG2E
+    qk_scale, mask_scale = _score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     q = _load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, tl.arange(0, BLOCK_D), q_sl, q_se, L, HEAD_DIM)
@@ -293,11 +308,8 @@ def attention_backward_delta_kernel(
     HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     """delta = rowsum(dO * O) [B, H, L] in fp32, the softmax backward's row term."""
-    n_blocks = tl.cdiv(L, BLOCK_M)
-    offs_m = (tl.program_id(0) % n_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    bh = tl.program_id(0) // n_blocks
-    b = (bh // n_heads).to(tl.int64)
-    h = bh % n_heads
+    start_m, bh, b, h, _ = _query_block_of_program(n_heads, 1, L, BLOCK_M)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV)
     o = _load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V)
     do = _load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
@@ -323,15 +335,9 @@ def attention_backward_delta_from_probs_kernel(
     mask's gradient sums dS = P * (dP - delta) over queries and heads, where that
     rounding (about one bf16 ulp of delta per row) would add up to more than the
     rounding of the gradient itself; the float-mask path pays this extra pass for it."""
-    n_blocks = tl.cdiv(L, BLOCK_M)
-    start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
-    bh = tl.program_id(0) // n_blocks
-    b = (bh // n_heads).to(tl.int64)
-    h = bh % n_heads
-    h_kv = h // group_size
+    start_m, bh, b, h, h_kv = _query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
-    qk_scale = scale if EXACT else scale * LOG2E
-    mask_scale = 1.0 if EXACT else LOG2E
+    qk_scale, mask_scale = _score_units(scale, EXACT)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -429,8 +435,7 @@ def attention_backward_dkdv_kernel(
     b = (bh_kv // n_kv_heads).to(tl.int64)
     h_kv = bh_kv % n_kv_heads
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
-    qk_scale = scale if EXACT else scale * LOG2E
-    mask_scale = 1.0 if EXACT else LOG2E
+    qk_scale, mask_scale = _score_units(scale, EXACT)
 
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -509,15 +514,9 @@ def attention_backward_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks."""
-    n_blocks = tl.cdiv(L, BLOCK_M)
-    start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
-    bh = tl.program_id(0) // n_blocks
-    b = (bh // n_heads).to(tl.int64)
-    h = bh % n_heads
-    h_kv = h // group_size
+    start_m, bh, b, h, h_kv = _query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
-    qk_scale = scale if EXACT else scale * LOG2E
-    mask_scale = 1.0 if EXACT else LOG2E
+    qk_scale, mask_scale = _score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -576,8 +575,7 @@ def attention_backward_dmask_kernel(
     bm = bhm // mask_heads
     hm = bhm % mask_heads
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
-    qk_scale = scale if EXACT else scale * LOG2E
-    mask_scale = 1.0 if EXACT else LOG2E
+    qk_scale, mask_scale = _score_units(scale, EXACT)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
 

@@ -6,6 +6,7 @@ import torch
 
 import seqops
 from seqops.ops.attention import fused_attention_backward, fused_attention_forward
+from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
 
@@ -66,21 +67,14 @@ def attention_block(x, w_qkv, w_out, padding):
     return attended.transpose(1, 2).reshape(B, L, 32) @ w_out
 
 
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph(device, backend, compiler):
     skip_unless_runnable(device, backend)
-    torch._dynamo.reset()
     x = torch.randn(2, 21, 32, device=device)
     w_qkv = torch.randn(32, 96, device=device, requires_grad=True)
     w_out = torch.randn(32, 32, device=device, requires_grad=True)
     padding = (torch.rand(2, 1, 1, 21, device=device) > 0.2) | (torch.arange(21, device=device) == 0)
-    with seqops.backend(backend):
-        expected = attention_block(x, w_qkv, w_out, padding)
-        out = torch.compile(attention_block, fullgraph=True, backend=compiler)(x, w_qkv, w_out, padding)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-    grad = torch.randn_like(out)
-    for ours, theirs in zip(torch.autograd.grad(out, (w_qkv, w_out), grad),
-                            torch.autograd.grad(expected, (w_qkv, w_out), grad)):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert_compiled_matches_eager(attention_block, (x, w_qkv, w_out, padding), (w_qkv, w_out), backend, compiler,
+                                  rtol=1e-4, atol=1e-4)

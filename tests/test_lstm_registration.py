@@ -6,6 +6,7 @@ import torch
 
 import seqops
 from seqops.ops.lstm import fused_lstm_cell, fused_lstm_cell_backward
+from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
 
@@ -44,18 +45,13 @@ def unrolled(cell_weights, xs, h, c):
     return h.sum() + c.square().sum()
 
 
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph(device, backend, compiler):
     skip_unless_runnable(device, backend)
-    torch._dynamo.reset()
     x, h, c, w_ih, w_hh, b_ih, b_hh = cell_inputs(device)
     weights = (w_ih, w_hh, b_ih, b_hh)
     xs = torch.randn(3, 5, 7, device=device)
-    with seqops.backend(backend):
-        expected = unrolled(weights, xs, h, c)
-        out = torch.compile(unrolled, fullgraph=True, backend=compiler)(weights, xs, h, c)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-    for ours, theirs in zip(torch.autograd.grad(out, [*weights, h, c]), torch.autograd.grad(expected, [*weights, h, c])):
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert_compiled_matches_eager(unrolled, (weights, xs, h, c), [*weights, h, c], backend, compiler,
+                                  rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ import torch
 
 import seqops
 from seqops.ops.softmax import fused_softmax, fused_softmax_backward
+from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
 
@@ -51,23 +52,16 @@ def attention_scores(q, k, mask):
     return weights @ k
 
 
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+@pytest.mark.parametrize("compiler", COMPILERS)
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_fullgraph(device, backend, compiler):
     skip_unless_runnable(device, backend)
-    torch._dynamo.reset()
     q = torch.randn(2, 3, 19, 16, device=device, requires_grad=True)
     k = torch.randn(2, 3, 19, 16, device=device, requires_grad=True)
     mask = torch.rand(19, device=device) > 0.2
     mask[0] = True
-    with seqops.backend(backend):
-        expected = attention_scores(q, k, mask)
-        compiled = torch.compile(attention_scores, fullgraph=True, backend=compiler)
-        out = compiled(q, k, mask)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    torch.testing.assert_close(torch.autograd.grad(out, (q, k), grad), torch.autograd.grad(expected, (q, k), grad))
+    assert_compiled_matches_eager(attention_scores, (q, k, mask), (q, k), backend, compiler)
 
 
 @pytest.mark.parametrize("device", DEVICES)
