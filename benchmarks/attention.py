@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import seqops
-from seqops import reference
-from seqops.ops.attention import ATTENTION
+from seqops import dispatch
+from seqops.ops.attention import reference
 
 from .suite import Case, Provider
 
@@ -85,7 +85,8 @@ def _seqops_provider(backend: str) -> Provider:
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         B, H, L, D = case.shape
         probe = torch.empty(1, 1, 1, D, device=device, dtype=case.dtype)
-        reason = ATTENTION.reason(backend, device, probe, probe, probe, None, 0.0, case.params["causal"], 1.0, False)
+        reason = dispatch.backend_reason("attention", backend, device, probe, probe, probe, None, 0.0,
+                                         case.params["causal"], 1.0, False)
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason

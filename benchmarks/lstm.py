@@ -12,8 +12,8 @@ from typing import Callable, Optional
 import torch
 
 import seqops
-from seqops import reference
-from seqops.ops.lstm import LSTM_CELL
+from seqops import dispatch
+from seqops.ops.recurrent import reference
 
 from .suite import Case, Provider
 
@@ -141,7 +141,7 @@ def _seqops_provider(backend: str) -> Provider:
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         probe = torch.empty(1, 4, device=device, dtype=case.dtype)
-        reason = LSTM_CELL.reason(backend, device, probe, (probe, probe), probe, probe, None, None)
+        reason = dispatch.backend_reason("lstm_cell", backend, device, probe, probe, probe, probe, probe, None, None)
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason

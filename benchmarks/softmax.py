@@ -9,8 +9,8 @@ from typing import Callable, Optional
 import torch
 
 import seqops
-from seqops import reference
-from seqops.ops.softmax import SOFTMAX
+from seqops import dispatch
+from seqops.ops.softmax import reference
 
 from .suite import Case, Provider
 
@@ -56,7 +56,7 @@ def _seqops_provider(backend: str) -> Provider:
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         probe = torch.empty(0, device=device, dtype=case.dtype)
-        reason = SOFTMAX.reason(backend, device, probe, -1, None, scale=1.0, mask=None, causal=False)
+        reason = dispatch.backend_reason("softmax", backend, device, probe, 0, None, 1.0, None, False)
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason

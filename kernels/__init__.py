@@ -1,5 +1,7 @@
 """Triton kernels of seqops and their launchers, installed as `seqops.kernels`.
 
-Importing any module here needs triton. The launchers take tensors and do the stride
-bookkeeping; validation of user input happens earlier, in `seqops.functional`.
+One folder per op family (softmax/, attention/, recurrent/); runtime.py, layout.py,
+masks.py and tiles.py serve them all. Importing any module here needs triton; nothing
+here imports from seqops. The launchers take plain tensors (any strides) and allocate
+their outputs; checking user input is the op's contract's job (seqops/ops/<family>/).
 """

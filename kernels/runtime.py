@@ -1,7 +1,8 @@
 """How the Triton kernels of this process run: compiled for a GPU, or interpreted on the CPU."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 import triton
@@ -90,10 +91,8 @@ def _probe_interpreter() -> Optional[str]:
     """Why the interpreter cannot run seqops' kernels here, or None.
 
     The Triton 3.6 interpreter cannot take a loop bound that is a kernel argument under
-    NumPy >= 2.4 (triton-lang/triton#9171); probing once tells whichever pair is installed.
+    NumPy >= 2.4 (triton-lang/triton#9171); running a loop tells whichever pair is installed.
     """
-    if not INTERPRETED:
-        return None
     out = torch.zeros(16, dtype=torch.int32)
     try:
         _loop_probe_kernel[(1,)](out, 40, BLOCK=16)
@@ -109,5 +108,27 @@ def _probe_interpreter() -> Optional[str]:
     return None
 
 
-# Why the kernels cannot run in this process, or None; probed once, at import.
-INTERPRETER_PROBLEM: Optional[str] = _probe_interpreter()
+@contextlib.contextmanager
+def _outside_the_caller() -> Iterator[None]:
+    """A context free of what the first kernel call may happen inside: torch.func
+    transforms (which wrap new tensors), dispatch modes such as FakeTensorMode (which make
+    them storage-less) and autograd recording."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with torch._C._DisableFuncTorch(), _disable_current_modes(), torch.no_grad():
+        yield
+
+
+_probe_result: list[Optional[str]] = []
+
+
+def interpreter_problem() -> Optional[str]:
+    """Why the kernels of this process cannot run, or None; probed once, on first need,
+    outside the caller's context, so that where the first call happens cannot poison
+    every later one."""
+    if not INTERPRETED:
+        return None
+    if not _probe_result:
+        with _outside_the_caller():
+            _probe_result.append(_probe_interpreter())
+    return _probe_result[0]

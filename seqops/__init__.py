@@ -3,10 +3,11 @@ ops with autograd and drop-in layers. See README.md."""
 
 __version__ = "0.1.0"
 
-from seqops.backends import BACKENDS, BackendUnavailable, backend
+from seqops.dispatch import BACKENDS, BackendUnavailable, backend
 from seqops.functional import lstm_cell, scaled_dot_product_attention, softmax
+from seqops import backends  # noqa: F401  (registers the kernel backends)
 from seqops import nn
-from seqops.patching import patch
+from seqops.integrations.torch_nn import patch
 
 __all__ = [
     "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "lstm_cell", "nn", "patch",

@@ -33,9 +33,16 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
 import seqops.kernels.attention as attention_kernels
-import seqops.kernels.lstm as lstm_kernels
+import seqops.kernels.attention.backward as attention_backward
+import seqops.kernels.attention.forward as attention_forward
+import seqops.kernels.recurrent as recurrent_kernels
+import seqops.kernels.recurrent.step as recurrent_step
 import seqops.kernels.softmax as softmax_kernels
+import seqops.kernels.softmax.backward as softmax_backward
+import seqops.kernels.softmax.forward as softmax_forward
 from seqops.kernels import runtime
+from seqops.kernels.attention import tuning as attention_tuning
+from seqops.kernels.recurrent.step import StepState, bias_grad_blocks, lstm_step_backward, lstm_step_forward
 
 TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32)]
 
@@ -107,18 +114,18 @@ class Recorder:
             self.launches.append(RecordedLaunch(self.kernel.fn, args, {**kwargs, **tuned}, *self.where, autotuned=True))
 
 
-def record_launches(module, drive, choose=every_config) -> list[RecordedLaunch]:
-    """The kernel launches `drive()` makes through the launchers of `module` (of an
+def record_launches(modules, drive, choose=every_config) -> list[RecordedLaunch]:
+    """The kernel launches `drive()` makes through the launchers of `modules` (of an
     autotuned kernel's configs, those `choose` keeps)."""
     launches: list[RecordedLaunch] = []
-    originals = {name: value for name, value in vars(module).items()
+    originals = {(module, name): value for module in modules for name, value in vars(module).items()
                  if isinstance(value, (JITFunction, Autotuner)) and name.endswith("_kernel")}
-    for name, kernel in originals.items():
+    for (module, name), kernel in originals.items():
         setattr(module, name, Recorder(kernel, launches, choose, module.__name__, name))
     try:
         drive()
     finally:
-        for name, kernel in originals.items():
+        for (module, name), kernel in originals.items():
             setattr(module, name, kernel)
     return list({launch.key: launch for launch in launches}.values())
 
@@ -140,8 +147,8 @@ def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: boo
     q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
     mask = {"none": None, "bool": torch.ones(B, 1, L, S, dtype=torch.bool),
             "float": torch.zeros(1, H, 1, S, dtype=dtype)}[mask_kind]
-    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0.1, 1)
-    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0.1, 1,
+    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1)
+    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0, 0.1, 1,
                                          mask_kind == "float")
 
 
@@ -170,18 +177,18 @@ def drive_lstm():
                 bias = torch.randn(4 * hidden, dtype=dtype)
                 h1, c1 = torch.empty_like(h), torch.empty_like(c)
                 gates = torch.empty(batch, 4 * hidden)
-                fresh = lstm_kernels.StepState(None, h, 0)
-                lstm_kernels.lstm_step_forward(fresh, lstm_kernels.StepState(None, c, 0), w_hh, batch, h1, c1, gates,
-                                               x=x, w_ih=w_ih, b_ih=bias, b_hh=bias)
-                dbias = torch.empty(lstm_kernels.bias_grad_blocks(batch, hidden, hidden), 4 * hidden)
-                lstm_kernels.lstm_step_backward(h1, None, lstm_kernels.StepState(None, c.float(), 0), gates, c1,
-                                                lstm_kernels.StepState(None, c, 0), w_hh, batch, gates,
-                                                lstm_kernels.StepState(None, c.float(), 0),
-                                                lstm_kernels.StepState(None, h.float(), 0), dbias)
+                fresh = StepState(None, h, 0)
+                lstm_step_forward(fresh, StepState(None, c, 0), w_hh, batch, h1, c1, gates,
+                                  x=x, w_ih=w_ih, b_ih=bias, b_hh=bias)
+                dbias = torch.empty(bias_grad_blocks(batch, hidden, hidden), 4 * hidden)
+                lstm_step_backward(h1, None, StepState(None, c.float(), 0), gates, c1, StepState(None, c, 0), w_hh,
+                                   batch, gates, StepState(None, c.float(), 0), StepState(None, h.float(), 0), dbias)
                 xw = torch.randn(2 * batch, 4 * hidden, dtype=dtype)
-                out, h_n, c_n, gates, cells, _ = lstm_kernels.lstm_layer_forward(xw, [batch, batch], h, c, w_hh, None, False)
-                lstm_kernels.lstm_layer_backward(torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out,
-                                                 gates, cells, None, h, c, w_hh, None, [batch, batch], False)
+                out, h_n, c_n, gates, cells, _ = recurrent_kernels.lstm_layer_forward(xw, [batch, batch], h, c, w_hh,
+                                                                                      None, False)
+                recurrent_kernels.lstm_layer_backward(torch.randn_like(out), torch.randn_like(h_n),
+                                                      torch.randn_like(c_n), out, gates, cells, None, h, c, w_hh, None,
+                                                      [batch, batch], False)
 
 
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
@@ -214,7 +221,8 @@ def compile_launch(task) -> tuple[int, int, str]:
 def _compile_for_calibration(task):
     """Worker: (class, kernel name, tile, launch fields) -> (class, kernel, tile, spilled bytes or None)."""
     key, kernel_name, tile, signature, constexprs, attrs, options = task
-    kernel = getattr(attention_kernels, kernel_name).fn
+    module_name, name = kernel_name
+    kernel = getattr(sys.modules.get(module_name) or __import__(module_name, fromlist=["_"]), name).fn
     try:
         compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=TARGETS[1], options=options)
         return key, kernel_name, tile, ptxas_report(compiled.asm["ptx"], TARGETS[1].arch)[1]
@@ -227,29 +235,30 @@ def calibrate_attention(jobs: int) -> dict:
     compile for sm_90 without spilling, each at its kernel's deepest pipeline (the most
     shared memory; registers barely change with depth). fp32 tiles above 64 x 64 are left
     out: every one measured spilled kilobytes."""
-    attention_kernels.CALIBRATING = True
+    attention_tuning.CALIBRATING = True
     tasks = []
     for dtype_class, dtype in (("16-bit", torch.bfloat16), ("fp32", torch.float32)):
         for head_class in (64, 128, 256) if dtype_class == "16-bit" else (64, attention_kernels.FP32_MAX_HEAD_DIM):
             for weight, (mask_kind, dropout) in (("plain", ("none", 0.0)), ("heavy", ("float", 0.1))):
                 key = (dtype_class, head_class, weight)
-                launches = record_launches(attention_kernels,
+                launches = record_launches((attention_forward, attention_backward),
                                            lambda: run_attention(dtype, head_class, mask_kind, True, dropout))
                 for launch in launches:
                     name = launch.kernel.fn.__name__
                     kernel = name.removeprefix("attention_").removesuffix("_kernel")
-                    if kernel not in attention_kernels.STAGES:
+                    if kernel not in attention_tuning.STAGES:
                         continue
                     named = {launch.kernel.arg_names[i[0]]: v for i, v in launch.constexprs.items()}
                     tile = (named["BLOCK_M"], named["BLOCK_N"], launch.options["num_warps"])
-                    if launch.options["num_stages"] != max(attention_kernels.STAGES[kernel]):
+                    if launch.options["num_stages"] != max(attention_tuning.STAGES[kernel]):
                         continue
                     if dtype_class == "fp32" and tile[0] * tile[1] > 64 * 64:
                         continue
-                    tasks.append(((key, name, tile, launch.signature, launch.constexprs, launch.attrs, launch.options)))
-    table: dict = {k: {} for k in attention_kernels.STAGES}
+                    tasks.append(((key, (launch.module_name, launch.name), tile, launch.signature, launch.constexprs,
+                                   launch.attrs, launch.options)))
+    table: dict = {k: {} for k in attention_tuning.STAGES}
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        for key, name, tile, spilled in pool.map(_compile_for_calibration, tasks):
+        for key, (_, name), tile, spilled in pool.map(_compile_for_calibration, tasks):
             kernel = name.removeprefix("attention_").removesuffix("_kernel")
             print(f"{kernel:14} {key}: tile {tile}: " + ("failed" if spilled is None else f"{spilled} bytes spilled"),
                   flush=True)
@@ -276,9 +285,10 @@ def main() -> int:
     choose = every_config if "--all-tiles" in sys.argv else hungriest_config
     tasks = [(launch.module_name, launch.name, launch.signature, launch.constexprs, launch.attrs, launch.options,
               index, launch.describe(), launch.autotuned)
-             for module, drive in ((softmax_kernels, drive_softmax), (attention_kernels, drive_attention),
-                                   (lstm_kernels, drive_lstm))
-             for launch in record_launches(module, drive, choose) for index in range(len(TARGETS))]
+             for modules, drive in (((softmax_forward, softmax_backward), drive_softmax),
+                                    ((attention_forward, attention_backward), drive_attention),
+                                    ((recurrent_step,), drive_lstm))
+             for launch in record_launches(modules, drive, choose) for index in range(len(TARGETS))]
     failures = 0
     with concurrent.futures.ProcessPoolExecutor(min(len(os.sched_getaffinity(0)), 8)) as pool:
         for task, (registers, spills, error) in zip(tasks, pool.map(compile_launch, tasks, chunksize=4)):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seqops import backends
+from seqops import dispatch
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -25,6 +25,6 @@ def device_backend_params():
 def skip_unless_runnable(device: str, backend: str) -> None:
     if backend == "auto":
         return
-    reason = backends.platform_reason(backend, torch.device(device))
+    reason = dispatch.platform_reason(backend, torch.device(device))
     if reason is not None:
         pytest.skip(f"backend {backend} cannot run on {device}: {reason}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import seqops
-from seqops import reference, torch_backend
+from seqops.ops.attention import reference, torch_impl
 from accuracy import EPS, assert_accurate, relative_error
 from devices import device_backend_params, skip_unless_runnable
 
@@ -42,7 +42,7 @@ def check_attention(backend, query, key, value, attn_mask=None, is_causal=False,
 
     detached = {id(t): t.detach().requires_grad_() for t in inputs}
     q_t, k_t, v_t, m_t = (detached.get(id(t), t) if t is not None else None for t in (query, key, value, attn_mask))
-    theirs = run(torch_backend.scaled_dot_product_attention, q_t, k_t, v_t, m_t)
+    theirs = run(torch_impl.scaled_dot_product_attention, q_t, k_t, v_t, m_t)
     grads_theirs = torch.autograd.grad(theirs, [detached[id(t)] for t in inputs], grad_out)
 
     assert out.shape == theirs.shape and out.dtype == query.dtype and out.device == query.device

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import seqops
-from seqops.ops.attention import fused_attention_backward, fused_attention_forward
+from seqops.ops.attention.op import attention_backward as fused_attention_backward
+from seqops.ops.attention.op import attention_forward as fused_attention_forward
+
+TRITON = "attention/triton/fused"
 from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
@@ -29,7 +32,7 @@ def opcheck_cases(device):
 def test_opcheck_attention_forward(device):
     skip_unless_runnable(device, "triton")
     for q, k, v, mask, causal in opcheck_cases(device):
-        torch.library.opcheck(fused_attention_forward, (q, k, v, mask, 0.0, causal, 0.25, "triton"))
+        torch.library.opcheck(fused_attention_forward, (q, k, v, mask, 0.0, causal, 0, 0.25, TRITON))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -40,10 +43,10 @@ def test_opcheck_attention_backward(device):
         q, k, v = q.detach(), k.detach(), v.detach()
         mask_grad = mask is not None and mask.is_floating_point()
         mask = None if mask is None else mask.detach()
-        out, lse, seed = fused_attention_forward(q, k, v, mask, 0.0, causal, 0.25, "triton")
+        out, lse, seed = fused_attention_forward(q, k, v, mask, 0.0, causal, 0, 0.25, TRITON)
         grad = torch.randn_like(out)
         torch.library.opcheck(fused_attention_backward,
-                              (grad, q, k, v, out, lse, seed, mask, 0.0, causal, 0.25, mask_grad, "triton"))
+                              (grad, q, k, v, out, lse, seed, mask, 0.0, causal, 0, 0.25, mask_grad, TRITON))
 
 
 @pytest.mark.parametrize("device", DEVICES)

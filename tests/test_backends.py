@@ -1,5 +1,5 @@
-"""Choosing a backend: seqops.backend(...), SEQOPS_BACKEND, auto's fallback, and the
-reasons an explicit choice that cannot run raises."""
+"""Choosing a backend: seqops.backend(...), SEQOPS_BACKEND, the Impl registry and auto's
+order over it, and the reasons an explicit choice that cannot run raises."""
 import os
 import subprocess
 import sys
@@ -9,40 +9,40 @@ import pytest
 import torch
 
 import seqops
-from seqops import backends, reference, torch_backend
-from seqops.ops.softmax import SOFTMAX
+from seqops import dispatch
 
 
 def chosen(x):
-    return SOFTMAX.select(x.device, x, -1, None, scale=1.0, mask=None, causal=False)
+    """The backend of the implementation that would run seqops.softmax(x, -1)."""
+    return dispatch.select("softmax", x.device, x, x.dim() - 1, None, 1.0, None, False).backend
 
 
 def test_auto_on_cpu_is_torch():
-    assert backends.current() == "auto"
-    assert chosen(torch.randn(3)) is torch_backend.softmax
+    assert dispatch.current() == "auto"
+    assert chosen(torch.randn(3)) == "torch"
 
 
 def test_context_manager_nests_and_restores():
     with seqops.backend("reference"):
-        assert backends.current() == "reference"
+        assert dispatch.current() == "reference"
         with seqops.backend("torch"):
-            assert backends.current() == "torch"
-        assert backends.current() == "reference"
-        assert chosen(torch.randn(3)) is reference.softmax
-    assert backends.current() == "auto"
+            assert dispatch.current() == "torch"
+        assert dispatch.current() == "reference"
+        assert chosen(torch.randn(3)) == "reference"
+    assert dispatch.current() == "auto"
 
 
 def test_context_manager_restores_after_an_error():
     with pytest.raises(RuntimeError, match="boom"):
         with seqops.backend("reference"):
             raise RuntimeError("boom")
-    assert backends.current() == "auto"
+    assert dispatch.current() == "auto"
 
 
 def test_choice_is_per_thread():
     seen = []
     with seqops.backend("reference"):
-        thread = threading.Thread(target=lambda: seen.append(backends.current()))
+        thread = threading.Thread(target=lambda: seen.append(dispatch.current()))
         thread.start()
         thread.join()
     assert seen == ["auto"]
@@ -50,10 +50,10 @@ def test_choice_is_per_thread():
 
 def test_environment_variable(monkeypatch):
     monkeypatch.setenv("SEQOPS_BACKEND", "reference")
-    assert backends.current() == "reference"
-    assert chosen(torch.randn(3)) is reference.softmax
+    assert dispatch.current() == "reference"
+    assert chosen(torch.randn(3)) == "reference"
     with seqops.backend("torch"):
-        assert backends.current() == "torch"
+        assert dispatch.current() == "torch"
 
 
 def test_unknown_names_are_refused(monkeypatch):
@@ -74,17 +74,18 @@ def test_explicit_cuda_backend_says_why_it_cannot_run():
 def test_auto_falls_back_past_backends_that_cannot_take_the_input(monkeypatch):
     """With triton preferred (as on CUDA), auto takes it for float32 and falls back to
     torch for float64, which the fused kernels do not take."""
-    if backends.platform_reason("triton", torch.device("cpu")) is not None:
+    if dispatch.platform_reason("triton", torch.device("cpu")) is not None:
         pytest.skip("triton cannot run on the CPU here (needs TRITON_INTERPRET=1)")
-    monkeypatch.setitem(backends.AUTO_PREFERENCE, (None, "cpu"), ("cuda", "triton", "torch"))
-    assert chosen(torch.randn(3)) is not torch_backend.softmax
-    assert chosen(torch.randn(3, dtype=torch.float64)) is torch_backend.softmax
+    triton = dispatch.implementation("softmax/triton/fused")
+    monkeypatch.setitem(dispatch._auto_order, ("softmax", "cpu"), [triton, dispatch.implementation("softmax/torch/composite")])
+    assert chosen(torch.randn(3)) == "triton"
+    assert chosen(torch.randn(3, dtype=torch.float64)) == "torch"
 
 
 def test_auto_raises_when_nothing_can_run(monkeypatch):
-    monkeypatch.setitem(backends.AUTO_PREFERENCE, (None, "cpu"), ("cuda",))
-    with pytest.raises(seqops.BackendUnavailable, match=r"no backend can run this call \(cuda: .*no kernels yet"):
-        seqops.softmax(torch.randn(3))
+    monkeypatch.setitem(dispatch._auto_order, ("softmax", "cpu"), [dispatch.implementation("softmax/triton/fused")])
+    with pytest.raises(seqops.BackendUnavailable, match=r"no backend can run this call \(triton: .*float64"):
+        seqops.softmax(torch.randn(3, dtype=torch.float64))
 
 
 def test_triton_on_cpu_without_the_interpreter_says_to_set_it():
@@ -103,10 +104,56 @@ def test_triton_on_cpu_without_the_interpreter_says_to_set_it():
 
 def test_reasons_name_the_backend_and_the_limit():
     cpu = torch.device("cpu")
-    assert "no kernels yet" in backends.platform_reason("cuda", cpu)
-    assert backends.platform_reason("torch", cpu) is None
-    assert backends.platform_reason("reference", cpu) is None
-    if backends.platform_reason("triton", cpu) is None:
+    assert "no kernels yet" in dispatch.platform_reason("cuda", cpu)
+    assert dispatch.platform_reason("torch", cpu) is None
+    assert dispatch.platform_reason("reference", cpu) is None
+    if dispatch.platform_reason("triton", cpu) is None:
         x64 = torch.randn(3, dtype=torch.float64)
-        reason = SOFTMAX.reason("triton", cpu, x64, -1, None, scale=1.0, mask=None, causal=False)
+        reason = dispatch.backend_reason("softmax", "triton", cpu, x64, 0, None, 1.0, None, False)
         assert "float64 runs on the torch backend" in reason
+
+
+def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
+    """The registry is filled at import: torch and reference for every op, the fused
+    Triton ones, and auto's order on each device puts a kernel first on CUDA only."""
+    for op in ("softmax", "attention", "lstm_cell", "lstm"):
+        backends_of_op = {impl.backend for impl in dispatch.implementations(op)}
+        assert {"torch", "reference", "triton"} <= backends_of_op, (op, backends_of_op)
+        assert [impl.backend for impl in dispatch._auto_order[(op, "cpu")]] == ["torch"]
+        assert [impl.backend for impl in dispatch._auto_order[(op, "cuda")]] == ["triton", "torch"]
+
+
+def test_a_registered_implementation_is_found_by_key_and_chosen_explicitly():
+    """A backend plugs in by registering an Impl; the op then finds it by key and an
+    explicit choice of its backend runs it, through the op's own autograd."""
+    calls = []
+
+    def forward(input, mask, dim, scale, causal, out_dtype):
+        calls.append("forward")
+        return torch.softmax(input.to(out_dtype) * scale, dim)
+
+    def backward(grad, y, mask, dim, scale, causal, in_dtype):
+        calls.append("backward")
+        return (scale * y * (grad - (grad * y).sum(dim, keepdim=True))).to(in_dtype)
+
+    original = dispatch._by_op_backend.get(("softmax", "cuda"))
+    impl = dispatch.register(dispatch.Impl("softmax", "cuda", "test", {"forward": forward, "backward": backward}))
+    try:
+        assert dispatch.implementation("softmax/cuda/test") is impl
+        x = torch.randn(4, 5, requires_grad=True)
+        with seqops.backend("cuda"):
+            dispatch_platforms = dict(dispatch._platforms)
+            dispatch._platforms.pop("cuda")  # this test's implementation runs on the CPU
+            try:
+                y = seqops.softmax(x, -1)
+                y.backward(torch.ones_like(y))
+            finally:
+                dispatch._platforms.update(dispatch_platforms)
+        assert calls == ["forward", "backward"]
+        torch.testing.assert_close(y, torch.softmax(x, -1))
+    finally:
+        dispatch._by_key.pop(impl.key)
+        if original is None:
+            dispatch._by_op_backend.pop(("softmax", "cuda"))
+        else:
+            dispatch._by_op_backend[("softmax", "cuda")] = original

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import seqops
-from seqops.ops.lstm import fused_lstm_cell, fused_lstm_cell_backward
+from seqops.ops.recurrent.op import lstm_cell_backward as fused_lstm_cell_backward
+from seqops.ops.recurrent.op import lstm_cell_forward as fused_lstm_cell
+
+TRITON = "lstm_cell/triton/step"
 from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
@@ -23,7 +26,7 @@ def cell_inputs(device, dtype=torch.float32, bias=True, grad=True):
 def test_opcheck_lstm_cell(device, bias):
     skip_unless_runnable(device, "triton")
     for dtype in (torch.float32, torch.bfloat16):
-        torch.library.opcheck(fused_lstm_cell, (*cell_inputs(device, dtype, bias), "triton"))
+        torch.library.opcheck(fused_lstm_cell, (*cell_inputs(device, dtype, bias), TRITON))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -31,11 +34,10 @@ def test_opcheck_lstm_cell(device, bias):
 def test_opcheck_lstm_cell_backward(device, bias):
     skip_unless_runnable(device, "triton")
     x, h, c, w_ih, w_hh, b_ih, b_hh = cell_inputs(device, bias=bias, grad=False)
-    h1, c1, gates = fused_lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, "triton")
+    h1, c1, gates = fused_lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, TRITON)
     torch.library.opcheck(fused_lstm_cell_backward,
-                          (torch.randn_like(h1), torch.randn_like(c1), x, h, c, w_ih, w_hh, c1, gates, bias, "triton"))
-    torch.library.opcheck(fused_lstm_cell_backward, (torch.randn_like(h1), None, x, h, c, w_ih, w_hh, c1, gates, bias,
-                                                     "triton"))
+                          (torch.randn_like(h1), torch.randn_like(c1), x, h, c, w_ih, w_hh, c1, gates, bias, TRITON))
+    torch.library.opcheck(fused_lstm_cell_backward, (torch.randn_like(h1), None, x, h, c, w_ih, w_hh, c1, gates, bias, TRITON))
 
 
 def unrolled(cell_weights, xs, h, c):

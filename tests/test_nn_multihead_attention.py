@@ -170,7 +170,7 @@ def test_patch_keeps_the_parameters_an_optimizer_holds():
     assert all(any(p is q for q in optimizer.param_groups[0]["params"]) for p in layer.parameters())
     calls = []
     layer.self_attn.register_forward_hook(lambda *_: calls.append(1))
-    with seqops.backend("triton" if seqops.backends.platform_reason("triton", x.device) is None else "torch"):
+    with seqops.backend("triton" if seqops.dispatch.platform_reason("triton", x.device) is None else "torch"):
         out = layer(x)
     assert calls, "the patched layer must run seqops' attention"
     torch.testing.assert_close(out, expected)

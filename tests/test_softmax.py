@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import seqops
-from seqops import reference, torch_backend
+from seqops.ops.softmax import reference, torch_impl
 from accuracy import EPS, assert_accurate, assert_nonfinite_match
 from devices import device_backend_params, skip_unless_runnable
 
@@ -33,7 +33,7 @@ def check_softmax(x, dim, backend, dtype=None, grad=True, **extras):
     mask64 = None if extras.get("mask") is None else extras["mask"].cpu()
     ref = reference.softmax(x64, dim, dtype=None if dtype is None else torch.float64, **{**extras, "mask": mask64})
     x_torch = x.detach().requires_grad_(grad)
-    torch_out = torch_backend.softmax(x_torch, dim, dtype, **extras)
+    torch_out = torch_impl.softmax(x_torch, dim, dtype, **extras)
     assert out.shape == x.shape and out.dtype == torch_out.dtype and out.device == x.device
     # The narrowest dtype on the way, for the reference backend's closeness check.
     precision = max(x.dtype, out.dtype, key=EPS.get)
@@ -259,6 +259,6 @@ def test_double_backward(device, backend):
     x64 = x.detach().double().requires_grad_()
     g64 = grad_out.detach().double().requires_grad_()
     refs = second_order(reference.softmax, x64, g64)
-    theirs = second_order(torch_backend.softmax, x, grad_out)
+    theirs = second_order(torch_impl.softmax, x, grad_out)
     for name, o, r, t in zip(["d/dx", "d/dgrad"], ours, refs, theirs):
         assert_accurate(backend, name, o, r, t, reduced_length=23)

@@ -4,7 +4,8 @@ and after block edges, and masks empty whole rows, at sizes the interpreter can 
 import pytest
 import torch
 
-from seqops import backends, reference, torch_backend
+from seqops import dispatch
+from seqops.ops.softmax import reference, torch_impl
 from accuracy import assert_within_torch_error
 from devices import DEVICES
 
@@ -13,7 +14,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 @pytest.fixture
 def kernels(device):
-    reason = backends.platform_reason("triton", torch.device(device))
+    reason = dispatch.platform_reason("triton", torch.device(device))
     if reason is not None:
         pytest.skip(reason)
     from seqops.kernels import softmax
@@ -58,7 +59,7 @@ def test_forced_tiling(kernels, device, dtype, tiling, case):
     x64 = x.double().cpu().requires_grad_()
     ref = reference.softmax(x64, dim, **{**extras, "mask": None if mask is None else mask.cpu()})
     x_torch = x.clone().requires_grad_()
-    torch_out = torch_backend.softmax(x_torch, dim, **extras)
+    torch_out = torch_impl.softmax(x_torch, dim, **extras)
     assert_within_torch_error("output", out, ref, torch_out)
 
     grad_out = torch.randn_like(out)

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import seqops
-from seqops.ops.softmax import fused_softmax, fused_softmax_backward
+from seqops.ops.softmax.op import softmax_backward as fused_softmax_backward
+from seqops.ops.softmax.op import softmax_forward as fused_softmax
+
+TRITON = "softmax/triton/fused"
 from compiled import COMPILE_BACKENDS, COMPILERS, assert_compiled_matches_eager
 from devices import DEVICES, skip_unless_runnable
 
@@ -33,16 +36,16 @@ def opcheck_cases(device):
 def test_opcheck_softmax(device):
     skip_unless_runnable(device, "triton")
     for x, mask, dim, scale, causal, dtype in opcheck_cases(device):
-        torch.library.opcheck(fused_softmax, (x, mask, dim, scale, causal, dtype, "triton"))
+        torch.library.opcheck(fused_softmax, (x, mask, dim, scale, causal, dtype, TRITON))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_softmax_backward(device):
     skip_unless_runnable(device, "triton")
     for x, mask, dim, scale, causal, dtype in opcheck_cases(device):
-        y = fused_softmax(x.detach(), mask, dim, scale, causal, dtype, "triton").requires_grad_()
+        y = fused_softmax(x.detach(), mask, dim, scale, causal, dtype, TRITON).requires_grad_()
         grad = torch.randn_like(y).requires_grad_()
-        torch.library.opcheck(fused_softmax_backward, (grad, y, mask, dim, scale, causal, x.dtype, "triton"))
+        torch.library.opcheck(fused_softmax_backward, (grad, y, mask, dim, scale, causal, x.dtype, TRITON))
 
 
 def attention_scores(q, k, mask):

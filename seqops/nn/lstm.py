@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from seqops import functional
+from seqops.ops.recurrent import api as recurrent
 from seqops.nn.drop_in import DropIn
 
 
@@ -30,7 +30,7 @@ class LSTMCell(DropIn, torch.nn.LSTMCell):
         if hx is None:
             zeros = torch.zeros(*input.shape[:-1], self.hidden_size, dtype=input.dtype, device=input.device)
             hx = (zeros, zeros)
-        return functional.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return recurrent.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
 class LSTM(DropIn, torch.nn.LSTM):
@@ -78,7 +78,7 @@ class LSTM(DropIn, torch.nn.LSTM):
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             hx = self.permute_hidden(hx, sorted_indices)
         self.check_forward_args(data if packed else input, hx, batch_sizes)
-        output, h_n, c_n = functional.lstm(
+        output, h_n, c_n = recurrent.lstm(
             data, batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
             self.bidirectional, self.proj_size,
         )

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqops import functional
+from seqops.ops.attention.api import scaled_dot_product_attention
+from seqops.ops.softmax.api import softmax
 from seqops.nn.drop_in import DropIn
 
 
@@ -91,14 +92,14 @@ class MultiheadAttention(DropIn, torch.nn.MultiheadAttention):
             scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(head_dim))
             if mask is not None:
                 scores = scores + mask
-            weights = functional.softmax(scores, -1)
+            weights = softmax(scores, -1)
             if dropout_p > 0:
                 weights = F.dropout(weights, p=dropout_p)  # torch returns the weights after dropout
             attended = weights @ v
             if average_attn_weights:
                 weights = weights.mean(dim=1)
         else:
-            attended = functional.scaled_dot_product_attention(q, k, v, mask, dropout_p, causal)
+            attended = scaled_dot_product_attention(q, k, v, mask, dropout_p, causal)
         out = F.linear(attended.permute(2, 0, 1, 3).reshape(L, N, self.embed_dim), self.out_proj.weight, self.out_proj.bias)
         if not batched:
             return out.squeeze(1), (weights.squeeze(0) if weights is not None else None)

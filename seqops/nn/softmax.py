@@ -5,7 +5,7 @@ import warnings
 
 import torch
 
-from seqops import functional
+from seqops.ops.softmax.api import softmax
 from seqops.nn.drop_in import DropIn
 
 
@@ -27,4 +27,4 @@ class Softmax(DropIn, torch.nn.Softmax):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         dim = self.dim if self.dim is not None else _implicit_softmax_dim(input.dim())
-        return functional.softmax(input, dim)
+        return softmax(input, dim)

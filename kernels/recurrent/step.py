@@ -1,4 +1,4 @@
-"""Fused LSTM step in Triton: forward (gate GEMMs, biases, nonlinearities, new state in
+"""The fused LSTM step in Triton: forward (gate GEMMs, biases, nonlinearities, new state in
 one kernel) and backward (gate gradients and dgates @ W_hh in one kernel).
 
 Gate order i, f, g, o, as torch. One step:
@@ -15,13 +15,13 @@ bf16), products accumulate in fp32 (true fp32 for fp32).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from .runtime import INTERPRETED, cast_rounded, dot, sigmoid_accurate, tanh_accurate
+from ..runtime import INTERPRETED, cast_rounded, dot, sigmoid_accurate, tanh_accurate
 
 
 @triton.jit
@@ -332,125 +332,3 @@ def lstm_step_backward(
 def bias_grad_blocks(n_rows: int, H: int, P: int) -> int:
     """How many row blocks lstm_step_backward writes bias column sums for."""
     return triton.cdiv(n_rows, _backward_tiles()[0])
-
-
-class Step(NamedTuple):
-    """One time step of a packed sequence, in the order a layer processes them."""
-
-    offset: int      # its first row in the packed [N, ...] tensors
-    rows: int        # its batch size
-    prev: int        # first row of the step its state comes from (-1: none, all from the initial state)
-    n_carried: int   # its rows whose state comes from that step (the rest start here)
-    n_next: int      # its rows whose output the next processed step continues from
-
-
-def schedule(batch_sizes: list[int], reverse: bool) -> list[Step]:
-    """The steps of a sequence packed with `batch_sizes` (non-increasing), forwards or
-    reversed. Forwards, a step continues every row from the step before; reversed, rows
-    that end later start later, from the initial state."""
-    offsets = [0]
-    for size in batch_sizes[:-1]:
-        offsets.append(offsets[-1] + size)
-    order = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
-    steps, previous = [], None
-    for t in order:
-        carried = 0 if previous is None else min(batch_sizes[previous], batch_sizes[t])
-        steps.append(Step(offsets[t], batch_sizes[t], -1 if previous is None else offsets[previous], carried, 0))
-        previous = t
-    return [step._replace(n_next=following.n_carried) for step, following in zip(steps, steps[1:])] + steps[-1:]
-
-
-def _previous_rows(steps: list[Step], n_total: int) -> torch.Tensor:
-    """For each packed row, the row of cat([out, h0]) holding its previous h."""
-    index = torch.empty(n_total, dtype=torch.int64)
-    for step in steps:
-        rows = torch.arange(step.rows)
-        index[step.offset:step.offset + step.rows] = torch.where(rows < step.n_carried, step.prev + rows, n_total + rows)
-    return index
-
-
-def _final_rows(steps: list[Step], batch: int) -> torch.Tensor:
-    """For each batch row, the packed row of its last processed step."""
-    index = torch.empty(batch, dtype=torch.int64)
-    for step in steps:
-        index[:step.rows] = step.offset + torch.arange(step.rows)
-    return index
-
-
-def lstm_layer_forward(
-    xw: torch.Tensor, batch_sizes: list[int], h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
-    w_hr: Optional[torch.Tensor], reverse: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """One direction of one LSTM layer over a packed sequence.
-
-    xw [N, 4H]: the input projection of every row, biases included; batch_sizes [T]
-    (non-increasing, summing to N); h0 [B, P], c0 [B, H]; w_hh [4H, P]; w_hr [P, H] or
-    None (P = H). Returns out [N, P], h_n [B, P], c_n [B, H] and, for the backward, the
-    gate activations [N, 4H] and cell states [N, H] (fp32), and h before the projection
-    [N, H] (None without one).
-    """
-    N, H = xw.shape[0], xw.shape[1] // 4
-    B, P = h0.shape
-    out = torch.empty(N, P, dtype=xw.dtype, device=xw.device)
-    cells = torch.empty(N, H, dtype=torch.float32, device=xw.device)
-    gates = torch.empty(N, 4 * H, dtype=torch.float32, device=xw.device)
-    h_raw = torch.empty(N, H, dtype=xw.dtype, device=xw.device) if w_hr is not None else None
-    steps = schedule(batch_sizes, reverse)
-    for step in steps:
-        now = slice(step.offset, step.offset + step.rows)
-        before = slice(step.prev, step.prev + step.n_carried)
-        h_state = StepState(out[before] if step.prev >= 0 else None, h0, step.n_carried)
-        c_state = StepState(cells[before] if step.prev >= 0 else None, c0, step.n_carried)
-        lstm_step_forward(h_state, c_state, w_hh, step.rows, h_raw[now] if w_hr is not None else out[now],
-                          cells[now], gates[now], xw=xw[now])
-        if w_hr is not None:
-            torch.mm(h_raw[now], w_hr.t(), out=out[now])
-    if N == 0:
-        return out, h0.clone(), c0.clone(), gates, cells, h_raw
-    final = _final_rows(steps, B).to(xw.device)
-    return out, out[final], cells[final].to(c0.dtype), gates, cells, h_raw
-
-
-def lstm_layer_backward(
-    d_out: Optional[torch.Tensor], d_h_n: Optional[torch.Tensor], d_c_n: Optional[torch.Tensor],
-    out: torch.Tensor, gates: torch.Tensor, cells: torch.Tensor, h_raw: Optional[torch.Tensor],
-    h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor, w_hr: Optional[torch.Tensor],
-    batch_sizes: list[int], reverse: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Backward through time of lstm_layer_forward: one fused step backward per step (in
-    reverse processing order), then the weight gradients as one product over all steps.
-    Returns d_xw [N, 4H], d_h0, d_c0, d_w_hh and d_w_hr (None without a projection)."""
-    N, H = gates.shape[0], gates.shape[1] // 4
-    B, P = h0.shape
-    device = gates.device
-    fp32 = dict(dtype=torch.float32, device=device)
-    dgates = torch.empty(N, 4 * H, **fp32)
-    d_h0, d_c0 = torch.zeros(B, P, **fp32), torch.zeros(B, H, **fp32)
-    final_h = (d_h_n if d_h_n is not None else torch.zeros(B, P, **fp32)).float()
-    final_c = (d_c_n if d_c_n is not None else torch.zeros(B, H, **fp32)).float()
-    # Ping-pong buffers for the gradients one step hands to the step it continues from.
-    carry_h = [torch.zeros(B, P, **fp32), torch.zeros(B, P, **fp32)]
-    carry_c = [torch.zeros(B, H, **fp32), torch.zeros(B, H, **fp32)]
-    d_total = torch.empty(N, P, **fp32) if w_hr is not None else None
-    steps = schedule(batch_sizes, reverse)
-    for k, step in enumerate(reversed(steps)):
-        now = slice(step.offset, step.offset + step.rows)
-        incoming, outgoing = k % 2, 1 - k % 2
-        h_carry = StepState(carry_h[incoming] if step.n_next else None, final_h, step.n_next)
-        c_carry = StepState(carry_c[incoming] if step.n_next else None, final_c, step.n_next)
-        before = slice(step.prev, step.prev + step.n_carried)
-        c_state = StepState(cells[before] if step.prev >= 0 else None, c0, step.n_carried)
-        dh = d_out[now] if d_out is not None else None
-        if w_hr is not None:
-            reaching = torch.cat([carry_h[incoming][:step.n_next], final_h[step.n_next:step.rows]])
-            d_total[now] = reaching if dh is None else reaching + dh
-            dh, h_carry = d_total[now].to(w_hr.dtype) @ w_hr, None
-        lstm_step_backward(dh, h_carry, c_carry, gates[now], cells[now], c_state, w_hh, step.rows, dgates[now],
-                           StepState(carry_c[outgoing], d_c0, step.n_carried),
-                           StepState(carry_h[outgoing], d_h0, step.n_carried))
-    h_prev = torch.cat([out, h0])[_previous_rows(steps, N).to(device)] if N else out
-    d_w_hh = (dgates.to(w_hh.dtype).t() @ h_prev.to(w_hh.dtype)) if N else torch.zeros_like(w_hh)
-    d_w_hr = None
-    if w_hr is not None:
-        d_w_hr = (d_total.to(w_hr.dtype).t() @ h_raw) if N else torch.zeros_like(w_hr)
-    return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr

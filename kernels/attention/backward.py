@@ -1,0 +1,371 @@
+"""The attention backward: delta, then dK/dV per block of keys and dQ per block of queries
+(no atomics), and the gradient of a float mask, reduced into the mask's own shape."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..masks import causal_key_range, causal_query_range
+from ..runtime import INTERPRETED, cast_rounded, dot
+from .common import MASK_FLOAT, grad_scores, head_block, load_rows, mask_operand, query_block_of_program, score_units
+from .tuning import AUTOTUNE_KEY, autotune_configs, dmask_tile, pruned_to_table
+
+
+@triton.jit
+def attention_backward_delta_kernel(
+    out_ptr, do_ptr, delta_ptr, n_heads, L,
+    o_sb, o_sh, o_sl, o_se,
+    do_sb, do_sh, do_sl, do_se,
+    HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """delta = rowsum(dO * O) [B, H, L] in fp32, the softmax backward's row term."""
+    start_m, bh, b, h, _ = query_block_of_program(n_heads, 1, L, BLOCK_M)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    o = load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
+
+
+@triton.jit(do_not_specialize=["seed", "causal_offset"])
+def attention_backward_delta_from_probs_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr,
+    n_heads, group_size, L, S,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    do_sb, do_sh, do_sl, do_se,
+    scale, dropout_p, seed, causal_offset,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """delta = rowsum(P * dP) [B, H, L] in fp32, recomputed over every key: the same
+    quantity as rowsum(dO * O) without the rounding of O to the output dtype. A float
+    mask's gradient sums dS = P * (dP - delta) over queries and heads, where that
+    rounding (about one bf16 ulp of delta per row) would add up to more than the
+    rounding of the gradient itself; the float-mask path pays this extra pass for it."""
+    start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale, mask_scale = score_units(scale, EXACT)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+    lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
+    no_delta = tl.zeros([BLOCK_M], tl.float32)
+    mask_base = mask_ptr + b * m_sb + h * m_sh
+    hi = causal_key_range(start_m, BLOCK_M, BLOCK_N, S, causal_offset)[1] if CAUSAL else S
+    delta = tl.zeros([BLOCK_M], tl.float32)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+        v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        # With delta 0, grad_scores' dS is P * dP (dP scaled by dropout's keep mask).
+        _, p_dp = grad_scores(q, k, v, do, lse, no_delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+                                qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                                MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT)
+        delta += tl.sum(p_dp, axis=1)
+    tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
+
+
+@triton.jit
+def _dkdv_query_blocks(
+    dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base,
+    q_sl, q_se, do_sl, do_se, m_sl, m_ss,
+    offs_n, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    EXACT: tl.constexpr,
+):
+    """dK, dV contributions of query blocks [lo, hi) to one block of keys."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = load_rows(q_base, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
+        do = load_rows(do_base, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+        lse = tl.load(lse_base + offs_m, mask=offs_m < L, other=float("inf"))
+        delta = tl.load(delta_base + offs_m, mask=offs_m < L, other=0.0)
+        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+        dv += dot(tl.trans(cast_rounded(p, do.dtype)), do)
+        dk += dot(tl.trans(cast_rounded(ds, q.dtype)), q)
+    return dk, dv
+
+
+@triton.autotune(configs=autotune_configs("backward_dkdv"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("backward_dkdv"))
+@triton.jit(do_not_specialize=["seed", "causal_offset"])
+def attention_backward_dkdv_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    n_heads, group_size, L, S,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    do_sb, do_sh, do_sl, do_se,
+    dk_sb, dk_sh, dk_ss, dk_se,
+    dv_sb, dv_sh, dv_ss, dv_se,
+    scale, dropout_p, seed, causal_offset,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dK, dV for one block of BLOCK_N keys of one (batch, key/value head), summed over
+    the query heads of its GQA group and over their query blocks (no atomics)."""
+    n_blocks = tl.cdiv(S, BLOCK_N)
+    start_n = (tl.program_id(0) % n_blocks) * BLOCK_N
+    bh_kv = tl.program_id(0) // n_blocks
+    n_kv_heads = n_heads // group_size
+    b = (bh_kv // n_kv_heads).to(tl.int64)
+    h_kv = bh_kv % n_kv_heads
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale, mask_scale = score_units(scale, EXACT)
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+    v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+    if CAUSAL:
+        # Query blocks before lo see none of these keys; those up to unmasked_start run
+        # masked; later ones see them all.
+        lo, unmasked_start = causal_query_range(start_n, BLOCK_N, BLOCK_M, L, causal_offset)
+    else:
+        lo = 0
+        unmasked_start = 0
+    for g in range(group_size):
+        h = h_kv * group_size + g
+        bh = b * n_heads + h
+        q_base = q_ptr + b * q_sb + h * q_sh
+        do_base = do_ptr + b * do_sb + h * do_sh
+        mask_base = mask_ptr + b * m_sb + h * m_sh
+        dk, dv = _dkdv_query_blocks(
+            dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
+            q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, lo, unmasked_start, L, S,
+            qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT)
+        dk, dv = _dkdv_query_blocks(
+            dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
+            q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, unmasked_start, L, L, S,
+            qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT)
+    key_ok = (offs_n < S)[:, None]
+    dk_ptrs = dk_ptr + b * dk_sb + h_kv * dk_sh + offs_n[:, None] * dk_ss + offs_d[None, :] * dk_se
+    tl.store(dk_ptrs, cast_rounded(dk * scale, dk_ptr.dtype.element_ty), mask=key_ok & (offs_d < HEAD_DIM)[None, :])
+    dv_ptrs = dv_ptr + b * dv_sb + h_kv * dv_sh + offs_n[:, None] * dv_ss + offs_dv[None, :] * dv_se
+    tl.store(dv_ptrs, cast_rounded(dv, dv_ptr.dtype.element_ty), mask=key_ok & (offs_dv < HEAD_DIM_V)[None, :])
+
+
+@triton.jit
+def _dq_key_blocks(
+    dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr,
+):
+    """dQ contributions of key blocks [lo, hi) to one block of queries."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT)
+        dq += dot(cast_rounded(ds, k.dtype), k)
+    return dq
+
+
+@triton.autotune(configs=autotune_configs("backward_dq"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("backward_dq"))
+@triton.jit(do_not_specialize=["seed", "causal_offset"])
+def attention_backward_dq_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    n_heads, group_size, L, S,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    do_sb, do_sh, do_sl, do_se,
+    dq_sb, dq_sh, dq_sl, dq_se,
+    scale, dropout_p, seed, causal_offset,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks."""
+    start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale, mask_scale = score_units(scale, EXACT)
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, tl.arange(0, BLOCK_DV), do_sl, do_se, L, HEAD_DIM_V)
+    lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
+    k_base = k_ptr + b * k_sb + h_kv * k_sh
+    v_base = v_ptr + b * v_sb + h_kv * v_sh
+    mask_base = mask_ptr + b * m_sb + h * m_sh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+
+    if CAUSAL:
+        unmasked_end, hi = causal_key_range(start_m, BLOCK_M, BLOCK_N, S, causal_offset)
+    else:
+        hi = S
+        unmasked_end = (S // BLOCK_N) * BLOCK_N
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+                        offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+                        offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT)
+    dq_ptrs = dq_ptr + b * dq_sb + h * dq_sh + offs_m[:, None] * dq_sl + offs_d[None, :] * dq_se
+    tl.store(dq_ptrs, cast_rounded(dq * scale, dq_ptr.dtype.element_ty),
+             mask=(offs_m < L)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit(do_not_specialize=["seed", "causal_offset"])
+def attention_backward_dmask_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dmask_ptr,
+    n_heads, group_size, n_batch, L, S, mask_heads,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    do_sb, do_sh, do_sl, do_se,
+    dm_sb, dm_sh, dm_sl, dm_ss,
+    scale, dropout_p, seed, causal_offset,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    REDUCE_B: tl.constexpr, REDUCE_H: tl.constexpr, REDUCE_L: tl.constexpr, REDUCE_S: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The gradient of a float mask: dS summed over the dims the mask broadcasts along
+    (REDUCE_*), one tile of the mask's own [Bm, Hm, Lm, Sm] a program; dS is recomputed
+    from the inputs, so nothing of size L x S is stored but the gradient itself."""
+    n_m_tiles = 1 if REDUCE_L else tl.cdiv(L, BLOCK_M)
+    n_n_tiles = 1 if REDUCE_S else tl.cdiv(S, BLOCK_N)
+    pid = tl.program_id(0)
+    tile_n = pid % n_n_tiles
+    tile_m = (pid // n_n_tiles) % n_m_tiles
+    bhm = pid // (n_n_tiles * n_m_tiles)
+    bm = bhm // mask_heads
+    hm = bhm % mask_heads
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale, mask_scale = score_units(scale, EXACT)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+
+    b_lo, b_hi = (0, n_batch) if REDUCE_B else (bm, bm + 1)
+    h_lo, h_hi = (0, n_heads) if REDUCE_H else (hm, hm + 1)
+    m_lo, m_hi = (0, L) if REDUCE_L else (tile_m * BLOCK_M, tile_m * BLOCK_M + 1)
+    n_lo, n_hi = (0, S) if REDUCE_S else (tile_n * BLOCK_N, tile_n * BLOCK_N + 1)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for b in range(b_lo, b_hi):
+        b64 = tl.cast(b, tl.int64)
+        for h in range(h_lo, h_hi):
+            bh = (b64 * n_heads + h).to(tl.int32)
+            h_kv = h // group_size
+            mask_base = mask_ptr + b64 * m_sb + h * m_sh
+            for start_m in range(m_lo, m_hi, BLOCK_M):
+                offs_m = start_m + tl.arange(0, BLOCK_M)
+                q = load_rows(q_ptr + b64 * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
+                do = load_rows(do_ptr + b64 * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+                lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
+                delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
+                for start_n in range(n_lo, n_hi, BLOCK_N):
+                    offs_n = start_n + tl.arange(0, BLOCK_N)
+                    k = load_rows(k_ptr + b64 * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+                    v = load_rows(v_ptr + b64 * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+                    p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+                                         qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                                         MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT)
+                    acc += ds
+    dm_base = dmask_ptr + bm.to(tl.int64) * dm_sb + hm * dm_sh
+    rows = tl.arange(0, BLOCK_M) if REDUCE_L else tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N) if REDUCE_S else tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if REDUCE_L:
+        acc = tl.sum(acc, axis=0)[None, :]
+        rows = tl.arange(0, 1)
+    if REDUCE_S:
+        acc = tl.sum(acc, axis=1)[:, None]
+        cols = tl.arange(0, 1)
+    rows_end = 1 if REDUCE_L else L
+    cols_end = 1 if REDUCE_S else S
+    tl.store(dm_base + rows[:, None] * dm_sl + cols[None, :] * dm_ss, cast_rounded(acc, dmask_ptr.dtype.element_ty),
+             mask=(rows < rows_end)[:, None] & (cols < cols_end)[None, :])
+
+
+def attention_backward(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+    lse: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float, is_causal: bool, causal_offset: int,
+    scale: float, seed: int, mask_needs_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Gradients of attention_forward: dq, dk, dv (contiguous, in the inputs' shapes and
+    dtype) and, when mask_needs_grad (a float mask), dmask in the mask's own shape."""
+    B, Hq, L, E = q.shape
+    Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
+    dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.zeros(v.shape, dtype=v.dtype, device=v.device)
+    dmask = torch.zeros(mask.shape, dtype=mask.dtype, device=mask.device) if mask_needs_grad else None
+    if B * Hq * L == 0 or S == 0 or Ev == 0:
+        return dq, dk, dv, dmask
+    mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
+    dims = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev))
+    flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0)
+    common = (float(scale), float(dropout_p), int(seed), int(causal_offset))
+    delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
+    if dmask is None:
+        delta_block = 32 if INTERPRETED else max(16, 4096 // head_block(Ev))
+        attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
+            out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
+            HEAD_DIM_V=Ev, BLOCK_DV=head_block(Ev), BLOCK_M=delta_block,
+        )
+    else:
+        block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
+        attention_backward_delta_from_probs_kernel[(triton.cdiv(L, block_m) * B * Hq,)](
+            q, k, v, mask_arg, grad_out, lse, delta,
+            Hq, Hq // Hkv, L, S,
+            *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(),
+            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
+        )
+    grid_keys = lambda meta: (triton.cdiv(S, meta["BLOCK_N"]) * B * Hkv,)
+    attention_backward_dkdv_kernel[grid_keys](
+        q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
+        Hq, Hq // Hkv, L, S,
+        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dk.stride(), *dv.stride(),
+        *common, **dims, **flags,
+    )
+    grid_queries = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
+    attention_backward_dq_kernel[grid_queries](
+        q, k, v, mask_arg, grad_out, lse, delta, dq,
+        Hq, Hq // Hkv, L, S,
+        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dq.stride(),
+        *common, **dims, **flags,
+    )
+    if dmask is not None:
+        Bm, Hm, Lm, Sm = mask.shape
+        reduce = dict(REDUCE_B=Bm == 1 and B > 1, REDUCE_H=Hm == 1 and Hq > 1,
+                      REDUCE_L=Lm == 1 and L > 1, REDUCE_S=Sm == 1 and S > 1)
+        block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
+        tiles = (1 if reduce["REDUCE_L"] else triton.cdiv(L, block_m)) * (1 if reduce["REDUCE_S"] else triton.cdiv(S, block_n))
+        attention_backward_dmask_kernel[(tiles * Bm * Hm,)](
+            q, k, v, mask_arg, grad_out, lse, delta, dmask,
+            Hq, Hq // Hkv, B, L, S, Hm,
+            *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dmask.stride(),
+            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, **reduce,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
+        )
+    return dq, dk, dv, dmask

@@ -1,0 +1,140 @@
+"""The attention forward: an online softmax over key blocks per block of queries; only the
+logsumexp of each row is saved for the backward."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..masks import causal_key_range
+from ..runtime import cast_rounded, dot
+from .common import (LN2, dropout_keep, exp_units, head_block, load_rows, mask_operand, query_block_of_program,
+                     score_units, scores)
+from .tuning import AUTOTUNE_KEY, autotune_configs, pruned_to_table
+
+
+@triton.jit
+def _forward_key_blocks(
+    acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr,
+):
+    """The online softmax over key blocks [lo, hi): causal and key-bound masks only when MASKED."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+        s = scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
+                    MASK_KIND, CAUSAL and MASKED, MASKED)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # A row that has seen only -inf keeps max -inf; shift it by 0 so that its
+        # probabilities are exp(-inf) = 0, not exp(-inf - -inf) = NaN.
+        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = exp_units(s - shift[:, None], EXACT)
+        alpha = exp_units(m_i - shift, EXACT)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if DROPOUT:
+            keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p)
+            p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
+        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.autotune(configs=autotune_configs("forward"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("forward"))
+@triton.jit(do_not_specialize=["seed", "causal_offset"])
+def attention_forward_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, lse_ptr,
+    n_heads, group_size, L, S,
+    q_sb, q_sh, q_sl, q_se,
+    k_sb, k_sh, k_ss, k_se,
+    v_sb, v_sh, v_ss, v_se,
+    m_sb, m_sh, m_sl, m_ss,
+    o_sb, o_sh, o_sl, o_se,
+    scale, dropout_p, seed, causal_offset,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
+    (batch, head); lse = the logsumexp of each row's scores (natural log; -inf for a row
+    with every key masked, whose output is 0, as torch gives)."""
+    start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
+    EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
+    qk_scale, mask_scale = score_units(scale, EXACT)
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, tl.arange(0, BLOCK_D), q_sl, q_se, L, HEAD_DIM)
+    k_base = k_ptr + b * k_sb + h_kv * k_sh
+    v_base = v_ptr + b * v_sb + h_kv * v_sh
+    mask_base = mask_ptr + b * m_sb + h * m_sh
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+
+    if CAUSAL:
+        # Key blocks every query of the block sees run unmasked; the band up to the
+        # block's last query runs masked; keys past it are never seen.
+        unmasked_end, hi = causal_key_range(start_m, BLOCK_M, BLOCK_N, S, causal_offset)
+    else:
+        hi = S
+        unmasked_end = (S // BLOCK_N) * BLOCK_N
+    acc, m_i, l_i = _forward_key_blocks(
+        acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+        offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+    acc, m_i, l_i = _forward_key_blocks(
+        acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+        offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT)
+
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    if EXACT:
+        lse = m_i + tl.log(l_i)
+    else:
+        lse = (m_i + tl.log2(l_i)) * LN2
+    lse = tl.where(empty, float("-inf"), lse)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    out_ptrs = out_ptr + b * o_sb + h * o_sh + offs_m[:, None] * o_sl + offs_dv[None, :] * o_se
+    tl.store(out_ptrs, cast_rounded(out, out_ptr.dtype.element_ty),
+             mask=(offs_m < L)[:, None] & (offs_dv < HEAD_DIM_V)[None, :])
+    tl.store(lse_ptr + bh.to(tl.int64) * L + offs_m, lse, mask=offs_m < L)
+
+
+def attention_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+    dropout_p: float, is_causal: bool, causal_offset: int, scale: float, seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused attention forward.
+
+    q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, Ev] (any strides, Hkv divides Hq);
+    mask: None, or bool/float 4-D broadcastable to [B, Hq, L, S]; is_causal: query i sees
+    key j <= i + causal_offset; dropout_p in [0, 1), with the Philox `seed`. Returns out [B, Hq, L, Ev] (q's dtype, contiguous) and
+    lse [B, Hq, L] fp32 (natural log; -inf for rows with every key masked).
+    """
+    B, Hq, L, E = q.shape
+    Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
+    out = torch.empty(B, Hq, L, Ev, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
+    if B * Hq * L == 0 or S == 0 or Ev == 0:
+        out.zero_()
+        lse.fill_(float("-inf"))
+        return out, lse
+    mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
+    grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
+    attention_forward_kernel[grid](
+        q, k, v, mask_arg, out, lse,
+        Hq, Hq // Hkv, L, S,
+        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *out.stride(),
+        float(scale), float(dropout_p), int(seed), int(causal_offset),
+        HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),
+        MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
+    )
+    return out, lse

@@ -1,0 +1,20 @@
+"""Fused softmax in Triton: forward and backward, any dim, scale, boolean mask and causal mask
+(rows.py: tiling and row addressing; forward.py, backward.py: kernels and launchers).
+
+Two forms of each kernel:
+- one pass, for rows that fit on chip (n_cols <= MAX_ONE_PASS_COLS): a tile of BLOCK_M
+  whole rows is read once and written once;
+- online, for longer rows: one program per row, a first sweep keeps a running max and a
+  running sum rescaled as the max grows (the online softmax), a second sweep writes. Two
+  reads and one write per element forward; the backward reads y and dy twice.
+
+Everything accumulates in fp32; inputs and outputs are fp32, fp16 or bf16, and the output
+dtype may differ from the input's (the `dtype=` cast of torch.softmax, fused). Offsets are
+64-bit. Rows are indexed through seqops.kernels.layout, so strided and broadcast inputs
+are read in place; the softmax dim need not be the last or contiguous.
+"""
+from .backward import softmax_backward
+from .forward import softmax_forward
+from .rows import MAX_ONE_PASS_COLS, Plan, plan
+
+__all__ = ["softmax_forward", "softmax_backward", "Plan", "plan", "MAX_ONE_PASS_COLS"]

@@ -1,0 +1,109 @@
+"""How the softmax kernels see their tensors: rows (the softmax dim moved last, leading dims
+collapsed, strides kept), how a launch tiles them, and the per-element helpers both
+directions share."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..layout import RowLayout, row_layout_copying
+from ..masks import causal_keep
+from ..runtime import cast_rounded, exp_accurate
+
+# Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
+# spill registers (tests/compile_triton_kernels.py) and go online; their second read of
+# a row read moments before mostly hits L2.
+MAX_ONE_PASS_COLS = 16384
+# fp32 values a thread holds per row tile in the one-pass kernels.
+VALUES_PER_THREAD = 16
+# Columns per sweep step of the online kernels.
+ONLINE_BLOCK_N = 4096
+# Elements a one-pass program handles at least: short rows are batched BLOCK_M to a program.
+MIN_TILE_ELEMENTS = 2048
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def row_offsets(rows, rows_b, rows_c, stride_a, stride_b, stride_c):
+    """64-bit offsets of the first element of each row; see layout.RowLayout."""
+    rows = rows.to(tl.int64)
+    c = rows % rows_c
+    rest = rows // rows_c
+    return (rest // rows_b) * stride_a + (rest % rows_b) * stride_b + c * stride_c
+
+
+@triton.jit
+def exp_for(d, out_dtype: tl.constexpr):
+    """e**d for d <= 0, as accurately as an output of out_dtype needs: exp2(d * log2 e)
+    (one instruction) loses |d| * 2**-24 in the product, hidden by fp16/bf16 rounding
+    but not by fp32's, which gets the accurate exp."""
+    if out_dtype == tl.float32:
+        return exp_accurate(d)
+    return tl.exp2(d * LOG2E)
+
+
+@triton.jit
+def load_input(pointers, keep, out_dtype: tl.constexpr):
+    """Input entries as fp32, 0 where not kept. An input of another dtype than the output
+    is rounded to the output dtype first: torch.softmax(x, dtype=d) casts x, then computes."""
+    x = tl.load(pointers, mask=keep, other=0.0)
+    if x.dtype != out_dtype:
+        x = cast_rounded(x.to(tl.float32), out_dtype)
+    return x.to(tl.float32)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a launch tiles the rows: whole rows BLOCK_M at a time, or one row in sweeps."""
+
+    one_pass: bool
+    block_m: int
+    block_n: int
+    num_warps: int
+
+    def grid(self, n_rows: int) -> tuple[int]:
+        return (triton.cdiv(n_rows, self.block_m),)
+
+
+def plan(n_rows: int, n_cols: int) -> Plan:
+    """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread."""
+    if n_cols > MAX_ONE_PASS_COLS:
+        return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD))
+    block_n = triton.next_power_of_2(n_cols)
+    block_m = min(triton.next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
+    num_warps = min(32, max(4, block_m * block_n // (32 * VALUES_PER_THREAD)))
+    return Plan(one_pass=True, block_m=block_m, block_n=block_n, num_warps=num_warps)
+
+
+def moved_operands(
+    tensors: list[torch.Tensor], mask: Optional[torch.Tensor], causal: bool, dim: int, target: int
+) -> tuple[list[torch.Tensor], Optional[torch.Tensor], bool, int, RowLayout]:
+    """The tensors (and the mask) with the softmax dim moved last, as a row kernel takes
+    them, plus how causal reaches the kernel and the rows' layout.
+
+    tensors: same shape, any strides; tensors[target] is the output. mask: bool,
+    broadcastable to that shape. A causal mask along a dim other than the last becomes
+    part of the mask (the kernels take the causal flag along the last dim only).
+    Returns (tensors, mask as uint8 or None, causal, causal_rows, layout).
+    """
+    shape = tensors[0].shape
+    if causal and dim != len(shape) - 1:
+        keep = causal_keep(shape[-2], shape[-1], tensors[0].device)
+        mask, causal = (keep if mask is None else mask & keep), False
+    causal_rows = shape[-2] if causal else 1
+    if mask is not None:
+        mask = mask.view(torch.uint8).expand(shape)
+    if len(shape) == 0:
+        tensors = [t.reshape(1) for t in tensors]
+        mask = None if mask is None else mask.reshape(1)
+    operands = [t.movedim(dim, -1) for t in tensors]
+    if mask is not None:
+        operands.append(mask.movedim(dim, -1))
+    operands, layout = row_layout_copying(operands, target)
+    n = len(tensors)
+    return operands[:n], (operands[n] if mask is not None else None), causal, causal_rows, layout

@@ -1,0 +1,96 @@
+"""The Triton backend: its implementations of each op (seqops.kernels, imported on first
+use), where it can run, and the limits by which it narrows each op's contract.
+
+Priorities are provisional: no GPU benchmark result has been recorded yet
+(benchmarks/results/), so `auto` on CUDA prefers the fused kernels over torch's ops as
+the design expects, to be revisited once measurements exist.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Optional
+
+import torch
+
+from seqops import dispatch
+from seqops.ops.attention import contract as attention_contract
+from seqops.ops.recurrent import contract as recurrent_contract
+from seqops.ops.softmax import contract as softmax_contract
+
+PRIORITY = {"cuda": 20}
+
+# Under the Triton interpreter, what the interpreter found; on a GPU, None. Filled on
+# first use (the probe runs outside the caller's context: seqops.kernels.runtime).
+_platform: dict[str, Optional[str]] = {}
+
+
+def _platform_reason(device: torch.device) -> Optional[str]:
+    if device.type not in ("cpu", "cuda"):
+        return f"Triton kernels need CUDA (or interpreted CPU) tensors, got device {device}"
+    reason = _platform.get(device.type, False)
+    if reason is False:
+        reason = _platform[device.type] = _probe(device.type)
+    return reason
+
+
+@torch.compiler.assume_constant_result
+def _probe(device_type: str) -> Optional[str]:
+    try:
+        from seqops.kernels import runtime
+    except ImportError as error:
+        return f"triton is not importable ({error})"
+    if device_type == "cpu" and not runtime.INTERPRETED:
+        return ("Triton kernels take CPU tensors only under the Triton interpreter: set TRITON_INTERPRET=1 "
+                "before seqops' kernels are first imported (or use CUDA tensors)")
+    return runtime.interpreter_problem()
+
+
+def _kernel(module: str, name: str) -> Callable:
+    """seqops.kernels.<module>.<name>, imported on the first call (importing triton)."""
+    resolved: list[Callable] = []
+
+    def call(*args, **kwargs):
+        if not resolved:
+            resolved.append(getattr(importlib.import_module(f"seqops.kernels.{module}"), name))
+        return resolved[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+def _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                      causal_offset=0) -> Optional[str]:
+    reason = attention_contract.fused_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                                             causal_offset)
+    if reason is not None:
+        return reason
+    head_dims = (query.shape[-1], value.shape[-1])
+    if query.dtype == torch.float32 and max(head_dims) > FP32_MAX_HEAD_DIM:
+        return (f"the Triton attention takes float32 head dims up to {FP32_MAX_HEAD_DIM}, got {head_dims[0]} and "
+                f"{head_dims[1]} (its float32 backward spills registers above that; float16 and bfloat16 go to "
+                f"{attention_contract.MAX_HEAD_DIM})")
+    if dropout_p > 0 and query.shape[-2] * key.shape[-2] >= 2**31:
+        return "dropout's random counters are 32-bit: L * S must stay below 2**31"
+    return None
+
+
+# As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
+FP32_MAX_HEAD_DIM = 128
+
+dispatch.register_backend("triton", _platform_reason)
+dispatch.register(dispatch.Impl(
+    "softmax", "triton", "fused",
+    {"forward": _kernel("softmax", "softmax_forward"), "backward": _kernel("softmax", "softmax_backward")},
+    supports=softmax_contract.fused_reason, priority=PRIORITY))
+dispatch.register(dispatch.Impl(
+    "attention", "triton", "fused",
+    {"forward": _kernel("attention", "attention_forward"), "backward": _kernel("attention", "attention_backward")},
+    supports=_attention_reason, priority=PRIORITY))
+dispatch.register(dispatch.Impl(
+    "lstm_cell", "triton", "step",
+    {"forward": _kernel("recurrent", "lstm_cell_forward"), "backward": _kernel("recurrent", "lstm_cell_backward")},
+    supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
+dispatch.register(dispatch.Impl(
+    "lstm", "triton", "step",
+    {"forward": _kernel("recurrent", "lstm_layer_forward"), "backward": _kernel("recurrent", "lstm_layer_backward")},
+    supports=recurrent_contract.fused_lstm_reason, priority=PRIORITY))

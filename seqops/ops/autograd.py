@@ -1,0 +1,50 @@
+"""How an op family's torch.library op becomes differentiable everywhere a PyTorch user
+differentiates: reverse mode, forward mode, torch.func and torch.compile.
+
+A torch.library custom op carries its backward (register_autograd), which is what
+torch.compile traces. Its generated autograd wrapper has no `setup_context` and no `jvp`,
+so torch.func transforms refuse it and forward-mode AD sees no formula. Eager calls
+therefore go through an autograd.Function built from the same setup_context and backward,
+plus a jvp; torch.compile, which cannot trace a user-defined jvp, calls the op itself.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+
+def _no_jvp(name: str) -> Callable:
+    def jvp(ctx, *tangents):
+        raise RuntimeError(f"{name}: forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) is not implemented "
+                           "for this op; use reverse mode, or seqops.backend('torch')")
+
+    return jvp
+
+
+def differentiable(name: str, op: Callable, setup_context: Callable, backward: Callable,
+                   jvp: Optional[Callable] = None) -> Callable:
+    """`op` (a torch.library custom op whose autograd was registered with the same
+    setup_context and backward) as a function that every AD mode can differentiate.
+
+    setup_context(ctx, inputs, output) saves what backward and jvp need (jvp's through
+    ctx.save_for_forward); backward(ctx, *grads) and jvp(ctx, *input_tangents) follow
+    torch.autograd.Function's rules. Without a jvp, forward-mode AD raises a clear error.
+    vmap batches the op (the custom op's vmap rule where it has one, else torch's loop).
+    """
+    function = type(name, (torch.autograd.Function,), {
+        "__doc__": f"{name} for eager calls: torch.func transforms and forward-mode AD.",
+        "forward": staticmethod(lambda *args: op(*args)),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp if jvp is not None else _no_jvp(name)),
+        "generate_vmap_rule": True,
+    })
+
+    def apply(*args):
+        if torch.compiler.is_compiling():
+            return op(*args)
+        return function.apply(*args)
+
+    apply.function = function
+    return apply

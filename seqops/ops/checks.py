@@ -1,0 +1,47 @@
+"""Argument checks the op contracts share, each raising a clear error that names the argument."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def describe(t: Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_tensor(fn: str, name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{fn}: argument '{name}' must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_dim(fn: str, dim: object, ndim: int) -> int:
+    """`dim` made non-negative, with torch's rule that a 0-d tensor has dims -1 and 0."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"{fn}: argument 'dim' must be an int, got {type(dim).__name__}")
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise IndexError(
+            f"{fn}: dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got {dim})"
+        )
+    return dim % rank
+
+
+def broadcast_or_raise(fn: str, what: str, shapes: list) -> tuple:
+    try:
+        return tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        raise RuntimeError(f"{fn}: {what} do not broadcast: {', '.join(str(tuple(s)) for s in shapes)}") from None
+
+
+def check_mask_placement(fn: str, name: str, mask: Tensor, other: Tensor, other_name: str, shape: tuple,
+                         shape_name: str) -> None:
+    """`mask` is on `other`'s device and broadcasts to `shape` without growing it."""
+    if mask.device != other.device:
+        raise ValueError(f"{fn}: '{name}' is on {mask.device} but '{other_name}' is on {other.device}")
+    try:
+        broadcast = tuple(torch.broadcast_shapes(mask.shape, shape))
+    except RuntimeError:
+        broadcast = None
+    if broadcast != shape:
+        raise RuntimeError(f"{fn}: '{name}' of shape {tuple(mask.shape)} does not broadcast to {shape_name} {shape}")

@@ -1,0 +1,98 @@
+"""What the recurrent ops accept, written once: argument checks with clear errors (torch's
+exception types), and what every implementation receives.
+
+lstm_cell, the checked call: input [B, I], h [B, H], c [B, H], w_ih [4H, I], w_hh [4H, H],
+b_ih, b_hh [4H] or None (any strides, expanded included), one floating dtype, one device.
+- composite ("run"): run(input, (h, c), w_ih, w_hh, b_ih, b_hh) -> (h', c').
+- fused: forward(input, h, c, w_ih, w_hh, b_ih, b_hh) -> (h' [B, H], c' [B, H] in input's
+  dtype, gates [B, 4H] fp32: the activations i, f, g, o the backward needs);
+  backward(d_h', d_c' (either may be None), input, h, c, w_ih, w_hh, c', gates, has_bias)
+  -> (d_input, d_h, d_c, d_w_ih, d_w_hh, d_bias or None), d_bias being the gradient of
+  b_ih and of b_hh alike.
+
+lstm (a whole multi-layer LSTM, as torch.nn.LSTM runs it): input [T, B, I] time-major, or
+the data [N, I] of a packed sequence with batch_sizes [T] (int64, CPU); hx = (h0 [L*D, B,
+P], c0 [L*D, B, H]); weights in torch.nn.LSTM's _flat_weights order.
+- composite ("run"): run(input, batch_sizes, hx, weights, has_biases, num_layers, dropout,
+  training, bidirectional, proj_size) -> (output, h_n, c_n).
+- fused, one direction of one layer (the op composes layers and directions):
+  forward(xw [N, 4H] (input projection with biases), batch_sizes list[int], h0 [B, P],
+  c0 [B, H], w_hh [4H, P], w_hr [P, H] or None, reverse) -> (out [N, P], h_n, c_n, gates
+  [N, 4H] fp32, cells [N, H] fp32, h before the projection [N, H] or None);
+  backward(d_out, d_h_n, d_c_n (each may be None), out, gates, cells, h_raw or None, h0,
+  c0, w_hh, w_hr, batch_sizes list[int], reverse) -> (d_xw, d_h0, d_c0, d_w_hh, d_w_hr or
+  None).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from seqops.ops.checks import check_tensor, describe
+
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_cell(input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+               b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """Raise on a bad lstm_cell call; return (input, h, c) as 2-D and whether input was."""
+    fn = "seqops.lstm_cell"
+    check_tensor(fn, "input", input)
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"{fn}: 'hx' must be a pair (h, c) of tensors, got {type(hx).__name__}")
+    h, c = (check_tensor(fn, name, t) for name, t in (("hx[0]", hx[0]), ("hx[1]", hx[1])))
+    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
+        check_tensor(fn, name, t)
+        if t.dim() != 2:
+            raise RuntimeError(f"{fn}: '{name}' must be 2-D [4 * hidden_size, features], got {describe(t)}")
+    if input.dim() not in (1, 2) or h.dim() != input.dim() or c.dim() != input.dim():
+        raise RuntimeError(f"{fn}: input and hx must be all 2-D [batch, features] or all 1-D, got "
+                           f"{input.dim()}-D, {h.dim()}-D and {c.dim()}-D")
+    batched = input.dim() == 2
+    if not batched:
+        input, h, c = input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
+    hidden = w_hh.shape[1]
+    if w_ih.shape[0] != 4 * hidden or w_hh.shape[0] != 4 * hidden:
+        raise RuntimeError(f"{fn}: w_ih and w_hh must have 4 * hidden_size = {4 * hidden} rows, got "
+                           f"{describe(w_ih)} and {describe(w_hh)}")
+    if input.shape[1] != w_ih.shape[1]:
+        raise RuntimeError(f"{fn}: input has inconsistent input_size: got {input.shape[1]} expected {w_ih.shape[1]}")
+    for label, state in (("0", h), ("1", c)):
+        if state.shape[0] != input.shape[0]:
+            raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden{label} batch size "
+                               f"{state.shape[0]}")
+        if state.shape[1] != hidden:
+            raise RuntimeError(f"{fn}: hidden{label} has inconsistent hidden_size: got {state.shape[1]}, "
+                               f"expected {hidden}")
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            check_tensor(fn, name, b)
+            if tuple(b.shape) != (4 * hidden,):
+                raise RuntimeError(f"{fn}: '{name}' must be [4 * hidden_size] = [{4 * hidden}], got {describe(b)}")
+    tensors = [t for t in (input, h, c, w_ih, w_hh, b_ih, b_hh) if t is not None]
+    if len({t.dtype for t in tensors}) != 1 or not input.dtype.is_floating_point:
+        raise RuntimeError(f"{fn}: input, hx, weights and biases must share one floating dtype, got "
+                           f"{sorted({str(t.dtype) for t in tensors})}")
+    if len({t.device for t in tensors}) != 1:
+        raise RuntimeError(f"{fn}: input, hx, weights and biases must be on one device, got "
+                           f"{sorted({str(t.device) for t in tensors})}")
+    return input, h, c, batched
+
+
+def fused_dtype_reason(dtype: torch.dtype) -> Optional[str]:
+    if dtype not in FUSED_DTYPES:
+        return f"the fused LSTM takes float32, float16 and bfloat16, got {dtype} (float64 runs on torch)"
+    return None
+
+
+def fused_cell_reason(input: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                      b_hh: Optional[Tensor]) -> Optional[str]:
+    """Why a fused implementation cannot take this lstm_cell call, whatever its backend."""
+    return fused_dtype_reason(input.dtype)
+
+
+def fused_lstm_reason(input: Tensor, batch_sizes: Optional[Tensor], hx, weights, *args) -> Optional[str]:
+    """Why a fused implementation cannot take this lstm call, whatever its backend."""
+    return fused_dtype_reason(input.dtype)

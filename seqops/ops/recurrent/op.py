@@ -1,0 +1,231 @@
+"""The recurrent ops as torch.library ops over a fused implementation: the LSTM cell step
+and one direction of one LSTM layer over a (possibly packed) sequence, each with fake
+kernels and autograd; their differentiable entry points for eager calls (reverse mode,
+torch.func, and forward mode for the cell); and the multi-layer LSTM composed of layers."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seqops import dispatch
+from seqops.ops.autograd import differentiable
+
+# ---------------------------------------------------------------------------- the cell
+
+
+@torch.library.custom_op("seqops::lstm_cell", mutates_args=())
+def lstm_cell_forward(
+    input: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor], impl: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM step: input [B, I], h0, c0 [B, H], w_ih [4H, I], w_hh [4H, H], biases
+    [4H] or None. Returns h1, c1 [B, H] and the gate activations [B, 4H] (fp32), which
+    the backward needs."""
+    return dispatch.implementation(impl).forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh)
+
+
+@lstm_cell_forward.register_fake
+def _lstm_cell_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, impl):
+    B, H = c0.shape
+    return c0.new_empty(B, H, dtype=input.dtype), c0.new_empty(B, H, dtype=input.dtype), \
+        c0.new_empty(B, 4 * H, dtype=torch.float32)
+
+
+@torch.library.custom_op("seqops::lstm_cell_backward", mutates_args=())
+def lstm_cell_backward(
+    d_h1: Optional[Tensor], d_c1: Optional[Tensor], input: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor,
+    w_hh: Tensor, c1: Tensor, gates: Tensor, has_bias: bool, impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of lstm_cell_forward: d_input, d_h0, d_c0, d_w_ih, d_w_hh and d_bias (the
+    same for b_ih and b_hh; empty without biases)."""
+    d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias = dispatch.implementation(impl).backward(
+        d_h1, d_c1, input, h0, c0, w_ih, w_hh, c1, gates, has_bias)
+    return d_input, d_h0, d_c0, d_w_ih, d_w_hh, (d_bias if d_bias is not None else input.new_empty(0))
+
+
+@lstm_cell_backward.register_fake
+def _lstm_cell_backward_fake(d_h1, d_c1, input, h0, c0, w_ih, w_hh, c1, gates, has_bias, impl):
+    d_bias = w_ih.new_empty(w_ih.shape[0]) if has_bias else input.new_empty(0)
+    return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape), d_bias)
+
+
+def _cell_setup_context(ctx, inputs, output):
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, impl = inputs
+    h1, c1, gates = output
+    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, c1, gates)
+    ctx.save_for_forward(input, h0, c0, w_ih, w_hh, c1, gates)
+    ctx.mark_non_differentiable(gates)
+    ctx.set_materialize_grads(False)
+    ctx.has_bias, ctx.impl = b_ih is not None, impl
+
+
+def _cell_backward(ctx, d_h1, d_c1, d_gates):
+    input, h0, c0, w_ih, w_hh, c1, gates = ctx.saved_tensors
+    if d_h1 is None and d_c1 is None:
+        return None, None, None, None, None, None, None, None
+    d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias = differentiable_cell_backward(
+        d_h1, d_c1, input, h0, c0, w_ih, w_hh, c1, gates, ctx.has_bias, ctx.impl)
+    d_bias = d_bias if ctx.has_bias else None
+    return d_input, d_h0, d_c0, d_w_ih, d_w_hh, d_bias, d_bias, None
+
+
+def _cell_jvp(ctx, t_input, t_h0, t_c0, t_w_ih, t_w_hh, t_b_ih, t_b_hh, _):
+    """Tangents of h1 and c1 from the saved gate activations, in fp32 PyTorch ops:
+    the gate pre-activations' tangent through each nonlinearity, then the cell update."""
+    input, h0, c0, w_ih, w_hh, c1, gates = ctx.saved_tensors
+    d_pre = torch.zeros_like(gates)
+    for t, weight in ((t_input, w_ih), (t_h0, w_hh)):
+        if t is not None:
+            d_pre = d_pre + t.float() @ weight.float().t()
+    for x, t in ((input, t_w_ih), (h0, t_w_hh)):
+        if t is not None:
+            d_pre = d_pre + x.float() @ t.float().t()
+    for t in (t_b_ih, t_b_hh):
+        if t is not None:
+            d_pre = d_pre + t.float()
+    i, f, g, o = gates.chunk(4, dim=-1)
+    pre_i, pre_f, pre_g, pre_o = d_pre.chunk(4, dim=-1)
+    d_i, d_f, d_g, d_o = i * (1 - i) * pre_i, f * (1 - f) * pre_f, (1 - g * g) * pre_g, o * (1 - o) * pre_o
+    c = f * c0.float() + i * g
+    d_c = d_f * c0.float() + i * d_g + d_i * g
+    if t_c0 is not None:
+        d_c = d_c + f * t_c0.float()
+    tanh_c = torch.tanh(c)
+    d_h = d_o * tanh_c + o * (1 - tanh_c * tanh_c) * d_c
+    return d_h.to(c1.dtype), d_c.to(c1.dtype), None
+
+
+def _cell_backward_setup_context(ctx, inputs, output):
+    ctx.impl = inputs[-1]
+
+
+def _no_cell_double_backward(ctx, *grads):
+    raise RuntimeError("seqops.lstm_cell_backward: the fused LSTM cell has no double backward; use "
+                       "seqops.backend('torch') for gradients of gradients")
+
+
+lstm_cell_forward.register_autograd(_cell_backward, setup_context=_cell_setup_context)
+differentiable_cell = differentiable("seqops.lstm_cell", lstm_cell_forward, _cell_setup_context, _cell_backward,
+                                     _cell_jvp)
+differentiable_cell_backward = differentiable("seqops.lstm_cell_backward", lstm_cell_backward,
+                                              _cell_backward_setup_context, _no_cell_double_backward)
+
+
+# --------------------------------------------------------------------------- the layer
+
+
+@torch.library.custom_op("seqops::lstm_layer", mutates_args=())
+def lstm_layer_forward(
+    xw: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], reverse: bool,
+    impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One direction of one layer over a packed sequence: xw [N, 4H] (input projection
+    with biases), batch_sizes [T] (int64, on the CPU), h0 [B, P], c0 [B, H], w_hh [4H, P],
+    w_hr [P, H] or None. Returns out [N, P], h_n, c_n, and for the backward the gate
+    activations, cell states (fp32) and h before the projection (empty without one)."""
+    out, h_n, c_n, gates, cells, h_raw = dispatch.implementation(impl).forward(
+        xw, batch_sizes.tolist(), h0, c0, w_hh, w_hr, reverse)
+    return out, h_n, c_n, gates, cells, (h_raw if h_raw is not None else xw.new_empty(0))
+
+
+@lstm_layer_forward.register_fake
+def _lstm_layer_forward_fake(xw, batch_sizes, h0, c0, w_hh, w_hr, reverse, impl):
+    N, H = xw.shape[0], xw.shape[1] // 4
+    fp32 = dict(dtype=torch.float32)
+    return (xw.new_empty(N, h0.shape[1]), h0.new_empty(h0.shape), c0.new_empty(c0.shape), xw.new_empty(N, 4 * H, **fp32),
+            xw.new_empty(N, H, **fp32), xw.new_empty(N, H) if w_hr is not None else xw.new_empty(0))
+
+
+@torch.library.custom_op("seqops::lstm_layer_backward", mutates_args=())
+def lstm_layer_backward(
+    d_out: Optional[Tensor], d_h_n: Optional[Tensor], d_c_n: Optional[Tensor], out: Tensor, gates: Tensor,
+    cells: Tensor, h_raw: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], batch_sizes: Tensor,
+    reverse: bool, impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward through time of lstm_layer_forward: d_xw, d_h0, d_c0, d_w_hh, d_w_hr (empty
+    without a projection)."""
+    d_xw, d_h0, d_c0, d_w_hh, d_w_hr = dispatch.implementation(impl).backward(
+        d_out, d_h_n, d_c_n, out, gates, cells, h_raw if w_hr is not None else None, h0, c0, w_hh, w_hr,
+        batch_sizes.tolist(), reverse)
+    return d_xw, d_h0, d_c0, d_w_hh, (d_w_hr if d_w_hr is not None else w_hh.new_empty(0))
+
+
+@lstm_layer_backward.register_fake
+def _lstm_layer_backward_fake(d_out, d_h_n, d_c_n, out, gates, cells, h_raw, h0, c0, w_hh, w_hr, batch_sizes,
+                              reverse, impl):
+    N, H = gates.shape[0], gates.shape[1] // 4
+    return (out.new_empty(N, 4 * H), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_hh.new_empty(w_hh.shape),
+            w_hr.new_empty(w_hr.shape) if w_hr is not None else w_hh.new_empty(0))
+
+
+def _layer_setup_context(ctx, inputs, output):
+    xw, batch_sizes, h0, c0, w_hh, w_hr, reverse, impl = inputs
+    out, h_n, c_n, gates, cells, h_raw = output
+    ctx.save_for_backward(out, gates, cells, h_raw, h0, c0, w_hh, w_hr, batch_sizes)
+    ctx.mark_non_differentiable(gates, cells, h_raw)
+    ctx.set_materialize_grads(False)
+    ctx.reverse, ctx.impl = reverse, impl
+
+
+def _layer_backward(ctx, d_out, d_h_n, d_c_n, d_gates, d_cells, d_h_raw):
+    out, gates, cells, h_raw, h0, c0, w_hh, w_hr, batch_sizes = ctx.saved_tensors
+    if d_out is None and d_h_n is None and d_c_n is None:
+        return None, None, None, None, None, None, None, None
+    d_xw, d_h0, d_c0, d_w_hh, d_w_hr = differentiable_layer_backward(
+        d_out, d_h_n, d_c_n, out, gates, cells, h_raw, h0, c0, w_hh, w_hr, batch_sizes, ctx.reverse, ctx.impl)
+    return d_xw, None, d_h0, d_c0, d_w_hh, (d_w_hr if w_hr is not None else None), None, None
+
+
+def _layer_backward_setup_context(ctx, inputs, output):
+    ctx.impl = inputs[-1]
+
+
+def _no_layer_double_backward(ctx, *grads):
+    raise RuntimeError("seqops.lstm_layer_backward: the fused LSTM has no double backward; use "
+                       "seqops.backend('torch') for gradients of gradients")
+
+
+lstm_layer_forward.register_autograd(_layer_backward, setup_context=_layer_setup_context)
+differentiable_layer = differentiable("seqops.lstm_layer", lstm_layer_forward, _layer_setup_context, _layer_backward)
+differentiable_layer_backward = differentiable("seqops.lstm_layer_backward", lstm_layer_backward,
+                                               _layer_backward_setup_context, _no_layer_double_backward)
+
+
+# ---------------------------------------------------------------------- the whole LSTM
+
+
+def run_fused_lstm(impl: dispatch.Impl, input: Tensor, batch_sizes: Optional[Tensor], hx: tuple[Tensor, Tensor],
+                   weights: list[Tensor], has_biases: bool, num_layers: int, dropout: float, training: bool,
+                   bidirectional: bool, proj_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A multi-layer LSTM on the fused layer op of `impl`: per layer and direction, one
+    GEMM projects the input of every step, then the layer op runs the steps."""
+    if batch_sizes is None:
+        T, B = input.shape[:2]
+        data, sizes = input.reshape(T * B, input.shape[2]), torch.full((T,), B, dtype=torch.int64)
+    else:
+        data, sizes = input, batch_sizes
+    directions = 2 if bidirectional else 1
+    per_direction = 2 + 2 * has_biases + (proj_size > 0)
+    h0, c0 = hx
+    h_n, c_n, layer_input = [], [], data
+    for layer in range(num_layers):
+        outs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            w = weights[index * per_direction:(index + 1) * per_direction]
+            bias = w[2] + w[3] if has_biases else None
+            xw = F.linear(layer_input, w[0], bias)
+            out, h, c, _, _, _ = differentiable_layer(xw, sizes, h0[index], c0[index], w[1],
+                                                      w[-1] if proj_size > 0 else None, direction == 1, impl.key)
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
+    return output, torch.stack(h_n), torch.stack(c_n)

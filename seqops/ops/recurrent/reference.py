@@ -1,0 +1,76 @@
+"""The recurrent ops written out in eager PyTorch, one cell per step: the float64 oracle of
+the tests, the naive baseline of the benchmarks, and the `reference` backend (in the
+caller's dtype, reduced precision computed in fp32 as torch does)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from seqops import dispatch
+
+
+def lstm_cell(
+    input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], w_ih: torch.Tensor, w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor] = None, b_hh: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step, gate order i, f, g, o: input [B, I], hx = (h [B, P], c [B, H]),
+    w_ih [4H, I], w_hh [4H, P]. Returns (h', c') [B, H]."""
+    dtype = torch.promote_types(input.dtype, torch.float32)
+    gates = input.to(dtype) @ w_ih.to(dtype).t() + hx[0].to(dtype) @ w_hh.to(dtype).t()
+    for bias in (b_ih, b_hh):
+        if bias is not None:
+            gates = gates + bias.to(dtype)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * hx[1].to(dtype) + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h.to(input.dtype), c.to(input.dtype)
+
+
+def lstm(
+    input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx: tuple[torch.Tensor, torch.Tensor],
+    weights: list[torch.Tensor], has_biases: bool, num_layers: int, dropout: float, training: bool,
+    bidirectional: bool, proj_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A multi-layer LSTM, one lstm_cell per step. input [T, B, I] (time-major), or the
+    data [N, I] of a packed sequence with its batch_sizes [T]; hx = (h0 [L*D, B, P],
+    c0 [L*D, B, H]); weights in torch's order (w_ih, w_hh, b_ih, b_hh, w_hr per layer and
+    direction). Returns (output, h_n, c_n) as torch's LSTM."""
+    if batch_sizes is None:
+        T, B = input.shape[:2]
+        data, sizes = input.reshape(T * B, input.shape[2]), [B] * T
+    else:
+        data, sizes = input, batch_sizes.tolist()
+    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+    directions = 2 if bidirectional else 1
+    per_direction = 2 + 2 * has_biases + (proj_size > 0)
+    h_n, c_n, layer_input = [], [], data
+    for layer in range(num_layers):
+        outs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            w = weights[index * per_direction:(index + 1) * per_direction]
+            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            h, c = hx[0][index], hx[1][index]
+            steps = [None] * len(sizes)
+            for t in (reversed(range(len(sizes))) if direction == 1 else range(len(sizes))):
+                rows = sizes[t]
+                x = layer_input[offsets[t]:offsets[t] + rows]
+                h_t, c_t = lstm_cell(x, (h[:rows], c[:rows]), w[0], w[1], b_ih, b_hh)
+                if proj_size > 0:
+                    h_t = h_t @ w[-1].t()
+                # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.
+                h, c = torch.cat([h_t, h[rows:]]), torch.cat([c_t, c[rows:]])
+                steps[t] = h_t
+            outs.append(torch.cat(steps) if steps else layer_input.new_empty(0, h.shape[-1]))
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = torch.nn.functional.dropout(layer_input, dropout, training=True)
+    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
+    return output, torch.stack(h_n), torch.stack(c_n)
+
+
+dispatch.register(dispatch.Impl("lstm_cell", "reference", "composite", {"run": lstm_cell}))
+dispatch.register(dispatch.Impl("lstm", "reference", "composite", {"run": lstm}))

@@ -1,0 +1,37 @@
+"""The recurrent ops on PyTorch's own operators (cuDNN's LSTM on a GPU): the default on the
+CPU and `auto`'s fallback."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from seqops import dispatch
+
+
+def lstm_cell(
+    input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], w_ih: torch.Tensor, w_hh: torch.Tensor,
+    b_ih: Optional[torch.Tensor] = None, b_hh: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.lstm_cell (its pointwise part fused, the GEMMs apart)."""
+    return torch.lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def lstm(
+    input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx: tuple[torch.Tensor, torch.Tensor],
+    weights: list[torch.Tensor], has_biases: bool, num_layers: int, dropout: float, training: bool,
+    bidirectional: bool, proj_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch's own LSTM (cuDNN on a GPU), through the entry point torch.nn.LSTM calls;
+    time-major input or packed data, as seqops.reference.lstm."""
+    if batch_sizes is None:
+        output, h_n, c_n = torch._VF.lstm(input, hx, weights, has_biases, num_layers, dropout, training,
+                                          bidirectional, False)
+    else:
+        output, h_n, c_n = torch._VF.lstm(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training,
+                                          bidirectional)
+    return output, h_n, c_n
+
+
+dispatch.register(dispatch.Impl("lstm_cell", "torch", "composite", {"run": lstm_cell}, priority={"cpu": 10, "cuda": 10}))
+dispatch.register(dispatch.Impl("lstm", "torch", "composite", {"run": lstm}, priority={"cpu": 10, "cuda": 10}))
