@@ -19,7 +19,11 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["seqops", "seqops.ops", "seqops.nn", "seqops.kernels"],
+    packages=[
+        "seqops", "seqops.backends", "seqops.integrations", "seqops.nn",
+        "seqops.ops", "seqops.ops.attention", "seqops.ops.recurrent", "seqops.ops.softmax",
+        "seqops.kernels", "seqops.kernels.attention", "seqops.kernels.recurrent", "seqops.kernels.softmax",
+    ],
     package_dir={"seqops.kernels": "kernels"},
     install_requires=[
         "torch>=2.6",
