@@ -243,12 +243,22 @@ def test_lstm_errors_are_torchs(call, error):
      "Input batch size 3 doesn't match hidden0 batch size 2"),
     (lambda: seqops.lstm_cell(torch.randn(3, 4), (torch.zeros(3, 6), torch.zeros(3, 5)), torch.randn(24, 4),
                               torch.randn(24, 6)), "hidden1 has inconsistent hidden_size: got 5, expected 6"),
-    (lambda: seqops.lstm_cell(torch.randn(3, 4), (torch.zeros(3, 6),) * 2, torch.randn(24, 4), torch.randn(24, 6),
-                              torch.zeros(24)), "give both b_ih and b_hh"),
     (lambda: seqops.lstm_cell(torch.randn(3, 4).half(), (torch.zeros(3, 6),) * 2, torch.randn(24, 4),
                               torch.randn(24, 6)), "must share one floating dtype"),
     (lambda: seqops.nn.LSTMCell(4, 6)(torch.randn(2, 3, 4)), "LSTMCell: Expected input to be 1D or 2D, got 3D instead"),
-], ids=["input-size", "batch", "hidden-size", "one-bias", "dtypes", "cell-3d"])
+], ids=["input-size", "batch", "hidden-size", "dtypes", "cell-3d"])
 def test_cell_errors(call, error):
     with pytest.raises((ValueError, RuntimeError, TypeError), match=error):
         call()
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+def test_cell_with_one_bias_is_torchs(backend):
+    """torch.lstm_cell takes b_ih without b_hh (or the reverse): the missing one is zero."""
+    skip_unless_runnable("cpu", backend)
+    x, h, c = torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 6)
+    w_ih, w_hh, b = torch.randn(24, 4), torch.randn(24, 6), torch.randn(24)
+    for b_ih, b_hh in ((b, None), (None, b)):
+        with seqops.backend(backend):
+            ours = seqops.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+        torch.testing.assert_close(ours, torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh))
