@@ -33,9 +33,9 @@ class LSTMCell(DropIn, torch.nn.LSTMCell):
         return recurrent.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
-class LSTM(DropIn, torch.nn.LSTM):
+class LSTM(DropIn, torch.nn.RNNBase):
     """torch.nn.LSTM (every constructor argument, the parameter names and shapes, init and
-    state_dict; an instance of torch.nn.LSTM too) computed by seqops.
+    state_dict) computed by seqops.
 
     forward(input, hx=None) -> (output, (h_n, c_n)) exactly as torch's: input
     [T, B, I] ([B, T, I] with batch_first, [T, I] unbatched) or a PackedSequence
@@ -44,7 +44,21 @@ class LSTM(DropIn, torch.nn.LSTM):
     path makes one GEMM of the input of every step, then runs the steps in the fused step
     kernel; the backward runs the fused step backward through time, then takes the weight
     gradients as one GEMM over all steps. Dropout between layers as torch, in training.
+
+    It is a torch.nn.RNNBase in mode "LSTM", as torch.nn.LSTM is, but not an instance of
+    torch.nn.LSTM: torch.compile refuses to trace any instance of torch's RNN, GRU and
+    LSTM classes, and this layer compiles with fullgraph=True. Code that recognises LSTMs
+    by `isinstance(m, torch.nn.LSTM)` should test `isinstance(m, torch.nn.RNNBase) and
+    m.mode == "LSTM"`, which holds for both.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    # torch.nn.LSTM's own shape checks: they read only the attributes RNNBase sets.
+    get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
+    check_forward_args = torch.nn.LSTM.check_forward_args
+    permute_hidden = torch.nn.LSTM.permute_hidden
 
     def forward(self, input, hx: Optional[tuple[Tensor, Tensor]] = None):
         self._update_flat_weights()
@@ -74,6 +88,9 @@ class LSTM(DropIn, torch.nn.LSTM):
                 kind = "batched 3-D" if batched else "unbatched 2-D"
                 raise RuntimeError(f"For {kind} input, hx and cx should also be {expected}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            if hx[0].dtype != data.dtype or hx[1].dtype != data.dtype:
+                raise RuntimeError(f"LSTM: input and hx must share a dtype, got input {data.dtype}, hx[0] "
+                                   f"{hx[0].dtype} and hx[1] {hx[1].dtype}")
             if not batched:
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             hx = self.permute_hidden(hx, sorted_indices)

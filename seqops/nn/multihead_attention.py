@@ -25,6 +25,17 @@ def _additive(mask: Optional[Tensor], name: str, dtype: torch.dtype) -> Optional
     return mask
 
 
+def _is_causal_mask(mask: Tensor, L: int, S: int) -> bool:
+    """Whether the additive mask ([L, S] or [N * heads, L, S]) is exactly torch's causal
+    mask (-inf above the diagonal, 0 elsewhere). Under torch.compile, where the answer
+    would depend on the data, it says no and the mask is read as it is."""
+    if torch.compiler.is_compiling() or tuple(mask.shape[-2:]) != (L, S):
+        return False
+    causal = torch.zeros(L, S, dtype=mask.dtype, device=mask.device).masked_fill_(
+        ~torch.ones(L, S, dtype=torch.bool, device=mask.device).tril(), float("-inf"))
+    return bool(torch.equal(mask, causal.expand_as(mask)))
+
+
 class MultiheadAttention(DropIn, torch.nn.MultiheadAttention):
     """torch.nn.MultiheadAttention (same constructor, parameters and state_dict; an
     instance of torch.nn.MultiheadAttention too) computed with seqops.
@@ -65,9 +76,10 @@ class MultiheadAttention(DropIn, torch.nn.MultiheadAttention):
                 "Need attn_mask if specifying the is_causal hint. You may use the Transformer module method "
                 "`generate_square_subsequent_mask` to create this mask."
             )
-        # With the is_causal hint, attn_mask is the causal mask: the fused path computes it
-        # instead of reading it (need_weights builds the weights from the mask itself).
-        causal = is_causal and not need_weights
+        # is_causal is a hint that attn_mask is the causal mask. The mask is what counts: the
+        # fused path computes the causal mask instead of reading it only where the mask
+        # given is that mask (need_weights builds the weights from the mask itself).
+        causal = is_causal and not need_weights and _is_causal_mask(attn_mask, L, key.shape[0])
         if causal:
             attn_mask = None
 

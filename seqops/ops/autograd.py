@@ -48,3 +48,28 @@ def differentiable(name: str, op: Callable, setup_context: Callable, backward: C
 
     apply.function = function
     return apply
+
+
+def register_vmap_by_loop(op: Callable) -> None:
+    """torch.vmap of `op` (a custom op) as a loop over the vmapped dim, its outputs
+    stacked: right for any op, fast for none. For the ops whose batching needs per-sample
+    results the kernels cannot give in one launch (weight gradients, a mask's gradient)."""
+
+    def rule(info, in_dims, *args):
+        results = []
+        for index in range(info.batch_size):
+            results.append(op(*(arg.select(dim, index) if dim is not None else arg
+                                for arg, dim in zip(args, in_dims))))
+        if isinstance(results[0], torch.Tensor):
+            return torch.stack(results), 0
+        stacked = tuple(torch.stack(outputs) for outputs in zip(*results))
+        return stacked, (0,) * len(stacked)
+
+    torch.library.register_vmap(op, rule)
+
+
+def to_front(tensor: torch.Tensor, dim: Optional[int], batch_size: int) -> torch.Tensor:
+    """`tensor` with its vmapped dim first, or, when it has none, expanded to one."""
+    if dim is None:
+        return tensor.expand(batch_size, *tensor.shape)
+    return tensor.movedim(dim, 0)

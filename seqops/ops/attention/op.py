@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.autograd import differentiable
+from seqops.ops.autograd import differentiable, register_vmap_by_loop, to_front
 from seqops.ops.masks import causal_keep
 
 
@@ -127,6 +127,24 @@ attention_forward.register_autograd(_backward, setup_context=_setup_context)
 differentiable_forward = differentiable("seqops.attention_forward", attention_forward, _setup_context, _backward, _jvp)
 differentiable_backward = differentiable("seqops.attention_backward", attention_backward, _backward_setup_context,
                                          _no_double_backward)
+
+
+def _forward_vmap(info, in_dims, query, key, value, attn_mask, dropout_p, is_causal, causal_offset, scale, impl):
+    """torch.vmap of the forward: the vmapped dim folded into the batch dim, one launch."""
+    n = info.batch_size
+    q, k, v = (to_front(t, d, n) for t, d in zip((query, key, value), in_dims))
+    batch = q.shape[1]
+    fold = lambda t: t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+    if attn_mask is not None and (in_dims[3] is not None or attn_mask.shape[0] != 1):
+        mask = to_front(attn_mask, in_dims[3], n)
+        attn_mask = fold(mask.expand(n, batch, *mask.shape[2:]))
+    out, lse, seed = attention_forward(fold(q), fold(k), fold(v), attn_mask, dropout_p, is_causal, causal_offset,
+                                       scale, impl)
+    return (out.unflatten(0, (n, batch)), lse.unflatten(0, (n, batch)), seed), (0, 0, None)
+
+
+torch.library.register_vmap(attention_forward, _forward_vmap)
+register_vmap_by_loop(attention_backward)
 
 
 def _mask_4d(attn_mask: Tensor, lead: tuple, batch: int) -> Tensor:

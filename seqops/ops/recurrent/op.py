@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.autograd import differentiable
+from seqops.ops.autograd import differentiable, register_vmap_by_loop
 
 # ---------------------------------------------------------------------------- the cell
 
@@ -193,6 +193,10 @@ lstm_layer_forward.register_autograd(_layer_backward, setup_context=_layer_setup
 differentiable_layer = differentiable("seqops.lstm_layer", lstm_layer_forward, _layer_setup_context, _layer_backward)
 differentiable_layer_backward = differentiable("seqops.lstm_layer_backward", lstm_layer_backward,
                                                _layer_backward_setup_context, _no_layer_double_backward)
+
+
+for _op in (lstm_cell_forward, lstm_cell_backward, lstm_layer_forward, lstm_layer_backward):
+    register_vmap_by_loop(_op)
 
 
 # ---------------------------------------------------------------------- the whole LSTM

@@ -30,9 +30,10 @@ def lstm_cell(
 def lstm(
     input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx: tuple[torch.Tensor, torch.Tensor],
     weights: list[torch.Tensor], has_biases: bool, num_layers: int, dropout: float, training: bool,
-    bidirectional: bool, proj_size: int,
+    bidirectional: bool, proj_size: int, *, cell=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A multi-layer LSTM, one lstm_cell per step. input [T, B, I] (time-major), or the
+    """A multi-layer LSTM, one lstm_cell per step (`cell`: another function with
+    lstm_cell's signature to step with, e.g. torch.lstm_cell). input [T, B, I] (time-major), or the
     data [N, I] of a packed sequence with its batch_sizes [T]; hx = (h0 [L*D, B, P],
     c0 [L*D, B, H]); weights in torch's order (w_ih, w_hh, b_ih, b_hh, w_hr per layer and
     direction). Returns (output, h_n, c_n) as torch's LSTM."""
@@ -56,7 +57,7 @@ def lstm(
             for t in (reversed(range(len(sizes))) if direction == 1 else range(len(sizes))):
                 rows = sizes[t]
                 x = layer_input[offsets[t]:offsets[t] + rows]
-                h_t, c_t = lstm_cell(x, (h[:rows], c[:rows]), w[0], w[1], b_ih, b_hh)
+                h_t, c_t = (cell or lstm_cell)(x, (h[:rows], c[:rows]), w[0], w[1], b_ih, b_hh)
                 if proj_size > 0:
                     h_t = h_t @ w[-1].t()
                 # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.

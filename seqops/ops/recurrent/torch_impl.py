@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops.recurrent import reference
 
 
 def lstm_cell(
@@ -23,7 +24,15 @@ def lstm(
     bidirectional: bool, proj_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """torch's own LSTM (cuDNN on a GPU), through the entry point torch.nn.LSTM calls;
-    time-major input or packed data, as seqops.reference.lstm."""
+    time-major input or packed data, as the reference's lstm.
+
+    Under torch.compile on the CPU it steps through torch.lstm_cell instead: torch's fused
+    CPU LSTM fails inside AOTAutograd when its weights need a gradient and its input does
+    not (torch 2.13: "expected all tensors_saved_with_vc_check to be Tensors"; torch.nn.LSTM
+    fails the same way there with torch._dynamo.config.allow_rnn)."""
+    if torch.compiler.is_compiling() and input.device.type == "cpu":
+        return reference.lstm(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training,
+                              bidirectional, proj_size, cell=torch.lstm_cell)
     if batch_sizes is None:
         output, h_n, c_n = torch._VF.lstm(input, hx, weights, has_biases, num_layers, dropout, training,
                                           bidirectional, False)

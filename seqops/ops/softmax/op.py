@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.autograd import differentiable
+from seqops.ops.autograd import differentiable, to_front
 from seqops.ops.masks import causal_keep
 
 
@@ -114,3 +114,34 @@ differentiable_forward = differentiable("seqops.softmax", softmax_forward, _forw
                                         _forward_backward, _forward_jvp)
 differentiable_backward = differentiable("seqops.softmax_backward", softmax_backward, _backward_setup_context,
                                          _backward_backward, _backward_jvp)
+
+
+def _rows_for_vmap(info, tensors_and_dims, mask, mask_dim, dim):
+    """The vmapped operands as one batched call: each tensor with the vmapped dim first
+    (a 0-d softmax gets a dim of its own to run along), the mask aligned to them, and the
+    softmax dim shifted past the new one."""
+    logical_rank = next(t.dim() - (d is not None) for t, d in tensors_and_dims)
+    tensors = [to_front(t, d, info.batch_size) for t, d in tensors_and_dims]
+    if logical_rank == 0:
+        tensors = [t.unsqueeze(1) for t in tensors]
+    if mask is not None and mask_dim is not None:
+        mask = mask.movedim(mask_dim, 0)
+        mask = mask.reshape(mask.shape[0], *(1,) * (max(logical_rank, 1) - (mask.dim() - 1)), *mask.shape[1:])
+    return tensors, mask, dim + 1, logical_rank == 0
+
+
+def _forward_vmap(info, in_dims, input, mask, dim, scale, causal, dtype, impl):
+    (x,), mask, dim, scalar = _rows_for_vmap(info, [(input, in_dims[0])], mask, in_dims[1], dim)
+    y = softmax_forward(x, mask, dim, scale, causal, dtype, impl)
+    return (y.squeeze(1) if scalar else y), 0
+
+
+def _backward_vmap(info, in_dims, grad_output, output, mask, dim, scale, causal, input_dtype, impl):
+    (g, y), mask, dim, scalar = _rows_for_vmap(info, [(grad_output, in_dims[0]), (output, in_dims[1])], mask,
+                                               in_dims[2], dim)
+    dx = softmax_backward(g, y, mask, dim, scale, causal, input_dtype, impl)
+    return (dx.squeeze(1) if scalar else dx), 0
+
+
+torch.library.register_vmap(softmax_forward, _forward_vmap)
+torch.library.register_vmap(softmax_backward, _backward_vmap)
