@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import attention, environment, lstm, report, softmax, suite
+from . import attention, environment, lstm, overhead, report, softmax, suite
 from .measure import copy_bandwidth_gb_per_s, matmul_tflop_per_s
 
-OPS = {"softmax": softmax, "attention": attention, "lstm": lstm}
+OPS = {"softmax": softmax, "attention": attention, "lstm": lstm, "overhead": overhead}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -48,7 +48,10 @@ def main(argv=None) -> int:
     for name in args.ops:
         module = OPS[name]
         print(f"\n{name}:")
-        results = suite.run(module.cases(device, args.quick), module.providers(device), device)
+        # An op with its own `run` measures its own way (overhead: paired differences).
+        measure = getattr(module, "run", None)
+        results = (measure(device, args.quick) if measure else
+                   suite.run(module.cases(device, args.quick), module.providers(device), device))
         print()
         print(report.table(results, module.BASELINE, ceilings["copy_gb_per_s"]))
         exponents = {}
@@ -61,7 +64,8 @@ def main(argv=None) -> int:
                                         exponents)
         json_path = out / f"{name}.json"
         report.write_json(json_path, name, env, ceilings, module.BASELINE, results, exponents)
-        print(f"\nwrote {json_path}" + (f" and {len(plots)} plots" if plots else " (no plots: matplotlib is missing)"))
+        no_plots = " (no plots: matplotlib is missing)" if any(r.tflop_per_s or r.gb_per_s for r in results) else ""
+        print(f"\nwrote {json_path}" + (f" and {len(plots)} plots" if plots else no_plots))
     return 0
 
 
