@@ -10,6 +10,7 @@ against log(L) gives the exponent (about 2 for the naive form, 1 for a fused ker
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from typing import Callable, Optional
 
 import torch
@@ -108,6 +109,24 @@ def _torch_provider(name: str, sdpa_backend) -> Provider:
     return Provider(name, lambda case, device: _timed(case, device, attention), unavailable)
 
 
+def _flash_attn_provider() -> Provider:
+    """flash-attn's flash_attn_func, where flash-attn is installed: a peer. It takes
+    [B, L, H, D]; the transposes to and from it are views."""
+    def attention(q, k, v, causal):
+        from flash_attn import flash_attn_func
+
+        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal).transpose(1, 2)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if device.type != "cuda":
+            return "a GPU kernel"
+        if case.dtype not in (torch.float16, torch.bfloat16):
+            return "flash-attn takes float16 and bfloat16"
+        return None if importlib.util.find_spec("flash_attn") else "flash-attn is not installed"
+
+    return Provider("flash_attn", lambda case, device: _timed(case, device, attention), unavailable)
+
+
 def providers(device: torch.device) -> list[Provider]:
     backends = torch.nn.attention.SDPBackend
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
@@ -116,6 +135,7 @@ def providers(device: torch.device) -> list[Provider]:
         _torch_provider("torch.sdpa[efficient]", backends.EFFICIENT_ATTENTION),
         _torch_provider("torch.sdpa[cudnn]", backends.CUDNN_ATTENTION),
         _torch_provider("torch.sdpa[math]", backends.MATH),
+        _flash_attn_provider(),
         Provider("reference", lambda case, device: _timed(
             case, device, lambda q, k, v, causal: reference.scaled_dot_product_attention(q, k, v, is_causal=causal))),
     ]

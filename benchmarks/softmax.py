@@ -4,6 +4,7 @@ against the minimum traffic (forward: read x, write y; backward: read y and dy, 
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Callable, Optional
 
 import torch
@@ -64,9 +65,25 @@ def _seqops_provider(backend: str) -> Provider:
     return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, softmax), unavailable)
 
 
+def _liger_provider() -> Provider:
+    """Liger-Kernel's Triton softmax (last dim), where liger-kernel is installed: a peer."""
+    def prepare(case: Case, device: torch.device) -> Callable[[], object]:
+        from liger_kernel.ops.softmax import LigerSoftmaxFunction
+
+        return _timed(case, device, LigerSoftmaxFunction.apply)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if device.type != "cuda":
+            return "a GPU kernel"
+        return None if importlib.util.find_spec("liger_kernel") else "liger-kernel is not installed"
+
+    return Provider("liger_kernel", prepare, unavailable)
+
+
 def providers(device: torch.device) -> list[Provider]:
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
         Provider("torch.softmax", lambda case, device: _timed(case, device, lambda x: torch.softmax(x, -1))),
+        _liger_provider(),
         Provider("reference", lambda case, device: _timed(case, device, lambda x: reference.softmax(x, -1))),
     ]
 

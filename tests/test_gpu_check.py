@@ -1,0 +1,133 @@
+"""benchmarks/gpu_check keeps working between the rare GPU sessions: its dry run (every
+step, at its smallest size, on this machine) writes the files a GPU run writes, its
+summary lists every step, and a step that fails or overruns is recorded while the others
+still run."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_FILES = {"results.json", "summary.md", "log.txt", "junit.xml", "softmax.png", "attention.png", "lstm.png"}
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import gpu_check
+
+    return gpu_check
+
+
+def test_dry_run_writes_every_file_and_reports_every_step(gpu_check, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check"), "--dry-run", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - start
+    print(done.stdout[-3000:], done.stderr[-3000:], f"\ndry run: {seconds:.0f} s", sep="\n")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    # What the device returns: at most 8 plain files, nothing in subfolders.
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == OUTPUT_FILES and all(p.is_file() for p in tmp_path.iterdir())
+    assert all(p.stat().st_size < 16 * 2**20 for p in tmp_path.iterdir())
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    names = [step.name for step in gpu_check.steps()]
+    steps = results["gpu_check"]["steps"]
+    assert results["gpu_check"]["mode"] == "dry-run" and [s["name"] for s in steps] == names
+    assert all(s["status"] == "passed" for s in steps), steps
+    summary = (tmp_path / "summary.md").read_text()
+    for name in names:
+        assert f"| {name} | passed |" in summary
+    log = (tmp_path / "log.txt").read_text()
+    assert all(f"===== {name}: passed" in log for name in names)
+
+    environment = results["environment"]
+    for key in ("device", "torch", "triton", "cuda", "seqops", "commit", "source_digest", "device_slug"):
+        assert key in environment
+    assert results["ceilings"]["copy_gb_per_s"] > 0 and results["ceilings"]["matmul_tflop_per_s"] > 0
+    tests = results["tests"]
+    assert tests["total"] > 0 and tests["failed"] == tests["errors"] == 0
+    sanitizer = results["sanitizer"]
+    assert "--tool memcheck" in sanitizer["command"] and "--kernel-calls" in sanitizer["command"]
+    assert sanitizer["calls_ok"] == len(sanitizer["calls"]) == 7 and sanitizer["calls_failed"] == 0
+    assert set(results["peers"]["peers"]) == set(gpu_check.PEERS)
+    for op in gpu_check.BENCH_OPS:
+        rows = results["benchmarks"][op]["results"]
+        assert any(r["median_ms"] for r in rows) and all(r["median_ms"] or r["skipped"] for r in rows)
+        assert f"## {op}" in summary
+    assert len(results["overhead"]["results"]) == 15 and "Per-call overhead" in summary
+
+
+def _step(gpu_check, name, code, budget=60):
+    return gpu_check.Step(name, f"{name} step", budget, budget, lambda ctx: [sys.executable, "-c", code])
+
+
+def _context(gpu_check, tmp_path, deadline=None):
+    work = tmp_path / "work"
+    work.mkdir()
+    return gpu_check.Context(quick=True, dry_run=True, work=work, peers=tmp_path, out=tmp_path / "out",
+                             deadline=deadline, env=dict(os.environ))
+
+
+def test_a_failing_or_overrunning_step_is_recorded_and_the_rest_still_run(gpu_check, tmp_path):
+    steps = [_step(gpu_check, "overruns", "import time; time.sleep(60)", budget=1),
+             _step(gpu_check, "fails", "raise SystemExit('broken on purpose')"),
+             _step(gpu_check, "passes", "print('fine')")]
+    ctx = _context(gpu_check, tmp_path)
+    start = time.monotonic()
+    records = gpu_check.run_steps(steps, ctx, steps)
+    assert time.monotonic() - start < 30  # SIGINT ended the sleeper well before its 60 s
+    assert [r.status for r in records] == ["timed out", "failed", "passed"]
+    assert records[1].detail == "broken on purpose"
+    summary = (ctx.out / "summary.md").read_text()
+    for row in ("| overruns | timed out |", "| fails | failed |", "| passes | passed |"):
+        assert row in summary
+    assert "fine" in (ctx.out / "log.txt").read_text()
+
+
+def test_steps_past_the_time_limit_are_recorded_as_not_run(gpu_check, tmp_path):
+    steps = [_step(gpu_check, "late", "print('never')")]
+    ctx = _context(gpu_check, tmp_path, deadline=time.monotonic())
+    records = gpu_check.run_steps(steps, ctx, steps)
+    assert records[0].status == "not run" and "time limit" in records[0].detail
+
+
+def test_junit_summary(gpu_check, tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text("""<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
+<testcase classname="tests.test_softmax" name="test_a[cuda-triton]" time="0.1"/>
+<testcase classname="tests.test_softmax" name="test_b[cuda-triton]" time="0.1">
+  <failure message="AssertionError: error 3e-2 &gt; 2e-3&#10;more">traceback</failure></testcase>
+<testcase classname="tests.test_lstm" name="test_c[cuda-cuda]" time="0.0">
+  <skipped type="pytest.skip" message="backend cuda cannot run on cuda">skip</skipped></testcase>
+<testcase classname="tests.test_lstm" name="test_d" time="0.0"><error message="fixture broke">tb</error></testcase>
+</testsuite></testsuites>""")
+    summary = gpu_check.parse_junit(junit)
+    counts = [summary[key] for key in ("total", "passed", "failed", "errors", "skipped")]
+    assert counts == [4, 1, 1, 1, 1]
+    assert summary["failures"][0] == {"test": "tests.test_softmax::test_b[cuda-triton]", "kind": "failed",
+                                      "message": "AssertionError: error 3e-2 > 2e-3"}
+    assert summary["skip_reasons"] == {"backend cuda cannot run on cuda": 1}
+
+
+def test_sanitizer_report(gpu_check):
+    log = """========= COMPUTE-SANITIZER
+kernel calls on cuda (TRITON_INTERPRET=)
+kernel call softmax online forward+backward (fp32, bool mask): ok (relative difference to torch 1.0e-07)
+========= Invalid __global__ read of size 4 bytes
+=========     at softmax_online_fwd_kernel+0x1a0
+=========     by thread (5,0,0) in block (1,0,0)
+=========     Address 0x7f00 is out of bounds
+kernel call lstm_cell forward+backward (fp32): FAILED RuntimeError: CUDA error: unspecified launch failure
+========= ERROR SUMMARY: 1 error
+"""
+    report = gpu_check.parse_sanitizer_log(log)
+    assert report["errors"] == 1 and report["calls_ok"] == 1 and report["calls_failed"] == 1
+    assert report["error_lines"] == ["Invalid __global__ read of size 4 bytes (at softmax_online_fwd_kernel+0x1a0)"]
