@@ -10,7 +10,7 @@ Backends:
   auto       Per op and device, the implementation of highest priority that takes the call.
 
 The choice comes from `with seqops.backend(name):` (per thread), else from the
-environment variable SEQOPS_BACKEND, else `auto`. An explicit choice that cannot run a
+environment variable SEQOPS_BACKEND (read when seqops is imported), else `auto`. An explicit choice that cannot run a
 call raises `BackendUnavailable` with the reason; `auto` falls back.
 
 An implementation (`Impl`) is a record: the op it implements, its backend and variant,
@@ -30,9 +30,16 @@ import torch
 
 BACKENDS = ("auto", "triton", "cuda", "torch", "reference")
 
-# A thread-local (not a ContextVar) because torch.compile can trace, and guard on, a
-# thread-local attribute read, but not ContextVar.get().
-_choice = threading.local()
+class _ThreadChoice(threading.local):
+    """The backend chosen with `seqops.backend(...)` on this thread, None outside any.
+    A thread-local (not a ContextVar) because torch.compile can trace, and guard on, a
+    thread-local attribute read, but not ContextVar.get(); the class attribute makes the
+    read cheap on threads that never chose."""
+
+    name: Optional[str] = None
+
+
+_choice = _ThreadChoice()
 
 
 class BackendUnavailable(RuntimeError):
@@ -53,7 +60,7 @@ def backend(name: str) -> Iterator[None]:
     ...     y = seqops.softmax(x, dim=-1)
     """
     _check_name(name, "seqops.backend")
-    previous = getattr(_choice, "name", None)
+    previous = _choice.name
     _choice.name = name
     try:
         yield
@@ -61,12 +68,19 @@ def backend(name: str) -> Iterator[None]:
         _choice.name = previous
 
 
+# Read once: looking up an unset variable costs microseconds, and every call asks.
+_environment_choice = os.environ.get("SEQOPS_BACKEND", "auto")
+
+
 def current() -> str:
-    """The backend in force: the innermost `seqops.backend(...)`, else SEQOPS_BACKEND, else auto."""
-    name = getattr(_choice, "name", None)
+    """The backend in force: the innermost `seqops.backend(...)`, else SEQOPS_BACKEND (as
+    it was when seqops was imported), else auto."""
+    name = _choice.name
     if name is not None:
         return name
-    return _check_name(os.environ.get("SEQOPS_BACKEND", "auto"), "environment variable SEQOPS_BACKEND")
+    if _environment_choice == "auto":
+        return "auto"
+    return _check_name(_environment_choice, "environment variable SEQOPS_BACKEND")
 
 
 @dataclass(frozen=True)
@@ -92,20 +106,13 @@ class Impl:
     supports: Optional[Callable[..., Optional[str]]] = None
     priority: Mapping[str, int] = field(default_factory=dict)
 
-    @property
-    def key(self) -> str:
-        """The name a torch.library op is given to find this implementation again."""
-        return f"{self.op}/{self.backend}/{self.variant}"
-
-    @property
-    def composite(self) -> bool:
-        return "run" in self.functions
-
-    def __getattr__(self, name: str) -> Callable:
-        try:
-            return self.functions[name]
-        except KeyError:
-            raise AttributeError(f"implementation {self.key} has no function {name!r}") from None
+    def __post_init__(self):
+        # Plain attributes, set once: impl.key, impl.composite and impl.forward (say) are
+        # read on every call.
+        object.__setattr__(self, "key", f"{self.op}/{self.backend}/{self.variant}")
+        object.__setattr__(self, "composite", "run" in self.functions)
+        for name, function in self.functions.items():
+            object.__setattr__(self, name, function)
 
 
 # backend -> platform check: why it cannot run anything on a device, or None.
@@ -184,11 +191,14 @@ def select(op: str, device: torch.device, *args, **kwargs) -> Impl:
         if not candidates:
             why = platform_reason(name, device) or f"backend {name!r} has no implementation of {op}"
             raise BackendUnavailable(f"seqops.{op}: backend {name!r} cannot run this call: {why}")
+    for impl in candidates:  # the common case, first candidate taken, in few steps
+        platform = _platforms.get(impl.backend)
+        if (platform is None or platform(device) is None) and (impl.supports is None or
+                                                               impl.supports(*args, **kwargs) is None):
+            return impl
     reasons = []
     for impl in candidates:
         why = reason(impl, device, *args, **kwargs)
-        if why is None:
-            return impl
         reasons.append(f"{impl.backend}: {why}" if name == "auto" else why)
     if name != "auto":
         raise BackendUnavailable(f"seqops.{op}: backend {name!r} cannot run this call: {'; '.join(reasons)}")

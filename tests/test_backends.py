@@ -48,21 +48,30 @@ def test_choice_is_per_thread():
     assert seen == ["auto"]
 
 
-def test_environment_variable(monkeypatch):
-    monkeypatch.setenv("SEQOPS_BACKEND", "reference")
-    assert dispatch.current() == "reference"
-    assert chosen(torch.randn(3)) == "reference"
-    with seqops.backend("torch"):
-        assert dispatch.current() == "torch"
+def run_with_backend_variable(value: str, code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh process whose SEQOPS_BACKEND is `value` (read at import)."""
+    env = {**os.environ, "SEQOPS_BACKEND": value}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_unknown_names_are_refused(monkeypatch):
+def test_environment_variable():
+    result = run_with_backend_variable("reference", (
+        "import torch, seqops\n"
+        "from seqops import dispatch\n"
+        "x = torch.randn(3)\n"
+        "print(dispatch.current(), dispatch.select('softmax', x.device, x, 0, None, 1.0, None, False).backend)\n"
+        "with seqops.backend('torch'):\n"
+        "    print(dispatch.current())\n"))
+    assert result.stdout.split() == ["reference", "reference", "torch"], result.stderr[-2000:]
+
+
+def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown backend 'fast'; expected one of auto, triton, cuda, torch, reference"):
         with seqops.backend("fast"):
             pass
-    monkeypatch.setenv("SEQOPS_BACKEND", "Triton")
-    with pytest.raises(ValueError, match="environment variable SEQOPS_BACKEND: unknown backend 'Triton'"):
-        seqops.softmax(torch.randn(3))
+    result = run_with_backend_variable("Triton", "import torch, seqops\nseqops.softmax(torch.randn(3))\n")
+    assert result.returncode != 0
+    assert "environment variable SEQOPS_BACKEND: unknown backend 'Triton'" in result.stderr, result.stderr[-2000:]
 
 
 def test_explicit_cuda_backend_says_why_it_cannot_run():

@@ -38,10 +38,12 @@ def scaled_dot_product_attention(
     causal_offset = 0
     if isinstance(attn_mask, CausalBias):  # a Tensor subclass that holds no values
         attn_mask, is_causal, causal_offset = contract.causal_bias(attn_mask, query, key, is_causal)
-    scale = contract.check(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    scale_used = contract.check(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     dropout_p = float(dropout_p)
-    impl = dispatch.select("attention", query.device, query, key, value, attn_mask, dropout_p, is_causal, scale,
-                           enable_gqa, causal_offset)
+    impl = dispatch.select("attention", query.device, query, key, value, attn_mask, dropout_p, is_causal,
+                           scale_used, enable_gqa, causal_offset)
     if impl.composite:
-        return impl.run(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_offset)
-    return op.run_fused(impl, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_offset)
+        given = None if scale is None else scale_used  # torch's own default path is its fastest
+        return impl.run(query, key, value, attn_mask, dropout_p, is_causal, given, enable_gqa, causal_offset)
+    return op.run_fused(impl, query, key, value, attn_mask, dropout_p, is_causal, scale_used, enable_gqa,
+                        causal_offset)

@@ -8,7 +8,7 @@ attn_mask None or bool/float broadcastable to [..., L, S], dropout_p in [0, 1], 
 causal_offset (query i sees key j when j <= i + causal_offset; 0 is torch's upper-left
 alignment, S - L the bottom-right one), scale (float), enable_gqa.
 - composite ("run"): run(query, key, value, attn_mask, dropout_p, is_causal, scale,
-  enable_gqa, causal_offset) -> output, autograd its own.
+  enable_gqa, causal_offset) -> output, autograd its own; scale None means 1/sqrt(E).
 - fused: 4-D operands, flattened by the op: q [B, Hq, L, E], k [B, Hkv, S, E],
   v [B, Hkv, S, Ev] (any strides; Hkv divides Hq), mask None or 4-D broadcastable to
   [B, Hq, L, S] (its dims full or 1).
@@ -40,6 +40,47 @@ MAX_HEAD_DIM = 256
 def check(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
           is_causal: bool, scale: Optional[float], enable_gqa: bool) -> float:
     """Raise on a bad call; return the scale to use (default 1/sqrt(E))."""
+    plain = _plain_call_scale(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if plain is not None:
+        return plain
+    return _check_in_full(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
+
+def _plain_call_scale(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) -> Optional[float]:
+    """The scale of a call of the common form (tensors of one floating dtype and device,
+    equal leading dims, no GQA, float arguments, a mask that broadcasts), else None: a
+    few comparisons, since every call pays them. Anything else takes the full check."""
+    if not (isinstance(query, Tensor) and isinstance(key, Tensor) and isinstance(value, Tensor)):
+        return None
+    q, k, v = query.shape, key.shape, value.shape
+    if len(q) < 2 or len(k) != len(q) or len(v) != len(q) or q[:-2] != k[:-2] or k[:-2] != v[:-2]:
+        return None
+    dtype = query.dtype
+    if key.dtype != dtype or value.dtype != dtype or not dtype.is_floating_point:
+        return None
+    if q[-1] != k[-1] or k[-2] != v[-2] or key.device != query.device or value.device != query.device:
+        return None
+    if enable_gqa is not False or type(is_causal) is not bool or type(dropout_p) is not float or not (
+            0.0 <= dropout_p <= 1.0):
+        return None
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor) or attn_mask.device != query.device or not (
+                attn_mask.dtype == torch.bool or attn_mask.dtype.is_floating_point):
+            return None
+        target = (*q[:-1], k[-2])
+        mask_shape = attn_mask.shape
+        if len(mask_shape) > len(target):
+            return None
+        for size, full in zip(reversed(mask_shape), reversed(target)):
+            if size != 1 and size != full:
+                return None
+    if scale is None:
+        return 1.0 / math.sqrt(q[-1]) if q[-1] else 1.0
+    return scale if type(scale) is float else None
+
+
+def _check_in_full(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) -> float:
+    """Every check, each with its clear error; the scale to use when all pass."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_tensor(FN, name, t)
         if t.dim() < 2:

@@ -19,6 +19,9 @@ def scaled_dot_product_attention(
     """torch's SDPA. What it does not take is rewritten into what it does: a causal mask
     with an offset, or beside attn_mask (which torch refuses), is merged into attn_mask;
     a mask of fewer than 2 dims, which torch fails on though it broadcasts, is lifted to 2."""
+    if attn_mask is None and not (is_causal and causal_offset):
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                                              enable_gqa=enable_gqa)
     if attn_mask is not None and attn_mask.dim() < 2:
         attn_mask = attn_mask.reshape((1,) * (2 - attn_mask.dim()) + tuple(attn_mask.shape))
     if is_causal and (attn_mask is not None or causal_offset != 0):

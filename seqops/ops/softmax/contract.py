@@ -43,7 +43,7 @@ def check(input: Tensor, dim: int, dtype: Optional[torch.dtype], scale: float, m
             "pass dtype= to cast it first, as torch.softmax does"
         )
     dim = check_dim(FN, dim, input.dim())
-    if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+    if type(scale) is not float and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"{FN}: argument 'scale' must be a real number, got {type(scale).__name__}")
     if mask is not None:
         check_tensor(FN, "mask", mask)
@@ -53,7 +53,7 @@ def check(input: Tensor, dim: int, dtype: Optional[torch.dtype], scale: float, m
                 "add a float bias to the input instead"
             )
         check_mask_placement(FN, "mask", mask, input, "input", tuple(input.shape), "the input's shape")
-    if not isinstance(causal, bool):
+    if causal is not False and not isinstance(causal, bool):
         raise TypeError(f"{FN}: argument 'causal' must be a bool, got {type(causal).__name__}")
     if causal and input.dim() < 2:
         raise ValueError(f"{FN}: causal=True needs an input of at least 2 dims [..., Lq, Lk], got {describe(input)}")
