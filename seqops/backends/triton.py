@@ -8,6 +8,8 @@ the design expects, to be revisited once measurements exist.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 from typing import Callable, Optional
 
 import torch
@@ -19,30 +21,31 @@ from seqops.ops.softmax import contract as softmax_contract
 
 PRIORITY = {"cuda": 20}
 
-# Under the Triton interpreter, what the interpreter found; on a GPU, None. Filled on
-# first use (the probe runs outside the caller's context: seqops.kernels.runtime).
-_platform: dict[str, Optional[str]] = {}
-
-
-def _platform_reason(device: torch.device) -> Optional[str]:
-    if device.type not in ("cpu", "cuda"):
-        return f"Triton kernels need CUDA (or interpreted CPU) tensors, got device {device}"
-    reason = _platform.get(device.type, False)
-    if reason is False:
-        reason = _platform[device.type] = _probe(device.type)
-    return reason
-
-
-@torch.compiler.assume_constant_result
-def _probe(device_type: str) -> Optional[str]:
+def _where_it_runs() -> dict[str, Optional[str]]:
+    """Per device type, why the Triton kernels cannot run there, or None; decided once,
+    as seqops is imported. That is the only context certain to be free of what a first
+    call may happen inside (torch.compile's tracing, FakeTensorMode, torch.func), and it
+    keeps both triton's import and the interpreter's probe off the path of every call."""
+    if importlib.util.find_spec("triton") is None:
+        return dict.fromkeys(("cpu", "cuda"), "triton is not installed")
+    not_interpreted = ("Triton kernels take CPU tensors only under the Triton interpreter: set TRITON_INTERPRET=1 "
+                       "before seqops is imported (or use CUDA tensors)")
+    if not os.environ.get("TRITON_INTERPRET"):
+        return {"cpu": not_interpreted, "cuda": None}
     try:
         from seqops.kernels import runtime
     except ImportError as error:
-        return f"triton is not importable ({error})"
-    if device_type == "cpu" and not runtime.INTERPRETED:
-        return ("Triton kernels take CPU tensors only under the Triton interpreter: set TRITON_INTERPRET=1 "
-                "before seqops' kernels are first imported (or use CUDA tensors)")
-    return runtime.interpreter_problem()
+        return dict.fromkeys(("cpu", "cuda"), f"triton is not importable ({error})")
+    if not runtime.INTERPRETED:
+        return {"cpu": not_interpreted, "cuda": None}
+    return dict.fromkeys(("cpu", "cuda"), runtime.interpreter_problem())
+
+
+_WHERE_IT_RUNS = _where_it_runs()
+
+
+def _platform_reason(device: torch.device) -> Optional[str]:
+    return _WHERE_IT_RUNS.get(device.type, f"Triton kernels need CUDA (or interpreted CPU) tensors, got device {device}")
 
 
 def _kernel(module: str, name: str) -> Callable:
@@ -69,13 +72,16 @@ def _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale,
         return (f"the Triton attention takes float32 head dims up to {FP32_MAX_HEAD_DIM}, got {head_dims[0]} and "
                 f"{head_dims[1]} (its float32 backward spills registers above that; float16 and bfloat16 go to "
                 f"{attention_contract.MAX_HEAD_DIM})")
-    if dropout_p > 0 and query.shape[-2] * key.shape[-2] >= 2**31:
-        return "dropout's random counters are 32-bit: L * S must stay below 2**31"
+    if max(query.shape[-2], key.shape[-2]) > MAX_SEQUENCE_LENGTH:
+        return (f"the Triton attention takes sequence lengths up to 2**30 (its kernels count positions in 32 bits), "
+                f"got L={query.shape[-2]} and S={key.shape[-2]}")
     return None
 
 
 # As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
 FP32_MAX_HEAD_DIM = 128
+# Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
+MAX_SEQUENCE_LENGTH = 2**30
 
 dispatch.register_backend("triton", _platform_reason)
 dispatch.register(dispatch.Impl(

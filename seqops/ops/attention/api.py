@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+import sys
+
 from torch import Tensor
-from torch.nn.attention.bias import CausalBias
 
 from seqops import dispatch
 from seqops.ops.attention import contract, op
@@ -36,7 +37,7 @@ def scaled_dot_product_attention(
     query heads. A row whose keys are all masked gives 0, as torch does.
     """
     causal_offset = 0
-    if isinstance(attn_mask, CausalBias):  # a Tensor subclass that holds no values
+    if type(attn_mask) not in (Tensor, type(None)) and _is_causal_bias(attn_mask):
         attn_mask, is_causal, causal_offset = contract.causal_bias(attn_mask, query, key, is_causal)
     scale_used = contract.check(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     dropout_p = float(dropout_p)
@@ -47,3 +48,11 @@ def scaled_dot_product_attention(
         return impl.run(query, key, value, attn_mask, dropout_p, is_causal, given, enable_gqa, causal_offset)
     return op.run_fused(impl, query, key, value, attn_mask, dropout_p, is_causal, scale_used, enable_gqa,
                         causal_offset)
+
+
+def _is_causal_bias(mask: object) -> bool:
+    """Whether `mask` is one of torch's causal bias objects (a Tensor subclass holding no
+    values). Their module is not imported here (it pulls in torch._dynamo, seconds of
+    import time): an object of its class can only exist once the caller imported it."""
+    bias = sys.modules.get("torch.nn.attention.bias")
+    return bias is not None and isinstance(mask, bias.CausalBias)

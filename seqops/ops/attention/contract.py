@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
-from torch.nn.attention.bias import CausalBias, CausalVariant
 
 from seqops.ops.checks import broadcast_or_raise, check_mask_placement, check_tensor, describe
+
+if TYPE_CHECKING:
+    from torch.nn.attention.bias import CausalBias
 
 FN = "seqops.scaled_dot_product_attention"
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -125,10 +127,12 @@ def _check_in_full(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     return float(scale)
 
 
-def causal_bias(bias: CausalBias, query: Tensor, key: Tensor, is_causal: bool) -> tuple[None, bool, int]:
+def causal_bias(bias: "CausalBias", query: Tensor, key: Tensor, is_causal: bool) -> tuple[None, bool, int]:
     """torch's causal bias object passed as attn_mask, as (attn_mask, is_causal,
     causal_offset): causal_upper_left is is_causal, causal_lower_right is is_causal with
     offset S - L (torch.nn.attention.bias.CausalBias)."""
+    from torch.nn.attention.bias import CausalVariant
+
     if (bias.seq_len_q, bias.seq_len_kv) != (query.shape[-2], key.shape[-2]):
         raise RuntimeError(f"{FN}: the causal bias is for L={bias.seq_len_q}, S={bias.seq_len_kv}, but the query "
                            f"has L={query.shape[-2]} and the key S={key.shape[-2]}")

@@ -38,6 +38,8 @@ FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def check_cell(input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
                b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, bool]:
     """Raise on a bad lstm_cell call; return (input, h, c) as 2-D and whether input was."""
+    if _plain_cell_call(input, hx, w_ih, w_hh, b_ih, b_hh):
+        return input, hx[0], hx[1], True
     fn = "seqops.lstm_cell"
     check_tensor(fn, "input", input)
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -79,6 +81,26 @@ def check_cell(input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
         raise RuntimeError(f"{fn}: input, hx, weights and biases must be on one device, got "
                            f"{sorted({str(t.device) for t in tensors})}")
     return input, h, c, batched
+
+
+def _plain_cell_call(input, hx, w_ih, w_hh, b_ih, b_hh) -> bool:
+    """Whether the call has the common form (2-D tensors of one floating dtype and
+    device, consistent sizes, both biases of [4H]): a few comparisons, since every step
+    of a recurrent model pays them. Anything else takes the full check."""
+    if type(hx) is not tuple or len(hx) != 2:
+        return False
+    h, c = hx
+    tensors = (input, h, c, w_ih, w_hh, b_ih, b_hh)
+    if not all(isinstance(t, Tensor) for t in tensors):
+        return False
+    hidden4, features = w_ih.shape if w_ih.dim() == 2 else (-1, -1)
+    batch, hidden = h.shape if h.dim() == 2 else (-1, -1)
+    if (input.dim() != 2 or input.shape != (batch, features) or c.shape != (batch, hidden)
+            or w_hh.shape != (hidden4, hidden) or hidden4 != 4 * hidden or b_ih.shape != (hidden4,)
+            or b_hh.shape != (hidden4,)):
+        return False
+    dtype, device = input.dtype, input.device
+    return dtype.is_floating_point and all(t.dtype == dtype and t.device == device for t in tensors[1:])
 
 
 def fused_dtype_reason(dtype: torch.dtype) -> Optional[str]:
