@@ -50,6 +50,20 @@ def differentiable(name: str, op: Callable, setup_context: Callable, backward: C
     return apply
 
 
+def without_double_backward(name: str, op: Callable) -> Callable:
+    """`op`, a backward op whose kernels have no backward of their own, as a function
+    that torch.func can take and whose gradient (a double backward) raises clearly."""
+
+    def setup_context(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{name}: the fused kernels have no double backward (gradients of gradients); use "
+                           "seqops.backend('torch') for those")
+
+    return differentiable(name, op, setup_context, backward)
+
+
 def register_vmap_by_loop(op: Callable) -> None:
     """torch.vmap of `op` (a custom op) as a loop over the vmapped dim, its outputs
     stacked: right for any op, fast for none. For the ops whose batching needs per-sample

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.autograd import differentiable, register_vmap_by_loop, to_front
+from seqops.ops.autograd import differentiable, register_vmap_by_loop, to_front, without_double_backward
 from seqops.ops.masks import causal_keep
 
 
@@ -114,19 +114,9 @@ def _jvp(ctx, t_query, t_key, t_value, t_mask, *_):
     return t_out.to(out.dtype), None, None
 
 
-def _backward_setup_context(ctx, inputs, output):
-    ctx.impl = inputs[-1]
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("seqops.attention_backward: the fused attention has no double backward (as torch's flash "
-                       "kernels); use seqops.backend('torch') for gradients of gradients")
-
-
 attention_forward.register_autograd(_backward, setup_context=_setup_context)
 differentiable_forward = differentiable("seqops.attention_forward", attention_forward, _setup_context, _backward, _jvp)
-differentiable_backward = differentiable("seqops.attention_backward", attention_backward, _backward_setup_context,
-                                         _no_double_backward)
+differentiable_backward = without_double_backward("seqops.attention_backward", attention_backward)
 
 
 def _forward_vmap(info, in_dims, query, key, value, attn_mask, dropout_p, is_causal, causal_offset, scale, impl):

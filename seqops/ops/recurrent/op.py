@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.autograd import differentiable, register_vmap_by_loop
+from seqops.ops.autograd import differentiable, register_vmap_by_loop, without_double_backward
 
 # ---------------------------------------------------------------------------- the cell
 
@@ -99,20 +99,10 @@ def _cell_jvp(ctx, t_input, t_h0, t_c0, t_w_ih, t_w_hh, t_b_ih, t_b_hh, _):
     return d_h.to(c1.dtype), d_c.to(c1.dtype), None
 
 
-def _cell_backward_setup_context(ctx, inputs, output):
-    ctx.impl = inputs[-1]
-
-
-def _no_cell_double_backward(ctx, *grads):
-    raise RuntimeError("seqops.lstm_cell_backward: the fused LSTM cell has no double backward; use "
-                       "seqops.backend('torch') for gradients of gradients")
-
-
 lstm_cell_forward.register_autograd(_cell_backward, setup_context=_cell_setup_context)
 differentiable_cell = differentiable("seqops.lstm_cell", lstm_cell_forward, _cell_setup_context, _cell_backward,
                                      _cell_jvp)
-differentiable_cell_backward = differentiable("seqops.lstm_cell_backward", lstm_cell_backward,
-                                              _cell_backward_setup_context, _no_cell_double_backward)
+differentiable_cell_backward = without_double_backward("seqops.lstm_cell_backward", lstm_cell_backward)
 
 
 # --------------------------------------------------------------------------- the layer
@@ -180,19 +170,9 @@ def _layer_backward(ctx, d_out, d_h_n, d_c_n, d_gates, d_cells, d_h_raw):
     return d_xw, None, d_h0, d_c0, d_w_hh, (d_w_hr if w_hr is not None else None), None, None
 
 
-def _layer_backward_setup_context(ctx, inputs, output):
-    ctx.impl = inputs[-1]
-
-
-def _no_layer_double_backward(ctx, *grads):
-    raise RuntimeError("seqops.lstm_layer_backward: the fused LSTM has no double backward; use "
-                       "seqops.backend('torch') for gradients of gradients")
-
-
 lstm_layer_forward.register_autograd(_layer_backward, setup_context=_layer_setup_context)
 differentiable_layer = differentiable("seqops.lstm_layer", lstm_layer_forward, _layer_setup_context, _layer_backward)
-differentiable_layer_backward = differentiable("seqops.lstm_layer_backward", lstm_layer_backward,
-                                               _layer_backward_setup_context, _no_layer_double_backward)
+differentiable_layer_backward = without_double_backward("seqops.lstm_layer_backward", lstm_layer_backward)
 
 
 for _op in (lstm_cell_forward, lstm_cell_backward, lstm_layer_forward, lstm_layer_backward):
