@@ -90,17 +90,23 @@ def _plain_cell_call(input, hx, w_ih, w_hh, b_ih, b_hh) -> bool:
     if type(hx) is not tuple or len(hx) != 2:
         return False
     h, c = hx
-    tensors = (input, h, c, w_ih, w_hh, b_ih, b_hh)
-    if not all(isinstance(t, Tensor) for t in tensors):
+    if not (isinstance(input, Tensor) and isinstance(h, Tensor) and isinstance(c, Tensor) and isinstance(w_ih, Tensor)
+            and isinstance(w_hh, Tensor) and isinstance(b_ih, Tensor) and isinstance(b_hh, Tensor)):
         return False
-    hidden4, features = w_ih.shape if w_ih.dim() == 2 else (-1, -1)
-    batch, hidden = h.shape if h.dim() == 2 else (-1, -1)
-    if (input.dim() != 2 or input.shape != (batch, features) or c.shape != (batch, hidden)
-            or w_hh.shape != (hidden4, hidden) or hidden4 != 4 * hidden or b_ih.shape != (hidden4,)
-            or b_hh.shape != (hidden4,)):
+    shape, state, w_shape = input.shape, h.shape, w_ih.shape
+    if len(shape) != 2 or len(state) != 2 or len(w_shape) != 2:
         return False
-    dtype, device = input.dtype, input.device
-    return dtype.is_floating_point and all(t.dtype == dtype and t.device == device for t in tensors[1:])
+    hidden4 = w_shape[0]
+    if (shape[0] != state[0] or shape[1] != w_shape[1] or hidden4 != 4 * state[1] or c.shape != state
+            or w_hh.shape != (hidden4, state[1]) or b_ih.shape != (hidden4,) or b_hh.shape != (hidden4,)):
+        return False
+    dtype = input.dtype
+    if not (dtype.is_floating_point and h.dtype is dtype and c.dtype is dtype and w_ih.dtype is dtype
+            and w_hh.dtype is dtype and b_ih.dtype is dtype and b_hh.dtype is dtype):
+        return False
+    device = input.device
+    return (h.device == device and c.device == device and w_ih.device == device and w_hh.device == device
+            and b_ih.device == device and b_hh.device == device)
 
 
 def fused_dtype_reason(dtype: torch.dtype) -> Optional[str]:
