@@ -4,7 +4,8 @@ real bf16 casts) are compiled in CI even though they only run on a GPU.
 
 The launchers are driven with CPU tensors over representative inputs; each `*_kernel`
 launch is intercepted, specialised exactly as Triton's JIT would (dtypes, alignment,
-integers equal to 1), compiled for sm_80 and sm_90 and passed through `ptxas -v`.
+integers equal to 1, save those marked do_not_specialize), compiled for sm_80 and sm_90
+and passed through `ptxas -v`.
 Run it without TRITON_INTERPRET: `python tests/compile_triton_kernels.py`. Exits
 non-zero when a kernel fails to compile, or when a launch with fixed tiles spills
 registers. Of an autotuned kernel's tiles it compiles the one with the most tile elements
@@ -25,12 +26,11 @@ import tempfile
 
 import torch
 import triton
-from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend, get_ptxas
 from triton.compiler import ASTSource
 from triton.runtime.autotuner import Autotuner
-from triton.runtime.jit import JITFunction
+from triton.runtime.jit import JITFunction, create_function_from_signature
 
 import seqops.kernels.attention as attention_kernels
 import seqops.kernels.attention.backward as attention_backward
@@ -48,30 +48,26 @@ TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32)]
 
 
 class RecordedLaunch:
-    """A launch `kernel[grid](*args, **kwargs)`, recorded instead of run."""
+    """A launch `kernel[grid](*args, **kwargs)`, recorded instead of run, with the
+    signature, constants and attributes Triton's JIT would compile it with: its own binder
+    specialises the arguments, so do_not_specialize, do_not_specialize_on_alignment and
+    annotations act here as they do in a real launch."""
 
     def __init__(self, kernel: JITFunction, args: tuple, kwargs: dict, module_name: str, name: str,
                  autotuned: bool = False):
         self.kernel, self.module_name, self.name, self.autotuned = kernel, module_name, name, autotuned
-        options = {k: v for k, v in kwargs.items() if k in ("num_warps", "num_stages")}
-        constexprs = {k: v for k, v in kwargs.items() if k not in options}
-        bound = dict(zip(kernel.arg_names, args))
-        bound.update(constexprs)
+        self.options = {k: v for k, v in kwargs.items() if k in ("num_warps", "num_stages")}
+        binder = create_function_from_signature(kernel.signature, kernel.params, CUDABackend)
+        bound, specialization, _ = binder(*args, **kwargs)
         self.signature, self.constexprs, self.attrs = {}, {}, {}
-        for index, name in enumerate(kernel.arg_names):
-            value = bound[name]
-            if name in constexprs:
-                self.signature[name], self.constexprs[(index,)] = "constexpr", value
-                continue
-            kind, attr = native_specialize_impl(CUDABackend, value, False, True, True)
-            self.signature[name] = kind
-            if kind == "constexpr":  # an integer equal to 1
-                self.constexprs[(index,)] = value
-            elif attr:
+        for index, (param, (kind, attr)) in enumerate(zip(kernel.params, specialization)):
+            self.signature[param.name] = kind
+            if kind == "constexpr":  # declared tl.constexpr, or an integer equal to 1
+                self.constexprs[(index,)] = bound[param.name]
+            elif isinstance(attr, str):
                 self.attrs[(index,)] = CUDABackend.parse_attr(attr)
-        self.options = options
         self.key = (kernel.fn.__name__, tuple(self.signature.items()), tuple(sorted(self.constexprs.items())),
-                    tuple(sorted((k, str(v)) for k, v in self.attrs.items())), tuple(sorted(options.items())))
+                    tuple(sorted((k, str(v)) for k, v in self.attrs.items())), tuple(sorted(self.options.items())))
 
     def describe(self) -> str:
         named = {self.kernel.arg_names[i[0]]: v for i, v in self.constexprs.items()}
@@ -131,20 +127,31 @@ def record_launches(modules, drive, choose=every_config) -> list[RecordedLaunch]
 
 
 def drive_softmax():
-    """Every tiling `plan` chooses, in each dtype, with and without mask and causal."""
+    """Every tiling `plan` chooses, in each dtype, with and without mask and causal; and
+    the int64 row indices of a launch of 2**31 rows or more (meta tensors: launches are
+    recorded, not run)."""
     for n_cols in (1, 7, 100, 1000, 2049, 8192, 16384, 32768, 70000):
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             x = torch.randn(2, 3, n_cols, dtype=dtype)
             for mask, causal in ((None, False), (torch.ones(n_cols, dtype=torch.bool), True)):
                 y = softmax_kernels.softmax_forward(x, mask, 2, 1.0, causal, dtype)
                 softmax_kernels.softmax_backward(torch.randn_like(y), y, mask, 2, 1.0, causal, dtype)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.empty(2**31 + 5, 3, dtype=dtype, device="meta")
+        for mask, causal in ((None, False), (torch.ones(3, dtype=torch.bool, device="meta"), True)):
+            y = softmax_kernels.softmax_forward(x, mask, 1, 1.0, causal, dtype)
+            softmax_kernels.softmax_backward(torch.empty_like(y), y, mask, 1, 1.0, causal, dtype)
 
 
-def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: bool, dropout: float):
+def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: bool, dropout: float,
+                  query_row_stride: int = 0):
     """One forward and backward through the attention launchers, on contiguous
-    [B, H, L, E] tensors as a model passes them."""
+    [B, H, L, E] tensors as a model passes them; with query_row_stride, q's rows are that
+    many elements apart instead (a meta tensor: launches are recorded, not run)."""
     B, H, L, S = 1, 2, 64, 64
     q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
+    if query_row_stride:
+        q = torch.empty_strided((B, H, L, head_dim), (0, head_dim, query_row_stride, 1), dtype=dtype, device="meta")
     mask = {"none": None, "bool": torch.ones(B, 1, L, S, dtype=torch.bool),
             "float": torch.zeros(1, H, 1, S, dtype=dtype)}[mask_kind]
     out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1)
@@ -163,6 +170,12 @@ def drive_attention():
         for head_dim in head_dims:
             for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
                 run_attention(dtype, head_dim, mask_kind, True, dropout)
+    # The kernels' int64-offset variants, which launches only take past 2**31 elements: q
+    # rows 2**23 elements apart (a slice of 64 rows then spans 2**29; padded to the
+    # longest tile, more than 2**31), for the plain path and the heaviest one.
+    for dtype in (torch.float32, torch.bfloat16):
+        for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
+            run_attention(dtype, 128, mask_kind, True, dropout, query_row_stride=2**23)
 
 
 def drive_lstm():

@@ -18,9 +18,11 @@ def randn(*shape, device, dtype=torch.float32):
     return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
 
 
-def check_attention(backend, query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+def check_attention(backend, query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
+                    grad_out=None):
     """Run seqops on `backend`; check the output and the gradients of every input that
-    requires grad (a float attn_mask too) against the float64 reference."""
+    requires grad (a float attn_mask too) against the float64 reference. grad_out: the
+    output's gradient, any layout (default: fresh random, contiguous)."""
     inputs = [t for t in (query, key, value, attn_mask) if t is not None and t.requires_grad]
     kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
 
@@ -29,7 +31,8 @@ def check_attention(backend, query, key, value, attn_mask=None, is_causal=False,
 
     with seqops.backend(backend):
         out = run(seqops.scaled_dot_product_attention, query, key, value, attn_mask)
-    grad_out = torch.randn_like(out)
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, inputs, grad_out)
 
     as64 = {id(t): t.detach().double().cpu().requires_grad_() for t in inputs}

@@ -23,9 +23,11 @@ def rows_for(n_cols: int) -> int:
     return 3 if n_cols > 4096 else 129
 
 
-def check_softmax(x, dim, backend, dtype=None, grad=True, **extras):
+def check_softmax(x, dim, backend, dtype=None, grad=True, grad_out=None, **extras):
     """Run seqops.softmax on `backend` and check output and input gradient against the
-    float64 reference, with torch's own op (the torch backend) as the error yardstick."""
+    float64 reference, with torch's own op (the torch backend) as the error yardstick.
+    x keeps its layout; grad_out: the output's gradient, any layout (default: fresh
+    random, contiguous)."""
     x = x.detach().requires_grad_(grad)
     with seqops.backend(backend):
         out = seqops.softmax(x, dim, dtype, **extras)
@@ -41,7 +43,8 @@ def check_softmax(x, dim, backend, dtype=None, grad=True, **extras):
     assert_accurate(backend, "output", out, ref, torch_out, precision, terms)
     if not grad:
         return out
-    grad_out = torch.randn_like(out)
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
     (grad_x,) = torch.autograd.grad(out, x, grad_out)
     (grad_ref,) = torch.autograd.grad(ref, x64, grad_out.double().cpu())
     (grad_torch,) = torch.autograd.grad(torch_out, x_torch, grad_out)

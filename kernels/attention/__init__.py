@@ -18,7 +18,9 @@ Hkv divides Hq (query head h reads key/value head h // (Hq / Hkv)). Masks are 4-
 broadcastable to [B, Hq, L, S]: bool (True = attend) or float (added to the scores).
 fp16/bf16 scores are kept in log2 units (exp2, with log2(e) folded into the scale);
 fp32 keeps natural units and an accurate exp, and its dots are true fp32, not tf32.
-Offsets within one (batch, head) are 32-bit, across them 64-bit.
+The base offset of each (batch, head) slice is 64-bit; offsets within a slice (and
+dropout's Philox counters) are 32-bit unless the launcher finds that a launch can pass
+2**31 - 1 (common.needs_int64_offsets), which then computes them in 64-bit.
 """
 from .common import FP32_MAX_HEAD_DIM, MAX_HEAD_DIM
 from .backward import attention_backward

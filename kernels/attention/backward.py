@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range, causal_query_range
-from ..runtime import INTERPRETED, cast_rounded, dot
-from .common import MASK_FLOAT, grad_scores, head_block, load_rows, mask_operand, query_block_of_program, score_units
-from .tuning import AUTOTUNE_KEY, autotune_configs, dmask_tile, pruned_to_table
+from ..runtime import cast_rounded, dot
+from .common import (MASK_FLOAT, grad_scores, head_block, load_rows, mask_operand, needs_int64_offsets,
+                     query_block_of_program, score_units, tile_pointers)
+from .tuning import AUTOTUNE_KEY, autotune_configs, delta_rows, dmask_tile, pruned_to_table
 
 
 @triton.jit
@@ -19,14 +20,14 @@ def attention_backward_delta_kernel(
     out_ptr, do_ptr, delta_ptr, n_heads, L,
     o_sb, o_sh, o_sl, o_se,
     do_sb, do_sh, do_sl, do_se,
-    HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
     """delta = rowsum(dO * O) [B, H, L] in fp32, the softmax backward's row term."""
     start_m, bh, b, h, _ = query_block_of_program(n_heads, 1, L, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV)
-    o = load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+    o = load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V, INT64_OFFSETS)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
 
@@ -42,7 +43,8 @@ def attention_backward_delta_from_probs_kernel(
     do_sb, do_sh, do_sl, do_se,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """delta = rowsum(P * dP) [B, H, L] in fp32, recomputed over every key: the same
     quantity as rowsum(dO * O) without the rounding of O to the output dtype. A float
@@ -55,8 +57,8 @@ def attention_backward_delta_from_probs_kernel(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     no_delta = tl.zeros([BLOCK_M], tl.float32)
     mask_base = mask_ptr + b * m_sb + h * m_sh
@@ -64,12 +66,12 @@ def attention_backward_delta_from_probs_kernel(
     delta = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
-        v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
+        v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
         # With delta 0, grad_scores' dS is P * dP (dP scaled by dropout's keep mask).
         _, p_dp = grad_scores(q, k, v, do, lse, no_delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
                                 qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                                MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT)
+                                MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
         delta += tl.sum(p_dp, axis=1)
     tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
 
@@ -81,19 +83,19 @@ def _dkdv_query_blocks(
     offs_n, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
-    EXACT: tl.constexpr,
+    EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
     """dK, dV contributions of query blocks [lo, hi) to one block of keys."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = load_rows(q_base, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
-        do = load_rows(do_base, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+        q = load_rows(q_base, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
+        do = load_rows(do_base, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
         lse = tl.load(lse_base + offs_m, mask=offs_m < L, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=offs_m < L, other=0.0)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
-                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
         dv += dot(tl.trans(cast_rounded(p, do.dtype)), do)
         dk += dot(tl.trans(cast_rounded(ds, q.dtype)), q)
     return dk, dv
@@ -113,7 +115,7 @@ def attention_backward_dkdv_kernel(
     dv_sb, dv_sh, dv_ss, dv_se,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dK, dV for one block of BLOCK_N keys of one (batch, key/value head), summed over
@@ -122,16 +124,17 @@ def attention_backward_dkdv_kernel(
     start_n = (tl.program_id(0) % n_blocks) * BLOCK_N
     bh_kv = tl.program_id(0) // n_blocks
     n_kv_heads = n_heads // group_size
+    # Batch and heads in int64: the base offset of a (batch, head) slice must not wrap.
     b = (bh_kv // n_kv_heads).to(tl.int64)
-    h_kv = bh_kv % n_kv_heads
+    h_kv = (bh_kv % n_kv_heads).to(tl.int64)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
-    v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+    k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
+    v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     if CAUSAL:
@@ -151,16 +154,16 @@ def attention_backward_dkdv_kernel(
             dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
             q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, lo, unmasked_start, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
-            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT)
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT, INT64_OFFSETS)
         dk, dv = _dkdv_query_blocks(
             dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
             q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, unmasked_start, L, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
-            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT)
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT, INT64_OFFSETS)
     key_ok = (offs_n < S)[:, None]
-    dk_ptrs = dk_ptr + b * dk_sb + h_kv * dk_sh + offs_n[:, None] * dk_ss + offs_d[None, :] * dk_se
+    dk_ptrs = tile_pointers(dk_ptr + b * dk_sb + h_kv * dk_sh, offs_n, offs_d, dk_ss, dk_se, INT64_OFFSETS)
     tl.store(dk_ptrs, cast_rounded(dk * scale, dk_ptr.dtype.element_ty), mask=key_ok & (offs_d < HEAD_DIM)[None, :])
-    dv_ptrs = dv_ptr + b * dv_sb + h_kv * dv_sh + offs_n[:, None] * dv_ss + offs_dv[None, :] * dv_se
+    dv_ptrs = tile_pointers(dv_ptr + b * dv_sb + h_kv * dv_sh, offs_n, offs_dv, dv_ss, dv_se, INT64_OFFSETS)
     tl.store(dv_ptrs, cast_rounded(dv, dv_ptr.dtype.element_ty), mask=key_ok & (offs_dv < HEAD_DIM_V)[None, :])
 
 
@@ -170,18 +173,18 @@ def _dq_key_blocks(
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-    DROPOUT: tl.constexpr, EXACT: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
     """dQ contributions of key blocks [lo, hi) to one block of queries."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
-        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
+        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
                              qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT)
+                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT, INT64_OFFSETS)
         dq += dot(cast_rounded(ds, k.dtype), k)
     return dq
 
@@ -199,7 +202,7 @@ def attention_backward_dq_kernel(
     dq_sb, dq_sh, dq_sl, dq_se,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks."""
@@ -209,8 +212,8 @@ def attention_backward_dq_kernel(
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, tl.arange(0, BLOCK_DV), do_sl, do_se, L, HEAD_DIM_V)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
+    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, tl.arange(0, BLOCK_DV), do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
     k_base = k_ptr + b * k_sb + h_kv * k_sh
@@ -225,11 +228,11 @@ def attention_backward_dq_kernel(
         unmasked_end = (S // BLOCK_N) * BLOCK_N
     dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
                         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
     dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
                         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT)
-    dq_ptrs = dq_ptr + b * dq_sb + h * dq_sh + offs_m[:, None] * dq_sl + offs_d[None, :] * dq_se
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
+    dq_ptrs = tile_pointers(dq_ptr + b * dq_sb + h * dq_sh, offs_m, offs_d, dq_sl, dq_se, INT64_OFFSETS)
     tl.store(dq_ptrs, cast_rounded(dq * scale, dq_ptr.dtype.element_ty),
              mask=(offs_m < L)[:, None] & (offs_d < HEAD_DIM)[None, :])
 
@@ -246,7 +249,7 @@ def attention_backward_dmask_kernel(
     dm_sb, dm_sh, dm_sl, dm_ss,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     REDUCE_B: tl.constexpr, REDUCE_H: tl.constexpr, REDUCE_L: tl.constexpr, REDUCE_S: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -272,26 +275,28 @@ def attention_backward_dmask_kernel(
     n_lo, n_hi = (0, S) if REDUCE_S else (tile_n * BLOCK_N, tile_n * BLOCK_N + 1)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for b in range(b_lo, b_hi):
+        # Batch and heads in int64: the base offset of a (batch, head) slice must not wrap.
         b64 = tl.cast(b, tl.int64)
         for h in range(h_lo, h_hi):
-            bh = (b64 * n_heads + h).to(tl.int32)
-            h_kv = h // group_size
-            mask_base = mask_ptr + b64 * m_sb + h * m_sh
+            h64 = tl.cast(h, tl.int64)
+            bh = (b64 * n_heads + h64).to(tl.int32)
+            h_kv = h64 // group_size
+            mask_base = mask_ptr + b64 * m_sb + h64 * m_sh
             for start_m in range(m_lo, m_hi, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
-                q = load_rows(q_ptr + b64 * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM)
-                do = load_rows(do_ptr + b64 * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V)
+                q = load_rows(q_ptr + b64 * q_sb + h64 * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
+                do = load_rows(do_ptr + b64 * do_sb + h64 * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
                 lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
                 delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
                 for start_n in range(n_lo, n_hi, BLOCK_N):
                     offs_n = start_n + tl.arange(0, BLOCK_N)
-                    k = load_rows(k_ptr + b64 * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
-                    v = load_rows(v_ptr + b64 * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+                    k = load_rows(k_ptr + b64 * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
+                    v = load_rows(v_ptr + b64 * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
                     p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
                                          qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                                         MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT)
+                                         MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
                     acc += ds
-    dm_base = dmask_ptr + bm.to(tl.int64) * dm_sb + hm * dm_sh
+    dm_base = dmask_ptr + bm.to(tl.int64) * dm_sb + hm.to(tl.int64) * dm_sh
     rows = tl.arange(0, BLOCK_M) if REDUCE_L else tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N) if REDUCE_S else tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if REDUCE_L:
@@ -302,7 +307,7 @@ def attention_backward_dmask_kernel(
         cols = tl.arange(0, 1)
     rows_end = 1 if REDUCE_L else L
     cols_end = 1 if REDUCE_S else S
-    tl.store(dm_base + rows[:, None] * dm_sl + cols[None, :] * dm_ss, cast_rounded(acc, dmask_ptr.dtype.element_ty),
+    tl.store(tile_pointers(dm_base, rows, cols, dm_sl, dm_ss, INT64_OFFSETS), cast_rounded(acc, dmask_ptr.dtype.element_ty),
              mask=(rows < rows_end)[:, None] & (cols < cols_end)[None, :])
 
 
@@ -322,15 +327,19 @@ def attention_backward(
     if B * Hq * L == 0 or S == 0 or Ev == 0:
         return dq, dk, dv, dmask
     mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
+    operands = [q, k, v, out, grad_out, dq, dk, dv] + ([mask_arg] if mask_kind else [])
+    if dmask is not None:
+        operands.append(dmask)
+    int64_offsets = needs_int64_offsets(operands, (L, S) if dropout_p > 0 else None)
     dims = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev))
-    flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0)
+    flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets)
     common = (float(scale), float(dropout_p), int(seed), int(causal_offset))
     delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
     if dmask is None:
-        delta_block = 32 if INTERPRETED else max(16, 4096 // head_block(Ev))
+        delta_block = delta_rows(head_block(Ev))
         attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
             out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
-            HEAD_DIM_V=Ev, BLOCK_DV=head_block(Ev), BLOCK_M=delta_block,
+            HEAD_DIM_V=Ev, BLOCK_DV=head_block(Ev), BLOCK_M=delta_block, INT64_OFFSETS=int64_offsets,
         )
     else:
         block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
@@ -338,7 +347,7 @@ def attention_backward(
             q, k, v, mask_arg, grad_out, lse, delta,
             Hq, Hq // Hkv, L, S,
             *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(),
-            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
+            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )
     grid_keys = lambda meta: (triton.cdiv(S, meta["BLOCK_N"]) * B * Hkv,)
@@ -365,7 +374,7 @@ def attention_backward(
             q, k, v, mask_arg, grad_out, lse, delta, dmask,
             Hq, Hq // Hkv, B, L, S, Hm,
             *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dmask.stride(),
-            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, **reduce,
+            *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets, **reduce,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )
     return dq, dk, dv, dmask

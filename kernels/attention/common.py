@@ -2,7 +2,7 @@
 probabilities and score gradients of the backward, and the host-side operand helpers."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import triton
@@ -10,6 +10,7 @@ import triton.language as tl
 
 from ..masks import causal_visible
 from ..runtime import dot, exp_accurate
+from .tuning import LONGEST_TILE_EDGE
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -35,13 +36,13 @@ def exp_units(x, EXACT: tl.constexpr):
 @triton.jit
 def query_block_of_program(n_heads, group_size, L, BLOCK_M: tl.constexpr):
     """The block of queries a program of a query-block grid (cdiv(L, BLOCK_M) * B * Hq
-    programs) owns: (its first query, batch * n_heads + head, batch as int64, query
-    head, key/value head)."""
+    programs) owns: (its first query, batch * n_heads + head, then as int64, so that the
+    base offset of a (batch, head) slice never wraps: batch, query head, key/value head)."""
     n_blocks = tl.cdiv(L, BLOCK_M)
     start_m = (tl.program_id(0) % n_blocks) * BLOCK_M
     bh = tl.program_id(0) // n_blocks
     h = bh % n_heads
-    return start_m, bh, (bh // n_heads).to(tl.int64), h, h // group_size
+    return start_m, bh, (bh // n_heads).to(tl.int64), h.to(tl.int64), (h // group_size).to(tl.int64)
 
 
 @triton.jit
@@ -54,13 +55,26 @@ def score_units(scale, EXACT: tl.constexpr):
 
 
 @triton.jit
+def tile_pointers(base, offs_rows, offs_cols, stride_row, stride_col, INT64_OFFSETS: tl.constexpr):
+    """Pointers [rows, cols] to a tile of the (batch, head) slice that starts at `base`.
+    Offsets are int32 (cheaper address arithmetic) unless the launcher found that one of
+    this launch can pass 2**31 - 1 (needs_int64_offsets), then int64. The row and column
+    terms go onto the pointer one at a time: adding their int32 sum instead made the
+    forward spill registers (tests/compile_triton_kernels.py)."""
+    if INT64_OFFSETS:
+        offs_rows = offs_rows.to(tl.int64)
+        offs_cols = offs_cols.to(tl.int64)
+    return base + offs_rows[:, None] * stride_row + offs_cols[None, :] * stride_col
+
+
+@triton.jit
 def scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-            MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr):
+            MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr, INT64_OFFSETS: tl.constexpr):
     """Scores [BLOCK_M, BLOCK_N] of queries q [BLOCK_M, D] against keys k [BLOCK_N, D], in
     the kernel's units, -inf where masked (by the mask, causality, or keys past S)."""
     s = dot(q, tl.trans(k)) * qk_scale
     if MASK_KIND != MASK_NONE:
-        mask_ptrs = mask_base + offs_m[:, None] * m_sl + offs_n[None, :] * m_ss
+        mask_ptrs = tile_pointers(mask_base, offs_m, offs_n, m_sl, m_ss, INT64_OFFSETS)
         in_bounds = (offs_m < L)[:, None] & (offs_n < S)[None, :]
         if MASK_KIND == MASK_FLOAT:
             s += tl.load(mask_ptrs, mask=in_bounds, other=0.0).to(tl.float32) * mask_scale
@@ -74,16 +88,20 @@ def scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_sca
 
 
 @triton.jit
-def dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p):
+def dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS: tl.constexpr):
     """bool [BLOCK_M, BLOCK_N]: the probabilities dropout keeps, the same in the forward
-    and every backward kernel: Philox keyed by (seed + batch*head), counter query*S + key."""
-    return tl.rand(seed + bh, offs_m[:, None] * S + offs_n[None, :]) >= dropout_p
+    and every backward kernel: Philox keyed by (seed + batch*head), counter query*S + key.
+    tl.rand takes a 64-bit counter as its low and high words, the high word 0 below 2**32,
+    so an int64 counter draws the same numbers as an int32 one wherever both are exact:
+    launches that differ in INT64_OFFSETS still agree on the mask."""
+    queries = offs_m.to(tl.int64) if INT64_OFFSETS else offs_m
+    return tl.rand(seed + bh, queries[:, None] * S + offs_n[None, :]) >= dropout_p
 
 
 @triton.jit
-def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols):
+def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols, INT64_OFFSETS: tl.constexpr):
     """A [rows, cols] tile, zeros outside [n_rows, n_cols]."""
-    return tl.load(base + offs_rows[:, None] * stride_row + offs_cols[None, :] * stride_col,
+    return tl.load(tile_pointers(base, offs_rows, offs_cols, stride_row, stride_col, INT64_OFFSETS),
                    mask=(offs_rows < n_rows)[:, None] & (offs_cols < n_cols)[None, :], other=0.0)
 
 
@@ -91,18 +109,18 @@ def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols
 def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
                  qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                  MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr,
-                 DROPOUT: tl.constexpr, EXACT: tl.constexpr):
+                 DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr):
     """For one tile of queries x keys: P (after dropout, as the forward used it) and dS,
     the gradient w.r.t. the scores (and so w.r.t. a float mask), both [BLOCK_M, BLOCK_N]
     fp32. lse, delta: [BLOCK_M] (lse +inf for rows outside L, so their P is 0)."""
     s = scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-                MASK_KIND, CAUSAL, CHECK_KEYS)
+                MASK_KIND, CAUSAL, CHECK_KEYS, INT64_OFFSETS)
     # lse in the kernel's units; a row with every key masked (lse -inf) has P = 0.
     lse = tl.where(lse == float("-inf"), float("inf"), lse if EXACT else lse * LOG2E)
     p = exp_units(s - lse[:, None], EXACT)
     dp = dot(do, tl.trans(v))
     if DROPOUT:
-        keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p)
+        keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
         p_used = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
         dp = tl.where(keep, dp * (1.0 / (1.0 - dropout_p)), 0.0)
     else:
@@ -125,3 +143,27 @@ def mask_operand(mask: Optional[torch.Tensor], shape: tuple, fallback: torch.Ten
         mask = mask.view(torch.uint8)
     expanded = mask.expand(shape)
     return kind, expanded, expanded.stride()
+
+
+INT32_MAX = 2**31 - 1
+
+
+def needs_int64_offsets(operands: Sequence[torch.Tensor], dropout_counters: Optional[tuple[int, int]]) -> bool:
+    """Whether the element offsets a launch forms can pass 2**31 - 1, so that its kernels
+    must compute them in int64 (INT64_OFFSETS). Base offsets of a (batch, head) slice are
+    int64 always (one per program); this is about the per-element offsets inside a slice.
+
+    operands: the 4-D tensors [B, H, rows, cols] the kernels index (strides as passed);
+    dropout_counters: (L, S) when dropout draws a counter query * S + key, else None.
+    Each length is padded by the longest tile edge: the lanes of a tile past a length
+    form offsets too (their loads are masked, but their arithmetic must not wrap)."""
+    pad = LONGEST_TILE_EDGE
+    extents = []
+    for operand in operands:
+        rows, cols = operand.shape[2:]
+        row_stride, col_stride = operand.stride()[2:]
+        extents.append((rows + pad - 1) * row_stride + (cols + pad - 1) * col_stride)
+    if dropout_counters is not None:
+        L, S = dropout_counters
+        extents.append((L + pad - 1) * S + S + pad - 1)
+    return max(extents, default=0) > INT32_MAX

@@ -10,8 +10,8 @@ import triton.language as tl
 
 from ..masks import causal_key_range
 from ..runtime import cast_rounded, dot
-from .common import (LN2, dropout_keep, exp_units, head_block, load_rows, mask_operand, query_block_of_program,
-                     score_units, scores)
+from .common import (LN2, dropout_keep, exp_units, head_block, load_rows, mask_operand, needs_int64_offsets,
+                     query_block_of_program, score_units, scores, tile_pointers)
 from .tuning import AUTOTUNE_KEY, autotune_configs, pruned_to_table
 
 
@@ -21,16 +21,16 @@ def _forward_key_blocks(
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-    DROPOUT: tl.constexpr, EXACT: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
     """The online softmax over key blocks [lo, hi): causal and key-bound masks only when MASKED."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM)
+        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
         s = scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-                    MASK_KIND, CAUSAL and MASKED, MASKED)
+                    MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # A row that has seen only -inf keeps max -inf; shift it by 0 so that its
         # probabilities are exp(-inf) = 0, not exp(-inf - -inf) = NaN.
@@ -39,9 +39,9 @@ def _forward_key_blocks(
         alpha = exp_units(m_i - shift, EXACT)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if DROPOUT:
-            keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p)
+            keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
             p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
-        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V)
+        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
         acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -59,7 +59,7 @@ def attention_forward_kernel(
     o_sb, o_sh, o_sl, o_se,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
@@ -70,7 +70,7 @@ def attention_forward_kernel(
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, tl.arange(0, BLOCK_D), q_sl, q_se, L, HEAD_DIM)
+    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, tl.arange(0, BLOCK_D), q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
     k_base = k_ptr + b * k_sb + h_kv * k_sh
     v_base = v_ptr + b * v_sb + h_kv * v_sh
     mask_base = mask_ptr + b * m_sb + h * m_sh
@@ -88,11 +88,11 @@ def attention_forward_kernel(
     acc, m_i, l_i = _forward_key_blocks(
         acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT)
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
     acc, m_i, l_i = _forward_key_blocks(
         acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT)
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -102,7 +102,7 @@ def attention_forward_kernel(
         lse = (m_i + tl.log2(l_i)) * LN2
     lse = tl.where(empty, float("-inf"), lse)
     offs_dv = tl.arange(0, BLOCK_DV)
-    out_ptrs = out_ptr + b * o_sb + h * o_sh + offs_m[:, None] * o_sl + offs_dv[None, :] * o_se
+    out_ptrs = tile_pointers(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, INT64_OFFSETS)
     tl.store(out_ptrs, cast_rounded(out, out_ptr.dtype.element_ty),
              mask=(offs_m < L)[:, None] & (offs_dv < HEAD_DIM_V)[None, :])
     tl.store(lse_ptr + bh.to(tl.int64) * L + offs_m, lse, mask=offs_m < L)
@@ -128,6 +128,8 @@ def attention_forward(
         lse.fill_(float("-inf"))
         return out, lse
     mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
+    int64_offsets = needs_int64_offsets([q, k, v, out] + ([mask_arg] if mask_kind else []),
+                                        (L, S) if dropout_p > 0 else None)
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
@@ -135,6 +137,6 @@ def attention_forward(
         *q.stride(), *k.stride(), *v.stride(), *mask_strides, *out.stride(),
         float(scale), float(dropout_p), int(seed), int(causal_offset),
         HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),
-        MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
+        MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
     )
     return out, lse

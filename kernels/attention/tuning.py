@@ -68,4 +68,20 @@ def dmask_tile(block_d: int) -> tuple[int, int, int]:
 DMASK_TILES = {64: (32, 32, 8), 128: (16, 32, 8), 256: (16, 32, 8)}
 
 
-AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT"]
+def delta_rows(block_dv: int) -> int:
+    """Queries a program of the delta kernel (rowsum(dO * O)) takes: 4096 elements of
+    each operand (fewer rows as the head dim grows)."""
+    return 32 if INTERPRETED else max(16, 4096 // block_dv)
+
+
+# The longest edge along a sequence (queries or keys) of any tile an attention launch
+# uses, at any head dim (BLOCK_DV >= 16): lanes of a tile past a length still form (masked)
+# offsets, so the launchers bound offsets over lengths padded by this much.
+LONGEST_TILE_EDGE = max(
+    delta_rows(16),
+    *(max(block_m, block_n) for block_m, block_n, _ in CANDIDATE_TILES),
+    *(max(block_m, block_n) for block_m, block_n, _ in DMASK_TILES.values()),
+)
+
+
+AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT", "INT64_OFFSETS"]

@@ -10,7 +10,7 @@ Two forms of each kernel:
 
 Everything accumulates in fp32; inputs and outputs are fp32, fp16 or bf16, and the output
 dtype may differ from the input's (the `dtype=` cast of torch.softmax, fused). Offsets are
-64-bit. Rows are indexed through seqops.kernels.layout, so strided and broadcast inputs
+64-bit; row indices are 32-bit unless a launch has 2**31 rows or more. Rows are indexed through seqops.kernels.layout, so strided and broadcast inputs
 are read in place; the softmax dim need not be the last or contiguous.
 """
 from .backward import softmax_backward

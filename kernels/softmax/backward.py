@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded
-from .rows import Plan, moved_operands, plan, row_offsets
+from .rows import Plan, moved_operands, plan, row_offsets, rows_need_int64
 
 
 @triton.jit
@@ -21,12 +21,16 @@ def softmax_backward_kernel(
     dx_sa, dx_sb, dx_sc, dx_sn,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dx = scale * y * (dy - sum(dy * y)) over each row, 0 where masked; BLOCK_M whole
     rows a program. Masked entries get exactly 0 even in a row that is NaN because all of
     it is masked: the output does not depend on them (torch's masked_fill backward)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Row indices in int32 unless this launch's pass 2**31 - 1 (rows_need_int64).
+    first_block = tl.program_id(0)
+    if INT64_ROWS:
+        first_block = first_block.to(tl.int64)
+    rows = first_block * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N).to(tl.int64)
     in_bounds = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     y_offs = row_offsets(rows, rows_b, rows_c, y_sa, y_sb, y_sc)[:, None] + cols[None, :] * y_sn
@@ -115,7 +119,8 @@ def softmax_backward(
     )
     flags = dict(HAS_MASK=mask_rows is not None, CAUSAL=causal, BLOCK_N=p.block_n, num_warps=p.num_warps)
     if p.one_pass:
-        softmax_backward_kernel[p.grid(layout.n_rows)](*args, BLOCK_M=p.block_m, **flags)
+        softmax_backward_kernel[p.grid(layout.n_rows)](*args, INT64_ROWS=rows_need_int64(layout.n_rows, p.block_m),
+                                                          BLOCK_M=p.block_m, **flags)
     else:
         softmax_backward_online_kernel[p.grid(layout.n_rows)](*args, **flags)
     return dx

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded
-from .rows import Plan, exp_for, load_input, moved_operands, plan, row_offsets
+from .rows import Plan, exp_for, load_input, moved_operands, plan, row_offsets, rows_need_int64
 
 
 @triton.jit
@@ -21,10 +21,14 @@ def softmax_forward_kernel(
     m_sa, m_sb, m_sc, m_sn,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """y = softmax(scale * x) over each row, BLOCK_M whole rows a program."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Row indices in int32 unless this launch's pass 2**31 - 1 (rows_need_int64).
+    first_block = tl.program_id(0)
+    if INT64_ROWS:
+        first_block = first_block.to(tl.int64)
+    rows = first_block * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N).to(tl.int64)
     in_bounds = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     keep = in_bounds
@@ -129,7 +133,8 @@ def softmax_forward(
     )
     flags = dict(HAS_MASK=mask_rows is not None, CAUSAL=causal, BLOCK_N=p.block_n, num_warps=p.num_warps)
     if p.one_pass:
-        softmax_forward_kernel[p.grid(layout.n_rows)](*args, BLOCK_M=p.block_m, **flags)
+        softmax_forward_kernel[p.grid(layout.n_rows)](*args, INT64_ROWS=rows_need_int64(layout.n_rows, p.block_m),
+                                                         BLOCK_M=p.block_m, **flags)
     else:
         softmax_forward_online_kernel[p.grid(layout.n_rows)](*args, **flags)
     return y

@@ -80,6 +80,14 @@ def plan(n_rows: int, n_cols: int) -> Plan:
     return Plan(one_pass=True, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
 
+def rows_need_int64(n_rows: int, block_m: int) -> bool:
+    """Whether the row indices of a one-pass launch (up to its last program's last lane,
+    past n_rows) can pass 2**31 - 1, so that the kernel must count rows in int64
+    (INT64_ROWS). Otherwise it counts them in int32: cheaper, above all the modulo that
+    finds a causal row's query. Row offsets are int64 either way (row_offsets)."""
+    return triton.cdiv(n_rows, block_m) * block_m - 1 > 2**31 - 1
+
+
 def moved_operands(
     tensors: list[torch.Tensor], mask: Optional[torch.Tensor], causal: bool, dim: int, target: int
 ) -> tuple[list[torch.Tensor], Optional[torch.Tensor], bool, int, RowLayout]:
