@@ -5,7 +5,6 @@ import torch
 from seqops.nn.lstm import LSTM, LSTMCell
 from seqops.nn.multihead_attention import MultiheadAttention
 from seqops.nn.softmax import Softmax
-from seqops.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 # torch layer type -> its seqops drop-in; what seqops.patch swaps.
 DROP_INS = {
@@ -13,8 +12,6 @@ DROP_INS = {
     torch.nn.MultiheadAttention: MultiheadAttention,
     torch.nn.LSTMCell: LSTMCell,
     torch.nn.LSTM: LSTM,
-    torch.nn.TransformerEncoderLayer: TransformerEncoderLayer,
-    torch.nn.TransformerEncoder: TransformerEncoder,
 }
 
-__all__ = ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "TransformerEncoderLayer", "TransformerEncoder", "DROP_INS"]
+__all__ = ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "DROP_INS"]

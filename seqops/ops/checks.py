@@ -31,7 +31,9 @@ def check_dim(fn: str, dim: object, ndim: int) -> int:
 def broadcast_shape(shapes) -> Optional[tuple]:
     """The shape `shapes` broadcast to, by torch's rule, or None if they do not. Plain
     Python on plain ints: a call's checks run on every call, so they must cost little."""
-    rank = max((len(s) for s in shapes), default=0)
+    rank = 0
+    for shape in shapes:
+        rank = max(rank, len(shape))
     result = [1] * rank
     for shape in shapes:
         for index, size in enumerate(shape, rank - len(shape)):
