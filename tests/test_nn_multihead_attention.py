@@ -122,6 +122,24 @@ def test_is_causal_hint(device, need_weights):
             need_weights=need_weights, **masks("key-padding-bool", device, length=L))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_is_causal_hint_never_overrides_the_mask(device):
+    """A mask given with the is_causal hint that is not the causal mask: seqops attends by
+    the mask (as torch does whenever it reads the mask: with a key padding mask, or
+    need_weights), and takes the causal fast path only for the true causal mask (it
+    counts one call either way)."""
+    skip_unless_runnable(device, "triton")
+    reference, torch_fp32, ours = make_pair(CONFIGS["default"], device)
+    query = inputs(CONFIGS["default"], device, self_attention=True)[0]
+    not_causal = torch.nn.Transformer.generate_square_subsequent_mask(L, device=device)
+    not_causal[2, 3] = 0.0  # one future key visible
+    with torch.no_grad(), seqops.backend("triton"):
+        ours_out, _ = ours(query, query, query, attn_mask=not_causal, is_causal=True, need_weights=False)
+    expected, _ = reference(query.double(), query.double(), query.double(), attn_mask=not_causal.double(),
+                            need_weights=False)
+    torch.testing.assert_close(ours_out.double(), expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "key-padding-bool", "attn-float-3d"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_unbatched_input(device, mask_kind):
