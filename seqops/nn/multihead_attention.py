@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqops.ops.attention.api import scaled_dot_product_attention
+from seqops.ops.masks import causal_keep
 from seqops.ops.softmax.api import softmax
 from seqops.nn.drop_in import DropIn
 
@@ -32,7 +33,7 @@ def _is_causal_mask(mask: Tensor, L: int, S: int) -> bool:
     if torch.compiler.is_compiling() or tuple(mask.shape[-2:]) != (L, S):
         return False
     causal = torch.zeros(L, S, dtype=mask.dtype, device=mask.device).masked_fill_(
-        ~torch.ones(L, S, dtype=torch.bool, device=mask.device).tril(), float("-inf"))
+        ~causal_keep(L, S, mask.device), float("-inf"))
     return bool(torch.equal(mask, causal.expand_as(mask)))
 
 
