@@ -21,8 +21,10 @@ def device(request):
 def opcheck_cases(device):
     x = torch.randn(6, 5, 37, device=device, requires_grad=True)
     mask = torch.rand(5, 37, device=device) > 0.3
-    # No empty rows: opcheck compares outputs without equal_nan (test_softmax covers them).
+    # No empty rows along either dim the cases take the softmax over: opcheck compares
+    # outputs without equal_nan (test_softmax covers empty rows).
     mask[:, 0] = True
+    mask[0, :] = True
     return [
         (x, None, 2, 1.0, False, None),
         (x, mask, 2, 0.5, True, None),
