@@ -177,3 +177,17 @@ def test_vmap_with_a_batched_mask(device):
         out = vmap(lambda a, m: seqops.softmax(a, -1, mask=m))(x, masks)
     expected = torch.stack([torch.softmax(x[i].masked_fill(~masks[i], float("-inf")), -1) for i in range(4)])
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_jvp_with_respect_to_the_first_argument_only(device, op):
+    """The other arguments held constant: their tangents reach the rule as None."""
+    skip_unless_runnable(device, "triton")
+    fn, args = operands(op, device)
+    tangent = torch.randn_like(args[0])
+    first_only = lambda f, a: jvp(lambda x: f(x, *a[1:]), (a[0],), (tangent.to(a[0].dtype),))
+    with seqops.backend("triton"):
+        _, ours = first_only(fn, args)
+    _, expected = in_float64(fn, args, first_only)
+    close(ours, expected)
