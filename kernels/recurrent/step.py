@@ -73,6 +73,13 @@ def _accumulate_gates(acc_i, acc_f, acc_g, acc_o, a_ptr, w_ptr, rows, units, n_r
 
 
 @triton.jit
+def _load_bias_pair(b_ih_ptr, b_hh_ptr, index, b_ih_s, b_hh_s, mask):
+    """b_ih[index] + b_hh[index] in fp32."""
+    return (tl.load(b_ih_ptr + index * b_ih_s, mask=mask, other=0.0).to(tl.float32)
+            + tl.load(b_hh_ptr + index * b_hh_s, mask=mask, other=0.0).to(tl.float32))
+
+
+@triton.jit
 def lstm_step_forward_kernel(
     x_ptr, w_ih_ptr, xw_ptr,
     h_prev_ptr, h_init_ptr, c_prev_ptr, c_init_ptr, n_carried,
@@ -82,6 +89,7 @@ def lstm_step_forward_kernel(
     x_sr, x_sc, w_ih_sr, w_ih_sc, xw_sr, xw_sc,
     h_prev_sr, h_prev_sc, h_init_sr, h_init_sc, c_prev_sr, c_prev_sc, c_init_sr, c_init_sc,
     w_hh_sr, w_hh_sc,
+    b_ih_s, b_hh_s,
     h_out_sr, h_out_sc, c_out_sr, c_out_sc, gates_sr, gates_sc,
     HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -119,15 +127,12 @@ def lstm_step_forward_kernel(
         acc_g += _load_tile(xw_ptr + 2 * H * xw_sc, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
         acc_o += _load_tile(xw_ptr + 3 * H * xw_sc, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
     if HAS_BIAS:
+        # Biases may be views (strided, or expanded with stride 0): index by their stride.
         unit_ok = units < H
-        acc_i += (tl.load(b_ih_ptr + units, mask=unit_ok, other=0.0).to(tl.float32)
-                  + tl.load(b_hh_ptr + units, mask=unit_ok, other=0.0).to(tl.float32))[None, :]
-        acc_f += (tl.load(b_ih_ptr + H + units, mask=unit_ok, other=0.0).to(tl.float32)
-                  + tl.load(b_hh_ptr + H + units, mask=unit_ok, other=0.0).to(tl.float32))[None, :]
-        acc_g += (tl.load(b_ih_ptr + 2 * H + units, mask=unit_ok, other=0.0).to(tl.float32)
-                  + tl.load(b_hh_ptr + 2 * H + units, mask=unit_ok, other=0.0).to(tl.float32))[None, :]
-        acc_o += (tl.load(b_ih_ptr + 3 * H + units, mask=unit_ok, other=0.0).to(tl.float32)
-                  + tl.load(b_hh_ptr + 3 * H + units, mask=unit_ok, other=0.0).to(tl.float32))[None, :]
+        acc_i += _load_bias_pair(b_ih_ptr, b_hh_ptr, units, b_ih_s, b_hh_s, unit_ok)[None, :]
+        acc_f += _load_bias_pair(b_ih_ptr, b_hh_ptr, H + units, b_ih_s, b_hh_s, unit_ok)[None, :]
+        acc_g += _load_bias_pair(b_ih_ptr, b_hh_ptr, 2 * H + units, b_ih_s, b_hh_s, unit_ok)[None, :]
+        acc_o += _load_bias_pair(b_ih_ptr, b_hh_ptr, 3 * H + units, b_ih_s, b_hh_s, unit_ok)[None, :]
     i = sigmoid_accurate(acc_i)
     f = sigmoid_accurate(acc_f)
     g = tanh_accurate(acc_g)
@@ -160,7 +165,7 @@ def lstm_step_backward_kernel(
     gates_sr, gates_sc, c_sr, c_sc, c_prev_sr, c_prev_sc, c_init_sr, c_init_sc,
     w_hh_sr, w_hh_sc,
     dgates_sr, dgates_sc, dc_prev_sr, dc_prev_sc, dc_init_sr, dc_init_sc,
-    dh_prev_sr, dh_prev_sc, dh_init_sr, dh_init_sc,
+    dh_prev_sr, dh_prev_sc, dh_init_sr, dh_init_sc, dbias_sr, dbias_sc,
     HAS_DH: tl.constexpr, HAS_DH_CARRY: tl.constexpr, HAS_DC_CARRY: tl.constexpr, BIAS_GRAD: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
@@ -213,12 +218,12 @@ def lstm_step_backward_kernel(
         _store_state(dc_prev_ptr, dc_init_ptr, rows, units, dc_prev_sr, dc_prev_sc, dc_init_sr, dc_init_sc,
                      n_carried, n_rows, H, dc * f, writes_gates)
         if BIAS_GRAD:
-            bias_ptrs = dbias_ptr + tl.program_id(0) * 4 * H + units
+            bias_ptrs = dbias_ptr + tl.program_id(0) * dbias_sr + units * dbias_sc
             unit_ok = (units < H) & writes_gates
             tl.store(bias_ptrs, tl.sum(d_i, axis=0), mask=unit_ok)
-            tl.store(bias_ptrs + H, tl.sum(d_f, axis=0), mask=unit_ok)
-            tl.store(bias_ptrs + 2 * H, tl.sum(d_g, axis=0), mask=unit_ok)
-            tl.store(bias_ptrs + 3 * H, tl.sum(d_o, axis=0), mask=unit_ok)
+            tl.store(bias_ptrs + H * dbias_sc, tl.sum(d_f, axis=0), mask=unit_ok)
+            tl.store(bias_ptrs + 2 * H * dbias_sc, tl.sum(d_g, axis=0), mask=unit_ok)
+            tl.store(bias_ptrs + 3 * H * dbias_sc, tl.sum(d_o, axis=0), mask=unit_ok)
         # dh_prev += dgates @ W_hh: W_hh[q*H + u, p] as [units, features] tiles.
         w_i = _load_tile(w_hh_ptr, units, features, w_hh_sr, w_hh_sc, H, P)
         w_f = _load_tile(w_hh_ptr + H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, P)
@@ -287,7 +292,9 @@ def lstm_step_forward(
         n_rows, H, P, I,
         *(x.stride() if x is not None else (0, 0)), *(w_ih.stride() if w_ih is not None else (0, 0)),
         *(xw.stride() if xw is not None else (0, 0)),
-        *h.strides(), *c.strides(), *w_hh.stride(), *h_out.stride(), *c_out.stride(), *gates.stride(),
+        *h.strides(), *c.strides(), *w_hh.stride(),
+        b_ih.stride(0) if b_ih is not None else 0, b_hh.stride(0) if b_hh is not None else 0,
+        *h_out.stride(), *c_out.stride(), *gates.stride(),
         HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_BIAS=b_ih is not None,
         BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=warps,
     )
@@ -323,7 +330,7 @@ def lstm_step_backward(
         n_rows, H, P,
         *(dh.stride() if dh is not None else (0, 0)), *dh_carry_or.strides(), *dc_carry_or.strides(),
         *gates.stride(), *c.stride(), *c_state.strides(), *w_hh.stride(),
-        *dgates.stride(), *dc_state.strides(), *dh_state.strides(),
+        *dgates.stride(), *dc_state.strides(), *dh_state.strides(), *(dbias.stride() if dbias is not None else (0, 0)),
         HAS_DH=dh is not None, HAS_DH_CARRY=dh_carry is not None, HAS_DC_CARRY=dc_carry is not None,
         BIAS_GRAD=dbias is not None, BLOCK_B=block_b, BLOCK_P=block_p, BLOCK_J=block_j, num_warps=warps,
     )
