@@ -25,7 +25,9 @@ INPUTS = {
     "transposed": (lambda d, t: torch.randn(C, R, device=d, dtype=t).t(), (-1, 0)),
     "storage-offset": (lambda d, t: window(torch.randn(R + 3, C + 5, device=d, dtype=t), (3, 5)), (-1, 0)),
     "columns-strided": (lambda d, t: torch.randn(R, 2 * C, device=d, dtype=t)[:, 1::2], (-1, 0)),
-    "rows-expanded": (lambda d, t: torch.randn(1, C, device=d, dtype=t).expand(R, C), (-1,)),
+    # Stride 0 across a batch dim, over R independent rows: expanding one row to all R
+    # would leave the error ratio a sample of a single row's few roundings.
+    "rows-expanded": (lambda d, t: torch.randn(R, 1, C, device=d, dtype=t).expand(R, 3, C), (-1,)),
     # Every entry of a row the same: the softmax is uniform, the gradient is not trivial.
     "softmax-dim-expanded": (lambda d, t: torch.randn(R, 1, device=d, dtype=t).expand(R, C), (-1,)),
     "permuted-4d": (lambda d, t: torch.randn(3, 11, 5, 9, device=d, dtype=t).permute(0, 2, 3, 1), (-1, 1, 2)),
