@@ -51,7 +51,7 @@ def test_patch_swaps_softmax_layers_in_place():
     ).eval()
     x = torch.randn(5, 8)
     expected = model(x)
-    patched = seqops.patch(model)
+    patched = seqops.patch(model, softmax=True)
     assert patched is model
     assert type(model[1]) is seqops.nn.Softmax and model[1].dim == -1
     assert type(model[2][0]) is seqops.nn.Softmax and model[2][0].dim == 0
@@ -61,5 +61,5 @@ def test_patch_swaps_softmax_layers_in_place():
 
 
 def test_patch_of_a_bare_layer_returns_the_replacement():
-    replacement = seqops.patch(torch.nn.Softmax(dim=1))
+    replacement = seqops.patch(torch.nn.Softmax(dim=1), softmax=True)
     assert type(replacement) is seqops.nn.Softmax and replacement.dim == 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from seqops import dispatch
+from seqops.ops import torch_originals
 from seqops.ops.masks import causal_keep
 
 
@@ -20,8 +20,8 @@ def scaled_dot_product_attention(
     with an offset, or beside attn_mask (which torch refuses), is merged into attn_mask;
     a mask of fewer than 2 dims, which torch fails on though it broadcasts, is lifted to 2."""
     if attn_mask is None and not (is_causal and causal_offset):
-        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
-                                              enable_gqa=enable_gqa)
+        return torch_originals.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p,
+                                                            is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
     if attn_mask is not None and attn_mask.dim() < 2:
         attn_mask = attn_mask.reshape((1,) * (2 - attn_mask.dim()) + tuple(attn_mask.shape))
     if is_causal and (attn_mask is not None or causal_offset != 0):
@@ -31,8 +31,8 @@ def scaled_dot_product_attention(
         else:
             attn_mask = attn_mask & keep if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~keep, float("-inf"))
         is_causal = False
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-                                          is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    return torch_originals.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                                        is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
 
 
 dispatch.register(dispatch.Impl("attention", "torch", "composite", {"run": scaled_dot_product_attention},

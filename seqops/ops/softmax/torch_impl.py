@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops import torch_originals
 from seqops.ops.masks import causal_keep
 
 
@@ -20,7 +21,7 @@ def softmax(
 ) -> torch.Tensor:
     """torch.softmax, with the scale and masks applied to its input first."""
     if scale == 1.0 and mask is None and not causal:
-        return torch.softmax(input, dim, dtype=dtype)
+        return torch_originals.softmax(input, dim, dtype=dtype)
     z = input if dtype is None else input.to(dtype)
     if scale != 1.0:
         z = z * scale
@@ -28,7 +29,7 @@ def softmax(
         z = z.masked_fill(~mask, float("-inf"))
     if causal:
         z = z.masked_fill(~causal_keep(z.shape[-2], z.shape[-1], z.device), float("-inf"))
-    return torch.softmax(z, dim)
+    return torch_originals.softmax(z, dim)
 
 
 dispatch.register(dispatch.Impl("softmax", "torch", "composite", {"run": softmax}, priority={"cpu": 10, "cuda": 10}))
