@@ -32,7 +32,9 @@ setup(
         "triton; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "transformers"],
         "bench": ["pytest-benchmark", "matplotlib"],
+        # seqops.integrations.transformers: attn_implementation="seqops" in transformers models.
+        "transformers": ["transformers"],
     },
 )
