@@ -251,31 +251,75 @@ def recording_attention_lengths():
 GENERATED = 4
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+def generate(model, inputs, cache):
+    """Greedy generation of GENERATED tokens: (the sequences, every step's logits)."""
+    out = model.generate(**inputs, max_new_tokens=GENERATED, min_new_tokens=GENERATED, do_sample=False,
+                         pad_token_id=0, cache_implementation=cache, return_dict_in_generate=True,
+                         output_logits=True)
+    return out.sequences, torch.stack(out.logits)
+
+
+@pytest.mark.parametrize("backend, cache", [("reference", "dynamic"), ("reference", "static"), ("triton", "dynamic")])
 @pytest.mark.parametrize("case", CASES[:2], ids=repr)
-def test_greedy_generation_with_kv_cache_matches_eager(models, case, backend):
-    """Greedy generation from a left-padded batch gives eager's tokens (float32: Llama's
-    eager is not finite in float64, see Case): the prompt in one pass, then one query at a
-    time against the cached keys. The prompt is fixed, so that no draw can put two logits
-    within rounding of each other and make the test flaky."""
+def test_greedy_generation_with_kv_cache_matches_eager(models, case, backend, cache):
+    """Greedy generation gives the comparator's tokens, and its logits at every step: the
+    prompt in one pass, then one query at a time against the cached keys. A dynamic cache
+    from a left-padded prompt; a static cache (keys of its full length, the slots not yet
+    written masked) from an unpadded prompt, for which transformers passes no mask at all
+    for the prompt: is_causal's upper-left alignment is what hides the empty slots there.
+    On the reference backend in float64, logits to rounding; on Triton in float32, eager's
+    tokens and logits within 2x eager's own float32 error. The prompt is fixed, so that no
+    draw can put two logits within rounding of each other and make the test flaky."""
     skip_unless_runnable("cpu", backend)
-    dtype = torch.float32
     with torch.random.fork_rng():
         torch.manual_seed(1)
-        inputs, _ = case.batch()
-    settings = dict(max_new_tokens=GENERATED, min_new_tokens=GENERATED, do_sample=False, pad_token_id=0)
-    eager = with_attention(models[case.name], "eager", dtype)
-    ours = with_attention(models[case.name], "seqops", dtype)
+        inputs, _ = case.batch(padded=cache == "dynamic")
+    dtype = torch.float64 if backend == "reference" else torch.float32
     with torch.no_grad():
-        expected = eager.generate(**inputs, **settings)
+        expected, expected_logits = generate(with_attention(models[case.name], case.comparator, torch.float64),
+                                             inputs, cache)
         with seqops.backend(backend), recording_attention_lengths() as lengths:
-            got = ours.generate(**inputs, **settings)
-    assert torch.equal(got, expected), f"{case.name}: seqops generated\n{got}\neager\n{expected}"
+            got, logits = generate(with_attention(models[case.name], "seqops", dtype), inputs, cache)
+        assert torch.equal(got, expected), f"{case.name}: seqops generated\n{got}\ninstead of\n{expected}"
+        if dtype == torch.float64:
+            assert relative_error(logits, expected_logits) <= FLOAT64_TOLERANCE
+        else:
+            eager, eager_logits = generate(with_attention(models[case.name], "eager", dtype), inputs, cache)
+            assert torch.equal(eager, expected), f"{case.name}: eager float32 generated\n{eager}\ninstead of\n{expected}"
+            assert_within_torch_error(f"{case.name} generation logits", logits, expected_logits, eager_logits)
     prompt = inputs["input_ids"].shape[1]
     layers = case.attention_calls
-    steps = [(backend, prompt, prompt)] * layers + [
-        (backend, 1, prompt + step) for step in range(1, GENERATED) for _ in range(layers)]
+    if cache == "dynamic":
+        steps = [(backend, prompt, prompt)] * layers + [
+            (backend, 1, prompt + step) for step in range(1, GENERATED) for _ in range(layers)]
+    else:
+        full = prompt + GENERATED - 1
+        steps = [(backend, prompt, full)] * layers + [(backend, 1, full)] * (layers * (GENERATED - 1))
     assert lengths == steps
+
+
+def test_training_passes_attention_dropout():
+    """In train() the model's attention dropout reaches seqops (it applies it when > 0);
+    in eval() none does."""
+    config = llama().config
+    config.attention_dropout = 0.25
+    model = transformers.LlamaForCausalLM(config)
+    model.set_attn_implementation("seqops")
+    dropouts = []
+    choose = dispatch.select
+
+    def select(op, device, *args, **kwargs):
+        dropouts.append(args[4])  # query, key, value, attn_mask, dropout_p, ...
+        return choose(op, device, *args, **kwargs)
+
+    dispatch.select = select
+    try:
+        with torch.no_grad():
+            model.train()(input_ids=torch.randint(3, VOCAB, (2, 5)))
+            model.eval()(input_ids=torch.randint(3, VOCAB, (2, 5)))
+    finally:
+        dispatch.select = choose
+    assert dropouts == [0.25, 0.25, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("case", CASES[:2], ids=repr)
