@@ -13,6 +13,8 @@ that fails, hangs or runs long is recorded and the others still run:
   bench-attention    included where installed)
   bench-lstm
   overhead         per-call dispatch overhead of each public op (benchmarks/overhead.py)
+  examples         the GPT and char-LSTM examples (examples/) at full size, torch vs seqops:
+                   median ms a step and the most memory a step allocated, bf16 autocast
 
 Output: one folder ($OUT when set, else benchmarks/results/<device>/; --out overrides
 both) with at most 8 files, rewritten while the steps run so that a run cut short
@@ -209,6 +211,8 @@ def steps() -> list[Step]:
                                                                 ("lstm", 60, 900)]],
         Step("overhead", "per-call overhead of each public op over the torch call it wraps", 20, 120,
              lambda ctx: ctx.child("overhead"), _collect_overhead),
+        Step("examples", "the GPT and char-LSTM examples at full size, torch vs seqops: ms a step, memory a step",
+             60, 300, lambda ctx: ctx.child("examples"), _collect_examples),
     ]
 
 
@@ -437,6 +441,14 @@ def _collect_sanitizer(ctx: Context, record: Record) -> None:
         record.status = "failed"
 
 
+def _collect_examples(ctx: Context, record: Record) -> None:
+    rows = _read_jsonl(ctx.work / "examples.jsonl")
+    if not rows:
+        return
+    ctx.results["examples"] = rows
+    record.detail = "; ".join(f"{r['example']} {r['provider']} {r['median_ms']:.1f} ms" for r in rows)
+
+
 def _bench_collector(op: str) -> Callable[[Context, Record], None]:
     def collect(ctx: Context, record: Record) -> None:
         rows = _read_jsonl(ctx.work / f"bench-{op}.jsonl")
@@ -593,6 +605,13 @@ def summary_markdown(ctx: Context) -> str:
     if ctx.results.get("overhead"):
         lines += ["", "## Per-call overhead (torch backend, tiny inputs, no_grad)", ""]
         lines += overhead_table(ctx.results["overhead"])
+    if ctx.results.get("examples"):
+        lines += ["", "## Examples, torch vs seqops (examples/, one model each, alternating steps)", ""]
+        lines += _markdown_table(
+            ["example", "provider", "size", "steps", "ms a step (median)", "MiB a step (most)", "loss first -> last"],
+            [[r["example"], r["provider"], r["size"], str(r["steps"]), f"{r['median_ms']:.1f}",
+              "" if r["step_peak_mib"] is None else f"{r['step_peak_mib']:.0f}",
+              f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"] for r in ctx.results["examples"]])
     return "\n".join(lines) + "\n"
 
 
@@ -815,6 +834,34 @@ def step_overhead(ctx: Context) -> int:
     return 0
 
 
+# The examples the step trains (examples/<name>.py), and its steps: a full-size step takes
+# seconds on a GPU; the quick check times a few.
+EXAMPLE_RUNS = ("gpt", "char_lstm")
+EXAMPLE_STEPS = {"full": 60, "quick": 8, "dry-run": 2}
+
+
+def step_examples(ctx: Context) -> int:
+    """Each example's torch model and seqops twin, alternating steps: median time of a step
+    and the most memory a step allocated (bf16 autocast on a GPU), and the losses."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with (ctx.work / "examples.jsonl").open("w") as sink:
+        for name in EXAMPLE_RUNS:
+            argv = ["--device", device, "--quiet", "--steps", str(EXAMPLE_STEPS[ctx.mode])]
+            argv += ["--full", "--dtype", "bfloat16"] if not ctx.dry_run else []
+            runs = dict(zip(("torch", "seqops"), importlib.import_module(name).main(argv)))
+            for provider, run in runs.items():
+                sink.write(json.dumps({
+                    "example": name, "provider": provider, "device": device, "size": "small" if ctx.dry_run else "full",
+                    "steps": len(run.losses), "median_ms": run.seconds_per_step * 1e3,
+                    "step_peak_mib": None if run.step_peak_bytes is None else run.step_peak_bytes / 2**20,
+                    "first_loss": run.losses[0], "last_loss": run.losses[-1]}) + "\n")
+                sink.flush()
+    return 0
+
+
 # --------------------------------------------------------------------------- kernel calls (under the sanitizer)
 
 def _kernel_call_cases(device) -> list[tuple[str, Callable, bool]]:
@@ -976,7 +1023,8 @@ def main(argv=None) -> int:
         ctx = Context(args.quick, args.dry_run, args.work, args.peers)
         if args.step.startswith("bench-"):
             return step_benchmark(ctx, args.step.removeprefix("bench-"))
-        return {"environment": step_environment, "peers": step_peers, "overhead": step_overhead}[args.step](ctx)
+        return {"environment": step_environment, "peers": step_peers, "overhead": step_overhead,
+                "examples": step_examples}[args.step](ctx)
 
     every = steps()
     if args.list:
