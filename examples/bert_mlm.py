@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import PATCH, arguments, side_by_side, text_tokens  # noqa: E402
+from side_by_side import PATCH, arguments, size_and_steps, side_by_side, text_tokens  # noqa: E402
 
 SMALL = dict(width=48, heads=4, layers=2, longest=40, batch=8, steps=40, lr=2e-3)
 FULL = dict(width=768, heads=12, layers=8, longest=512, batch=32, steps=200, lr=3e-4)
@@ -67,9 +67,7 @@ def loss_of(model, batch):
 
 def main(argv=None):
     args = arguments(__doc__.split("\n\n")[0], argv)
-    size = FULL if args.full else SMALL
-    steps = args.steps or size["steps"]
-    torch.manual_seed(args.seed)
+    size, steps = size_and_steps(args, SMALL, FULL)
     text, chars = text_tokens(args.device)
     model = Encoder(len(chars), size["width"], size["heads"], size["layers"], size["longest"]).to(args.device)
     data = padded_batches(text, model, size["longest"], size["batch"], min(steps, 64),

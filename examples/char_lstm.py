@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import PATCH, arguments, side_by_side, text_tokens  # noqa: E402
+from side_by_side import PATCH, arguments, size_and_steps, side_by_side, text_tokens  # noqa: E402
 
 SMALL = dict(hidden=64, embed=32, seq=48, batch=16, steps=40, lr=1e-2)
 FULL = dict(hidden=1024, embed=256, seq=256, batch=64, steps=300, lr=2e-3)
@@ -63,9 +63,7 @@ def sample(model, chars: list, prompt: str, length: int, device) -> str:
 
 def main(argv=None):
     args = arguments(__doc__.split("\n\n")[0], argv)
-    size = FULL if args.full else SMALL
-    steps = args.steps or size["steps"]
-    torch.manual_seed(args.seed)
+    size, steps = size_and_steps(args, SMALL, FULL)
     tokens, chars = text_tokens(args.device)
     model = CharLSTM(len(chars), size["embed"], size["hidden"]).to(args.device)
     data = batches(tokens, size["seq"], size["batch"], min(steps, 64), torch.Generator().manual_seed(args.seed))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from char_lstm import batches  # noqa: E402
-from side_by_side import FUNCTIONAL, arguments, side_by_side, text_tokens  # noqa: E402
+from side_by_side import FUNCTIONAL, arguments, size_and_steps, side_by_side, text_tokens  # noqa: E402
 
 SMALL = dict(width=48, heads=4, layers=2, seq=32, batch=8, steps=40, lr=3e-3)
 FULL = dict(width=768, heads=12, layers=8, seq=1024, batch=16, steps=200, lr=6e-4)
@@ -60,9 +60,7 @@ def loss_of(model, batch):
 
 def main(argv=None):
     args = arguments(__doc__.split("\n\n")[0], argv)
-    size = FULL if args.full else SMALL
-    steps = args.steps or size["steps"]
-    torch.manual_seed(args.seed)
+    size, steps = size_and_steps(args, SMALL, FULL)
     tokens, chars = text_tokens(args.device)
     model = GPT(len(chars), size["width"], size["heads"], size["layers"], size["seq"]).to(args.device)
     data = batches(tokens, size["seq"], size["batch"], min(steps, 64), torch.Generator().manual_seed(args.seed))

@@ -43,9 +43,8 @@ PATCH = Route("seqops.patch(model)", prepare=seqops.patch)
 FUNCTIONAL = Route("with seqops.patched_functional():", during=seqops.patched_functional)
 
 
-def arguments(description: str, argv: Optional[list[str]] = None, **small) -> argparse.Namespace:
-    """The command line every example takes; `small`: the example's CPU-sized defaults,
-    which --full replaces by its own full-size ones (the example applies them)."""
+def arguments(description: str, argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The command line every example takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--full", action="store_true", help="the full-size model and run (meant for a GPU)")
@@ -55,9 +54,16 @@ def arguments(description: str, argv: Optional[list[str]] = None, **small) -> ar
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="print nothing (tests)")
     args = parser.parse_args(argv)
-    args.small = small
     args.dtype = getattr(torch, args.dtype)
     return args
+
+
+def size_and_steps(args: argparse.Namespace, small: dict, full: dict) -> tuple[dict, int]:
+    """The example's size (`full` with --full, else `small`) and its number of steps; seeds
+    torch, so that the model is built the same on every run."""
+    size = full if args.full else small
+    torch.manual_seed(args.seed)
+    return size, args.steps or size["steps"]
 
 
 def text_tokens(device) -> tuple[torch.Tensor, list[str]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import PATCH, arguments, side_by_side  # noqa: E402
+from side_by_side import PATCH, arguments, size_and_steps, side_by_side  # noqa: E402
 
 SMALL = dict(width=48, heads=4, layers=2, longest=12, batch=32, steps=60, lr=2e-3)
 FULL = dict(width=512, heads=8, layers=6, longest=128, batch=128, steps=300, lr=5e-4)
@@ -88,9 +88,7 @@ def reverse(model, digits: str, device) -> str:
 
 def main(argv=None):
     args = arguments(__doc__.split("\n\n")[0], argv)
-    size = FULL if args.full else SMALL
-    steps = args.steps or size["steps"]
-    torch.manual_seed(args.seed)
+    size, steps = size_and_steps(args, SMALL, FULL)
     model = Reverser(size["width"], size["heads"], size["layers"], size["longest"]).to(args.device)
     data = digit_batches(size["longest"], size["batch"], min(steps, 64), torch.Generator().manual_seed(args.seed),
                          args.device)
