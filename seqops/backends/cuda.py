@@ -1,7 +1,59 @@
-"""The CUDA C++ backend (csrc/). No kernels are written yet: it registers only why it cannot
-run, so that an explicit choice of it says so."""
+"""The CUDA C++ backend (csrc/, built by seqops/_ext.py): its implementations of each op,
+where it can run, and the limits by which it narrows each op's contract.
+
+It runs on CUDA tensors once the extension loads (prebuilt, or built with nvcc on the
+first call that needs it); otherwise an explicit choice of it raises BackendUnavailable
+saying why (no GPU, no nvcc, a compile error), and `auto` takes another backend.
+
+Priority: below Triton's (20) and torch's (10) on CUDA, so `auto` does not pick these
+kernels: none has run on a GPU yet. Raise it once GPU results (benchmarks/results/) show
+them correct and faster than the Triton kernels.
+"""
 from __future__ import annotations
 
-from seqops import dispatch
+import functools
+import importlib
+from typing import Callable, Optional
 
-dispatch.register_backend("cuda", lambda device: "the CUDA C++ backend has no kernels yet (csrc/ is empty)")
+import torch
+
+from seqops import dispatch
+from seqops.ops.softmax import contract as softmax_contract
+
+PRIORITY = {"cuda": 5}
+
+
+@functools.lru_cache(maxsize=None)
+def _machine_has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def _platform_reason(device: torch.device) -> Optional[str]:
+    if device.type != "cuda":
+        where = "" if _machine_has_cuda() else " (and this machine has no CUDA device)"
+        return f"the CUDA C++ kernels take CUDA tensors, got tensors on {device}{where}"
+    # Finds, or builds once, the extension; remembers a failure. Imported here, not at the
+    # top, to keep the builder off `import seqops`.
+    from seqops import _ext
+
+    return _ext.unavailable_reason()
+
+
+def _function(module: str, name: str) -> Callable:
+    """seqops.backends.<module>.<name>, imported on the first call."""
+    resolved: list[Callable] = []
+
+    def call(*args, **kwargs):
+        if not resolved:
+            resolved.append(getattr(importlib.import_module(f"seqops.backends.{module}"), name))
+        return resolved[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+dispatch.register_backend("cuda", _platform_reason)
+dispatch.register(dispatch.Impl(
+    "softmax", "cuda", "fused",
+    {"forward": _function("cuda_softmax", "softmax_forward"), "backward": _function("cuda_softmax", "softmax_backward")},
+    supports=softmax_contract.fused_reason, priority=PRIORITY))

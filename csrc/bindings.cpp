@@ -1,0 +1,168 @@
+// The Python module `_cuda_ext`: pybind11 over plain values only (data pointers as ints,
+// sizes, int64 strides, dtype codes, the CUDA stream as an int), so that the extension
+// builds with nvcc, pybind11 and the Python headers alone and never sees torch. The
+// Python CUDA Impl (seqops/backends/cuda_softmax.py) checks tensors and fills these.
+//
+// Every failure is a `CudaError` (a RuntimeError) naming the call and the cause: a refused
+// argument, or the CUDA runtime's own error, e.g. "insufficient driver" or "no CUDA-capable
+// device" when called on a machine without a GPU.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common/dtypes.h"
+#include "common/status.h"
+#include "softmax/launchers.h"
+#include "softmax/plan.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using Strides = std::array<int64_t, 4>;  // (a, b, c, column), in elements
+
+struct CudaError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string cuda_message(cudaError_t error) {
+  return std::string(cudaGetErrorName(error)) + ": " + cudaGetErrorString(error);
+}
+
+void raise_on_error(const char* call, const seqops::Status& status) {
+  if (status.code == seqops::StatusCode::bad_argument) {
+    throw CudaError(std::string("seqops CUDA extension, bad argument: ") + status.message);
+  }
+  if (status.code == seqops::StatusCode::cuda_error) {
+    const bool no_gpu = status.cuda == cudaErrorInsufficientDriver || status.cuda == cudaErrorNoDevice;
+    throw CudaError(std::string("seqops CUDA extension, ") + call + ": the CUDA runtime failed (" +
+                    cuda_message(status.cuda) + ")" +
+                    (no_gpu ? "; this machine has no usable NVIDIA GPU and driver" : ""));
+  }
+}
+
+seqops::DType dtype_of(const char* call, const char* name, int code) {
+  if (!seqops::is_known_dtype(code)) {
+    throw CudaError(std::string("seqops CUDA extension, ") + call + ": unknown dtype code " + std::to_string(code) +
+                    " for " + name);
+  }
+  return static_cast<seqops::DType>(code);
+}
+
+seqops::RowStrides row_strides(const Strides& s) { return {s[0], s[1], s[2], s[3]}; }
+
+// Runs `launch` with `device` current, as the tensors' device, restoring the caller's
+// device after: this module's CUDA runtime (linked statically) keeps its own notion of
+// the current device, apart from torch's.
+template <typename Launch>
+seqops::Status on_device(int device, Launch&& launch) {
+  int previous = -1;
+  cudaError_t error = cudaGetDevice(&previous);
+  if (error != cudaSuccess) return seqops::Status::from_cuda(error);
+  if (previous != device && (error = cudaSetDevice(device)) != cudaSuccess) return seqops::Status::from_cuda(error);
+  const seqops::Status status = launch();
+  if (previous != device) cudaSetDevice(previous);
+  return status;
+}
+
+cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+void softmax_forward(uintptr_t x, int x_dtype, const Strides& x_strides, uintptr_t y, int y_dtype,
+                     const Strides& y_strides, uintptr_t mask, const Strides& mask_strides, int64_t n_rows,
+                     int64_t n_cols, int64_t rows_b, int64_t rows_c, int64_t causal_rows, double scale, int device,
+                     uintptr_t stream) {
+  seqops::SoftmaxForwardParams p;
+  p.x = reinterpret_cast<const void*>(x);
+  p.y = reinterpret_cast<void*>(y);
+  p.mask = reinterpret_cast<const uint8_t*>(mask);
+  p.x_dtype = dtype_of("softmax_forward", "x", x_dtype);
+  p.y_dtype = dtype_of("softmax_forward", "y", y_dtype);
+  p.shape = {n_rows, n_cols, rows_b, rows_c};
+  p.x_strides = row_strides(x_strides);
+  p.y_strides = row_strides(y_strides);
+  p.mask_strides = row_strides(mask_strides);
+  p.causal_rows = causal_rows;
+  p.scale = static_cast<float>(scale);
+  raise_on_error("softmax_forward", seqops::check_softmax_forward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("softmax_forward", on_device(device, [&] { return seqops::softmax_forward(p, as_stream(stream)); }));
+}
+
+void softmax_backward(uintptr_t dy, int dy_dtype, const Strides& dy_strides, uintptr_t y, int y_dtype,
+                      const Strides& y_strides, uintptr_t mask, const Strides& mask_strides, uintptr_t dx, int dx_dtype,
+                      const Strides& dx_strides, int64_t n_rows, int64_t n_cols, int64_t rows_b, int64_t rows_c,
+                      int64_t causal_rows, double scale, int device, uintptr_t stream) {
+  seqops::SoftmaxBackwardParams p;
+  p.dy = reinterpret_cast<const void*>(dy);
+  p.y = reinterpret_cast<const void*>(y);
+  p.mask = reinterpret_cast<const uint8_t*>(mask);
+  p.dx = reinterpret_cast<void*>(dx);
+  p.dy_dtype = dtype_of("softmax_backward", "dy", dy_dtype);
+  p.y_dtype = dtype_of("softmax_backward", "y", y_dtype);
+  p.dx_dtype = dtype_of("softmax_backward", "dx", dx_dtype);
+  p.shape = {n_rows, n_cols, rows_b, rows_c};
+  p.dy_strides = row_strides(dy_strides);
+  p.y_strides = row_strides(y_strides);
+  p.mask_strides = row_strides(mask_strides);
+  p.dx_strides = row_strides(dx_strides);
+  p.causal_rows = causal_rows;
+  p.scale = static_cast<float>(scale);
+  raise_on_error("softmax_backward", seqops::check_softmax_backward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("softmax_backward", on_device(device, [&] { return seqops::softmax_backward(p, as_stream(stream)); }));
+}
+
+py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward) {
+  const seqops::SoftmaxPlan plan =
+      backward ? seqops::plan_softmax_backward(n_rows, n_cols) : seqops::plan_softmax(n_rows, n_cols);
+  static const char* const kernel_names[] = {"warp_per_row", "block_per_row", "online"};
+  py::dict out;
+  out["kernel"] = kernel_names[static_cast<int>(plan.kernel)];
+  out["threads"] = plan.threads;
+  out["values_per_lane"] = plan.values_per_lane;
+  out["rows_per_block"] = plan.rows_per_block;
+  out["blocks"] = plan.blocks;
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda_ext, m) {
+  m.doc() = "seqops CUDA C++ kernels over plain values (pointers, sizes, strides, dtype codes, stream)";
+  py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
+#ifdef SEQOPS_SOURCE_HASH
+  m.attr("source_hash") = SEQOPS_SOURCE_HASH;
+#else
+  m.attr("source_hash") = "";
+#endif
+  m.def("dtype_codes", [] {
+    return py::dict(py::arg("float32") = int(seqops::DType::float32), py::arg("float16") = int(seqops::DType::float16),
+                    py::arg("bfloat16") = int(seqops::DType::bfloat16));
+  }, "dtype name -> the code the kernels take");
+  m.def("softmax_forward", &softmax_forward, "y = softmax(scale * x) per row, hidden entries masked",
+        py::arg("x"), py::arg("x_dtype"), py::arg("x_strides"), py::arg("y"), py::arg("y_dtype"), py::arg("y_strides"),
+        py::arg("mask"), py::arg("mask_strides"), py::arg("n_rows"), py::arg("n_cols"), py::arg("rows_b"),
+        py::arg("rows_c"), py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
+  m.def("softmax_backward", &softmax_backward, "dx = scale * y * (dy - sum(dy * y)) per row, 0 where hidden",
+        py::arg("dy"), py::arg("dy_dtype"), py::arg("dy_strides"), py::arg("y"), py::arg("y_dtype"),
+        py::arg("y_strides"), py::arg("mask"), py::arg("mask_strides"), py::arg("dx"), py::arg("dx_dtype"),
+        py::arg("dx_strides"), py::arg("n_rows"), py::arg("n_cols"), py::arg("rows_b"), py::arg("rows_c"),
+        py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
+  m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
+        py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);
+  m.def("rows_vector_aligned",
+        [](uintptr_t data, int64_t stride_a, int64_t stride_b, int64_t stride_c, int64_t stride_col, int element_size,
+           int bytes) {
+          return seqops::rows_vector_aligned(reinterpret_cast<const void*>(data), stride_a, stride_b, stride_c,
+                                             stride_col, element_size, bytes);
+        },
+        "whether rows at `data` with these strides take the kernels' vector loads", py::arg("data"),
+        py::arg("stride_a"), py::arg("stride_b"), py::arg("stride_c"), py::arg("stride_col"), py::arg("element_size"),
+        py::arg("bytes"));
+}

@@ -1,0 +1,200 @@
+// Softmax backward kernels, dx = scale * y * (dy - sum(dy * y)) along each row, and their
+// host launcher. Entries the forward hid get exactly 0, even in a row that is NaN because
+// all of it was hidden: the output does not depend on them (torch's masked_fill
+// backward). Forms by row length as in the forward (plan.h).
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "common/dispatch.cuh"
+#include "common/reduce.cuh"
+#include "softmax/launchers.h"
+#include "softmax/plan.h"
+#include "softmax/row_io.cuh"
+
+namespace seqops {
+namespace {
+
+struct BackwardRow {
+  int64_t n_seen;       // columns past it are hidden by the causal mask
+  const uint8_t* mask;  // null: no mask
+};
+
+__device__ __forceinline__ BackwardRow backward_row(const SoftmaxBackwardParams& p, int64_t row) {
+  return {p.causal_rows > 0 ? min(p.shape.n_cols, row % p.causal_rows + 1) : p.shape.n_cols,
+          p.mask == nullptr ? nullptr : p.mask + row_offset(row, p.shape, p.mask_strides)};
+}
+
+template <typename TDy, typename TY, typename TDx, int kPerLane>
+__global__ void __launch_bounds__(32 * kSoftmaxRowsPerWarpBlock)
+softmax_backward_warp_kernel(const SoftmaxBackwardParams p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows_per_grid = int64_t(gridDim.x) * kSoftmaxRowsPerWarpBlock;
+  for (int64_t row = int64_t(blockIdx.x) * kSoftmaxRowsPerWarpBlock + threadIdx.x / 32; row < p.shape.n_rows;
+       row += rows_per_grid) {
+    const TDy* dy = static_cast<const TDy*>(p.dy) + row_offset(row, p.shape, p.dy_strides);
+    const TY* y = static_cast<const TY*>(p.y) + row_offset(row, p.shape, p.y_strides);
+    TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
+    const BackwardRow r = backward_row(p, row);
+    float yv[kPerLane], dyv[kPerLane];
+    float dot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int64_t col = lane + 32 * k;
+      const bool in_row = col < p.shape.n_cols;
+      yv[k] = in_row ? to_float(y[col * p.y_strides.col]) : 0.0f;
+      dyv[k] = in_row ? to_float(dy[col * p.dy_strides.col]) : 0.0f;
+      dot += yv[k] * dyv[k];
+    }
+    dot = warp_sum(dot);
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      const int64_t col = lane + 32 * k;
+      if (col >= p.shape.n_cols) continue;
+      const bool keep = col < r.n_seen && (r.mask == nullptr || r.mask[col * p.mask_strides.col] != 0);
+      dx[col * p.dx_strides.col] = from_float<TDx>(keep ? p.scale * yv[k] * (dyv[k] - dot) : 0.0f);
+    }
+  }
+}
+
+struct BackwardVectors {
+  bool dy, y, dx, mask;  // which tensors' rows take vector loads (plan.h)
+};
+
+// dx of one chunk from its y and dy and the row's dot, 0 where hidden.
+__device__ __forceinline__ void chunk_gradient(const SoftmaxBackwardParams& p, const BackwardRow& r, int64_t col,
+                                               bool mask_vector, float dot, const float (&yv)[kChunk],
+                                               const float (&dyv)[kChunk], float (&dxv)[kChunk]) {
+  bool keep[kChunk];
+  load_keep(r.mask, col, r.n_seen, p.mask_strides.col, mask_vector, keep);
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) dxv[i] = keep[i] ? p.scale * yv[i] * (dyv[i] - dot) : 0.0f;
+}
+
+template <typename TDy, typename TY, typename TDx>
+__global__ void __launch_bounds__(kSoftmaxBackwardBlockThreads)
+softmax_backward_block_kernel(const SoftmaxBackwardParams p, BackwardVectors vector) {
+  __shared__ float scratch[32];
+  for (int64_t row = blockIdx.x; row < p.shape.n_rows; row += gridDim.x) {
+    const TDy* dy = static_cast<const TDy*>(p.dy) + row_offset(row, p.shape, p.dy_strides);
+    const TY* y = static_cast<const TY*>(p.y) + row_offset(row, p.shape, p.y_strides);
+    TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
+    const BackwardRow r = backward_row(p, row);
+    float yv[kSoftmaxChunksPerThread][kChunk], dyv[kSoftmaxChunksPerThread][kChunk];
+    float dot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kSoftmaxChunksPerThread; ++k) {
+      const int64_t col = (threadIdx.x + int64_t(k) * blockDim.x) * kChunk;
+      load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv[k]);
+      load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv[k]);
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) dot += yv[k][i] * dyv[k][i];
+    }
+    dot = block_sum(dot, scratch);
+#pragma unroll
+    for (int k = 0; k < kSoftmaxChunksPerThread; ++k) {
+      const int64_t col = (threadIdx.x + int64_t(k) * blockDim.x) * kChunk;
+      float dxv[kChunk];
+      chunk_gradient(p, r, col, vector.mask, dot, yv[k], dyv[k], dxv);
+      store_chunk(dx, col, p.shape.n_cols, p.dx_strides.col, vector.dx, dxv);
+    }
+  }
+}
+
+template <typename TDy, typename TY, typename TDx>
+__global__ void __launch_bounds__(kSoftmaxOnlineThreads)
+softmax_backward_online_kernel(const SoftmaxBackwardParams p, BackwardVectors vector) {
+  __shared__ float scratch[32];
+  const int64_t step = int64_t(blockDim.x) * kChunk;
+  for (int64_t row = blockIdx.x; row < p.shape.n_rows; row += gridDim.x) {
+    const TDy* dy = static_cast<const TDy*>(p.dy) + row_offset(row, p.shape, p.dy_strides);
+    const TY* y = static_cast<const TY*>(p.y) + row_offset(row, p.shape, p.y_strides);
+    TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
+    const BackwardRow r = backward_row(p, row);
+    float dot = 0.0f;
+    for (int64_t col = threadIdx.x * int64_t(kChunk); col < p.shape.n_cols; col += step) {
+      float yv[kChunk], dyv[kChunk];
+      load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv);
+      load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv);
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) dot += yv[i] * dyv[i];
+    }
+    dot = block_sum(dot, scratch);
+    for (int64_t col = threadIdx.x * int64_t(kChunk); col < p.shape.n_cols; col += step) {
+      float yv[kChunk], dyv[kChunk], dxv[kChunk];
+      load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv);
+      load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv);
+      chunk_gradient(p, r, col, vector.mask, dot, yv, dyv, dxv);
+      store_chunk(dx, col, p.shape.n_cols, p.dx_strides.col, vector.dx, dxv);
+    }
+  }
+}
+
+bool vector_aligned(const void* data, const RowStrides& s, int element_size) {
+  return rows_vector_aligned(data, s.a, s.b, s.c, s.col, element_size, element_size == 1 ? 8 : 16);
+}
+
+template <typename TDy, typename TY, typename TDx>
+void launch_backward(const SoftmaxBackwardParams& p, const SoftmaxPlan& plan, BackwardVectors vector,
+                     cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(plan.blocks)), block(plan.threads);
+  switch (plan.kernel) {
+    case SoftmaxKernel::warp_per_row:
+      if (plan.values_per_lane == 4) {
+        softmax_backward_warp_kernel<TDy, TY, TDx, 4><<<grid, block, 0, stream>>>(p);
+      } else {
+        softmax_backward_warp_kernel<TDy, TY, TDx, 32><<<grid, block, 0, stream>>>(p);
+      }
+      break;
+    case SoftmaxKernel::block_per_row:
+      softmax_backward_block_kernel<TDy, TY, TDx><<<grid, block, 0, stream>>>(p, vector);
+      break;
+    case SoftmaxKernel::online:
+      softmax_backward_online_kernel<TDy, TY, TDx><<<grid, block, 0, stream>>>(p, vector);
+      break;
+  }
+}
+
+}  // namespace
+
+Status check_softmax_backward(const SoftmaxBackwardParams& p) {
+  if (p.dy == nullptr || p.y == nullptr || p.dx == nullptr) {
+    return Status::bad_argument("softmax_backward: dy, y and dx must not be null");
+  }
+  if (!is_known_dtype(int(p.dy_dtype)) || !is_known_dtype(int(p.y_dtype)) || !is_known_dtype(int(p.dx_dtype))) {
+    return Status::bad_argument("softmax_backward: unknown dtype code");
+  }
+  if (p.dy_dtype != p.y_dtype && p.dy_dtype != DType::float32) {
+    return Status::bad_argument("softmax_backward: dy must be in y's dtype or float32");
+  }
+  if (p.shape.n_rows < 0 || p.shape.n_cols < 0 || p.shape.rows_b < 1 || p.shape.rows_c < 1 || p.causal_rows < 0) {
+    return Status::bad_argument("softmax_backward: negative size, or rows_b/rows_c below 1");
+  }
+  return Status::ok();
+}
+
+Status softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
+  const Status checked = check_softmax_backward(p);
+  if (!checked.is_ok()) return checked;
+  if (p.shape.n_rows == 0 || p.shape.n_cols == 0) return Status::ok();
+  const SoftmaxPlan plan = plan_softmax_backward(p.shape.n_rows, p.shape.n_cols);
+  const BackwardVectors vector{vector_aligned(p.dy, p.dy_strides, dtype_size(p.dy_dtype)),
+                               vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype)),
+                               vector_aligned(p.dx, p.dx_strides, dtype_size(p.dx_dtype)),
+                               p.mask != nullptr && vector_aligned(p.mask, p.mask_strides, 1)};
+  with_dtype(p.y_dtype, [&](auto y_tag) {
+    with_dtype(p.dx_dtype, [&](auto dx_tag) {
+      using TY = decltype(y_tag);
+      using TDx = decltype(dx_tag);
+      // dy in y's dtype (backward) or float32 (a wider tangent under forward-mode AD).
+      if (p.dy_dtype == p.y_dtype) {
+        launch_backward<TY, TY, TDx>(p, plan, vector, stream);
+      } else if constexpr (!std::is_same<TY, float>::value) {
+        launch_backward<float, TY, TDx>(p, plan, vector, stream);
+      }
+    });
+  });
+  return Status::from_cuda(cudaGetLastError());
+}
+
+}  // namespace seqops

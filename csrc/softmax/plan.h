@@ -1,0 +1,91 @@
+// Launch geometry of the softmax kernels per row length, host-only so that the bindings
+// can show it to tests on a machine without a GPU.
+//
+// - warp_per_row (n_cols <= 1024): a warp owns a row, lane i holding columns i, i+32, ...;
+//   four rows a block. Short rows need no shared memory and no barrier. Two builds: up to
+//   128 columns (4 values a lane) and up to 1024 (32 a lane), so that short rows do not
+//   carry 32 registers of predicated-off work.
+// - block_per_row (n_cols <= 16384): a block owns a row, each thread two chunks of 8
+//   consecutive columns, read with 16-byte loads when the row is contiguous and aligned.
+//   As many warps as the row needs (up to 32), so a 1025-column row takes 96 threads,
+//   not 1024.
+// - online (longer rows): a block of 512 threads sweeps a row twice; the first sweep
+//   keeps a running max and a rescaled running sum per thread, merged once at the end,
+//   the second writes. The second read of a row read moments before is mostly served by
+//   L2. (The alternative for sm90a, a cluster sharing a row through distributed
+//   shared memory, waits for a GPU to measure the two against each other.)
+// 16384 columns mirrors the Triton kernels' one-pass limit (kernels/softmax/rows.py).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace seqops {
+
+enum class SoftmaxKernel : int { warp_per_row = 0, block_per_row = 1, online = 2 };
+
+constexpr int64_t kSoftmaxShortWarpCols = 128;
+constexpr int64_t kSoftmaxWarpCols = 1024;
+constexpr int64_t kSoftmaxBlockCols = 16384;
+constexpr int kSoftmaxRowsPerWarpBlock = 4;
+constexpr int kSoftmaxChunk = 8;            // consecutive columns a thread loads at once
+constexpr int kSoftmaxChunksPerThread = 2;  // block_per_row: 16 values a thread
+constexpr int kSoftmaxOnlineThreads = 512;
+// Blocks of one launch at most; kernels stride over the rows past it.
+constexpr int64_t kSoftmaxMaxBlocks = int64_t(1) << 30;
+
+struct SoftmaxPlan {
+  SoftmaxKernel kernel = SoftmaxKernel::warp_per_row;
+  int threads = 0;           // per block
+  int values_per_lane = 0;   // warp_per_row: columns a lane holds (4 or 32)
+  int rows_per_block = 1;
+  int64_t blocks = 0;
+};
+
+inline SoftmaxPlan plan_softmax(int64_t n_rows, int64_t n_cols) {
+  SoftmaxPlan plan;
+  if (n_cols <= kSoftmaxWarpCols) {
+    plan.kernel = SoftmaxKernel::warp_per_row;
+    plan.values_per_lane = n_cols <= kSoftmaxShortWarpCols ? 4 : 32;
+    plan.rows_per_block = kSoftmaxRowsPerWarpBlock;
+    plan.threads = 32 * kSoftmaxRowsPerWarpBlock;
+  } else if (n_cols <= kSoftmaxBlockCols) {
+    plan.kernel = SoftmaxKernel::block_per_row;
+    const int64_t per_thread = kSoftmaxChunk * kSoftmaxChunksPerThread;
+    const int64_t threads = (n_cols + per_thread - 1) / per_thread;
+    plan.threads = static_cast<int>((threads + 31) / 32 * 32);
+  } else {
+    plan.kernel = SoftmaxKernel::online;
+    plan.threads = kSoftmaxOnlineThreads;
+  }
+  plan.blocks = std::min((n_rows + plan.rows_per_block - 1) / plan.rows_per_block, kSoftmaxMaxBlocks);
+  return plan;
+}
+
+// The backward holds two tensors of a row (y and dy) where the forward holds one. Its
+// block_per_row form spills registers when built for 1024 or 512 threads (ptxas -v, CI's
+// tests/test_cuda_build.py) and not for 256, so it stops at 256 threads (4096 columns);
+// longer rows take the online form's two sweeps, the second mostly served by L2.
+constexpr int kSoftmaxBackwardBlockThreads = 256;
+
+inline SoftmaxPlan plan_softmax_backward(int64_t n_rows, int64_t n_cols) {
+  SoftmaxPlan plan = plan_softmax(n_rows, n_cols);
+  if (plan.kernel == SoftmaxKernel::block_per_row && plan.threads > kSoftmaxBackwardBlockThreads) {
+    plan.kernel = SoftmaxKernel::online;
+    plan.threads = kSoftmaxOnlineThreads;
+  }
+  return plan;
+}
+
+// Whether every row of a tensor can be read in 8-column chunks with vector loads: its
+// columns are contiguous and every row starts on a `bytes` boundary (16 for 2- and 4-byte
+// elements, 8 for the uint8 mask). Sizes-1 dims carry stride 0 in the row model, so their
+// strides do not spoil this.
+inline bool rows_vector_aligned(const void* data, int64_t stride_a, int64_t stride_b, int64_t stride_c,
+                                int64_t stride_col, int element_size, int bytes) {
+  if (stride_col != 1) return false;
+  const auto aligned = [&](int64_t stride) { return (stride * element_size) % bytes == 0; };
+  return reinterpret_cast<uintptr_t>(data) % bytes == 0 && aligned(stride_a) && aligned(stride_b) && aligned(stride_c);
+}
+
+}  // namespace seqops

@@ -1,0 +1,333 @@
+"""The compiled CUDA C++ extension (csrc/): find a prebuilt one, or build it with nvcc on
+first CUDA use, and say plainly what failed when neither works.
+
+Where `load()` looks, in order:
+  1. $SEQOPS_CUDA_EXT_DIR: a folder built by `python -m seqops._ext build DIR` (on any
+     machine with nvcc; copy it to a GPU machine that has no compiler).
+  2. Installed beside this file by `SEQOPS_BUILD_EXT=1 pip install --no-build-isolation -e .`
+  3. The cache, $SEQOPS_CACHE_DIR (default ~/.cache/seqops) / cuda_ext / <key>, the key a
+     hash of the sources, the nvcc version, the target archs, the Python ABI and pybind11.
+  4. Else it builds into that cache: nvcc straight (no torch: the extension takes plain
+     pointers and sizes), MAX_JOBS parallel jobs, the CUDA runtime linked statically so the
+     `.so` needs no CUDA toolkit where it runs.
+A prebuilt module built from other sources than the csrc/ beside it (a checkout edited
+since) is skipped, not trusted.
+
+Target archs: $SEQOPS_CUDA_ARCHS ("80;90a"), else $TORCH_CUDA_ARCH_LIST ("8.0;9.0a",
+"8.6+PTX"), else the visible GPUs' own, else sm_80 and sm_90a.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Optional, Sequence
+
+MODULE = "_cuda_ext"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CSRC = PACKAGE_DIR.parent / "csrc"
+DEFAULT_ARCHS = ("80", "90a")
+SOURCE_SUFFIXES = (".cu", ".cpp", ".h", ".cuh")
+
+
+class ExtensionUnavailable(RuntimeError):
+    """The CUDA extension could not be found or built; the message says why."""
+
+
+def source_files(root: Path = CSRC) -> list[Path]:
+    """Every file the extension is built from (compiled sources and headers), sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix in SOURCE_SUFFIXES)
+
+
+def source_hash(root: Path = CSRC) -> str:
+    digest = hashlib.sha256()
+    for path in source_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def find_nvcc() -> Optional[str]:
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if home and (Path(home) / "bin" / "nvcc").is_file():
+            return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def nvcc_version(nvcc: str) -> str:
+    """The release line of `nvcc --version`, e.g. 'Cuda compilation tools, release 13.0, V13.0.88'."""
+    lines = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    return next((line for line in lines if "release" in line), lines[-1] if lines else "unknown")
+
+
+def parse_archs(text: str) -> list[str]:
+    """Archs as nvcc numbers ('80', '90a', '86+PTX') from either spelling: '8.0;9.0a',
+    '8.6+PTX 9.0', 'sm_80,sm_90a'."""
+    archs = []
+    for item in re.split(r"[;,\s]+", text.strip()):
+        if not item:
+            continue
+        match = re.fullmatch(r"(?:sm_|compute_)?(\d+)(?:\.(\d))?([a-z]?)(\+PTX)?", item, re.IGNORECASE)
+        if match is None:
+            raise ExtensionUnavailable(f"cannot read CUDA arch {item!r} in {text!r} (expected e.g. '8.0;9.0a' or '80;90a')")
+        major, minor, suffix, ptx = match.groups()
+        number = major + minor if minor is not None else major
+        if minor is None and len(major) == 1:
+            number = major + "0"
+        archs.append(number + suffix.lower() + ("+PTX" if ptx else ""))
+    if not archs:
+        raise ExtensionUnavailable(f"no CUDA arch in {text!r}")
+    return archs
+
+
+def target_archs() -> list[str]:
+    for variable in ("SEQOPS_CUDA_ARCHS", "TORCH_CUDA_ARCH_LIST"):
+        if os.environ.get(variable):
+            return parse_archs(os.environ[variable])
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            # sm_90 devices get sm_90a, the arch-specific target (wgmma, TMA) the kernels are written for.
+            found = {f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+                     for major, minor in (torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))}
+            return sorted(found)
+    except Exception:  # no usable torch.cuda: build for the default targets
+        pass
+    return list(DEFAULT_ARCHS)
+
+
+def gencode_flags(archs: Sequence[str]) -> list[str]:
+    flags = []
+    for arch in archs:
+        number = arch.replace("+PTX", "")
+        flags += ["-gencode", f"arch=compute_{number},code=sm_{number}"]
+        if arch.endswith("+PTX"):
+            flags += ["-gencode", f"arch=compute_{number},code=compute_{number}"]
+    return flags
+
+
+def cutlass_include() -> Optional[Path]:
+    """CUTLASS/CuTe headers of the nvidia-cutlass wheel (`pip install seqops[cuda]`), if installed."""
+    spec = importlib.util.find_spec("cutlass_library")
+    if spec is None or spec.origin is None:
+        return None
+    include = Path(spec.origin).parent / "source" / "include"
+    return include if include.is_dir() else None
+
+
+def pybind11_include() -> str:
+    try:
+        import pybind11
+    except ImportError:
+        raise ExtensionUnavailable("cannot build the seqops CUDA extension: pybind11 is not installed "
+                                   "(pip install 'seqops[cuda]' or pip install pybind11)") from None
+    return pybind11.get_include()
+
+
+def build_key(archs: Sequence[str], nvcc: str) -> str:
+    try:
+        import pybind11
+        pybind_version = pybind11.__version__
+    except ImportError:
+        pybind_version = "none"
+    parts = [source_hash(), nvcc_version(nvcc), ";".join(archs), sysconfig.get_config_var("EXT_SUFFIX") or "",
+             pybind_version]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    if os.environ.get("SEQOPS_CACHE_DIR"):
+        return Path(os.environ["SEQOPS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqops"
+
+
+def module_file(folder: Path) -> Optional[Path]:
+    found = sorted(folder.glob(f"{MODULE}*.so")) + sorted(folder.glob(f"{MODULE}*.pyd"))
+    return found[0] if found else None
+
+
+def jobs() -> int:
+    value = os.environ.get("MAX_JOBS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ExtensionUnavailable(f"MAX_JOBS must be a whole number, got {value!r}") from None
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path        # the built module
+    log: str          # everything nvcc printed (ptxas's per-kernel report with ptxas_verbose)
+    seconds: float
+
+
+def _run(command: list[str], what: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-40:])
+        raise ExtensionUnavailable(f"building the seqops CUDA extension failed at {what}:\n  {' '.join(command)}\n{tail}")
+    return f"== {what}\n{output}"
+
+
+def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Optional[int] = None,
+          ptxas_verbose: bool = False, root: Path = CSRC) -> BuildResult:
+    """Compile every .cu (for each arch) and bindings.cpp, link them with the CUDA runtime
+    static into out_dir/_cuda_ext<EXT_SUFFIX>, and return it with nvcc's output. The module
+    appears in out_dir whole or not at all (built aside, then renamed)."""
+    start = time.perf_counter()
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise ExtensionUnavailable(
+            "cannot build the seqops CUDA extension: nvcc not found (install the CUDA toolkit or set CUDA_HOME; "
+            "or build it on another machine with `python -m seqops._ext build DIR` and set SEQOPS_CUDA_EXT_DIR=DIR)")
+    if not (root / "bindings.cpp").is_file():
+        raise ExtensionUnavailable(f"cannot build the seqops CUDA extension: its sources are not at {root} "
+                                   "(install seqops from a source checkout, or use a prebuilt extension)")
+    archs = list(archs) if archs is not None else target_archs()
+    includes = ["-I", str(root)]
+    cutlass = cutlass_include()
+    if cutlass is not None:
+        includes += ["-I", str(cutlass)]
+    common = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+              f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"', *includes]
+    python_includes = ["-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
+    try:
+        commands = []
+        for source in sorted(root.rglob("*.cu")) + sorted(root.rglob("*.cpp")):
+            obj = work / (source.relative_to(root).as_posix().replace("/", "_") + ".o")
+            flags = common + (gencode_flags(archs) + (["-Xptxas", "-v"] if ptxas_verbose else [])
+                              if source.suffix == ".cu" else python_includes)
+            commands.append(([nvcc, "-c", str(source), "-o", str(obj), *flags], source.relative_to(root).as_posix(), obj))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
+            logs = list(pool.map(lambda c: _run(c[0], c[1]), commands))
+        target = work / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+        logs.append(_run([nvcc, "-shared", "-cudart", "static", "-o", str(target), *(str(c[2]) for c in commands)],
+                         "link"))
+        final = out_dir / target.name
+        os.replace(target, final)
+        return BuildResult(final, "\n".join(logs), time.perf_counter() - start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def import_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"seqops.{MODULE}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _current(module: ModuleType) -> bool:
+    """Whether `module` was built from the csrc/ present here (always, when no csrc/ is)."""
+    return not (CSRC / "bindings.cpp").is_file() or getattr(module, "source_hash", None) == source_hash()
+
+
+_loaded: list[ModuleType] = []
+_failure: list[str] = []
+
+
+def load() -> ModuleType:
+    """The extension module, found or built once per process (see the module docstring).
+    Raises ExtensionUnavailable saying what failed."""
+    if _loaded:
+        return _loaded[0]
+    if _failure:
+        raise ExtensionUnavailable(_failure[0])
+    try:
+        module = _find_or_build()
+    except ExtensionUnavailable as error:
+        _failure.append(str(error))
+        raise
+    _loaded.append(module)
+    return module
+
+
+def _find_or_build() -> ModuleType:
+    skipped = []
+    candidates = []
+    if os.environ.get("SEQOPS_CUDA_EXT_DIR"):
+        folder = Path(os.environ["SEQOPS_CUDA_EXT_DIR"])
+        path = module_file(folder)
+        if path is None:
+            raise ExtensionUnavailable(f"SEQOPS_CUDA_EXT_DIR={folder} holds no {MODULE} module "
+                                       f"(build one with `python -m seqops._ext build {folder}`)")
+        candidates.append(path)
+    installed = module_file(PACKAGE_DIR)
+    if installed is not None:
+        candidates.append(installed)
+    for path in candidates:
+        try:
+            module = import_module(path)
+        except ImportError as error:
+            skipped.append(f"{path} does not import ({error})")
+            continue
+        if _current(module):
+            return module
+        skipped.append(f"{path} was built from other sources than {CSRC}")
+    nvcc = find_nvcc()
+    if nvcc is None and skipped:
+        raise ExtensionUnavailable("no usable seqops CUDA extension: " + "; ".join(skipped) + "; and nvcc is not found "
+                                   "to build one")
+    archs = target_archs()
+    folder = cache_root() / "cuda_ext" / (build_key(archs, nvcc) if nvcc else "no-nvcc")
+    cached = module_file(folder)
+    if cached is None:
+        cached = build(folder, archs).path
+    try:
+        return import_module(cached)
+    except ImportError as error:
+        raise ExtensionUnavailable(f"the seqops CUDA extension at {cached} does not import ({error})") from None
+
+
+def unavailable_reason() -> Optional[str]:
+    """None when the extension loads, else why not (found or built once, then remembered)."""
+    try:
+        load()
+    except ExtensionUnavailable as error:
+        return str(error)
+    return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqops._ext",
+                                     description="Build the seqops CUDA extension into a folder (no GPU needed).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build_parser = sub.add_parser("build", help="build into DIR; use it elsewhere with SEQOPS_CUDA_EXT_DIR=DIR")
+    build_parser.add_argument("dir", type=Path)
+    build_parser.add_argument("--archs", help="e.g. '80;90a' (default: SEQOPS_CUDA_ARCHS, TORCH_CUDA_ARCH_LIST, "
+                                              "the visible GPUs, else 80;90a)")
+    build_parser.add_argument("--ptxas-verbose", action="store_true", help="print registers and spills per kernel")
+    args = parser.parse_args(argv)
+    archs = parse_archs(args.archs) if args.archs else None
+    try:
+        result = build(args.dir, archs, ptxas_verbose=args.ptxas_verbose)
+    except ExtensionUnavailable as error:
+        print(error, file=sys.stderr)
+        return 1
+    (args.dir / "build.log").write_text(result.log)
+    if args.ptxas_verbose:
+        print(result.log)
+    print(f"built {result.path} in {result.seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Everything of the CUDA C++ backend that is not a kernel, checked without a GPU: the
+dtype code table, launch geometry per row length, vector-load alignment, the plain values
+filled from strided tensors, the extension's finding/building rules, setup.py's opt-in
+build, and the backend's registration."""
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import setuptools
+import torch
+
+import seqops
+from cuda_build import built
+from seqops import _ext, dispatch
+from seqops.backends import cuda_softmax
+from seqops.backends.cuda_values import DTYPE_CODES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- tables and geometry (through the compiled module's host code) --
+
+def test_dtype_codes_agree_with_the_extension():
+    _, module = built()
+    assert module.dtype_codes() == {str(dtype).removeprefix("torch."): code for dtype, code in DTYPE_CODES.items()}
+
+
+@pytest.mark.parametrize("n_cols, kernel, threads, per_lane", [
+    (1, "warp_per_row", 128, 4), (128, "warp_per_row", 128, 4), (129, "warp_per_row", 128, 32),
+    (1024, "warp_per_row", 128, 32), (1025, "block_per_row", 96, 0), (4096, "block_per_row", 256, 0),
+    (16384, "block_per_row", 1024, 0), (16385, "online", 512, 0), (10**6, "online", 512, 0),
+])
+def test_launch_geometry_per_row_length(n_cols, kernel, threads, per_lane):
+    _, module = built()
+    plan = module.softmax_plan(37, n_cols)
+    assert (plan["kernel"], plan["threads"], plan["values_per_lane"]) == (kernel, threads, per_lane)
+    if kernel == "warp_per_row":
+        # Four rows a block, a warp each; every column of a row has a lane slot.
+        assert plan["rows_per_block"] == 4 and plan["blocks"] == 10 and 32 * per_lane >= n_cols
+    else:
+        assert plan["rows_per_block"] == 1 and plan["blocks"] == 37
+    if kernel == "block_per_row":
+        # Two chunks of 8 columns a thread cover the row, with less than a warp to spare.
+        assert threads % 32 == 0 and threads * 16 >= n_cols > (threads - 32) * 16
+
+
+@pytest.mark.parametrize("n_cols, kernel, threads", [
+    (1024, "warp_per_row", 128), (1025, "block_per_row", 96), (4096, "block_per_row", 256),
+    (4097, "online", 512), (16384, "online", 512),
+])
+def test_backward_geometry_holds_two_tensors_in_blocks_of_at_most_256(n_cols, kernel, threads):
+    _, module = built()
+    plan = module.softmax_plan(37, n_cols, backward=True)
+    assert (plan["kernel"], plan["threads"]) == (kernel, threads)
+
+
+def test_launch_geometry_caps_the_grid_and_strides_over_the_rest():
+    _, module = built()
+    assert module.softmax_plan(2**40, 70000)["blocks"] == 2**30
+    assert module.softmax_plan(0, 10)["blocks"] == 0
+
+
+def test_vector_loads_only_where_every_row_is_aligned():
+    _, module = built()
+    aligned = 1 << 20
+    assert module.rows_vector_aligned(aligned, 0, 64, 8, 1, 2, 16)          # bf16 rows of 8
+    assert not module.rows_vector_aligned(aligned, 0, 64, 9, 1, 2, 16)      # 18-byte row stride
+    assert not module.rows_vector_aligned(aligned + 2, 0, 0, 8, 1, 2, 16)   # an offset view
+    assert not module.rows_vector_aligned(aligned, 0, 0, 8, 2, 2, 16)       # strided columns
+    assert module.rows_vector_aligned(aligned, 0, 0, 4, 1, 4, 16)           # fp32 rows of 4
+    assert module.rows_vector_aligned(aligned + 8, 0, 0, 8, 1, 1, 8)        # the uint8 mask
+    assert module.rows_vector_aligned(aligned, 0, 0, 0, 1, 2, 16)           # one row broadcast
+
+
+# -- plain values from strided tensors (pure Python, no build needed) --
+
+def gathered_rows(tensor: torch.Tensor, values: dict, name: str) -> torch.Tensor:
+    """[n_rows, n_cols] read from tensor's storage exactly as the kernels address it:
+    the pointer, then row (a, b, c) and column strides."""
+    storage = torch.empty(0, dtype=tensor.dtype).set_(tensor.untyped_storage())
+    base = (values[name] - storage.data_ptr()) // tensor.element_size()
+    sa, sb, sc, scol = values[f"{name}_strides"]
+    rows = torch.arange(values["n_rows"])
+    c, rest = rows % values["rows_c"], rows // values["rows_c"]
+    offsets = base + (rest // values["rows_b"]) * sa + (rest % values["rows_b"]) * sb + c * sc
+    offsets = offsets[:, None] + torch.arange(values["n_cols"])[None, :] * scol
+    return storage[offsets]
+
+
+@pytest.mark.parametrize("case", ["contiguous", "transposed", "sliced", "dim_not_last", "zero_dim"])
+def test_forward_values_address_the_tensors_in_place(case):
+    base = torch.randn(4, 6, 9, 10)
+    x, dim = {
+        "contiguous": (base, 3),
+        "transposed": (base.transpose(1, 3), 3),
+        "sliced": (base[:, 1:5, ::2, 3:], 3),
+        "dim_not_last": (base.permute(0, 2, 1, 3), 1),
+        "zero_dim": (torch.tensor(2.5), 0),
+    }[case]
+    y = torch.empty(x.shape, dtype=torch.bfloat16)
+    values = cuda_softmax.forward_values(x, y, None, dim, 0.5, False)
+    assert values["x"] == x.data_ptr(), "an expressible layout is read in place, not copied"
+    assert values["x_dtype"] == 0 and values["y_dtype"] == 2 and values["mask"] == 0 and values["scale"] == 0.5
+    rows = x.movedim(dim, -1).reshape(-1, x.shape[dim] if x.dim() else 1)
+    assert torch.equal(gathered_rows(x, values, "x"), rows)
+    y.copy_(torch.arange(y.numel()).reshape(y.shape))
+    assert torch.equal(gathered_rows(y, values, "y"), y.movedim(dim, -1).reshape(rows.shape))
+
+
+def test_a_layout_that_does_not_collapse_is_copied_once():
+    x = torch.randn(3, 4, 5, 6, 7).permute(2, 0, 4, 1, 3)  # leading dims merge to four, not three
+    y = torch.empty(x.shape)
+    values = cuda_softmax.forward_values(x, y, None, 4, 1.0, False)
+    assert values["x"] != x.data_ptr() and values["x_strides"] == values["y_strides"]
+    # The copy lives only as long as the call's values; gather from it through y's layout.
+    (x_rows, _), _, _, _ = cuda_softmax.softmax_rows([x, y], None, False, 4, target=1)
+    assert torch.equal(gathered_rows(x_rows, values, "x"), x.reshape(-1, 6))
+
+
+def test_mask_broadcast_and_causal_reach_the_kernels_as_strides_and_causal_rows():
+    x = torch.randn(2, 3, 5, 7)
+    mask = torch.rand(5, 7) > 0.5
+    values = cuda_softmax.forward_values(x, torch.empty_like(x), mask, 3, 1.0, True)
+    assert values["causal_rows"] == 5 and values["mask"] == mask.data_ptr()
+    assert values["mask_strides"] == (0, 0, 7, 1), "the mask's batch dims broadcast through stride 0"
+    assert torch.equal(gathered_rows(mask.view(torch.uint8), values, "mask").bool(), mask.expand(x.shape).reshape(-1, 7))
+    # Causal along a dim other than the last becomes part of the mask.
+    (_, _), mask_rows, causal_rows, layout = cuda_softmax.softmax_rows([x, torch.empty_like(x)], None, True, 2, target=1)
+    assert causal_rows == 0
+    values = {"mask": mask_rows.data_ptr(), "mask_strides": layout.strides[2], "n_rows": layout.n_rows,
+              "n_cols": layout.n_cols, "rows_b": layout.rows_b, "rows_c": layout.rows_c}
+    keep = torch.ones(5, 7, dtype=torch.bool).tril().expand(x.shape).movedim(2, -1).reshape(-1, 5)
+    assert torch.equal(gathered_rows(mask_rows, values, "mask").bool(), keep)
+
+
+def test_backward_values_address_each_tensor_with_its_own_strides():
+    y = torch.randn(6, 11, 13).softmax(-1).transpose(0, 1)
+    grad_y = torch.randn(13, 11, 6).permute(1, 2, 0)
+    dx = torch.empty(y.shape, dtype=torch.float16)
+    values = cuda_softmax.backward_values(grad_y, y, dx, None, 1, 2.0, False)
+    assert (values["dy"], values["y"], values["dx"]) == (grad_y.data_ptr(), y.data_ptr(), dx.data_ptr())
+    assert values["dx_dtype"] == 1 and values["mask"] == 0
+    assert torch.equal(gathered_rows(grad_y, values, "dy"), grad_y.movedim(1, -1).reshape(-1, 6))
+    assert torch.equal(gathered_rows(y, values, "y"), y.movedim(1, -1).reshape(-1, 6))
+
+
+# -- finding and building the extension --
+
+@pytest.mark.parametrize("text, archs", [
+    ("8.0;9.0a", ["80", "90a"]), ("80;90a", ["80", "90a"]), ("sm_80,sm_90a", ["80", "90a"]),
+    ("8.6+PTX 9.0", ["86+PTX", "90"]), ("9", ["90"]), ("10.0a", ["100a"]),
+])
+def test_arch_lists_in_either_spelling(text, archs):
+    assert _ext.parse_archs(text) == archs
+
+
+def test_bad_arch_lists_say_what_they_could_not_read():
+    with pytest.raises(_ext.ExtensionUnavailable, match="cannot read CUDA arch 'ampere'"):
+        _ext.parse_archs("8.0;ampere")
+
+
+def test_arch_choice_honours_seqops_then_torch_variables(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.6")
+    monkeypatch.delenv("SEQOPS_CUDA_ARCHS", raising=False)
+    assert _ext.target_archs() == ["86"]
+    monkeypatch.setenv("SEQOPS_CUDA_ARCHS", "90a")
+    assert _ext.target_archs() == ["90a"]
+    assert _ext.gencode_flags(["80", "90a+PTX"]) == [
+        "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90a,code=sm_90a",
+        "-gencode", "arch=compute_90a,code=compute_90a"]
+
+
+def test_cache_key_changes_with_archs_and_sources(tmp_path, monkeypatch):
+    if _ext.find_nvcc() is None:
+        pytest.skip("nvcc is not installed")
+    nvcc = _ext.find_nvcc()
+    assert _ext.build_key(["80"], nvcc) != _ext.build_key(["80", "90a"], nvcc)
+    assert _ext.build_key(["80"], nvcc) == _ext.build_key(["80"], nvcc)
+    (tmp_path / "a.cu").write_text("// one")
+    first = _ext.source_hash(tmp_path)
+    (tmp_path / "a.cu").write_text("// two")
+    assert _ext.source_hash(tmp_path) != first
+
+
+def test_building_without_nvcc_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(_ext, "find_nvcc", lambda: None)
+    with pytest.raises(_ext.ExtensionUnavailable, match="nvcc not found .*SEQOPS_CUDA_EXT_DIR"):
+        _ext.build(tmp_path)
+
+
+def test_a_prebuilt_folder_is_found_and_a_missing_one_named(tmp_path, monkeypatch):
+    result, _ = built()
+    monkeypatch.setenv("SEQOPS_CUDA_EXT_DIR", str(result.path.parent))
+    assert _ext._find_or_build().source_hash == _ext.source_hash()
+    monkeypatch.setenv("SEQOPS_CUDA_EXT_DIR", str(tmp_path))
+    with pytest.raises(_ext.ExtensionUnavailable, match=f"SEQOPS_CUDA_EXT_DIR={tmp_path} holds no _cuda_ext"):
+        _ext._find_or_build()
+
+
+def test_a_module_built_from_other_sources_is_not_trusted():
+    class Stale:
+        source_hash = "0" * 16
+
+    assert not _ext._current(Stale())
+
+
+def test_plain_install_compiles_nothing_and_the_opt_in_builds_the_extension(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(sys, "argv", ["setup.py", "--name"])
+    monkeypatch.delenv("SEQOPS_BUILD_EXT", raising=False)
+    runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    assert seen["ext_modules"] == [] and seen["cmdclass"] == {}
+    assert seen["extras_require"]["cuda"] == ["nvidia-cutlass", "pybind11"]
+    monkeypatch.setenv("SEQOPS_BUILD_EXT", "1")
+    runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    assert [ext.name for ext in seen["ext_modules"]] == ["seqops._cuda_ext"] and "build_ext" in seen["cmdclass"]
+
+
+# -- registration --
+
+def test_cuda_backend_on_a_cpu_tensor_says_why_and_auto_never_picks_it():
+    with seqops.backend("cuda"):
+        with pytest.raises(seqops.BackendUnavailable, match="backend 'cuda' cannot run this call: the CUDA C\\+\\+ "
+                                                            "kernels take CUDA tensors, got tensors on cpu"):
+            seqops.softmax(torch.randn(3, 4))
+    assert all(impl.backend != "cuda" for impl in dispatch._auto_order[("softmax", "cpu")])
+    order = [impl.backend for impl in dispatch._auto_order[("softmax", "cuda")]]
+    assert order.index("cuda") > order.index("triton"), "the CUDA kernels rank below Triton until measured"
+    assert dispatch.implementation("softmax/cuda/fused").supports is not None
