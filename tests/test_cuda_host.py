@@ -229,3 +229,23 @@ def test_cuda_backend_on_a_cpu_tensor_says_why_and_auto_never_picks_it():
     order = [impl.backend for impl in dispatch._auto_order[("softmax", "cuda")]]
     assert order.index("cuda") > order.index("triton"), "the CUDA kernels rank below Triton until measured"
     assert dispatch.implementation("softmax/cuda/fused").supports is not None
+
+
+def test_tests_reaching_an_op_the_cuda_backend_lacks_skip_and_other_refusals_fail(tmp_path):
+    """conftest.py's rule: on a GPU, tests run over every backend skip an op the CUDA C++
+    backend does not implement yet; the same refusal from another backend still fails."""
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path)
+    (tmp_path / "test_refusals.py").write_text(
+        "import seqops\n"
+        "def test_cuda_lacks_attention():\n"
+        "    raise seqops.BackendUnavailable(\"seqops.attention: backend 'cuda' cannot run this call: "
+        "backend 'cuda' has no implementation of attention\")\n"
+        "def test_triton_lacks_attention():\n"
+        "    raise seqops.BackendUnavailable(\"seqops.attention: backend 'triton' cannot run this call: "
+        "backend 'triton' has no implementation of attention\")\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "1 failed, 1 skipped" in result.stdout, result.stdout[-2000:]
