@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -33,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 MODULE = "_cuda_ext"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -260,6 +261,24 @@ def load() -> ModuleType:
     return module
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Holds folder/.lock exclusively: processes starting together (pytest-xdist workers)
+    build once, the others waiting and then finding the module."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: builds may race, each still renames its module in whole
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _find_or_build() -> ModuleType:
     skipped = []
     candidates = []
@@ -288,9 +307,10 @@ def _find_or_build() -> ModuleType:
                                    "to build one")
     archs = target_archs()
     folder = cache_root() / "cuda_ext" / (build_key(archs, nvcc) if nvcc else "no-nvcc")
-    cached = module_file(folder)
-    if cached is None:
-        cached = build(folder, archs).path
+    with _build_lock(folder):
+        cached = module_file(folder)
+        if cached is None:
+            cached = build(folder, archs).path
     try:
         return import_module(cached)
     except ImportError as error:

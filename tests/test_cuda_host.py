@@ -183,6 +183,43 @@ def test_cache_key_changes_with_archs_and_sources(tmp_path, monkeypatch):
     assert _ext.source_hash(tmp_path) != first
 
 
+def test_cutlass_headers_come_from_the_nvidia_cutlass_wheel_when_installed(tmp_path, monkeypatch):
+    package = tmp_path / "cutlass_library"
+    (package / "source" / "include" / "cute").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _ext.cutlass_include() == package / "source" / "include"
+
+
+def test_processes_building_at_once_build_once(tmp_path, monkeypatch):
+    """The cache folder's lock: a second process waits for the first's build and finds it."""
+    import threading
+    import time
+
+    builds = []
+
+    def slow_build(folder, archs):
+        builds.append(folder)
+        time.sleep(0.3)  # long enough for every other thread to look for the module meanwhile
+        (folder / "_cuda_ext.so").write_text("")
+        return _ext.BuildResult(folder / "_cuda_ext.so", "", 0.0)
+
+    monkeypatch.setenv("SEQOPS_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SEQOPS_CUDA_EXT_DIR", raising=False)
+    monkeypatch.setattr(_ext, "module_file", lambda folder: next(iter(sorted(folder.glob("_cuda_ext*.so"))), None)
+                        if folder != _ext.PACKAGE_DIR else None)
+    monkeypatch.setattr(_ext, "find_nvcc", lambda: "nvcc")
+    monkeypatch.setattr(_ext, "build_key", lambda archs, nvcc: "key")
+    monkeypatch.setattr(_ext, "build", slow_build)
+    monkeypatch.setattr(_ext, "import_module", lambda path: path)
+    threads = [threading.Thread(target=_ext._find_or_build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == [tmp_path / "cuda_ext" / "key"]
+
+
 def test_building_without_nvcc_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(_ext, "find_nvcc", lambda: None)
     with pytest.raises(_ext.ExtensionUnavailable, match="nvcc not found .*SEQOPS_CUDA_EXT_DIR"):
