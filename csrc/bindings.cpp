@@ -18,6 +18,8 @@
 
 #include "common/dtypes.h"
 #include "common/status.h"
+#include "recurrent/launchers.h"
+#include "recurrent/plan.h"
 #include "softmax/launchers.h"
 #include "softmax/plan.h"
 
@@ -26,6 +28,7 @@ namespace py = pybind11;
 namespace {
 
 using Strides = std::array<int64_t, 4>;  // (a, b, c, column), in elements
+using MatrixStrides = std::array<int64_t, 2>;  // (row, column), in elements
 
 struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -118,6 +121,92 @@ void softmax_backward(uintptr_t dy, int dy_dtype, const Strides& dy_strides, uin
   raise_on_error("softmax_backward", on_device(device, [&] { return seqops::softmax_backward(p, as_stream(stream)); }));
 }
 
+seqops::Strides2 matrix_strides(const MatrixStrides& s) { return {s[0], s[1]}; }
+
+void lstm_cell_forward(uintptr_t x, const MatrixStrides& x_strides, uintptr_t h0, const MatrixStrides& h0_strides, uintptr_t c0,
+                       const MatrixStrides& c0_strides, uintptr_t w_ih, const MatrixStrides& w_ih_strides, uintptr_t w_hh,
+                       const MatrixStrides& w_hh_strides, uintptr_t b_ih, int64_t b_ih_stride, uintptr_t b_hh,
+                       int64_t b_hh_stride, uintptr_t h1, const MatrixStrides& h1_strides, uintptr_t c1,
+                       const MatrixStrides& c1_strides, uintptr_t gates, const MatrixStrides& gates_strides, int dtype,
+                       int64_t batch, int64_t input_size, int64_t hidden, int device, uintptr_t stream) {
+  seqops::LstmCellForwardParams p;
+  p.x = reinterpret_cast<const void*>(x);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.c0 = reinterpret_cast<const void*>(c0);
+  p.w_ih = reinterpret_cast<const void*>(w_ih);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.b_ih = reinterpret_cast<const void*>(b_ih);
+  p.b_hh = reinterpret_cast<const void*>(b_hh);
+  p.h1 = reinterpret_cast<void*>(h1);
+  p.c1 = reinterpret_cast<void*>(c1);
+  p.gates = reinterpret_cast<float*>(gates);
+  p.dtype = dtype_of("lstm_cell_forward", "the cell's tensors", dtype);
+  p.batch = batch;
+  p.input_size = input_size;
+  p.hidden = hidden;
+  p.x_s = matrix_strides(x_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.c0_s = matrix_strides(c0_strides);
+  p.w_ih_s = matrix_strides(w_ih_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.h1_s = matrix_strides(h1_strides);
+  p.c1_s = matrix_strides(c1_strides);
+  p.gates_s = matrix_strides(gates_strides);
+  p.b_ih_s = b_ih_stride;
+  p.b_hh_s = b_hh_stride;
+  raise_on_error("lstm_cell_forward", seqops::check_lstm_cell_forward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("lstm_cell_forward",
+                 on_device(device, [&] { return seqops::lstm_cell_forward(p, as_stream(stream)); }));
+}
+
+void lstm_cell_backward(uintptr_t d_h1, const MatrixStrides& d_h1_strides, uintptr_t d_c1, const MatrixStrides& d_c1_strides,
+                        uintptr_t gates, const MatrixStrides& gates_strides, uintptr_t c1, const MatrixStrides& c1_strides,
+                        uintptr_t c0, const MatrixStrides& c0_strides, uintptr_t w_hh, const MatrixStrides& w_hh_strides,
+                        uintptr_t dgates, const MatrixStrides& dgates_strides, uintptr_t d_c0, const MatrixStrides& d_c0_strides,
+                        uintptr_t d_h0, const MatrixStrides& d_h0_strides, uintptr_t dbias, const MatrixStrides& dbias_strides,
+                        int dtype, int64_t batch, int64_t hidden, int device, uintptr_t stream) {
+  seqops::LstmCellBackwardParams p;
+  p.d_h1 = reinterpret_cast<const void*>(d_h1);
+  p.d_c1 = reinterpret_cast<const void*>(d_c1);
+  p.gates = reinterpret_cast<const float*>(gates);
+  p.c1 = reinterpret_cast<const void*>(c1);
+  p.c0 = reinterpret_cast<const void*>(c0);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.dgates = reinterpret_cast<float*>(dgates);
+  p.d_c0 = reinterpret_cast<float*>(d_c0);
+  p.d_h0 = reinterpret_cast<float*>(d_h0);
+  p.dbias = reinterpret_cast<float*>(dbias);
+  p.dtype = dtype_of("lstm_cell_backward", "the cell's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.d_h1_s = matrix_strides(d_h1_strides);
+  p.d_c1_s = matrix_strides(d_c1_strides);
+  p.gates_s = matrix_strides(gates_strides);
+  p.c1_s = matrix_strides(c1_strides);
+  p.c0_s = matrix_strides(c0_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.dgates_s = matrix_strides(dgates_strides);
+  p.d_c0_s = matrix_strides(d_c0_strides);
+  p.d_h0_s = matrix_strides(d_h0_strides);
+  p.dbias_s = matrix_strides(dbias_strides);
+  raise_on_error("lstm_cell_backward", seqops::check_lstm_cell_backward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("lstm_cell_backward",
+                 on_device(device, [&] { return seqops::lstm_cell_backward(p, as_stream(stream)); }));
+}
+
+py::dict lstm_cell_plan(int64_t batch, int64_t hidden) {
+  const seqops::LstmCellPlan plan = seqops::plan_lstm_cell(batch, hidden);
+  py::dict out;
+  out["row_blocks"] = plan.row_blocks;
+  out["unit_blocks"] = plan.unit_blocks;
+  out["threads"] = plan.threads;
+  out["rows_per_block"] = seqops::kLstmCellRows;
+  out["units_per_block"] = seqops::kLstmCellUnits;
+  return out;
+}
+
 py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward) {
   const seqops::SoftmaxPlan plan =
       backward ? seqops::plan_softmax_backward(n_rows, n_cols) : seqops::plan_softmax(n_rows, n_cols);
@@ -156,6 +245,24 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);
+  m.def("lstm_cell_forward", &lstm_cell_forward,
+        "h1, c1 and the fp32 gate activations of torch.lstm_cell; a bias pointer 0 is no bias", py::arg("x"),
+        py::arg("x_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("c0"), py::arg("c0_strides"),
+        py::arg("w_ih"), py::arg("w_ih_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("b_ih"),
+        py::arg("b_ih_stride"), py::arg("b_hh"), py::arg("b_hh_stride"), py::arg("h1"), py::arg("h1_strides"),
+        py::arg("c1"), py::arg("c1_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("dtype"),
+        py::arg("batch"), py::arg("input_size"), py::arg("hidden"), py::arg("device"), py::arg("stream"));
+  m.def("lstm_cell_backward", &lstm_cell_backward,
+        "fp32 dgates, d_c0, d_h0 = dgates @ w_hh and per-block bias sums of the LSTM cell; d_h1, d_c1 or dbias 0 "
+        "is none",
+        py::arg("d_h1"), py::arg("d_h1_strides"), py::arg("d_c1"), py::arg("d_c1_strides"), py::arg("gates"),
+        py::arg("gates_strides"), py::arg("c1"), py::arg("c1_strides"), py::arg("c0"), py::arg("c0_strides"),
+        py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("dgates"), py::arg("dgates_strides"), py::arg("d_c0"),
+        py::arg("d_c0_strides"), py::arg("d_h0"), py::arg("d_h0_strides"), py::arg("dbias"),
+        py::arg("dbias_strides"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"), py::arg("device"),
+        py::arg("stream"));
+  m.def("lstm_cell_plan", &lstm_cell_plan, "the launch geometry of the LSTM cell kernels", py::arg("batch"),
+        py::arg("hidden"));
   m.def("rows_vector_aligned",
         [](uintptr_t data, int64_t stride_a, int64_t stride_b, int64_t stride_c, int64_t stride_col, int element_size,
            int bytes) {

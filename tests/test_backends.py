@@ -130,8 +130,8 @@ def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
         backends_of_op = {impl.backend for impl in dispatch.implementations(op)}
         assert {"torch", "reference", "triton"} <= backends_of_op, (op, backends_of_op)
         assert [impl.backend for impl in dispatch._auto_order[(op, "cpu")]] == ["torch"]
-        # The CUDA C++ softmax ranks last until GPU measurements say otherwise.
-        cuda_last = ["cuda"] if op == "softmax" else []
+        # The CUDA C++ kernels rank last until GPU measurements say otherwise.
+        cuda_last = ["cuda"] if op in ("softmax", "lstm_cell") else []
         assert [impl.backend for impl in dispatch._auto_order[(op, "cuda")]] == ["triton", "torch"] + cuda_last
 
 

@@ -38,7 +38,8 @@ def test_extension_builds_for_both_targets_without_spills():
     by_arch = {arch: {r.name for r in reports if r.arch == f"sm_{arch}"} for arch in ARCHS}
     assert by_arch["80"] == by_arch["90a"] and by_arch["80"], "every kernel is built for both targets"
     for form in ("softmax_forward_warp_kernel", "softmax_forward_block_kernel", "softmax_forward_online_kernel",
-                 "softmax_backward_warp_kernel", "softmax_backward_block_kernel", "softmax_backward_online_kernel"):
+                 "softmax_backward_warp_kernel", "softmax_backward_block_kernel", "softmax_backward_online_kernel",
+                 "lstm_cell_forward_kernel", "lstm_cell_backward_kernel"):
         assert any(form in name for name in by_arch["80"]), form
     assert module.source_hash == _ext.source_hash()
 

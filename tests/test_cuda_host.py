@@ -145,6 +145,56 @@ def test_backward_values_address_each_tensor_with_its_own_strides():
     assert torch.equal(gathered_rows(y, values, "y"), y.movedim(1, -1).reshape(-1, 6))
 
 
+@pytest.mark.parametrize("batch, hidden, row_blocks, unit_blocks", [
+    (1, 1, 1, 1), (16, 32, 1, 1), (17, 33, 2, 2), (37, 70, 3, 3), (0, 5, 0, 1)])
+def test_lstm_cell_geometry(batch, hidden, row_blocks, unit_blocks):
+    _, module = built()
+    plan = module.lstm_cell_plan(batch, hidden)
+    assert (plan["row_blocks"], plan["unit_blocks"], plan["threads"]) == (row_blocks, unit_blocks, 128)
+    assert plan["rows_per_block"] * row_blocks >= batch and plan["units_per_block"] * unit_blocks >= hidden
+
+
+def matrix(tensor: torch.Tensor, values: dict, name: str, rows: int, cols: int, vector=False) -> torch.Tensor:
+    """[rows, cols] (or [cols] for a vector) read from tensor's storage as the LSTM
+    kernels address it: the pointer, then (row, column) strides, or one stride."""
+    storage = torch.empty(0, dtype=tensor.dtype).set_(tensor.untyped_storage())
+    base = (values[name] - storage.data_ptr()) // tensor.element_size()
+    if vector:
+        return storage[base + torch.arange(cols) * values[f"{name}_stride"]]
+    s_row, s_col = values[f"{name}_strides"]
+    return storage[base + torch.arange(rows)[:, None] * s_row + torch.arange(cols)[None, :] * s_col]
+
+
+def test_lstm_cell_values_address_every_view_in_place():
+    from seqops.backends import cuda_recurrent
+
+    B, I, H = 5, 7, 3
+    x = torch.randn(I, B).t()
+    h0 = torch.randn(B, 2 * H)[:, ::2]
+    c0 = torch.randn(1, H).expand(B, H)
+    w_ih = torch.randn(4 * H * I + 3)[3:].view(4 * H, I)
+    w_hh = torch.randn(H, 4 * H).t()
+    b_ih, b_hh = torch.randn(8 * H)[::2], torch.randn(1).expand(4 * H)
+    h1, c1 = torch.empty(B, H, dtype=torch.float16), torch.empty(B, H, dtype=torch.float16)
+    gates = torch.empty(B, 4 * H)
+    values = cuda_recurrent.forward_values(x, h0, c0, w_ih, w_hh, b_ih, b_hh, h1, c1, gates)
+    assert (values["batch"], values["input_size"], values["hidden"], values["dtype"]) == (B, I, H, 0)
+    for name, t in (("x", x), ("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("gates", gates)):
+        assert values[name] == t.data_ptr(), f"{name} is read in place"
+        assert torch.equal(matrix(t, values, name, *t.shape), t), name
+    for name, t in (("b_ih", b_ih), ("b_hh", b_hh)):
+        assert torch.equal(matrix(t, values, name, 1, 4 * H, vector=True), t), name
+    no_bias = cuda_recurrent.forward_values(x, h0, c0, w_ih, w_hh, None, b_hh, h1, c1, gates)
+    assert no_bias["b_ih"] == 0 and no_bias["b_ih_stride"] == 0 and no_bias["b_hh"] == b_hh.data_ptr()
+
+    d_h1 = torch.randn(1, 1).expand(B, H)
+    dgates, d_c0, d_h0 = torch.empty(B, 4 * H), torch.empty(B, H), torch.empty(B, H)
+    values = cuda_recurrent.backward_values(d_h1, None, gates, c1, c0, w_hh, dgates, d_c0, d_h0, None)
+    assert values["d_c1"] == 0 and values["dbias"] == 0 and values["hidden"] == H
+    assert torch.equal(matrix(d_h1, values, "d_h1", B, H), d_h1)
+    assert torch.equal(matrix(w_hh, values, "w_hh", 4 * H, H), w_hh)
+
+
 # -- finding and building the extension --
 
 @pytest.mark.parametrize("text, archs", [
@@ -266,6 +316,12 @@ def test_cuda_backend_on_a_cpu_tensor_says_why_and_auto_never_picks_it():
     order = [impl.backend for impl in dispatch._auto_order[("softmax", "cuda")]]
     assert order.index("cuda") > order.index("triton"), "the CUDA kernels rank below Triton until measured"
     assert dispatch.implementation("softmax/cuda/fused").supports is not None
+    x, h, c = torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4)
+    with seqops.backend("cuda"):
+        with pytest.raises(seqops.BackendUnavailable, match="kernels take CUDA tensors, got tensors on cpu"):
+            seqops.lstm_cell(x, (h, c), torch.randn(16, 3), torch.randn(16, 4))
+    order = [impl.backend for impl in dispatch._auto_order[("lstm_cell", "cuda")]]
+    assert order.index("cuda") > order.index("triton")
 
 
 def test_tests_reaching_an_op_the_cuda_backend_lacks_skip_and_other_refusals_fail(tmp_path):

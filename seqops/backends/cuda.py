@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.ops.softmax import contract as softmax_contract
 
 PRIORITY = {"cuda": 5}
@@ -57,3 +58,8 @@ dispatch.register(dispatch.Impl(
     "softmax", "cuda", "fused",
     {"forward": _function("cuda_softmax", "softmax_forward"), "backward": _function("cuda_softmax", "softmax_backward")},
     supports=softmax_contract.fused_reason, priority=PRIORITY))
+dispatch.register(dispatch.Impl(
+    "lstm_cell", "cuda", "step",
+    {"forward": _function("cuda_recurrent", "lstm_cell_forward"),
+     "backward": _function("cuda_recurrent", "lstm_cell_backward")},
+    supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))

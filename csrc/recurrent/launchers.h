@@ -1,0 +1,18 @@
+// Host launchers of the LSTM cell kernels: check the params (touching no GPU), then
+// launch on `stream`. No torch, no Python.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "common/status.h"
+#include "recurrent/params.h"
+
+namespace seqops {
+
+Status check_lstm_cell_forward(const LstmCellForwardParams& params);
+Status check_lstm_cell_backward(const LstmCellBackwardParams& params);
+
+Status lstm_cell_forward(const LstmCellForwardParams& params, cudaStream_t stream);
+Status lstm_cell_backward(const LstmCellBackwardParams& params, cudaStream_t stream);
+
+}  // namespace seqops

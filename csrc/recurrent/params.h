@@ -1,0 +1,57 @@
+// What the LSTM cell launchers take: plain pointers, one dtype code for the cell's tensors
+// (input, states, weights and biases share it, as torch.lstm_cell requires), sizes, and
+// each tensor's own int64 strides (rows, columns; biases one stride), so that sliced,
+// transposed and expanded tensors are read in place. Outputs are the Python side's own
+// contiguous allocations, addressed through strides all the same.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtypes.h"
+
+namespace seqops {
+
+struct Strides2 {
+  int64_t row = 0, col = 0;
+};
+
+// h1, c1 [B, H] (dtype) and the gate activations i, f, g, o [B, 4H] (fp32, what the
+// backward needs) from x [B, I], h0, c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih, b_hh [4H].
+struct LstmCellForwardParams {
+  const void* x = nullptr;
+  const void* h0 = nullptr;
+  const void* c0 = nullptr;
+  const void* w_ih = nullptr;
+  const void* w_hh = nullptr;
+  const void* b_ih = nullptr;  // null: no bias (torch's missing bias is zero)
+  const void* b_hh = nullptr;
+  void* h1 = nullptr;
+  void* c1 = nullptr;
+  float* gates = nullptr;
+  DType dtype = DType::float32;
+  int64_t batch = 0, input_size = 0, hidden = 0;
+  Strides2 x_s, h0_s, c0_s, w_ih_s, w_hh_s, h1_s, c1_s, gates_s;
+  int64_t b_ih_s = 0, b_hh_s = 0;
+};
+
+// From d_h1, d_c1 [B, H] (dtype; either null = zero), the saved gates [B, 4H] (fp32), c1
+// and c0 [B, H] (dtype), w_hh [4H, H]: the pre-activation gate gradients dgates [B, 4H],
+// d_c0 = dc * f and d_h0 = dgates @ w_hh [B, H], all fp32, and with `dbias` the column
+// sums of dgates per block of kLstmCellRows rows, [row blocks, 4H] (summed after, no atomics).
+struct LstmCellBackwardParams {
+  const void* d_h1 = nullptr;
+  const void* d_c1 = nullptr;
+  const float* gates = nullptr;
+  const void* c1 = nullptr;
+  const void* c0 = nullptr;
+  const void* w_hh = nullptr;
+  float* dgates = nullptr;
+  float* d_c0 = nullptr;
+  float* d_h0 = nullptr;
+  float* dbias = nullptr;  // null: no bias gradient
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 d_h1_s, d_c1_s, gates_s, c1_s, c0_s, w_hh_s, dgates_s, d_c0_s, d_h0_s, dbias_s;
+};
+
+}  // namespace seqops
