@@ -207,6 +207,22 @@ py::dict lstm_cell_plan(int64_t batch, int64_t hidden) {
   return out;
 }
 
+// What this module's CUDA runtime sees: its version, the driver's, the device count, and
+// the error that stops it using the GPU ("" when none), e.g. a driver older than the
+// runtime linked in.
+py::dict cuda_status() {
+  int runtime = 0, driver = 0, devices = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);
+  const cudaError_t error = cudaGetDeviceCount(&devices);
+  py::dict out;
+  out["runtime_version"] = runtime;
+  out["driver_version"] = driver;
+  out["device_count"] = error == cudaSuccess ? devices : 0;
+  out["error"] = error == cudaSuccess ? std::string() : cuda_message(error);
+  return out;
+}
+
 py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward) {
   const seqops::SoftmaxPlan plan =
       backward ? seqops::plan_softmax_backward(n_rows, n_cols) : seqops::plan_softmax(n_rows, n_cols);
@@ -243,6 +259,7 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("y_strides"), py::arg("mask"), py::arg("mask_strides"), py::arg("dx"), py::arg("dx_dtype"),
         py::arg("dx_strides"), py::arg("n_rows"), py::arg("n_cols"), py::arg("rows_b"), py::arg("rows_c"),
         py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
+  m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);
   m.def("lstm_cell_forward", &lstm_cell_forward,

@@ -318,12 +318,29 @@ def _find_or_build() -> ModuleType:
 
 
 def unavailable_reason() -> Optional[str]:
-    """None when the extension loads, else why not (found or built once, then remembered)."""
-    try:
-        load()
-    except ExtensionUnavailable as error:
-        return str(error)
-    return None
+    """None when the extension loads and its CUDA runtime can use the GPU, else why not
+    (found or built once, then remembered)."""
+    if not _reason:
+        try:
+            _reason.append(runtime_problem(load()))
+        except ExtensionUnavailable as error:
+            _reason.append(str(error))
+    return _reason[0]
+
+
+_reason: list[Optional[str]] = []
+
+
+def runtime_problem(module: ModuleType) -> Optional[str]:
+    """Why the module's CUDA runtime (linked in) cannot use this machine's GPU, or None."""
+    status = module.cuda_status()
+    if not status["error"]:
+        return None
+    version = lambda v: f"{v // 1000}.{v % 1000 // 10}"
+    driver = (f"the driver supports up to {version(status['driver_version'])}; an older nvcc builds for older drivers"
+              if status["driver_version"] else "no NVIDIA driver is installed")
+    return (f"the seqops CUDA extension cannot use the GPU: {status['error']} (it carries CUDA runtime "
+            f"{version(status['runtime_version'])}; {driver})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -57,6 +57,16 @@ def test_a_call_without_a_gpu_raises_a_clear_error():
     assert issubclass(module.CudaError, RuntimeError)
 
 
+def test_without_a_gpu_the_runtime_problem_is_the_backends_reason():
+    _, module = built()
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    status = module.cuda_status()
+    assert status["device_count"] == 0 and status["error"] and status["runtime_version"] >= 12000
+    reason = _ext.runtime_problem(module)
+    assert reason.startswith("the seqops CUDA extension cannot use the GPU: cuda") and "CUDA runtime" in reason
+
+
 def test_a_bad_argument_is_refused_before_any_launch():
     _, module = built()
     strides = (0, 0, 8, 1)

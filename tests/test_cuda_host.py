@@ -285,6 +285,24 @@ def test_a_prebuilt_folder_is_found_and_a_missing_one_named(tmp_path, monkeypatc
         _ext._find_or_build()
 
 
+def test_a_driver_older_than_the_runtime_linked_in_is_named_as_the_reason():
+    class Module:
+        def __init__(self, status):
+            self.status = status
+
+        def cuda_status(self):
+            return self.status
+
+    old_driver = Module({"runtime_version": 13000, "driver_version": 12040, "device_count": 0,
+                         "error": "cudaErrorInsufficientDriver: CUDA driver version is insufficient"})
+    assert _ext.runtime_problem(old_driver) == (
+        "the seqops CUDA extension cannot use the GPU: cudaErrorInsufficientDriver: CUDA driver version is "
+        "insufficient (it carries CUDA runtime 13.0; the driver supports up to 12.4; an older nvcc builds for older "
+        "drivers)")
+    assert _ext.runtime_problem(Module({"runtime_version": 13000, "driver_version": 13000, "device_count": 1,
+                                        "error": ""})) is None
+
+
 def test_a_module_built_from_other_sources_is_not_trusted():
     class Stale:
         source_hash = "0" * 16
