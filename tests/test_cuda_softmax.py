@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import seqops
-from accuracy import EPS, assert_within_torch_error
+from accuracy import assert_within_torch_error
 from devices import skip_unless_runnable
 from test_softmax import check_softmax
 from test_softmax_strides import INPUTS, LONG, masks
@@ -101,7 +101,9 @@ def test_runs_on_the_current_stream():
     with torch.cuda.stream(stream), seqops.backend("cuda"):
         y = seqops.softmax(x, -1)
     stream.synchronize()
-    torch.testing.assert_close(y, torch.softmax(x, -1), atol=EPS[torch.float32] * 4, rtol=EPS[torch.float32] * 8)
+    # Loose on purpose: this checks that the kernel ran on `stream` (an unsynchronised read
+    # of its output would be garbage), not its rounding, which the other tests hold to the rule.
+    torch.testing.assert_close(y.double(), torch.softmax(x.double(), -1), rtol=1e-5, atol=1e-9)
 
 
 def test_empty_and_zero_dim_inputs():
