@@ -8,6 +8,7 @@ padding), GPT-2 (left padding), BERT-style (right padding, bidirectional), T5-st
 (encoder padding, causal decoder, cross-attention, relative position bias as a float mask
 with its gradient). Skipped without transformers.
 """
+import collections
 import contextlib
 import copy
 import subprocess
@@ -120,11 +121,19 @@ class Case:
         any implementation (BERT's key bias: it adds one number to every score of a row,
         which the softmax ignores); each is judged together with its layer's weight, on
         that gradient's scale, since noise against noise says nothing.
+    float32_trials: batches the float32 test pools each result over (tests/accuracy.py's
+        pooling): a gradient's error over one batch is a sample of few roundings, coherent
+        over a weight's entries. T5 pools two: its decoder's position-bias table has about
+        20 entries with a gradient, and its error ratio over one batch reached 0.9 of the
+        rule's bound in 24 draws (0.84 over 12 draws of two batches; the other models,
+        one batch, 0.71 over 10).
     """
 
-    def __init__(self, name, build, batch, attention_calls, comparator="eager", zero_gradients=()):
+    def __init__(self, name, build, batch, attention_calls, comparator="eager", zero_gradients=(),
+                 float32_trials=1):
         self.name, self.build, self.batch = name, build, batch
         self.attention_calls, self.comparator, self.zero_gradients = attention_calls, comparator, zero_gradients
+        self.float32_trials = float32_trials
 
     def __repr__(self):
         return self.name
@@ -134,7 +143,7 @@ CASES = [
     Case("llama", llama, decoder_batch, 2, comparator="sdpa"),
     Case("gpt2", gpt2, decoder_batch, 2),
     Case("bert", bert, encoder_batch, 2, zero_gradients=("attention.self.key.bias",)),
-    Case("t5", t5, encoder_decoder_batch, 6),  # encoder self; decoder self and cross
+    Case("t5", t5, encoder_decoder_batch, 6, float32_trials=2),  # encoder self; decoder self and cross
 ]
 
 
@@ -207,24 +216,45 @@ def test_float64_matches_eager(models, case, backend, padded):
     assert relative_error(everywhere, sdpa) <= FLOAT64_TOLERANCE
 
 
+def torchs_float32(name, expected, implementations):
+    """torch's own float32 result for `name`: of its implementations of the model
+    (transformers' "eager" composition and "sdpa", torch's fused op), the one farther from
+    the float64 result. At the level of a whole model, one rounding of equal accuracy
+    differs from another by up to 1.7x in a gradient's error (measured: T5, "sdpa" against
+    "eager", whose attention ops are equally accurate alone), so a single implementation is
+    too noisy a yardstick for the 2x rule."""
+    return max((results[name] for results in implementations), key=lambda out: relative_error(out, expected[name]))
+
+
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_float32_triton_within_torchs_error(models, case):
     """float32 on the Triton kernels (the interpreter on the CPU): against the float64
-    comparator, the error of the logits and of every gradient is at most 2x eager's own
-    float32 error (the rule of tests/accuracy.py)."""
+    comparator, the error of the logits and of every gradient, pooled over
+    case.float32_trials batches, is at most 2x torch's own float32 error (the rule of
+    tests/accuracy.py; torch's error as torchs_float32 says)."""
     skip_unless_runnable("cpu", "triton")
-    inputs, real = case.batch()
-    weights = torch.randn(*real.shape, VOCAB, dtype=torch.float64)
-    truth = with_attention(models[case.name], case.comparator, torch.float64)
-    eager = with_attention(models[case.name], "eager", torch.float32)
+    implementations = {"expected": (case.comparator, torch.float64), "eager": ("eager", torch.float32),
+                       "sdpa": ("sdpa", torch.float32)}
+    models_by_role = {role: with_attention(models[case.name], name, dtype)
+                      for role, (name, dtype) in implementations.items()}
     ours = with_attention(models[case.name], "seqops", torch.float32)
-    expected = fold_zero_gradients(case, logits_and_gradients(truth, inputs, real, weights))
-    torchs = fold_zero_gradients(case, logits_and_gradients(eager, inputs, real, weights))
-    with seqops.backend("triton"), counting_seqops_calls() as calls:
-        got = fold_zero_gradients(case, logits_and_gradients(ours, inputs, real, weights))
-    assert calls == {("attention", "triton"): case.attention_calls}, calls
+    pooled = {role: collections.defaultdict(list) for role in (*implementations, "ours")}
+    for _ in range(case.float32_trials):
+        inputs, real = case.batch()
+        weights = torch.randn(*real.shape, VOCAB, dtype=torch.float64)
+        for role, model in models_by_role.items():
+            for name, value in fold_zero_gradients(case, logits_and_gradients(model, inputs, real, weights)).items():
+                pooled[role][name].append(value)
+        with seqops.backend("triton"), counting_seqops_calls() as calls:
+            got = fold_zero_gradients(case, logits_and_gradients(ours, inputs, real, weights))
+        assert calls == {("attention", "triton"): case.attention_calls}, calls
+        for name, value in got.items():
+            pooled["ours"][name].append(value)
+    results = {role: {name: torch.cat(values) for name, values in by_name.items()} for role, by_name in pooled.items()}
+    expected = results["expected"]
     for name in expected:
-        assert_within_torch_error(f"{case.name} {name}", got[name], expected[name], torchs[name])
+        assert_within_torch_error(f"{case.name} {name}", results["ours"][name], expected[name],
+                                  torchs_float32(name, expected, [results["eager"], results["sdpa"]]))
 
 
 @contextlib.contextmanager
@@ -267,8 +297,8 @@ def test_greedy_generation_with_kv_cache_matches_eager(models, case, backend, ca
     from a left-padded prompt; a static cache (keys of its full length, the slots not yet
     written masked) from an unpadded prompt, for which transformers passes no mask at all
     for the prompt: is_causal's upper-left alignment is what hides the empty slots there.
-    On the reference backend in float64, logits to rounding; on Triton in float32, eager's
-    tokens and logits within 2x eager's own float32 error. The prompt is fixed, so that no
+    On the reference backend in float64, logits to rounding; on Triton in float32, the
+    tokens of eager (and sdpa) and logits within 2x torch's own float32 error. The prompt is fixed, so that no
     draw can put two logits within rounding of each other and make the test flaky."""
     skip_unless_runnable("cpu", backend)
     with torch.random.fork_rng():
@@ -284,9 +314,13 @@ def test_greedy_generation_with_kv_cache_matches_eager(models, case, backend, ca
         if dtype == torch.float64:
             assert relative_error(logits, expected_logits) <= FLOAT64_TOLERANCE
         else:
-            eager, eager_logits = generate(with_attention(models[case.name], "eager", dtype), inputs, cache)
-            assert torch.equal(eager, expected), f"{case.name}: eager float32 generated\n{eager}\ninstead of\n{expected}"
-            assert_within_torch_error(f"{case.name} generation logits", logits, expected_logits, eager_logits)
+            torchs = []
+            for implementation in ("eager", "sdpa"):
+                tokens, torch_logits = generate(with_attention(models[case.name], implementation, dtype), inputs, cache)
+                assert torch.equal(tokens, expected), f"{case.name}: {implementation} float32 generated\n{tokens}"
+                torchs.append({"logits": torch_logits})
+            assert_within_torch_error(f"{case.name} generation logits", logits, expected_logits,
+                                      torchs_float32("logits", {"logits": expected_logits}, torchs))
     prompt = inputs["input_ids"].shape[1]
     layers = case.attention_calls
     if cache == "dynamic":
