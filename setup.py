@@ -46,8 +46,8 @@ setup(
     python_requires=">=3.9",
     packages=[
         "seqops", "seqops.backends", "seqops.integrations", "seqops.nn",
-        "seqops.ops", "seqops.ops.attention", "seqops.ops.recurrent", "seqops.ops.softmax",
-        "seqops.kernels", "seqops.kernels.attention", "seqops.kernels.recurrent", "seqops.kernels.softmax",
+        "seqops.ops", "seqops.ops.additive", "seqops.ops.attention", "seqops.ops.recurrent", "seqops.ops.softmax",
+        "seqops.kernels", "seqops.kernels.additive", "seqops.kernels.attention", "seqops.kernels.recurrent", "seqops.kernels.softmax",
     ],
     package_dir={"seqops.kernels": "kernels"},
     ext_modules=[Extension("seqops._cuda_ext", sources=[])] if BUILD_EXT else [],

@@ -4,14 +4,14 @@ ops with autograd and drop-in layers. See README.md."""
 __version__ = "0.1.0"
 
 from seqops.dispatch import BACKENDS, BackendUnavailable, backend
-from seqops.functional import lstm_cell, scaled_dot_product_attention, softmax
+from seqops.functional import additive_attention, lstm_cell, scaled_dot_product_attention, softmax
 from seqops import backends  # noqa: F401  (registers the kernel backends)
 from seqops import nn
 from seqops.integrations.functional import patch_functional, patched_functional, unpatch_functional
 from seqops.integrations.torch_nn import patch, unpatch
 
 __all__ = [
-    "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "lstm_cell", "nn", "patch", "unpatch",
+    "BACKENDS", "BackendUnavailable", "backend", "softmax", "scaled_dot_product_attention", "lstm_cell", "additive_attention", "nn", "patch", "unpatch",
     "patch_functional", "unpatch_functional", "patched_functional",
     "__version__",
 ]

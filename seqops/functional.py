@@ -1,7 +1,8 @@
 """The public functions of seqops, by their public import path (each lives in its op
 family, seqops/ops/<family>/api.py)."""
+from seqops.ops.additive import additive_attention
 from seqops.ops.attention import scaled_dot_product_attention
 from seqops.ops.recurrent import lstm, lstm_cell
 from seqops.ops.softmax import softmax
 
-__all__ = ["softmax", "scaled_dot_product_attention", "lstm_cell", "lstm"]
+__all__ = ["softmax", "scaled_dot_product_attention", "lstm_cell", "lstm", "additive_attention"]

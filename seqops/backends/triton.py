@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops.additive import contract as additive_contract
 from seqops.ops.attention import contract as attention_contract
 from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.ops.softmax import contract as softmax_contract
@@ -78,6 +79,15 @@ def _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale,
     return None
 
 
+def _additive_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mask, need_weights) -> Optional[str]:
+    reason = additive_contract.fused_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mask,
+                                            need_weights)
+    if reason is None and max(query.shape[1], keys.shape[1]) > MAX_SEQUENCE_LENGTH:
+        return (f"the Triton additive attention takes lengths up to 2**30, got Lq={query.shape[1]} and "
+                f"Lk={keys.shape[1]}")
+    return reason
+
+
 # As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
 FP32_MAX_HEAD_DIM = 128
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
@@ -100,3 +110,8 @@ dispatch.register(dispatch.Impl(
     "lstm", "triton", "step",
     {"forward": _kernel("recurrent", "lstm_layer_forward"), "backward": _kernel("recurrent", "lstm_layer_backward")},
     supports=recurrent_contract.fused_lstm_reason, priority=PRIORITY))
+dispatch.register(dispatch.Impl(
+    "additive_attention", "triton", "fused",
+    {"forward": _kernel("additive", "additive_attention_forward"),
+     "backward": _kernel("additive", "additive_attention_backward")},
+    supports=_additive_reason, priority=PRIORITY))

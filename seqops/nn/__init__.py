@@ -2,6 +2,7 @@
 torch.nn layer it is named after, and runs seqops' ops."""
 import torch
 
+from seqops.nn.additive_attention import AdditiveAttention
 from seqops.nn.lstm import LSTM, LSTMCell
 from seqops.nn.multihead_attention import MultiheadAttention
 from seqops.nn.softmax import Softmax
@@ -14,4 +15,4 @@ DROP_INS = {
     torch.nn.LSTM: LSTM,
 }
 
-__all__ = ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "DROP_INS"]
+__all__ = ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "AdditiveAttention", "DROP_INS"]
