@@ -17,7 +17,7 @@ import torch
 
 import seqops
 from seqops import dispatch
-from seqops.ops.additive import reference
+from seqops.ops.additive import reference, torch_impl
 
 from .suite import Case, Provider
 
@@ -26,6 +26,7 @@ CPU_LENGTHS = [32, 64, 128]
 WIDTH, HIDDEN = 256, 256
 CPU_WIDTH, CPU_HIDDEN = 32, 32
 FUSED_BACKENDS = ("triton", "cuda")
+TORCH_MAX_LENGTH = 4096
 
 BASELINE = "reference"
 SWEEP_NAME = "Lq = Lk"
@@ -81,6 +82,9 @@ def _seqops_provider(backend: str) -> Provider:
                                          False)
         if reason is None and device.type == "cpu" and backend != "torch":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
+        if reason is None and backend == "torch" and Lq > TORCH_MAX_LENGTH:
+            reason = (f"the blocked PyTorch form runs Lq * Lk * d / {torch_impl.BLOCK_ELEMENTS} blocks one after "
+                      f"another (minutes a call here); measured up to L = {TORCH_MAX_LENGTH}")
         return reason
 
     return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, attention), unavailable)
