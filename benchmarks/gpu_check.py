@@ -12,6 +12,7 @@ that fails, hangs or runs long is recorded and the others still run:
   bench-softmax    the benchmark sweeps (python -m benchmarks' cases and providers, peers
   bench-attention    included where installed)
   bench-lstm
+  bench-additive
   overhead         per-call dispatch overhead of each public op (benchmarks/overhead.py)
   examples         the GPT and char-LSTM examples (examples/) at full size, torch vs seqops:
                    median ms a step and the most memory a step allocated, bf16 autocast
@@ -56,7 +57,7 @@ from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BENCH_OPS = ("softmax", "attention", "lstm")
+BENCH_OPS = ("softmax", "attention", "lstm", "additive")
 # Peers measured where importable: distribution name -> module.
 PEERS = {"liger-kernel": "liger_kernel", "flash-attn": "flash_attn"}
 QUICK_TIME_LIMIT_S = 470  # 8 minutes less the start of the processes around it
@@ -208,7 +209,7 @@ def steps() -> list[Step]:
              _sanitizer_step_command, _collect_sanitizer, _sanitizer_env),
         *[Step(f"bench-{op}", f"python -m benchmarks {op} sweep (torch, peers)", budget, full, _bench_command(op),
                _bench_collector(op)) for op, budget, full in [("softmax", 40, 300), ("attention", 90, 900),
-                                                                ("lstm", 60, 900)]],
+                                                                ("lstm", 60, 900), ("additive", 30, 600)]],
         Step("overhead", "per-call overhead of each public op over the torch call it wraps", 20, 120,
              lambda ctx: ctx.child("overhead"), _collect_overhead),
         Step("examples", "the GPT and char-LSTM examples at full size, torch vs seqops: ms a step, memory a step",

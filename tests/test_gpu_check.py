@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The plots need matplotlib (the test extra installs it; a bare checkout may not have it).
-PLOTS = {"softmax.png", "attention.png", "lstm.png"}
+PLOTS = {"softmax.png", "attention.png", "lstm.png", "additive.png"}
 OUTPUT_FILES = {"results.json", "summary.md", "log.txt", "junit.xml"} | (
     PLOTS if importlib.util.find_spec("matplotlib") else set())
 
