@@ -41,7 +41,10 @@ def additive_attention(query: Tensor, keys: Tensor, values: Tensor, w_query: Ten
     values32, v32 = values.to(dtype), v.to(dtype)
     B, Lq, Lk, hidden = query.shape[0], query.shape[1], keys.shape[1], v.shape[0]
     block = max(1, BLOCK_ELEMENTS // max(1, B * Lk * hidden))
+    # Checkpointing needs saved-tensor hooks, which torch.func's transforms refuse: under
+    # them (and under torch.compile) the blocks keep their activations.
     recompute = (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                 and not torch._C._are_functorch_transforms_active()
                  and any(t is not None and t.requires_grad
                          for t in (query, keys, values, w_query, w_key, v, b_query, b_key)))
     contexts, weights = [], []
