@@ -10,24 +10,25 @@ import triton.language as tl
 
 from ..masks import causal_key_range, causal_query_range
 from ..runtime import cast_rounded, dot
-from .common import (MASK_FLOAT, grad_scores, head_block, load_rows, mask_operand, needs_int64_offsets,
+from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_rows, mask_operand, needs_int64_offsets,
                      query_block_of_program, score_units, tile_pointers)
 from .tuning import AUTOTUNE_KEY, autotune_configs, delta_rows, dmask_tile, pruned_to_table
 
 
 @triton.jit
 def attention_backward_delta_kernel(
-    out_ptr, do_ptr, delta_ptr, n_heads, L,
-    o_sb, o_sh, o_sl, o_se,
-    do_sb, do_sh, do_sl, do_se,
+    out_ptr, do_ptr, delta_ptr, n_heads, L, out_strides, do_strides,
     HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
-    """delta = rowsum(dO * O) [B, H, L] in fp32, the softmax backward's row term."""
+    """delta = rowsum(dO * O) [B, H, L] in fp32, the softmax backward's row term. Each
+    *_strides is its tensor's (batch, head, row, column) strides."""
     start_m, bh, b, h, _ = query_block_of_program(n_heads, 1, L, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV)
-    o = load_rows(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, L, HEAD_DIM_V, INT64_OFFSETS)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
+    o = load_rows(head_slice(out_ptr, out_strides, b, h), offs_m, offs_dv, out_strides[2], out_strides[3],
+                  L, HEAD_DIM_V, INT64_OFFSETS)
+    do = load_rows(head_slice(do_ptr, do_strides, b, h), offs_m, offs_dv, do_strides[2], do_strides[3],
+                   L, HEAD_DIM_V, INT64_OFFSETS)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
 
@@ -36,11 +37,7 @@ def attention_backward_delta_kernel(
 def attention_backward_delta_from_probs_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr,
     n_heads, group_size, L, S,
-    q_sb, q_sh, q_sl, q_se,
-    k_sb, k_sh, k_ss, k_se,
-    v_sb, v_sh, v_ss, v_se,
-    m_sb, m_sh, m_sl, m_ss,
-    do_sb, do_sh, do_sl, do_se,
+    q_strides, k_strides, v_strides, mask_strides, do_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
@@ -50,52 +47,58 @@ def attention_backward_delta_from_probs_kernel(
     quantity as rowsum(dO * O) without the rounding of O to the output dtype. A float
     mask's gradient sums dS = P * (dP - delta) over queries and heads, where that
     rounding (about one bf16 ulp of delta per row) would add up to more than the
-    rounding of the gradient itself; the float-mask path pays this extra pass for it."""
+    rounding of the gradient itself; the float-mask path pays this extra pass for it.
+    Each *_strides is its tensor's (batch, head, row, column) strides."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
+    q = load_rows(head_slice(q_ptr, q_strides, b, h), offs_m, offs_d, q_strides[2], q_strides[3],
+                  L, HEAD_DIM, INT64_OFFSETS)
+    do = load_rows(head_slice(do_ptr, do_strides, b, h), offs_m, offs_dv, do_strides[2], do_strides[3],
+                   L, HEAD_DIM_V, INT64_OFFSETS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     no_delta = tl.zeros([BLOCK_M], tl.float32)
-    mask_base = mask_ptr + b * m_sb + h * m_sh
+    mask_base = head_slice(mask_ptr, mask_strides, b, h)
     hi = causal_key_range(start_m, BLOCK_M, BLOCK_N, S, causal_offset)[1] if CAUSAL else S
     delta = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
-        v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
+        k = load_rows(head_slice(k_ptr, k_strides, b, h_kv), offs_n, offs_d, k_strides[2], k_strides[3],
+                      S, HEAD_DIM, INT64_OFFSETS)
+        v = load_rows(head_slice(v_ptr, v_strides, b, h_kv), offs_n, offs_dv, v_strides[2], v_strides[3],
+                      S, HEAD_DIM_V, INT64_OFFSETS)
         # With delta 0, grad_scores' dS is P * dP (dP scaled by dropout's keep mask).
-        _, p_dp = grad_scores(q, k, v, do, lse, no_delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
-                                qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                                MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
+        _, p_dp = grad_scores(q, k, v, do, lse, no_delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3],
+                              L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                              MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
         delta += tl.sum(p_dp, axis=1)
     tl.store(delta_ptr + bh.to(tl.int64) * L + offs_m, delta, mask=offs_m < L)
 
 
 @triton.jit
 def _dkdv_query_blocks(
-    dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base,
-    q_sl, q_se, do_sl, do_se, m_sl, m_ss,
+    dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, q_strides, do_strides, mask_strides,
     offs_n, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
     EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
-    """dK, dV contributions of query blocks [lo, hi) to one block of keys."""
+    """dK, dV contributions of query blocks [lo, hi) to one block of keys. *_base: the
+    (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = load_rows(q_base, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
-        do = load_rows(do_base, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
+        q = load_rows(q_base, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS)
+        do = load_rows(do_base, offs_m, offs_dv, do_strides[2], do_strides[3], L, HEAD_DIM_V, INT64_OFFSETS)
         lse = tl.load(lse_base + offs_m, mask=offs_m < L, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=offs_m < L, other=0.0)
-        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
-                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
+        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
+                            qk_scale, mask_scale, causal_offset, dropout_p, seed, bh, MASK_KIND, CAUSAL, False, DROPOUT,
+                            EXACT, INT64_OFFSETS)
         dv += dot(tl.trans(cast_rounded(p, do.dtype)), do)
         dk += dot(tl.trans(cast_rounded(ds, q.dtype)), q)
     return dk, dv
@@ -106,20 +109,15 @@ def _dkdv_query_blocks(
 def attention_backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     n_heads, group_size, L, S,
-    q_sb, q_sh, q_sl, q_se,
-    k_sb, k_sh, k_ss, k_se,
-    v_sb, v_sh, v_ss, v_se,
-    m_sb, m_sh, m_sl, m_ss,
-    do_sb, do_sh, do_sl, do_se,
-    dk_sb, dk_sh, dk_ss, dk_se,
-    dv_sb, dv_sh, dv_ss, dv_se,
+    q_strides, k_strides, v_strides, mask_strides, do_strides, dk_strides, dv_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dK, dV for one block of BLOCK_N keys of one (batch, key/value head), summed over
-    the query heads of its GQA group and over their query blocks (no atomics)."""
+    the query heads of its GQA group and over their query blocks (no atomics). Each
+    *_strides is its tensor's (batch, head, row, column) strides."""
     n_blocks = tl.cdiv(S, BLOCK_N)
     start_n = (tl.program_id(0) % n_blocks) * BLOCK_N
     bh_kv = tl.program_id(0) // n_blocks
@@ -133,8 +131,10 @@ def attention_backward_dkdv_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    k = load_rows(k_ptr + b * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
-    v = load_rows(v_ptr + b * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
+    k = load_rows(head_slice(k_ptr, k_strides, b, h_kv), offs_n, offs_d, k_strides[2], k_strides[3],
+                  S, HEAD_DIM, INT64_OFFSETS)
+    v = load_rows(head_slice(v_ptr, v_strides, b, h_kv), offs_n, offs_dv, v_strides[2], v_strides[3],
+                  S, HEAD_DIM_V, INT64_OFFSETS)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     if CAUSAL:
@@ -147,44 +147,47 @@ def attention_backward_dkdv_kernel(
     for g in range(group_size):
         h = h_kv * group_size + g
         bh = b * n_heads + h
-        q_base = q_ptr + b * q_sb + h * q_sh
-        do_base = do_ptr + b * do_sb + h * do_sh
-        mask_base = mask_ptr + b * m_sb + h * m_sh
+        q_base = head_slice(q_ptr, q_strides, b, h)
+        do_base = head_slice(do_ptr, do_strides, b, h)
+        mask_base = head_slice(mask_ptr, mask_strides, b, h)
         dk, dv = _dkdv_query_blocks(
             dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
-            q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, lo, unmasked_start, L, S,
+            q_strides, do_strides, mask_strides, offs_n, lo, unmasked_start, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT, INT64_OFFSETS)
         dk, dv = _dkdv_query_blocks(
             dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
-            q_sl, q_se, do_sl, do_se, m_sl, m_ss, offs_n, unmasked_start, L, L, S,
+            q_strides, do_strides, mask_strides, offs_n, unmasked_start, L, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT, INT64_OFFSETS)
     key_ok = (offs_n < S)[:, None]
-    dk_ptrs = tile_pointers(dk_ptr + b * dk_sb + h_kv * dk_sh, offs_n, offs_d, dk_ss, dk_se, INT64_OFFSETS)
+    dk_ptrs = tile_pointers(head_slice(dk_ptr, dk_strides, b, h_kv), offs_n, offs_d, dk_strides[2], dk_strides[3],
+                            INT64_OFFSETS)
     tl.store(dk_ptrs, cast_rounded(dk * scale, dk_ptr.dtype.element_ty), mask=key_ok & (offs_d < HEAD_DIM)[None, :])
-    dv_ptrs = tile_pointers(dv_ptr + b * dv_sb + h_kv * dv_sh, offs_n, offs_dv, dv_ss, dv_se, INT64_OFFSETS)
+    dv_ptrs = tile_pointers(head_slice(dv_ptr, dv_strides, b, h_kv), offs_n, offs_dv, dv_strides[2], dv_strides[3],
+                            INT64_OFFSETS)
     tl.store(dv_ptrs, cast_rounded(dv, dv_ptr.dtype.element_ty), mask=key_ok & (offs_dv < HEAD_DIM_V)[None, :])
 
 
 @triton.jit
 def _dq_key_blocks(
-    dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
     DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
-    """dQ contributions of key blocks [lo, hi) to one block of queries."""
+    """dQ contributions of key blocks [lo, hi) to one block of queries. *_base: the
+    (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
-        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
-        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
-                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT, INT64_OFFSETS)
+        k = load_rows(k_base, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS)
+        v = load_rows(v_base, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS)
+        p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
+                            qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
+                            MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT, INT64_OFFSETS)
         dq += dot(cast_rounded(ds, k.dtype), k)
     return dq
 
@@ -194,31 +197,29 @@ def _dq_key_blocks(
 def attention_backward_dq_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
     n_heads, group_size, L, S,
-    q_sb, q_sh, q_sl, q_se,
-    k_sb, k_sh, k_ss, k_se,
-    v_sb, v_sh, v_ss, v_se,
-    m_sb, m_sh, m_sl, m_ss,
-    do_sb, do_sh, do_sl, do_se,
-    dq_sb, dq_sh, dq_sl, dq_se,
+    q_strides, k_strides, v_strides, mask_strides, do_strides, dq_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks."""
+    """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks. Each
+    *_strides is its tensor's (batch, head, row, column) strides."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
-    do = load_rows(do_ptr + b * do_sb + h * do_sh, offs_m, tl.arange(0, BLOCK_DV), do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
+    q = load_rows(head_slice(q_ptr, q_strides, b, h), offs_m, offs_d, q_strides[2], q_strides[3],
+                  L, HEAD_DIM, INT64_OFFSETS)
+    do = load_rows(head_slice(do_ptr, do_strides, b, h), offs_m, tl.arange(0, BLOCK_DV), do_strides[2], do_strides[3],
+                   L, HEAD_DIM_V, INT64_OFFSETS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
-    k_base = k_ptr + b * k_sb + h_kv * k_sh
-    v_base = v_ptr + b * v_sb + h_kv * v_sh
-    mask_base = mask_ptr + b * m_sb + h * m_sh
+    k_base = head_slice(k_ptr, k_strides, b, h_kv)
+    v_base = head_slice(v_ptr, v_strides, b, h_kv)
+    mask_base = head_slice(mask_ptr, mask_strides, b, h)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
     if CAUSAL:
@@ -226,13 +227,14 @@ def attention_backward_dq_kernel(
     else:
         hi = S
         unmasked_end = (S // BLOCK_N) * BLOCK_N
-    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
                         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
-    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
                         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
-    dq_ptrs = tile_pointers(dq_ptr + b * dq_sb + h * dq_sh, offs_m, offs_d, dq_sl, dq_se, INT64_OFFSETS)
+    dq_ptrs = tile_pointers(head_slice(dq_ptr, dq_strides, b, h), offs_m, offs_d, dq_strides[2], dq_strides[3],
+                            INT64_OFFSETS)
     tl.store(dq_ptrs, cast_rounded(dq * scale, dq_ptr.dtype.element_ty),
              mask=(offs_m < L)[:, None] & (offs_d < HEAD_DIM)[None, :])
 
@@ -241,12 +243,7 @@ def attention_backward_dq_kernel(
 def attention_backward_dmask_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dmask_ptr,
     n_heads, group_size, n_batch, L, S, mask_heads,
-    q_sb, q_sh, q_sl, q_se,
-    k_sb, k_sh, k_ss, k_se,
-    v_sb, v_sh, v_ss, v_se,
-    m_sb, m_sh, m_sl, m_ss,
-    do_sb, do_sh, do_sl, do_se,
-    dm_sb, dm_sh, dm_sl, dm_ss,
+    q_strides, k_strides, v_strides, mask_strides, do_strides, dmask_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
@@ -255,7 +252,8 @@ def attention_backward_dmask_kernel(
 ):
     """The gradient of a float mask: dS summed over the dims the mask broadcasts along
     (REDUCE_*), one tile of the mask's own [Bm, Hm, Lm, Sm] a program; dS is recomputed
-    from the inputs, so nothing of size L x S is stored but the gradient itself."""
+    from the inputs, so nothing of size L x S is stored but the gradient itself. Each
+    *_strides is its tensor's (batch, head, row, column) strides."""
     n_m_tiles = 1 if REDUCE_L else tl.cdiv(L, BLOCK_M)
     n_n_tiles = 1 if REDUCE_S else tl.cdiv(S, BLOCK_N)
     pid = tl.program_id(0)
@@ -281,22 +279,26 @@ def attention_backward_dmask_kernel(
             h64 = tl.cast(h, tl.int64)
             bh = (b64 * n_heads + h64).to(tl.int32)
             h_kv = h64 // group_size
-            mask_base = mask_ptr + b64 * m_sb + h64 * m_sh
+            mask_base = head_slice(mask_ptr, mask_strides, b64, h64)
             for start_m in range(m_lo, m_hi, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
-                q = load_rows(q_ptr + b64 * q_sb + h64 * q_sh, offs_m, offs_d, q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
-                do = load_rows(do_ptr + b64 * do_sb + h64 * do_sh, offs_m, offs_dv, do_sl, do_se, L, HEAD_DIM_V, INT64_OFFSETS)
+                q = load_rows(head_slice(q_ptr, q_strides, b64, h64), offs_m, offs_d, q_strides[2], q_strides[3],
+                              L, HEAD_DIM, INT64_OFFSETS)
+                do = load_rows(head_slice(do_ptr, do_strides, b64, h64), offs_m, offs_dv, do_strides[2], do_strides[3],
+                               L, HEAD_DIM_V, INT64_OFFSETS)
                 lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
                 delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
                 for start_n in range(n_lo, n_hi, BLOCK_N):
                     offs_n = start_n + tl.arange(0, BLOCK_N)
-                    k = load_rows(k_ptr + b64 * k_sb + h_kv * k_sh, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
-                    v = load_rows(v_ptr + b64 * v_sb + h_kv * v_sh, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
-                    p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
-                                         qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                                         MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
+                    k = load_rows(head_slice(k_ptr, k_strides, b64, h_kv), offs_n, offs_d, k_strides[2], k_strides[3],
+                                  S, HEAD_DIM, INT64_OFFSETS)
+                    v = load_rows(head_slice(v_ptr, v_strides, b64, h_kv), offs_n, offs_dv, v_strides[2], v_strides[3],
+                                  S, HEAD_DIM_V, INT64_OFFSETS)
+                    p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2],
+                                        mask_strides[3], L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed,
+                                        bh, MASK_FLOAT, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
                     acc += ds
-    dm_base = dmask_ptr + bm.to(tl.int64) * dm_sb + hm.to(tl.int64) * dm_sh
+    dm_base = head_slice(dmask_ptr, dmask_strides, bm.to(tl.int64), hm.to(tl.int64))
     rows = tl.arange(0, BLOCK_M) if REDUCE_L else tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N) if REDUCE_S else tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if REDUCE_L:
@@ -307,7 +309,8 @@ def attention_backward_dmask_kernel(
         cols = tl.arange(0, 1)
     rows_end = 1 if REDUCE_L else L
     cols_end = 1 if REDUCE_S else S
-    tl.store(tile_pointers(dm_base, rows, cols, dm_sl, dm_ss, INT64_OFFSETS), cast_rounded(acc, dmask_ptr.dtype.element_ty),
+    tl.store(tile_pointers(dm_base, rows, cols, dmask_strides[2], dmask_strides[3], INT64_OFFSETS),
+             cast_rounded(acc, dmask_ptr.dtype.element_ty),
              mask=(rows < rows_end)[:, None] & (cols < cols_end)[None, :])
 
 
@@ -338,7 +341,7 @@ def attention_backward(
     if dmask is None:
         delta_block = delta_rows(head_block(Ev))
         attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
-            out, grad_out, delta, Hq, L, *out.stride(), *grad_out.stride(),
+            out, grad_out, delta, Hq, L, out.stride(), grad_out.stride(),
             HEAD_DIM_V=Ev, BLOCK_DV=head_block(Ev), BLOCK_M=delta_block, INT64_OFFSETS=int64_offsets,
         )
     else:
@@ -346,7 +349,7 @@ def attention_backward(
         attention_backward_delta_from_probs_kernel[(triton.cdiv(L, block_m) * B * Hq,)](
             q, k, v, mask_arg, grad_out, lse, delta,
             Hq, Hq // Hkv, L, S,
-            *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(),
+            q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(),
             *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )
@@ -354,14 +357,14 @@ def attention_backward(
     attention_backward_dkdv_kernel[grid_keys](
         q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
         Hq, Hq // Hkv, L, S,
-        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dk.stride(), *dv.stride(),
+        q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dk.stride(), dv.stride(),
         *common, **dims, **flags,
     )
     grid_queries = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
     attention_backward_dq_kernel[grid_queries](
         q, k, v, mask_arg, grad_out, lse, delta, dq,
         Hq, Hq // Hkv, L, S,
-        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dq.stride(),
+        q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dq.stride(),
         *common, **dims, **flags,
     )
     if dmask is not None:
@@ -373,7 +376,7 @@ def attention_backward(
         attention_backward_dmask_kernel[(tiles * Bm * Hm,)](
             q, k, v, mask_arg, grad_out, lse, delta, dmask,
             Hq, Hq // Hkv, B, L, S, Hm,
-            *q.stride(), *k.stride(), *v.stride(), *mask_strides, *grad_out.stride(), *dmask.stride(),
+            q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dmask.stride(),
             *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets, **reduce,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )

@@ -55,6 +55,14 @@ def score_units(scale, EXACT: tl.constexpr):
 
 
 @triton.jit
+def head_slice(ptr, strides, batch, head):
+    """Pointer to the (batch, head) slice of a 4-D tensor whose strides are the tuple
+    (batch, head, row, column), as every attention kernel takes them; batch and head are
+    int64, so that the offset of a slice never wraps."""
+    return ptr + batch * strides[0] + head * strides[1]
+
+
+@triton.jit
 def tile_pointers(base, offs_rows, offs_cols, stride_row, stride_col, INT64_OFFSETS: tl.constexpr):
     """Pointers [rows, cols] to a tile of the (batch, head) slice that starts at `base`.
     Offsets are int32 (cheaper address arithmetic) unless the launcher found that one of
@@ -68,13 +76,14 @@ def tile_pointers(base, offs_rows, offs_cols, stride_row, stride_col, INT64_OFFS
 
 
 @triton.jit
-def scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-            MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr, INT64_OFFSETS: tl.constexpr):
+def scores(q, k, offs_m, offs_n, mask_base, mask_row_stride, mask_col_stride, L, S, qk_scale, mask_scale,
+           causal_offset, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr,
+           INT64_OFFSETS: tl.constexpr):
     """Scores [BLOCK_M, BLOCK_N] of queries q [BLOCK_M, D] against keys k [BLOCK_N, D], in
     the kernel's units, -inf where masked (by the mask, causality, or keys past S)."""
     s = dot(q, tl.trans(k)) * qk_scale
     if MASK_KIND != MASK_NONE:
-        mask_ptrs = tile_pointers(mask_base, offs_m, offs_n, m_sl, m_ss, INT64_OFFSETS)
+        mask_ptrs = tile_pointers(mask_base, offs_m, offs_n, mask_row_stride, mask_col_stride, INT64_OFFSETS)
         in_bounds = (offs_m < L)[:, None] & (offs_n < S)[None, :]
         if MASK_KIND == MASK_FLOAT:
             s += tl.load(mask_ptrs, mask=in_bounds, other=0.0).to(tl.float32) * mask_scale
@@ -106,15 +115,15 @@ def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols
 
 
 @triton.jit
-def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, m_sl, m_ss, L, S,
+def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_row_stride, mask_col_stride, L, S,
                  qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                  MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr,
                  DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr):
     """For one tile of queries x keys: P (after dropout, as the forward used it) and dS,
     the gradient w.r.t. the scores (and so w.r.t. a float mask), both [BLOCK_M, BLOCK_N]
     fp32. lse, delta: [BLOCK_M] (lse +inf for rows outside L, so their P is 0)."""
-    s = scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-                MASK_KIND, CAUSAL, CHECK_KEYS, INT64_OFFSETS)
+    s = scores(q, k, offs_m, offs_n, mask_base, mask_row_stride, mask_col_stride, L, S, qk_scale, mask_scale,
+               causal_offset, MASK_KIND, CAUSAL, CHECK_KEYS, INT64_OFFSETS)
     # lse in the kernel's units; a row with every key masked (lse -inf) has P = 0.
     lse = tl.where(lse == float("-inf"), float("inf"), lse if EXACT else lse * LOG2E)
     p = exp_units(s - lse[:, None], EXACT)
@@ -135,7 +144,7 @@ def head_block(dim: int) -> int:
 
 
 def mask_operand(mask: Optional[torch.Tensor], shape: tuple, fallback: torch.Tensor):
-    """(MASK_* kind, tensor to pass, its 4 strides expanded to `shape` [B, Hq, L, S])."""
+    """(MASK_* kind, tensor to pass, its strides expanded to `shape` [B, Hq, L, S], a tuple)."""
     if mask is None:
         return 0, fallback, (0, 0, 0, 0)
     kind = 1 if mask.dtype == torch.bool else 2

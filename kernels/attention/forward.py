@@ -10,27 +10,28 @@ import triton.language as tl
 
 from ..masks import causal_key_range
 from ..runtime import cast_rounded, dot
-from .common import (LN2, dropout_keep, exp_units, head_block, load_rows, mask_operand, needs_int64_offsets,
-                     query_block_of_program, score_units, scores, tile_pointers)
+from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_rows, mask_operand,
+                     needs_int64_offsets, query_block_of_program, score_units, scores, tile_pointers)
 from .tuning import AUTOTUNE_KEY, autotune_configs, pruned_to_table
 
 
 @triton.jit
 def _forward_key_blocks(
-    acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+    acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
     DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
 ):
-    """The online softmax over key blocks [lo, hi): causal and key-bound masks only when MASKED."""
+    """The online softmax over key blocks [lo, hi): causal and key-bound masks only when MASKED.
+    *_base: the (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_ss, k_se, S, HEAD_DIM, INT64_OFFSETS)
-        s = scores(q, k, offs_m, offs_n, mask_base, m_sl, m_ss, L, S, qk_scale, mask_scale, causal_offset,
-                    MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
+        k = load_rows(k_base, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS)
+        s = scores(q, k, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S, qk_scale, mask_scale,
+                   causal_offset, MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # A row that has seen only -inf keeps max -inf; shift it by 0 so that its
         # probabilities are exp(-inf) = 0, not exp(-inf - -inf) = NaN.
@@ -41,7 +42,7 @@ def _forward_key_blocks(
         if DROPOUT:
             keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
             p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
-        v = load_rows(v_base, offs_n, offs_dv, v_ss, v_se, S, HEAD_DIM_V, INT64_OFFSETS)
+        v = load_rows(v_base, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS)
         acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -52,11 +53,7 @@ def _forward_key_blocks(
 def attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, lse_ptr,
     n_heads, group_size, L, S,
-    q_sb, q_sh, q_sl, q_se,
-    k_sb, k_sh, k_ss, k_se,
-    v_sb, v_sh, v_ss, v_se,
-    m_sb, m_sh, m_sl, m_ss,
-    o_sb, o_sh, o_sl, o_se,
+    q_strides, k_strides, v_strides, mask_strides, out_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
@@ -64,16 +61,18 @@ def attention_forward_kernel(
 ):
     """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
     (batch, head); lse = the logsumexp of each row's scores (natural log; -inf for a row
-    with every key masked, whose output is 0, as torch gives)."""
+    with every key masked, whose output is 0, as torch gives). Each *_strides is its
+    tensor's (batch, head, row, column) strides."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = load_rows(q_ptr + b * q_sb + h * q_sh, offs_m, tl.arange(0, BLOCK_D), q_sl, q_se, L, HEAD_DIM, INT64_OFFSETS)
-    k_base = k_ptr + b * k_sb + h_kv * k_sh
-    v_base = v_ptr + b * v_sb + h_kv * v_sh
-    mask_base = mask_ptr + b * m_sb + h * m_sh
+    q = load_rows(head_slice(q_ptr, q_strides, b, h), offs_m, tl.arange(0, BLOCK_D), q_strides[2], q_strides[3],
+                  L, HEAD_DIM, INT64_OFFSETS)
+    k_base = head_slice(k_ptr, k_strides, b, h_kv)
+    v_base = head_slice(v_ptr, v_strides, b, h_kv)
+    mask_base = head_slice(mask_ptr, mask_strides, b, h)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
@@ -86,11 +85,11 @@ def attention_forward_kernel(
         hi = S
         unmasked_end = (S // BLOCK_N) * BLOCK_N
     acc, m_i, l_i = _forward_key_blocks(
-        acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+        acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
     acc, m_i, l_i = _forward_key_blocks(
-        acc, m_i, l_i, q, k_base, v_base, mask_base, k_ss, k_se, v_ss, v_se, m_sl, m_ss,
+        acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
 
@@ -102,7 +101,8 @@ def attention_forward_kernel(
         lse = (m_i + tl.log2(l_i)) * LN2
     lse = tl.where(empty, float("-inf"), lse)
     offs_dv = tl.arange(0, BLOCK_DV)
-    out_ptrs = tile_pointers(out_ptr + b * o_sb + h * o_sh, offs_m, offs_dv, o_sl, o_se, INT64_OFFSETS)
+    out_ptrs = tile_pointers(head_slice(out_ptr, out_strides, b, h), offs_m, offs_dv, out_strides[2], out_strides[3],
+                             INT64_OFFSETS)
     tl.store(out_ptrs, cast_rounded(out, out_ptr.dtype.element_ty),
              mask=(offs_m < L)[:, None] & (offs_dv < HEAD_DIM_V)[None, :])
     tl.store(lse_ptr + bh.to(tl.int64) * L + offs_m, lse, mask=offs_m < L)
@@ -134,7 +134,7 @@ def attention_forward(
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
         Hq, Hq // Hkv, L, S,
-        *q.stride(), *k.stride(), *v.stride(), *mask_strides, *out.stride(),
+        q.stride(), k.stride(), v.stride(), mask_strides, out.stride(),
         float(scale), float(dropout_p), int(seed), int(causal_offset),
         HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),
         MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,

@@ -15,17 +15,15 @@ from .rows import Plan, moved_operands, plan, row_offsets, rows_need_int64
 def softmax_backward_kernel(
     dy_ptr, y_ptr, mask_ptr, dx_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
-    dy_sa, dy_sb, dy_sc, dy_sn,
-    y_sa, y_sb, y_sc, y_sn,
-    m_sa, m_sb, m_sc, m_sn,
-    dx_sa, dx_sb, dx_sc, dx_sn,
+    dy_strides, y_strides, mask_strides, dx_strides,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
     INT64_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dx = scale * y * (dy - sum(dy * y)) over each row, 0 where masked; BLOCK_M whole
     rows a program. Masked entries get exactly 0 even in a row that is NaN because all of
-    it is masked: the output does not depend on them (torch's masked_fill backward)."""
+    it is masked: the output does not depend on them (torch's masked_fill backward).
+    Each *_strides is its tensor's (a, b, c, column) strides (layout.RowLayout)."""
     # Row indices in int32 unless this launch's pass 2**31 - 1 (rows_need_int64).
     first_block = tl.program_id(0)
     if INT64_ROWS:
@@ -33,8 +31,8 @@ def softmax_backward_kernel(
     rows = first_block * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N).to(tl.int64)
     in_bounds = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    y_offs = row_offsets(rows, rows_b, rows_c, y_sa, y_sb, y_sc)[:, None] + cols[None, :] * y_sn
-    dy_offs = row_offsets(rows, rows_b, rows_c, dy_sa, dy_sb, dy_sc)[:, None] + cols[None, :] * dy_sn
+    y_offs = row_offsets(rows, rows_b, rows_c, y_strides)[:, None] + cols[None, :] * y_strides[3]
+    dy_offs = row_offsets(rows, rows_b, rows_c, dy_strides)[:, None] + cols[None, :] * dy_strides[3]
     y = tl.load(y_ptr + y_offs, mask=in_bounds, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + dy_offs, mask=in_bounds, other=0.0).to(tl.float32)
     dot = tl.sum(y * dy, axis=1)
@@ -42,9 +40,9 @@ def softmax_backward_kernel(
     if CAUSAL:
         dx = tl.where(cols[None, :] <= (rows % causal_rows)[:, None], dx, 0.0)
     if HAS_MASK:
-        mask_offs = row_offsets(rows, rows_b, rows_c, m_sa, m_sb, m_sc)[:, None] + cols[None, :] * m_sn
+        mask_offs = row_offsets(rows, rows_b, rows_c, mask_strides)[:, None] + cols[None, :] * mask_strides[3]
         dx = tl.where(tl.load(mask_ptr + mask_offs, mask=in_bounds, other=0) != 0, dx, 0.0)
-    dx_offs = row_offsets(rows, rows_b, rows_c, dx_sa, dx_sb, dx_sc)[:, None] + cols[None, :] * dx_sn
+    dx_offs = row_offsets(rows, rows_b, rows_c, dx_strides)[:, None] + cols[None, :] * dx_strides[3]
     tl.store(dx_ptr + dx_offs, cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
 
 
@@ -52,39 +50,37 @@ def softmax_backward_kernel(
 def softmax_backward_online_kernel(
     dy_ptr, y_ptr, mask_ptr, dx_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
-    dy_sa, dy_sb, dy_sc, dy_sn,
-    y_sa, y_sb, y_sc, y_sn,
-    m_sa, m_sb, m_sc, m_sn,
-    dx_sa, dx_sb, dx_sc, dx_sn,
+    dy_strides, y_strides, mask_strides, dx_strides,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over one long row a program."""
+    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over one long row a program;
+    strides as in softmax_backward_kernel."""
     row = tl.program_id(0)
-    y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_sa, y_sb, y_sc)
-    dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_sa, dy_sb, dy_sc)
-    m_row = mask_ptr + row_offsets(row, rows_b, rows_c, m_sa, m_sb, m_sc)
-    dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_sa, dx_sb, dx_sc)
+    y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
+    dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_strides)
+    m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
+    dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_strides)
     lane_dot = tl.zeros([BLOCK_N], tl.float32)
     for start in range(0, n_cols, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
         in_bounds = cols < n_cols
-        y = tl.load(y_row + cols * y_sn, mask=in_bounds, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + cols * dy_sn, mask=in_bounds, other=0.0).to(tl.float32)
+        y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+        dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
         lane_dot += y * dy
     dot = tl.sum(lane_dot, axis=0)
     for start in range(0, n_cols, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
         in_bounds = cols < n_cols
-        y = tl.load(y_row + cols * y_sn, mask=in_bounds, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + cols * dy_sn, mask=in_bounds, other=0.0).to(tl.float32)
+        y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+        dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
         dx = scale * y * (dy - dot)
         if CAUSAL:
             dx = tl.where(cols <= row % causal_rows, dx, 0.0)
         if HAS_MASK:
-            dx = tl.where(tl.load(m_row + cols * m_sn, mask=in_bounds, other=0) != 0, dx, 0.0)
-        tl.store(dx_row + cols * dx_sn, cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
+            dx = tl.where(tl.load(m_row + cols * mask_strides[3], mask=in_bounds, other=0) != 0, dx, 0.0)
+        tl.store(dx_row + cols * dx_strides[3], cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
 
 
 def softmax_backward(
@@ -113,8 +109,8 @@ def softmax_backward(
     args = (
         dy_rows, y_rows, y_rows if mask_rows is None else mask_rows, dx_rows,
         layout.n_rows, layout.n_cols, layout.rows_b, layout.rows_c, causal_rows,
-        *layout.strides[0], *layout.strides[1], *(layout.strides[3] if mask_rows is not None else no_mask_strides),
-        *layout.strides[2],
+        layout.strides[0], layout.strides[1], layout.strides[3] if mask_rows is not None else no_mask_strides,
+        layout.strides[2],
         float(scale),
     )
     flags = dict(HAS_MASK=mask_rows is not None, CAUSAL=causal, BLOCK_N=p.block_n, num_warps=p.num_warps)

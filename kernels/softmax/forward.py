@@ -16,14 +16,13 @@ from .rows import Plan, exp_for, load_input, moved_operands, plan, row_offsets, 
 def softmax_forward_kernel(
     x_ptr, y_ptr, mask_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
-    x_sa, x_sb, x_sc, x_sn,
-    y_sa, y_sb, y_sc, y_sn,
-    m_sa, m_sb, m_sc, m_sn,
+    x_strides, y_strides, mask_strides,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
     INT64_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """y = softmax(scale * x) over each row, BLOCK_M whole rows a program."""
+    """y = softmax(scale * x) over each row, BLOCK_M whole rows a program. Each *_strides
+    is its tensor's (a, b, c, column) strides (layout.RowLayout)."""
     # Row indices in int32 unless this launch's pass 2**31 - 1 (rows_need_int64).
     first_block = tl.program_id(0)
     if INT64_ROWS:
@@ -36,9 +35,9 @@ def softmax_forward_kernel(
         # Row r is query r % causal_rows of its score matrix: it sees keys 0..query.
         keep = keep & (cols[None, :] <= (rows % causal_rows)[:, None])
     if HAS_MASK:
-        mask_offs = row_offsets(rows, rows_b, rows_c, m_sa, m_sb, m_sc)[:, None] + cols[None, :] * m_sn
+        mask_offs = row_offsets(rows, rows_b, rows_c, mask_strides)[:, None] + cols[None, :] * mask_strides[3]
         keep = keep & (tl.load(mask_ptr + mask_offs, mask=keep, other=0) != 0)
-    x_offs = row_offsets(rows, rows_b, rows_c, x_sa, x_sb, x_sc)[:, None] + cols[None, :] * x_sn
+    x_offs = row_offsets(rows, rows_b, rows_c, x_strides)[:, None] + cols[None, :] * x_strides[3]
     x = load_input(x_ptr + x_offs, keep, y_ptr.dtype.element_ty)
     # Mask after scaling, as torch's masked_fill(scale * x) does. z - max is exact for
     # nearby values, however large (folding log2(e) into the scale would lose that).
@@ -46,7 +45,7 @@ def softmax_forward_kernel(
     z_max = tl.max(z, axis=1)
     p = exp_for(z - z_max[:, None], y_ptr.dtype.element_ty)
     y = p / tl.sum(p, axis=1)[:, None]
-    y_offs = row_offsets(rows, rows_b, rows_c, y_sa, y_sb, y_sc)[:, None] + cols[None, :] * y_sn
+    y_offs = row_offsets(rows, rows_b, rows_c, y_strides)[:, None] + cols[None, :] * y_strides[3]
     tl.store(y_ptr + y_offs, cast_rounded(y, y_ptr.dtype.element_ty), mask=in_bounds)
 
 
@@ -54,18 +53,17 @@ def softmax_forward_kernel(
 def softmax_forward_online_kernel(
     x_ptr, y_ptr, mask_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
-    x_sa, x_sb, x_sc, x_sn,
-    y_sa, y_sb, y_sc, y_sn,
-    m_sa, m_sb, m_sc, m_sn,
+    x_strides, y_strides, mask_strides,
     scale,
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """y = softmax(scale * x) over one long row a program, in two sweeps."""
+    """y = softmax(scale * x) over one long row a program, in two sweeps; strides as in
+    softmax_forward_kernel."""
     row = tl.program_id(0)
-    x_row = x_ptr + row_offsets(row, rows_b, rows_c, x_sa, x_sb, x_sc)
-    y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_sa, y_sb, y_sc)
-    m_row = mask_ptr + row_offsets(row, rows_b, rows_c, m_sa, m_sb, m_sc)
+    x_row = x_ptr + row_offsets(row, rows_b, rows_c, x_strides)
+    y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
+    m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
     n_seen = n_cols
     if CAUSAL:
         n_seen = tl.minimum(n_cols, row % causal_rows + 1)
@@ -77,8 +75,8 @@ def softmax_forward_online_kernel(
         cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
         keep = cols < n_seen
         if HAS_MASK:
-            keep = keep & (tl.load(m_row + cols * m_sn, mask=keep, other=0) != 0)
-        x = load_input(x_row + cols * x_sn, keep, y_ptr.dtype.element_ty)
+            keep = keep & (tl.load(m_row + cols * mask_strides[3], mask=keep, other=0) != 0)
+        x = load_input(x_row + cols * x_strides[3], keep, y_ptr.dtype.element_ty)
         z = tl.where(keep, x * scale, float("-inf"))
         new_max = tl.maximum(lane_max, z)
         # While a lane has seen only -inf its max is -inf; subtract 0 instead so that
@@ -96,11 +94,11 @@ def softmax_forward_online_kernel(
         in_bounds = cols < n_cols
         keep = cols < n_seen
         if HAS_MASK:
-            keep = keep & (tl.load(m_row + cols * m_sn, mask=keep, other=0) != 0)
-        x = load_input(x_row + cols * x_sn, keep, y_ptr.dtype.element_ty)
+            keep = keep & (tl.load(m_row + cols * mask_strides[3], mask=keep, other=0) != 0)
+        x = load_input(x_row + cols * x_strides[3], keep, y_ptr.dtype.element_ty)
         z = tl.where(keep, x * scale, float("-inf"))
         y = exp_for(z - row_max, y_ptr.dtype.element_ty) / row_sum
-        tl.store(y_row + cols * y_sn, cast_rounded(y, y_ptr.dtype.element_ty), mask=in_bounds)
+        tl.store(y_row + cols * y_strides[3], cast_rounded(y, y_ptr.dtype.element_ty), mask=in_bounds)
 
 
 def softmax_forward(
@@ -128,7 +126,7 @@ def softmax_forward(
     args = (
         x_rows, y_rows, x_rows if mask_rows is None else mask_rows,
         layout.n_rows, layout.n_cols, layout.rows_b, layout.rows_c, causal_rows,
-        *layout.strides[0], *layout.strides[1], *(layout.strides[2] if mask_rows is not None else no_mask_strides),
+        layout.strides[0], layout.strides[1], layout.strides[2] if mask_rows is not None else no_mask_strides,
         float(scale),
     )
     flags = dict(HAS_MASK=mask_rows is not None, CAUSAL=causal, BLOCK_N=p.block_n, num_warps=p.num_warps)

@@ -29,12 +29,13 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def row_offsets(rows, rows_b, rows_c, stride_a, stride_b, stride_c):
-    """64-bit offsets of the first element of each row; see layout.RowLayout."""
+def row_offsets(rows, rows_b, rows_c, strides):
+    """64-bit offsets of the first element of each row of a tensor whose strides are the
+    tuple (a, b, c, column); see layout.RowLayout."""
     rows = rows.to(tl.int64)
     c = rows % rows_c
     rest = rows // rows_c
-    return (rest // rows_b) * stride_a + (rest % rows_b) * stride_b + c * stride_c
+    return (rest // rows_b) * strides[0] + (rest % rows_b) * strides[1] + c * strides[2]
 
 
 @triton.jit

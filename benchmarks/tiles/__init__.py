@@ -1,0 +1,25 @@
+"""The attention tile table (kernels/tiles.py), generated from a recorded measurement.
+
+Two steps, each one command (from the repository root, without TRITON_INTERPRET):
+
+    python -m benchmarks.tiles measure [--jobs 2] [--archs 90 80] [--all-stages]
+        compiles every candidate tile (kernels/attention/tuning.py: CANDIDATE_TILES) of
+        each autotuned attention kernel, for each class of launch the table is keyed by
+        (dtype class, head-dim class, plain or heavy) that the kernels admit, at the
+        kernel's deepest pipeline (--all-stages: at every num_stages it is tried at), for
+        each arch, through Triton and ptxas (no GPU needed), and writes what each compiled
+        to (registers, spilled bytes, shared memory, or the compile error) to
+        benchmarks/results/static/attention_tiles.json (fp32 tiles of more than 64 x 64
+        scores are recorded as not compiled: see measure.py). Slow: about 900 compiles,
+        an hour on 2 cores; rerun it when the kernels, the candidates or the classes
+        change, then generate.
+
+    python -m benchmarks.tiles generate
+        reads that file and writes kernels/tiles.py: for each kernel and class, the tiles
+        that pass the rule in generate.RULE (they compiled for sm_90 at the kernel's
+        deepest pipeline, spilling nothing and fitting its shared memory). Instant.
+
+tests/test_tiles.py regenerates the table from the committed measurement and checks that
+kernels/tiles.py is exactly that, and that the measurement is of the candidates, stages
+and classes tuning.py has now.
+"""
