@@ -28,12 +28,12 @@ def twins(torch_class, seqops_class, *args, device, dtype, **kwargs):
     return reference, theirs, ours
 
 
-def compare(backend, modules, make_inputs, call, dtype, reduced_length):
+def compare(backend, modules, make_inputs, call, dtype, reduced_length, min_trials=1):
     """Run call(module, *inputs) for the three modules; check every output and the
     gradients of the inputs and of every parameter, pooled over as many trials (fresh
-    inputs from make_inputs()) as small results need."""
+    inputs from make_inputs()) as small results need, at least min_trials."""
     reference, theirs, ours = modules
-    pooled, trials, trial = {}, 1, 0
+    pooled, trials, trial = {}, min_trials, 0
     while trial < trials:
         inputs = make_inputs()
         results = {}
@@ -41,8 +41,11 @@ def compare(backend, modules, make_inputs, call, dtype, reduced_length):
             leaves = [t.detach().to(cast).requires_grad_() for t in inputs]
             with seqops.backend(backend):
                 outs = call(module, *leaves)
-            torch.manual_seed(1000 + trial)
-            weights = [torch.randn_like(o, dtype=torch.float64) for o in outs]
+            # The same loss weights for the three modules, from a generator of their own:
+            # reseeding the global one would make every later trial's inputs the same
+            # whatever the test's seed.
+            generator = torch.Generator(device=outs[0].device).manual_seed(1000 + trial)
+            weights = [torch.randn(o.shape, generator=generator, dtype=torch.float64, device=o.device) for o in outs]
             loss = sum((o.double() * w).sum() for o, w in zip(outs, weights))
             grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
             names = [f"output {i}" for i in range(len(outs))] + [f"d input {i}" for i in range(len(inputs))]
@@ -50,7 +53,7 @@ def compare(backend, modules, make_inputs, call, dtype, reduced_length):
             results[name] = dict(zip(names, list(outs) + list(grads)))
         for name, out in results["ours"].items():
             pooled.setdefault(name, PooledResult()).add(name, out, results["reference"][name], results["torch"][name])
-        trials = trials_needed(results["ours"]) if trial == 0 else trials
+        trials = max(trials, trials_needed(results["ours"]))
         trial += 1
     for name, result in pooled.items():
         result.check(backend, name, dtype, reduced_length)
@@ -140,7 +143,10 @@ def test_lstm_length_one_and_batch_one(device, backend, packed, shape):
     config = dict(bias=True, batch_first=False, bidirectional=True, proj_size=0, num_layers=2)
     modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 6, 9, device=device, dtype=torch.float32, **config)
     inputs, call = lstm_inputs(config, packed, T=T, B=B, I=6, H=9, device=device)
-    compare(backend, modules, inputs, call, torch.float32, 9)
+    # A bias gradient here sums 1 to 4 rows: a trial's error is a few roundings, and the
+    # ratio of two such samples went past 2 in 3% of seeds with the 2 trials that the
+    # entry count alone asks for (at worst 1.5 over 40 seeds with 4).
+    compare(backend, modules, inputs, call, torch.float32, 9, min_trials=4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
