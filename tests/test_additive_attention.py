@@ -193,3 +193,26 @@ def test_torch_implementation_bounds_memory_by_blocks(monkeypatch):
     grads_ref = torch.func.grad(loss(reference.additive_attention), argnums=(0, 3))(*detached)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("sizes", [(2, 3, 11, 5, 0), (2, 3, 11, 0, 4), (2, 0, 11, 5, 4), (0, 3, 11, 5, 4)],
+                         ids=["d0", "Dv0", "Lq0", "B0"])
+@pytest.mark.parametrize("device, backend", device_backend_params())
+def test_empty_sizes(device, backend, sizes):
+    """Sizes of 0 where torch's formulation takes them: no hidden units (every score 0, so
+    uniform weights), no value columns, no queries, no batch; results and gradients as the
+    float64 reference gives them."""
+    skip_unless_runnable(device, backend)
+    B, Lq, Lk, Dv, hidden = sizes
+    inputs = [t.requires_grad_() for t in make_inputs(B, Lq, Lk, 3, 4, Dv, hidden, device)]
+    with seqops.backend(backend):
+        context, weights = seqops.additive_attention(*inputs, need_weights=True)
+    inputs64 = [t.detach().double().requires_grad_() for t in inputs]
+    context_ref, weights_ref = reference.additive_attention(*inputs64, need_weights=True)
+    torch.testing.assert_close(context, context_ref.float())
+    torch.testing.assert_close(weights, weights_ref.float())
+    loss = lambda c, w: c.sum() + (w * torch.arange(Lk, dtype=w.dtype, device=w.device)).sum()
+    grads = torch.autograd.grad(loss(context, weights), inputs)
+    grads_ref = torch.autograd.grad(loss(context_ref, weights_ref), inputs64)
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r.float())

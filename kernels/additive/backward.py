@@ -154,9 +154,10 @@ def _projection_grads(grad_projected: torch.Tensor, inputs: torch.Tensor, weight
                       bias: Optional[torch.Tensor]):
     """Gradients of projected = inputs weight^T + bias w.r.t. inputs, weight and bias (None
     without one), from grad_projected [B, L, d] fp32: GEMMs, in the operands' dtypes."""
-    flat_grad = grad_projected.reshape(-1, grad_projected.shape[-1])
+    rows = grad_projected.shape[0] * grad_projected.shape[1]  # not -1: a size may be 0
+    flat_grad = grad_projected.reshape(rows, grad_projected.shape[-1])
     grad_inputs = (grad_projected @ weight.float()).to(inputs.dtype)
-    grad_weight = (flat_grad.t() @ inputs.reshape(-1, inputs.shape[-1]).float()).to(weight.dtype)
+    grad_weight = (flat_grad.t() @ inputs.reshape(rows, inputs.shape[-1]).float()).to(weight.dtype)
     grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
     return grad_inputs, grad_weight, grad_bias
 
