@@ -86,3 +86,35 @@ def test_bad_arguments():
     with pytest.raises(RuntimeError, match="value_dim=5"):
         module(torch.randn(2, 1, 4), torch.randn(2, 3, 6), torch.randn(2, 3, 6))
     assert "AdditiveAttention" not in {cls.__name__ for cls in seqops.nn.DROP_INS.values()}
+
+
+class Decoder(torch.nn.Module):
+    """A decoder step of a seq2seq model: attention over the encoder outputs, then a GRU cell."""
+
+    def __init__(self, score):
+        super().__init__()
+        self.attention = seqops.nn.AdditiveAttention(8, 6, 12, score=score)
+        self.cell = torch.nn.GRUCell(6, 8)
+
+    def forward(self, state, encoded, mask):
+        context, weights = self.attention(state, encoded, mask=mask, need_weights=True)
+        return self.cell(context, state) + weights.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("score", ["bahdanau", "concat"])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_compiled_inside_a_model(backend, score):
+    """The layer inside a model under torch.compile(fullgraph=True): eager's outputs and
+    parameter gradients."""
+    skip_unless_runnable("cpu", backend)
+    torch._dynamo.reset()
+    model = Decoder(score)
+    state, encoded = torch.randn(3, 8), torch.randn(3, 13, 6)
+    mask = torch.arange(13)[None] < torch.tensor([[13], [5], [1]])
+    with seqops.backend(backend):
+        expected = model(state, encoded, mask)
+        out = torch.compile(model, fullgraph=True, backend="aot_eager")(state, encoded, mask)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    params = list(model.parameters())
+    torch.testing.assert_close(torch.autograd.grad(out, params, grad), torch.autograd.grad(expected, params, grad))
