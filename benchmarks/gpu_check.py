@@ -41,6 +41,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -144,8 +145,14 @@ def _pytest_command(ctx: Context) -> list[str]:
         # Quick: the cuda tests but torch.compile's (inductor takes minutes to compile them).
         selection = ["tests", "-m", "cuda", "-k", "not compile"] if ctx.quick else ["tests"]
     ctx.results["tests"] = {"selection": shlex.join(selection)}
-    command = [sys.executable, "-m", "pytest", *selection, "-q", "-rfE", "--tb=short", "-p", "no:cacheprovider",
+    # -v: a line per test with its name, so that a step cut short by its budget (junit is
+    # written only at the end) still says which tests passed and which failed; quick: stop
+    # at the first failure, which prints its traceback (2026-11-30 on an H200 a quick run
+    # ended in its budget with one F and a cascade of errors, and nothing said which test).
+    command = [sys.executable, "-m", "pytest", *selection, "-v", "-rfE", "--tb=short", "-p", "no:cacheprovider",
                f"--junitxml={ctx.work / 'junit.xml'}", "--ignore=tests/test_gpu_check.py"]
+    if ctx.quick:
+        command.append("-x")
     if not ctx.dry_run and importlib.util.find_spec("xdist") is not None:
         # Triton compiles on the CPU: workers compile in parallel, the GPU has room for all.
         command += ["-n", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]
@@ -402,7 +409,8 @@ def _collect_tests(ctx: Context, record: Record) -> None:
     junit = ctx.work / "junit.xml"
     if not junit.exists():
         if record.status != "running":
-            record.detail = "no junit xml was written"
+            record.detail = "no junit xml was written; " + outcomes_in_log(Path(record.log).read_text(errors="replace")
+                                                                          if record.log else "")
         return
     summary = parse_junit(junit)
     ctx.results["tests"].update(summary)
@@ -410,6 +418,17 @@ def _collect_tests(ctx: Context, record: Record) -> None:
                      f"{summary['skipped']} skipped")
     if record.status == "timed out":
         record.detail += " (before the time ran out)"
+
+
+def outcomes_in_log(text: str) -> str:
+    """What pytest -v printed of each test (`PASSED tests/...`), counted, with the names of
+    those that failed or errored: the tests step's result when it was cut short."""
+    outcomes = {name: outcome for outcome, name in re.findall(r"\b(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (tests/\S+)",
+                                                               text)}
+    counts = Counter(outcomes.values())
+    bad = [name for name, outcome in outcomes.items() if outcome in ("FAILED", "ERROR")]
+    summary = ", ".join(f"{n} {outcome.lower()}" for outcome, n in sorted(counts.items())) or "no test reported"
+    return summary + (f"; failed or errored: {', '.join(bad[:MAX_LISTED])}" if bad else "")
 
 
 def parse_sanitizer_log(text: str) -> dict:

@@ -136,3 +136,16 @@ kernel call lstm_cell forward+backward (fp32): FAILED RuntimeError: CUDA error: 
     report = gpu_check.parse_sanitizer_log(log)
     assert report["errors"] == 1 and report["calls_ok"] == 1 and report["calls_failed"] == 1
     assert report["error_lines"] == ["Invalid __global__ read of size 4 bytes (at softmax_online_fwd_kernel+0x1a0)"]
+
+
+def test_a_tests_step_cut_short_still_names_its_failures(gpu_check):
+    """Without junit (written only when pytest ends), the counts and the failed tests come
+    from pytest -v's lines."""
+    log = ("[gw0] [  1%] PASSED tests/test_softmax.py::test_a[cuda-triton]\n"
+           "[gw1] [  2%] FAILED tests/test_attention.py::test_b[cuda-cuda-fp16]\n"
+           "[gw1] [  3%] ERROR tests/test_attention.py::test_c[cuda-triton] \n"
+           "[gw0] [  4%] SKIPPED tests/test_lstm.py::test_d[cuda-cuda]\n")
+    assert gpu_check.outcomes_in_log(log) == (
+        "1 error, 1 failed, 1 passed, 1 skipped; failed or errored: tests/test_attention.py::test_b[cuda-cuda-fp16], "
+        "tests/test_attention.py::test_c[cuda-triton]")
+    assert gpu_check.outcomes_in_log("") == "no test reported"
