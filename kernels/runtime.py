@@ -15,6 +15,17 @@ INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 _INTERPRETED_IN_KERNEL = tl.constexpr(INTERPRETED)
 
 
+def ceil_div(a: int, b: int) -> int:
+    """triton.cdiv for host code: that one is a constexpr function, whose call from Python
+    costs microseconds (argument unwrapping), and launchers call it several times a launch."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """triton.next_power_of_2 for host code (same values, 0 -> 0), without its per-call cost."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 @triton.jit
 def cast_rounded(x, dtype: tl.constexpr):
     """x (fp32) cast to `dtype`, rounding to nearest even as the GPU's conversion does.

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range, causal_query_range
-from ..runtime import cast_rounded, dot
+from ..runtime import cast_rounded, ceil_div, dot
 from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_rows, mask_operand, needs_int64_offsets,
                      query_block_of_program, score_units, tile_pointers)
 from .tuning import AUTOTUNE_KEY, autotune_configs, delta_rows, dmask_tile, pruned_to_table
@@ -340,27 +340,27 @@ def attention_backward(
     delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
     if dmask is None:
         delta_block = delta_rows(head_block(Ev))
-        attention_backward_delta_kernel[(triton.cdiv(L, delta_block) * B * Hq,)](
+        attention_backward_delta_kernel[(ceil_div(L, delta_block) * B * Hq,)](
             out, grad_out, delta, Hq, L, out.stride(), grad_out.stride(),
             HEAD_DIM_V=Ev, BLOCK_DV=head_block(Ev), BLOCK_M=delta_block, INT64_OFFSETS=int64_offsets,
         )
     else:
         block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
-        attention_backward_delta_from_probs_kernel[(triton.cdiv(L, block_m) * B * Hq,)](
+        attention_backward_delta_from_probs_kernel[(ceil_div(L, block_m) * B * Hq,)](
             q, k, v, mask_arg, grad_out, lse, delta,
             Hq, Hq // Hkv, L, S,
             q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(),
             *common, **dims, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps,
         )
-    grid_keys = lambda meta: (triton.cdiv(S, meta["BLOCK_N"]) * B * Hkv,)
+    grid_keys = lambda meta: (ceil_div(S, meta["BLOCK_N"]) * B * Hkv,)
     attention_backward_dkdv_kernel[grid_keys](
         q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
         Hq, Hq // Hkv, L, S,
         q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dk.stride(), dv.stride(),
         *common, **dims, **flags,
     )
-    grid_queries = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
+    grid_queries = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_backward_dq_kernel[grid_queries](
         q, k, v, mask_arg, grad_out, lse, delta, dq,
         Hq, Hq // Hkv, L, S,
@@ -372,7 +372,7 @@ def attention_backward(
         reduce = dict(REDUCE_B=Bm == 1 and B > 1, REDUCE_H=Hm == 1 and Hq > 1,
                       REDUCE_L=Lm == 1 and L > 1, REDUCE_S=Sm == 1 and S > 1)
         block_m, block_n, warps = dmask_tile(max(dims["BLOCK_D"], dims["BLOCK_DV"]))
-        tiles = (1 if reduce["REDUCE_L"] else triton.cdiv(L, block_m)) * (1 if reduce["REDUCE_S"] else triton.cdiv(S, block_n))
+        tiles = (1 if reduce["REDUCE_L"] else ceil_div(L, block_m)) * (1 if reduce["REDUCE_S"] else ceil_div(S, block_n))
         attention_backward_dmask_kernel[(tiles * Bm * Hm,)](
             q, k, v, mask_arg, grad_out, lse, delta, dmask,
             Hq, Hq // Hkv, B, L, S, Hm,

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_visible
-from ..runtime import dot, exp_accurate
+from ..runtime import dot, exp_accurate, next_power_of_2
 from .tuning import LONGEST_TILE_EDGE
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -140,7 +140,7 @@ def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_row_str
 
 def head_block(dim: int) -> int:
     """BLOCK_D for a head dim: the next power of two, at least 16 (tl.dot's minimum)."""
-    return max(16, triton.next_power_of_2(dim))
+    return max(16, next_power_of_2(dim))
 
 
 def mask_operand(mask: Optional[torch.Tensor], shape: tuple, fallback: torch.Tensor):

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range
-from ..runtime import cast_rounded, dot
+from ..runtime import cast_rounded, ceil_div, dot
 from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_rows, mask_operand,
                      needs_int64_offsets, query_block_of_program, score_units, scores, tile_pointers)
 from .tuning import AUTOTUNE_KEY, autotune_configs, pruned_to_table
@@ -130,7 +130,7 @@ def attention_forward(
     mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
     int64_offsets = needs_int64_offsets([q, k, v, out] + ([mask_arg] if mask_kind else []),
                                         (L, S) if dropout_p > 0 else None)
-    grid = lambda meta: (triton.cdiv(L, meta["BLOCK_M"]) * B * Hq,)
+    grid = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
         Hq, Hq // Hkv, L, S,

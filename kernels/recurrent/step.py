@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRETED, cast_rounded, dot, sigmoid_accurate, tanh_accurate
+from ..runtime import INTERPRETED, cast_rounded, ceil_div, dot, next_power_of_2, sigmoid_accurate, tanh_accurate
 
 
 @triton.jit
@@ -243,7 +243,7 @@ def _forward_tiles(n_rows: int, H: int) -> tuple[int, int, int, int]:
     (tests/compile_triton_kernels.py)."""
     if INTERPRETED:
         return 16, 32, 32, 4
-    return min(32, max(16, triton.next_power_of_2(n_rows))), 32 if H <= 256 else 64, 32, 8
+    return min(32, max(16, next_power_of_2(n_rows))), 32 if H <= 256 else 64, 32, 8
 
 
 def _backward_tiles() -> tuple[int, int, int, int]:
@@ -284,7 +284,7 @@ def lstm_step_forward(
     I = x.shape[1] if x is not None else 0
     block_b, block_h, block_k, warps = _forward_tiles(n_rows, H)
     dummy = h.init
-    lstm_step_forward_kernel[(triton.cdiv(n_rows, block_b), triton.cdiv(H, block_h))](
+    lstm_step_forward_kernel[(ceil_div(n_rows, block_b), ceil_div(H, block_h))](
         x if x is not None else dummy, w_ih if w_ih is not None else dummy, xw if xw is not None else dummy,
         h.prev, h.init, c.prev, c.init, h.n_carried,
         w_hh, b_ih if b_ih is not None else dummy, b_hh if b_hh is not None else dummy,
@@ -322,7 +322,7 @@ def lstm_step_backward(
     dh_carry_or = dh_carry or no_carry
     dc_carry_or = dc_carry or no_carry
     n_next = (dh_carry or dc_carry or no_carry).n_carried
-    lstm_step_backward_kernel[(triton.cdiv(n_rows, block_b), triton.cdiv(P, block_p))](
+    lstm_step_backward_kernel[(ceil_div(n_rows, block_b), ceil_div(P, block_p))](
         dh if dh is not None else gates, dh_carry_or.prev, dh_carry_or.init, dc_carry_or.prev, dc_carry_or.init, n_next,
         gates, c, c_state.prev, c_state.init, c_state.n_carried,
         w_hh,
@@ -338,4 +338,4 @@ def lstm_step_backward(
 
 def bias_grad_blocks(n_rows: int, H: int, P: int) -> int:
     """How many row blocks lstm_step_backward writes bias column sums for."""
-    return triton.cdiv(n_rows, _backward_tiles()[0])
+    return ceil_div(n_rows, _backward_tiles()[0])

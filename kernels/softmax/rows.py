@@ -12,7 +12,7 @@ import triton.language as tl
 
 from ..layout import RowLayout, row_layout_copying
 from ..masks import causal_keep
-from ..runtime import cast_rounded, exp_accurate
+from ..runtime import cast_rounded, ceil_div, exp_accurate, next_power_of_2
 
 # Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
 # spill registers (tests/compile_triton_kernels.py) and go online; their second read of
@@ -68,15 +68,15 @@ class Plan:
     num_warps: int
 
     def grid(self, n_rows: int) -> tuple[int]:
-        return (triton.cdiv(n_rows, self.block_m),)
+        return (ceil_div(n_rows, self.block_m),)
 
 
 def plan(n_rows: int, n_cols: int) -> Plan:
     """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread."""
     if n_cols > MAX_ONE_PASS_COLS:
         return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD))
-    block_n = triton.next_power_of_2(n_cols)
-    block_m = min(triton.next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
+    block_n = next_power_of_2(n_cols)
+    block_m = min(next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
     num_warps = min(32, max(4, block_m * block_n // (32 * VALUES_PER_THREAD)))
     return Plan(one_pass=True, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
@@ -86,7 +86,7 @@ def rows_need_int64(n_rows: int, block_m: int) -> bool:
     past n_rows) can pass 2**31 - 1, so that the kernel must count rows in int64
     (INT64_ROWS). Otherwise it counts them in int32: cheaper, above all the modulo that
     finds a causal row's query. Row offsets are int64 either way (row_offsets)."""
-    return triton.cdiv(n_rows, block_m) * block_m - 1 > 2**31 - 1
+    return ceil_div(n_rows, block_m) * block_m - 1 > 2**31 - 1
 
 
 def moved_operands(
