@@ -31,6 +31,13 @@ def run(function, inputs, mask, need_weights, backend=None):
         return function(*inputs, mask=mask, need_weights=need_weights)
 
 
+# float32 results are judged over 3x the pooled entries the rule asks for: its 2x margin
+# over torch is a ratio of two errors of a few roundings each, and over the 37 entries of
+# a bias gradient that ratio scatters widely (one failure in about 20 runs, of errors
+# both near 1e-7); fp16 and bf16 errors are the final rounding, the same for both.
+FP32_POOLING = 3
+
+
 def check(backend, make, mask_fn=None, need_weights=False, dtype=torch.float32):
     """Run seqops on `backend`, the reference in float64 and the torch implementation in
     `dtype` on the same inputs (fresh ones per trial, pooled until every result has enough
@@ -67,7 +74,7 @@ def check(backend, make, mask_fn=None, need_weights=False, dtype=torch.float32):
             results[name] = outputs
         for name, out in results["ours"].items():
             pooled.setdefault(name, PooledResult()).add(name, out, results["reference"][name], results["torch"][name])
-        trials = max(trials, trials_needed(results["ours"]))
+        trials = max(trials, trials_needed(results["ours"]) * (FP32_POOLING if dtype == torch.float32 else 1))
         trial += 1
     for name, result in pooled.items():
         result.check(backend, name, dtype, inputs[1].shape[1] * inputs[6 if inputs[6] is not None else 5].shape[0])
@@ -120,7 +127,8 @@ def test_weights_and_their_gradient(device, backend, dtype):
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_no_biases_and_long_keys(device, backend):
     skip_unless_runnable(device, backend)
-    check(backend, lambda: make_inputs(1, 3, 150, 4, 4, 40, 50, device, bias=False), key_padding)
+    # Values wider than 64 columns: the kernels then take hidden units 8 at a time (50 = 6 * 8 + 2).
+    check(backend, lambda: make_inputs(1, 3, 100, 4, 4, 70, 50, device, bias=False), key_padding)
 
 
 @pytest.mark.parametrize("device, backend", device_backend_params())

@@ -26,31 +26,39 @@ import triton.language as tl
 from ..runtime import cast_rounded, dot
 from .common import (load_row_stats, load_tile, mask_operand, pre_activation_chunk, probabilities, project, score_tile, value_block,
                      visible)
-from .tiles import BLOCK_D, BLOCK_M, BLOCK_N, NUM_WARPS
+from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
 
 
 @triton.jit
-def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, grad_context_base, grad_weights_base,
-                        row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-                        values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
+                              row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
+                              values_strides, mask_strides, grad_weights_strides,
                         MASKED: tl.constexpr, GRAD_CONTEXT: tl.constexpr, GRAD_WEIGHTS: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         BLOCK_DV: tl.constexpr):
-    """(P, dP, dO) for one [BLOCK_M, BLOCK_N] tile: the recomputed probabilities, the
-    gradient w.r.t. them, and the rows' context gradient [BLOCK_M, BLOCK_DV] fp32."""
+    """(P, dP) for one [BLOCK_M, BLOCK_N] tile: the recomputed probabilities and the
+    gradient w.r.t. them. grad_context: the rows' context gradient [BLOCK_M, BLOCK_DV]
+    fp32, loaded by the caller (once per program in the query-block kernel)."""
     s = score_tile(qp_base, kp_base, v_ptr, offs_m, offs_n, Lq, Lk, hidden, BLOCK_M, BLOCK_N, BLOCK_D)
     keep = visible(mask_base, offs_m, offs_n, Lq, Lk, mask_strides, MASKED)
     p = probabilities(s, keep, row_max, row_sum)
-    grad_context = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     dp = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if GRAD_CONTEXT:
-        grad_context = load_tile(grad_context_base, offs_m, offs_dv, grad_context_strides[1],
-                                 grad_context_strides[2], Lq, value_dim)
         values = load_tile(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
         dp += dot(grad_context, tl.trans(values))
     if GRAD_WEIGHTS:
         dp += load_tile(grad_weights_base, offs_m, offs_n, grad_weights_strides[1], grad_weights_strides[2], Lq, Lk)
-    return p, dp, grad_context
+    return p, dp
+
+
+@triton.jit
+def load_grad_context(grad_context_base, offs_m, offs_dv, grad_context_strides, Lq, value_dim,
+                      GRAD_CONTEXT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """The rows' context gradient [BLOCK_M, BLOCK_DV] fp32 (zeros when none reached it)."""
+    if GRAD_CONTEXT:
+        return load_tile(grad_context_base, offs_m, offs_dv, grad_context_strides[1], grad_context_strides[2], Lq,
+                         value_dim)
+    return tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
 
 
 @triton.jit
@@ -73,15 +81,16 @@ def additive_backward_query_kernel(
     row_max, row_sum = load_row_stats(stats_ptr, b, offs_m, Lq)
     values_base = values_ptr + b * values_strides[0]
     mask_base = mask_ptr + b * mask_strides[0]
-    grad_context_base = grad_context_ptr + b * grad_context_strides[0]
+    grad_context = load_grad_context(grad_context_ptr + b * grad_context_strides[0], offs_m, offs_dv,
+                                     grad_context_strides, Lq, value_dim, GRAD_CONTEXT, BLOCK_M, BLOCK_DV)
     grad_weights_base = grad_weights_ptr + b * grad_weights_strides[0]
     delta = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, Lk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
-        p, dp, _ = probability_gradient_tile(
-            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context_base, grad_weights_base,
+        p, dp = probability_gradient_tile(
+            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            values_strides, mask_strides, grad_weights_strides,
             MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
         delta += tl.sum(p * dp, axis=1)
     tl.store(delta_ptr + b * Lq + offs_m, delta, mask=offs_m < Lq)
@@ -89,10 +98,10 @@ def additive_backward_query_kernel(
     grad_v_row = grad_v_partial_ptr + (b * tl.num_programs(0) + tl.program_id(0)) * hidden
     for start_n in range(0, Lk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
-        p, dp, _ = probability_gradient_tile(
-            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context_base, grad_weights_base,
+        p, dp = probability_gradient_tile(
+            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            values_strides, mask_strides, grad_weights_strides,
             MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
         ds = p * (dp - delta[:, None])
         for start_d in range(0, hidden, BLOCK_D):
@@ -128,11 +137,13 @@ def additive_backward_key_kernel(
         offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
         row_max, row_sum = load_row_stats(stats_ptr, b, offs_m, Lq)
         delta = tl.load(delta_ptr + b * Lq + offs_m, mask=offs_m < Lq, other=0.0)
-        p, dp, grad_context = probability_gradient_tile(
+        grad_context = load_grad_context(grad_context_ptr + b * grad_context_strides[0], offs_m, offs_dv,
+                                         grad_context_strides, Lq, value_dim, GRAD_CONTEXT, BLOCK_M, BLOCK_DV)
+        p, dp = probability_gradient_tile(
             qp_base, kp_base, v_ptr, values_ptr + b * values_strides[0], mask_ptr + b * mask_strides[0],
-            grad_context_ptr + b * grad_context_strides[0], grad_weights_ptr + b * grad_weights_strides[0],
+            grad_context, grad_weights_ptr + b * grad_weights_strides[0],
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            values_strides, mask_strides, grad_weights_strides,
             MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
         ds = p * (dp - delta[:, None])
         if GRAD_CONTEXT:
@@ -184,6 +195,7 @@ def additive_attention_backward(
     if B * Lq > 0 and Lk > 0 and (has_grad_context or has_grad_weights):
         delta = torch.empty(B, Lq, dtype=torch.float32, device=query.device)  # the query kernel's
         masked, mask_arg, mask_strides = mask_operand(mask, (B, Lq, Lk), projected_query)
+        hidden_block, warps = hidden_block_and_warps(value_block(value_dim))
         grad_context_arg = grad_context if has_grad_context else context
         grad_weights_arg = grad_weights if has_grad_weights else context
         operands = (projected_query, projected_keys, v.float().contiguous(), values, mask_arg, grad_context_arg,
@@ -191,8 +203,8 @@ def additive_attention_backward(
         sizes = (Lq, Lk, hidden, value_dim)
         strides = (values.stride(), mask_strides, grad_context_arg.stride(), grad_weights_arg.stride())
         flags = dict(MASKED=masked, GRAD_CONTEXT=has_grad_context, GRAD_WEIGHTS=has_grad_weights,
-                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, BLOCK_DV=value_block(value_dim),
-                     num_warps=NUM_WARPS)
+                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=hidden_block, BLOCK_DV=value_block(value_dim),
+                     num_warps=warps)
         additive_backward_query_kernel[(query_blocks, B)](*operands, grad_qp, grad_v_partial, *sizes, *strides,
                                                           **flags)
         additive_backward_key_kernel[(triton.cdiv(Lk, BLOCK_N), B)](*operands, grad_kp, grad_values, *sizes,

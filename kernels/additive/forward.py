@@ -11,7 +11,7 @@ import triton.language as tl
 
 from ..runtime import cast_rounded, dot, exp_accurate
 from .common import load_tile, mask_operand, probabilities, project, score_tile, value_block, visible
-from .tiles import BLOCK_D, BLOCK_M, BLOCK_N, NUM_WARPS
+from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
 
 
 @triton.jit
@@ -98,11 +98,12 @@ def additive_attention_forward(
     projected_keys = project(keys, w_key, b_key)
     masked, mask_arg, mask_strides = mask_operand(mask, (B, Lq, Lk), projected_query)
     weights_arg = weights if need_weights else context
+    hidden_block, warps = hidden_block_and_warps(value_block(value_dim))
     additive_forward_kernel[(triton.cdiv(Lq, BLOCK_M), B)](
         projected_query, projected_keys, v.float().contiguous(), values, mask_arg, context, stats, weights_arg,
         Lq, Lk, hidden, value_dim,
         values.stride(), mask_strides, context.stride(), weights_arg.stride(),
         MASKED=masked, NEED_WEIGHTS=need_weights,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, BLOCK_DV=value_block(value_dim), num_warps=NUM_WARPS,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=hidden_block, BLOCK_DV=value_block(value_dim), num_warps=warps,
     )
     return context, stats, weights
