@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded, dot
+from ..runtime import cast_rounded, ceil_div, dot
 from .common import (load_row_stats, load_tile, mask_operand, pre_activation_chunk, probabilities, project, score_tile, value_block,
                      visible)
 from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
@@ -189,7 +189,7 @@ def additive_attention_backward(
     grad_qp = torch.zeros_like(projected_query)
     grad_kp = torch.zeros_like(projected_keys)
     grad_values = torch.zeros(values.shape, dtype=values.dtype, device=values.device)
-    query_blocks = triton.cdiv(Lq, BLOCK_M)
+    query_blocks = ceil_div(Lq, BLOCK_M)
     grad_v_partial = torch.zeros(B * query_blocks, hidden, dtype=torch.float32, device=query.device)
     has_grad_context, has_grad_weights = grad_context is not None, grad_weights is not None
     if B * Lq > 0 and Lk > 0 and (has_grad_context or has_grad_weights):
@@ -207,7 +207,7 @@ def additive_attention_backward(
                      num_warps=warps)
         additive_backward_query_kernel[(query_blocks, B)](*operands, grad_qp, grad_v_partial, *sizes, *strides,
                                                           **flags)
-        additive_backward_key_kernel[(triton.cdiv(Lk, BLOCK_N), B)](*operands, grad_kp, grad_values, *sizes,
+        additive_backward_key_kernel[(ceil_div(Lk, BLOCK_N), B)](*operands, grad_kp, grad_values, *sizes,
                                                                     *strides, grad_values.stride(), **flags)
     grad_query, grad_w_query, grad_b_query = _projection_grads(grad_qp, query, w_query, b_query)
     grad_keys, grad_w_key, grad_b_key = _projection_grads(grad_kp, keys, w_key, b_key)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import exp_accurate, tanh_accurate
+from ..runtime import exp_accurate, next_power_of_2, tanh_accurate
 
 
 @triton.jit
@@ -84,7 +84,7 @@ def load_row_stats(stats_ptr, b, offs_m, Lq):
 
 def value_block(width: int) -> int:
     """Columns of the values tile: a power of two >= width, and >= 16 (tl.dot's least)."""
-    return max(16, triton.next_power_of_2(width))
+    return max(16, next_power_of_2(width))
 
 
 def project(inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:

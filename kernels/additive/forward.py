@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded, dot, exp_accurate
+from ..runtime import cast_rounded, ceil_div, dot, exp_accurate
 from .common import load_tile, mask_operand, probabilities, project, score_tile, value_block, visible
 from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
 
@@ -99,7 +99,7 @@ def additive_attention_forward(
     masked, mask_arg, mask_strides = mask_operand(mask, (B, Lq, Lk), projected_query)
     weights_arg = weights if need_weights else context
     hidden_block, warps = hidden_block_and_warps(value_block(value_dim))
-    additive_forward_kernel[(triton.cdiv(Lq, BLOCK_M), B)](
+    additive_forward_kernel[(ceil_div(Lq, BLOCK_M), B)](
         projected_query, projected_keys, v.float().contiguous(), values, mask_arg, context, stats, weights_arg,
         Lq, Lk, hidden, value_dim,
         values.stride(), mask_strides, context.stride(), weights_arg.stride(),
