@@ -113,9 +113,10 @@ def test_a_layout_that_does_not_collapse_is_copied_once():
     y = torch.empty(x.shape)
     values = cuda_softmax.forward_values(x, y, None, 4, 1.0, False)
     assert values["x"] != x.data_ptr() and values["x_strides"] == values["y_strides"]
-    # The copy lives only as long as the call's values; gather from it through y's layout.
-    (x_rows, _), _, _, _ = cuda_softmax.softmax_rows([x, y], None, False, 4, target=1)
-    assert torch.equal(gathered_rows(x_rows, values, "x"), x.reshape(-1, 6))
+    # The values hold the copy (it must outlive the launch); gather from it through y's layout.
+    copy = values.operands[0]
+    assert copy.data_ptr() == values["x"]
+    assert torch.equal(gathered_rows(copy, values, "x"), x.reshape(-1, 6))
 
 
 def test_mask_broadcast_and_causal_reach_the_kernels_as_strides_and_causal_rows():

@@ -50,33 +50,43 @@ def _shape_values(layout: RowLayout, causal_rows: int) -> dict:
             "causal_rows": causal_rows}
 
 
+class LaunchValues(dict):
+    """The extension's arguments (plain values: pointers as ints), holding the tensors they
+    point into: a layout the kernels cannot address is copied, and the copy must outlive
+    the launch, so the caller keeps this object until the call has been made."""
+
+    def __init__(self, values: dict, operands: list):
+        super().__init__(values)
+        self.operands = operands
+
+
 def forward_values(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor], dim: int, scale: float,
-                   causal: bool) -> dict:
+                   causal: bool) -> LaunchValues:
     """The extension's softmax_forward arguments (all but device and stream) for y =
     softmax(scale * x) along dim. x: float32/16/bf16, any strides; y: x's shape."""
     (x_rows, y_rows), mask_rows, causal_rows, layout = softmax_rows([x, y], mask, causal, dim, target=1)
-    return {
+    return LaunchValues({
         "x": x_rows.data_ptr(), "x_dtype": dtype_code(x_rows), "x_strides": layout.strides[0],
         "y": y_rows.data_ptr(), "y_dtype": dtype_code(y_rows), "y_strides": layout.strides[1],
         "mask": 0 if mask_rows is None else mask_rows.data_ptr(),
         "mask_strides": NO_STRIDES if mask_rows is None else layout.strides[2],
         **_shape_values(layout, causal_rows), "scale": float(scale),
-    }
+    }, [x_rows, y_rows, mask_rows])
 
 
 def backward_values(grad_y: torch.Tensor, y: torch.Tensor, dx: torch.Tensor, mask: Optional[torch.Tensor], dim: int,
-                    scale: float, causal: bool) -> dict:
+                    scale: float, causal: bool) -> LaunchValues:
     """The extension's softmax_backward arguments (all but device and stream)."""
     (dy_rows, y_rows, dx_rows), mask_rows, causal_rows, layout = softmax_rows([grad_y, y, dx], mask, causal, dim,
                                                                                target=2)
-    return {
+    return LaunchValues({
         "dy": dy_rows.data_ptr(), "dy_dtype": dtype_code(dy_rows), "dy_strides": layout.strides[0],
         "y": y_rows.data_ptr(), "y_dtype": dtype_code(y_rows), "y_strides": layout.strides[1],
         "mask": 0 if mask_rows is None else mask_rows.data_ptr(),
         "mask_strides": NO_STRIDES if mask_rows is None else layout.strides[3],
         "dx": dx_rows.data_ptr(), "dx_dtype": dtype_code(dx_rows), "dx_strides": layout.strides[2],
         **_shape_values(layout, causal_rows), "scale": float(scale),
-    }
+    }, [dy_rows, y_rows, dx_rows, mask_rows])
 
 
 def softmax_forward(x: torch.Tensor, mask: Optional[torch.Tensor], dim: int, scale: float, causal: bool,
@@ -88,7 +98,8 @@ def softmax_forward(x: torch.Tensor, mask: Optional[torch.Tensor], dim: int, sca
     if x.dtype not in DTYPE_CODES:
         # The kernels read float32/16/bf16; torch.softmax(x, dtype=d) casts x to d first anyway.
         x = x.to(out_dtype)
-    _ext.load().softmax_forward(**forward_values(x, y, mask, dim, scale, causal), **launch_place(x.device))
+    values = forward_values(x, y, mask, dim, scale, causal)  # holds any copy it points into
+    _ext.load().softmax_forward(**values, **launch_place(x.device))
     return y
 
 
@@ -104,5 +115,6 @@ def softmax_backward(grad_y: torch.Tensor, y: torch.Tensor, mask: Optional[torch
     if grad_y.dtype not in (y.dtype, torch.float32):
         # The kernels read dy in y's dtype or float32 (a forward-mode tangent may be neither).
         grad_y = grad_y.float()
-    _ext.load().softmax_backward(**backward_values(grad_y, y, dx, mask, dim, scale, causal), **launch_place(y.device))
+    values = backward_values(grad_y, y, dx, mask, dim, scale, causal)  # holds any copy it points into
+    _ext.load().softmax_backward(**values, **launch_place(y.device))
     return dx if dx_dtype == in_dtype else dx.to(in_dtype)
