@@ -6,22 +6,27 @@ A launcher is driven with CPU (or meta) tensors while each `*_kernel` of its mod
 replaced by a recorder. A recorded launch is specialised exactly as Triton's JIT would
 specialise it, by Triton's own binder: dtypes, alignment, integers equal to 1, each
 element of a tuple argument (a tensor's strides) on its own, save the arguments marked
-do_not_specialize. Used by tests/compile_triton_kernels.py (the CI compile check) and
+do_not_specialize. Used by benchmarks/static_report (the CI compile check) and
 benchmarks/tiles (the measurement the attention tile table is generated from).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import triton
+from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend, get_ptxas
 from triton.compiler import ASTSource
+from triton.compiler.compiler import get_cache_invalidating_env_vars, get_cache_key, make_backend
 from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
@@ -145,13 +150,44 @@ class BuildTask:
 @dataclass(frozen=True)
 class Build:
     """What a launch compiled to: registers a thread, bytes spilled (stores plus loads),
-    shared memory a program (bytes, as Triton allocates it); error: why it did not
-    compile, else None."""
+    shared memory a program (bytes, as Triton allocates it), and how many of the PTX's
+    instructions are tensor-core or asynchronous-copy ones (INSTRUCTIONS); error: why it
+    did not compile, else None."""
 
     registers: int = 0
     spilled_bytes: int = 0
     shared_bytes: int = 0
+    instructions: dict = field(default_factory=dict)
     error: Optional[str] = None
+
+
+# PTX instruction families that say whether a kernel uses the hardware it was tiled for:
+# Hopper's warpgroup MMA and tensor-memory (TMA) copies, Ampere's warp MMA and cp.async.
+INSTRUCTIONS = {
+    "wgmma": re.compile(r"^\s*wgmma\.mma_async", re.M),
+    "mma_sync": re.compile(r"^\s*mma\.sync", re.M),
+    "tma": re.compile(r"^\s*cp\.async\.bulk\.tensor", re.M),
+    "cp_async": re.compile(r"^\s*cp\.async\.c[ag]", re.M),
+}
+
+
+def _kernel_of(task: BuildTask) -> JITFunction:
+    module = sys.modules.get(task.module_name) or __import__(task.module_name, fromlist=["_"])
+    kernel = getattr(module, task.name)
+    return kernel.fn if isinstance(kernel, Autotuner) else kernel
+
+
+def build_key(task: BuildTask) -> str:
+    """The key Triton's own compile cache files this build under: the kernel's source and
+    that of every function it calls, the globals it reads, the signature, constants and
+    attributes, the options, the Triton version and the ptxas version and arch. Equal keys
+    compile to the same binary, so a build recorded under a key need not be compiled
+    again to be known."""
+    source = ASTSource(_kernel_of(task), task.signature, task.constexprs, task.attrs)
+    backend = make_backend(GPUTarget("cuda", task.arch, 32))
+    options = backend.parse_options(dict(task.options, **source.parse_options()))
+    key = get_cache_key(source, backend, options, env_vars=get_cache_invalidating_env_vars())
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
@@ -162,21 +198,30 @@ def ptxas_report(ptx: str, arch: int) -> tuple[int, int]:
         source.flush()
         result = subprocess.run([get_ptxas(arch).path, f"-arch={target}", "-v", source.name, "-o", "/dev/null"],
                                 capture_output=True, text=True, check=True)
-    registers = int(re.search(r"Used (\d+) registers", result.stderr).group(1))
-    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", result.stderr))
+    return _registers_and_spills(result.stderr)
+
+
+def _registers_and_spills(ptxas_log: str) -> tuple[int, int]:
+    registers = int(re.search(r"Used (\d+) registers", ptxas_log).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", ptxas_log))
     return registers, spills
 
 
 def compile_build(task: BuildTask) -> Build:
-    """Worker: compile a recorded launch for its arch and read what ptxas reports."""
-    module = sys.modules.get(task.module_name) or __import__(task.module_name, fromlist=["_"])
-    kernel = getattr(module, task.name)
-    kernel = kernel.fn if isinstance(kernel, Autotuner) else kernel
+    """Worker: compile a recorded launch for its arch and read what ptxas reports. Triton
+    runs `ptxas -v` itself to make the binary; its log is read from there rather than by a
+    second run (a compile found in Triton's cache prints none, and ptxas runs again)."""
     target = GPUTarget("cuda", task.arch, 32)
+    printed = io.StringIO()
     try:
-        compiled = triton.compile(ASTSource(kernel, task.signature, task.constexprs, task.attrs), target=target,
-                                  options=task.options)
-        registers, spilled = ptxas_report(compiled.asm["ptx"], task.arch)
-        return Build(registers, spilled, compiled.metadata.shared)
+        with knobs.nvidia.scope(), contextlib.redirect_stdout(printed):
+            knobs.nvidia.dump_ptxas_log = True
+            compiled = triton.compile(ASTSource(_kernel_of(task), task.signature, task.constexprs, task.attrs),
+                                      target=target, options=task.options)
+        ptx = compiled.asm["ptx"]
+        log = printed.getvalue()
+        registers, spilled = _registers_and_spills(log) if "Used " in log else ptxas_report(ptx, task.arch)
+        counts = {name: len(pattern.findall(ptx)) for name, pattern in INSTRUCTIONS.items()}
+        return Build(registers, spilled, compiled.metadata.shared, counts)
     except Exception as error:  # reported per launch, so that one failure hides no other
         return Build(error=f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")

@@ -68,7 +68,7 @@ def tile_pointers(base, offs_rows, offs_cols, stride_row, stride_col, INT64_OFFS
     Offsets are int32 (cheaper address arithmetic) unless the launcher found that one of
     this launch can pass 2**31 - 1 (needs_int64_offsets), then int64. The row and column
     terms go onto the pointer one at a time: adding their int32 sum instead made the
-    forward spill registers (tests/compile_triton_kernels.py)."""
+    forward spill registers (benchmarks/static_report)."""
     if INT64_OFFSETS:
         offs_rows = offs_rows.to(tl.int64)
         offs_cols = offs_cols.to(tl.int64)

@@ -240,7 +240,7 @@ def lstm_step_backward_kernel(
 def _forward_tiles(n_rows: int, H: int) -> tuple[int, int, int, int]:
     """(BLOCK_B, BLOCK_H, BLOCK_K, num_warps) of a forward step: rows padded to tl.dot's
     16. Sized so that the kernel spills no registers on sm_80 or sm_90
-    (tests/compile_triton_kernels.py)."""
+    (benchmarks/static_report)."""
     if INTERPRETED:
         return 16, 32, 32, 4
     return min(32, max(16, next_power_of_2(n_rows))), 32 if H <= 256 else 64, 32, 8

@@ -15,7 +15,7 @@ from ..masks import causal_keep
 from ..runtime import cast_rounded, ceil_div, exp_accurate, next_power_of_2
 
 # Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
-# spill registers (tests/compile_triton_kernels.py) and go online; their second read of
+# spill registers (benchmarks/static_report) and go online; their second read of
 # a row read moments before mostly hits L2.
 MAX_ONE_PASS_COLS = 16384
 # fp32 values a thread holds per row tile in the one-pass kernels.

@@ -1,0 +1,135 @@
+"""The committed static report (benchmarks/results/static/triton_kernels.{json,md}): what
+each recorded launch compiled to for each arch, filed under Triton's own compile-cache
+key, and the rules a build must pass."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+from ..kernel_launches import Build, RecordedLaunch
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "static" / "triton_kernels.json"
+MARKDOWN = RESULTS.with_suffix(".md")
+COMMAND = "python -m benchmarks.static_report --write"
+
+# Attention kernels whose dots must run on Hopper's warpgroup MMA: 16-bit operands and a
+# tile of at least one warpgroup's 64 rows (Triton issues wgmma only from BLOCK_M = 64,
+# over 4 warps or a multiple; fp32 dots run on FMA units on every arch).
+WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel")
+WGMMA_MIN_BLOCK_M = 64
+
+# Fixed launches known to spill, by kernel: (which launches, why they are let through).
+# Each is listed as KNOWN-SPILL in the report, never as ok; a spill of any other fixed
+# launch fails the check.
+KNOWN_SPILLS = {
+    "additive_backward_query_kernel": (
+        lambda constants, dtypes: constants.get("BLOCK_DV", 0) > 64 and "*fp32" in dtypes,
+        "fp32 values wider than 64 columns: 3.8-5 KB spilled at 256 (issue 16: to tune with a GPU's timings)"),
+    "additive_backward_key_kernel": (
+        lambda constants, dtypes: constants.get("GRAD_WEIGHTS", False) and "*fp32" in dtypes,
+        "fp32 with the weights' gradient: ~0.9 KB spilled (issue 16: to tune with a GPU's timings)"),
+}
+
+
+class Entry:
+    """One launch compiled for one arch: the launch, its build and where the build came
+    from (the committed report, or compiled now)."""
+
+    def __init__(self, launch: RecordedLaunch, arch: int, key: str, build: Build, recorded: bool):
+        self.launch, self.arch, self.key, self.build, self.recorded = launch, arch, key, build, recorded
+
+    def label(self) -> str:
+        return f"sm_{self.arch} {self.launch.describe()}"
+
+    def verdict(self) -> str:
+        """ok; spills (an autotuned kernel's tile: one its autotuner may time and drop);
+        SPILLS (a fixed launch: slow on every call); KNOWN-SPILL (one of KNOWN_SPILLS);
+        NO-WGMMA; FAILED."""
+        build = self.build
+        if build.error:
+            return "FAILED"
+        if build.spilled_bytes:
+            return "spills" if self.launch.autotuned else "KNOWN-SPILL" if self.known_spill() else "SPILLS"
+        if self.needs_wgmma() and not build.instructions.get("wgmma"):
+            return "NO-WGMMA"
+        return "ok"
+
+    def known_spill(self) -> Optional[str]:
+        """Why this launch is let spill (KNOWN_SPILLS), or None."""
+        name = self.launch.kernel.fn.__name__
+        if name not in KNOWN_SPILLS:
+            return None
+        applies, reason = KNOWN_SPILLS[name]
+        return reason if applies(self.launch.constants(), list(self.launch.signature.values())) else None
+
+    def needs_wgmma(self) -> bool:
+        launch = self.launch
+        constants = launch.constants()
+        sixteen_bit = any(kind in ("*fp16", "*bf16") for name, kind in launch.signature.items() if name == "q_ptr")
+        return (self.arch == 90 and launch.kernel.fn.__name__ in WGMMA_KERNELS and sixteen_bit
+                and constants.get("BLOCK_M", 0) >= WGMMA_MIN_BLOCK_M and launch.options.get("num_warps", 4) % 4 == 0)
+
+    def failed(self) -> bool:
+        return self.verdict() in ("FAILED", "SPILLS", "NO-WGMMA")
+
+    def record(self) -> dict:
+        launch, build = self.launch, self.build
+        return {"key": self.key, "arch": self.arch, "kernel": launch.kernel.fn.__name__,
+                "module": launch.module_name, "dtypes": [v for k, v in launch.signature.items() if k.endswith("_ptr")],
+                "constants": {k: v for k, v in launch.constants().items() if isinstance(v, (bool, int, float, str))},
+                "options": launch.options, "autotuned": launch.autotuned, "registers": build.registers,
+                "spilled_bytes": build.spilled_bytes, "shared_bytes": build.shared_bytes,
+                "instructions": build.instructions, "error": build.error}
+
+
+def load_builds(path: Path = RESULTS) -> dict[str, Build]:
+    """{key: build} of the committed report (empty when there is none)."""
+    if not path.exists():
+        return {}
+    return {record["key"]: Build(record["registers"], record["spilled_bytes"], record["shared_bytes"],
+                                 record["instructions"], record["error"])
+            for record in json.loads(path.read_text())["builds"]}
+
+
+def write(entries: list[Entry], source_commit: Optional[str], path: Path = RESULTS, markdown: Path = MARKDOWN):
+    import triton
+
+    meta = {"command": COMMAND, "triton": triton.__version__, "source_commit": source_commit}
+    path.write_text(json.dumps({**meta, "builds": [entry.record() for entry in entries]}, indent=1) + "\n")
+    markdown.write_text(render_markdown(entries, meta))
+
+
+def _tile(entry: Entry) -> str:
+    """The tile sizes and the flags that are on, e.g. `CAUSAL BLOCK_M=64 BLOCK_N=64`."""
+    constants = entry.launch.constants()
+    flags = [name for name, value in constants.items() if name.isupper() and value is True]
+    return " ".join(flags + [f"{name}={value}" for name, value in constants.items() if name.startswith("BLOCK")])
+
+
+def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
+    lines = [
+        "# Static report: every Triton launch seqops makes, compiled without a GPU",
+        "",
+        f"Generated by `{meta['command']}` (Triton {meta['triton']}, from commit {meta['source_commit'] or 'unknown'}). "
+        "Each launch the launchers make over benchmarks/static_report/drivers.py's inputs (of an autotuned kernel, "
+        "its tile with the most elements a thread), compiled for sm_80 and sm_90 and passed through ptxas. "
+        "Instruction counts are static counts in the PTX. CI (tests/test_triton_compile.py) fails on a build that "
+        "does not compile, a fixed launch that spills, or a 16-bit attention tile of 64+ rows without wgmma on sm_90.",
+        "",
+        "| kernel | arch | dtypes | tile and flags | warps | stages | registers | spilled B | shared KiB "
+        "| wgmma | mma.sync | TMA | cp.async | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in sorted(entries, key=lambda e: (e.launch.kernel.fn.__name__, e.launch.describe(), e.arch)):
+        build, options = entry.build, entry.launch.options
+        counts = [build.instructions.get(name, 0) for name in ("wgmma", "mma_sync", "tma", "cp_async")]
+        dtypes = ",".join(sorted({v.lstrip("*") for k, v in entry.launch.signature.items() if k.endswith("_ptr")}))
+        lines.append(f"| {entry.launch.kernel.fn.__name__} | sm_{entry.arch} | {dtypes} | {_tile(entry)} "
+                     f"| {options.get('num_warps', 4)} | {options.get('num_stages', '')} | {build.registers} "
+                     f"| {build.spilled_bytes} | {build.shared_bytes / 1024:.1f} | " + " | ".join(map(str, counts))
+                     + f" | {entry.verdict()} |")
+    lines += ["", "Fixed launches let spill (KNOWN-SPILL above; report.KNOWN_SPILLS):", ""]
+    lines += [f"- `{name}`: {reason}" for name, (_, reason) in KNOWN_SPILLS.items()]
+    return "\n".join(lines) + "\n"
