@@ -87,3 +87,39 @@ def row_layout_copying(operands: list[torch.Tensor], target: int) -> tuple[list[
         ]
         layout = row_layout(operands)
     return operands, layout
+
+
+def causal_keep(n_queries: int, n_keys: int, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """bool [n_queries, n_keys], True where key j <= query i + offset: the rule of
+    masks.py, for torch tensors."""
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(offset)
+
+
+def softmax_row_operands(
+    tensors: list[torch.Tensor], mask: Optional[torch.Tensor], causal: bool, dim: int, target: int
+) -> tuple[list[torch.Tensor], Optional[torch.Tensor], int, RowLayout]:
+    """The operands of a softmax along `dim` as a row kernel (Triton or CUDA C++) takes
+    them: the softmax dim moved last, the rows' layout shared.
+
+    tensors: same shape, any strides; tensors[target] is the output. mask: bool,
+    broadcastable to that shape. A causal mask along a dim other than the last becomes
+    part of the mask (the kernels take causal along the last dim only). Returns
+    (tensors, mask as uint8 or None, causal_rows, layout): causal_rows is the number of
+    queries when the kernels apply causal, else 0.
+    """
+    shape = tensors[0].shape
+    if causal and dim != len(shape) - 1:
+        keep = causal_keep(shape[-2], shape[-1], tensors[0].device)
+        mask, causal = (keep if mask is None else mask & keep), False
+    causal_rows = shape[-2] if causal else 0
+    if mask is not None:
+        mask = mask.view(torch.uint8).expand(shape)
+    if len(shape) == 0:
+        tensors = [t.reshape(1) for t in tensors]
+        mask = None if mask is None else mask.reshape(1)
+    operands = [t.movedim(dim, -1) for t in tensors]
+    if mask is not None:
+        operands.append(mask.movedim(dim, -1))
+    operands, layout = row_layout_copying(operands, target)
+    n = len(tensors)
+    return operands[:n], (operands[n] if mask is not None else None), causal_rows, layout

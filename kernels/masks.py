@@ -6,14 +6,8 @@ Query i of Lq sees key j of Lk when j <= i + offset: offset 0 is torch's `is_cau
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
-
-
-def causal_keep(n_queries: int, n_keys: int, device: torch.device, offset: int = 0) -> torch.Tensor:
-    """bool [n_queries, n_keys], True where key j <= query i + offset."""
-    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(offset)
 
 
 @triton.jit

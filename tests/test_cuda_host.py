@@ -15,6 +15,7 @@ from cuda_build import built
 from seqops import _ext, dispatch
 from seqops.backends import cuda_softmax
 from seqops.backends.cuda_values import DTYPE_CODES
+from seqops.kernels.layout import softmax_row_operands
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ def test_mask_broadcast_and_causal_reach_the_kernels_as_strides_and_causal_rows(
     assert values["mask_strides"] == (0, 0, 7, 1), "the mask's batch dims broadcast through stride 0"
     assert torch.equal(gathered_rows(mask.view(torch.uint8), values, "mask").bool(), mask.expand(x.shape).reshape(-1, 7))
     # Causal along a dim other than the last becomes part of the mask.
-    (_, _), mask_rows, causal_rows, layout = cuda_softmax.softmax_rows([x, torch.empty_like(x)], None, True, 2, target=1)
+    (_, _), mask_rows, causal_rows, layout = softmax_row_operands([x, torch.empty_like(x)], None, True, 2, target=1)
     assert causal_rows == 0
     values = {"mask": mask_rows.data_ptr(), "mask_strides": layout.strides[2], "n_rows": layout.n_rows,
               "n_cols": layout.n_cols, "rows_b": layout.rows_b, "rows_c": layout.rows_c}

@@ -8,7 +8,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded
-from .rows import Plan, moved_operands, plan, row_offsets, rows_need_int64
+from ..layout import softmax_row_operands
+from .rows import Plan, plan, row_offsets, rows_need_int64
 
 
 @triton.jit
@@ -101,9 +102,10 @@ def softmax_backward(
     dx = torch.empty(y.shape, dtype=in_dtype, device=y.device)
     if dx.numel() == 0:
         return dx
-    (dy_rows, y_rows, dx_rows), mask_rows, causal, causal_rows, layout = moved_operands(
+    (dy_rows, y_rows, dx_rows), mask_rows, causal_rows, layout = softmax_row_operands(
         [grad_y, y, dx], mask, causal, dim, target=2
     )
+    causal, causal_rows = causal_rows > 0, max(causal_rows, 1)  # 1 (unused without causal) compiles as a constant
     p = tiling or plan(layout.n_rows, layout.n_cols)
     no_mask_strides = (0, 0, 0, 0)
     args = (

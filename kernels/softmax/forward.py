@@ -9,7 +9,8 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded
-from .rows import Plan, exp_for, load_input, moved_operands, plan, row_offsets, rows_need_int64
+from ..layout import softmax_row_operands
+from .rows import Plan, exp_for, load_input, plan, row_offsets, rows_need_int64
 
 
 @triton.jit
@@ -120,7 +121,8 @@ def softmax_forward(
     y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     if y.numel() == 0:
         return y
-    (x_rows, y_rows), mask_rows, causal, causal_rows, layout = moved_operands([x, y], mask, causal, dim, target=1)
+    (x_rows, y_rows), mask_rows, causal_rows, layout = softmax_row_operands([x, y], mask, causal, dim, target=1)
+    causal, causal_rows = causal_rows > 0, max(causal_rows, 1)  # 1 (unused without causal) compiles as a constant
     p = tiling or plan(layout.n_rows, layout.n_cols)
     no_mask_strides = (0, 0, 0, 0)
     args = (

@@ -4,14 +4,10 @@ directions share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-import torch
 import triton
 import triton.language as tl
 
-from ..layout import RowLayout, row_layout_copying
-from ..masks import causal_keep
 from ..runtime import cast_rounded, ceil_div, exp_accurate, next_power_of_2
 
 # Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
@@ -87,32 +83,3 @@ def rows_need_int64(n_rows: int, block_m: int) -> bool:
     (INT64_ROWS). Otherwise it counts them in int32: cheaper, above all the modulo that
     finds a causal row's query. Row offsets are int64 either way (row_offsets)."""
     return ceil_div(n_rows, block_m) * block_m - 1 > 2**31 - 1
-
-
-def moved_operands(
-    tensors: list[torch.Tensor], mask: Optional[torch.Tensor], causal: bool, dim: int, target: int
-) -> tuple[list[torch.Tensor], Optional[torch.Tensor], bool, int, RowLayout]:
-    """The tensors (and the mask) with the softmax dim moved last, as a row kernel takes
-    them, plus how causal reaches the kernel and the rows' layout.
-
-    tensors: same shape, any strides; tensors[target] is the output. mask: bool,
-    broadcastable to that shape. A causal mask along a dim other than the last becomes
-    part of the mask (the kernels take the causal flag along the last dim only).
-    Returns (tensors, mask as uint8 or None, causal, causal_rows, layout).
-    """
-    shape = tensors[0].shape
-    if causal and dim != len(shape) - 1:
-        keep = causal_keep(shape[-2], shape[-1], tensors[0].device)
-        mask, causal = (keep if mask is None else mask & keep), False
-    causal_rows = shape[-2] if causal else 1
-    if mask is not None:
-        mask = mask.view(torch.uint8).expand(shape)
-    if len(shape) == 0:
-        tensors = [t.reshape(1) for t in tensors]
-        mask = None if mask is None else mask.reshape(1)
-    operands = [t.movedim(dim, -1) for t in tensors]
-    if mask is not None:
-        operands.append(mask.movedim(dim, -1))
-    operands, layout = row_layout_copying(operands, target)
-    n = len(tensors)
-    return operands[:n], (operands[n] if mask is not None else None), causal, causal_rows, layout

@@ -5,8 +5,9 @@ The kernels take the row model of seqops.kernels.layout, as the Triton ones do: 
 softmax dim moved last, leading dims collapsed to at most three, each tensor with its own
 strides, so sliced, transposed and broadcast inputs are read in place. Where the leading
 dims do not collapse (say a permuted 5-d input), the inputs are copied once into the
-output's layout (row_layout_copying). A causal mask along a dim other than the last
-becomes part of the bool mask: the kernels take causal along the softmax dim only.
+output's layout (layout.softmax_row_operands, which Triton shares). A causal mask along a dim
+other than the last becomes part of the bool mask: the kernels take causal along the softmax
+dim only.
 """
 from __future__ import annotations
 
@@ -16,33 +17,9 @@ import torch
 
 from seqops import _ext
 from seqops.backends.cuda_values import DTYPE_CODES, dtype_code, launch_place
-from seqops.kernels.layout import RowLayout, row_layout_copying  # pure torch: imports no triton
-from seqops.ops.masks import causal_keep
+from seqops.kernels.layout import RowLayout, softmax_row_operands  # pure torch: imports no triton
 
 NO_STRIDES = (0, 0, 0, 0)
-
-
-def softmax_rows(tensors: list[torch.Tensor], mask: Optional[torch.Tensor], causal: bool, dim: int,
-                 target: int) -> tuple[list[torch.Tensor], Optional[torch.Tensor], int, RowLayout]:
-    """The tensors (same shape, any strides; tensors[target] the output) and the mask
-    (bool, broadcastable) as rows along `dim`. Returns (tensors, mask as uint8 or None,
-    causal_rows: 0, or the number of queries when the kernels apply causal, layout)."""
-    shape = tensors[0].shape
-    if causal and dim != len(shape) - 1:
-        keep = causal_keep(shape[-2], shape[-1], tensors[0].device)
-        mask, causal = (keep if mask is None else mask & keep), False
-    causal_rows = shape[-2] if causal else 0
-    if mask is not None:
-        mask = mask.view(torch.uint8).expand(shape)
-    if len(shape) == 0:
-        tensors = [t.reshape(1) for t in tensors]
-        mask = None if mask is None else mask.reshape(1)
-    operands = [t.movedim(dim, -1) for t in tensors]
-    if mask is not None:
-        operands.append(mask.movedim(dim, -1))
-    operands, layout = row_layout_copying(operands, target)
-    n = len(tensors)
-    return operands[:n], (operands[n] if mask is not None else None), causal_rows, layout
 
 
 def _shape_values(layout: RowLayout, causal_rows: int) -> dict:
@@ -64,7 +41,7 @@ def forward_values(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor
                    causal: bool) -> LaunchValues:
     """The extension's softmax_forward arguments (all but device and stream) for y =
     softmax(scale * x) along dim. x: float32/16/bf16, any strides; y: x's shape."""
-    (x_rows, y_rows), mask_rows, causal_rows, layout = softmax_rows([x, y], mask, causal, dim, target=1)
+    (x_rows, y_rows), mask_rows, causal_rows, layout = softmax_row_operands([x, y], mask, causal, dim, target=1)
     return LaunchValues({
         "x": x_rows.data_ptr(), "x_dtype": dtype_code(x_rows), "x_strides": layout.strides[0],
         "y": y_rows.data_ptr(), "y_dtype": dtype_code(y_rows), "y_strides": layout.strides[1],
@@ -77,7 +54,7 @@ def forward_values(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor
 def backward_values(grad_y: torch.Tensor, y: torch.Tensor, dx: torch.Tensor, mask: Optional[torch.Tensor], dim: int,
                     scale: float, causal: bool) -> LaunchValues:
     """The extension's softmax_backward arguments (all but device and stream)."""
-    (dy_rows, y_rows, dx_rows), mask_rows, causal_rows, layout = softmax_rows([grad_y, y, dx], mask, causal, dim,
+    (dy_rows, y_rows, dx_rows), mask_rows, causal_rows, layout = softmax_row_operands([grad_y, y, dx], mask, causal, dim,
                                                                                target=2)
     return LaunchValues({
         "dy": dy_rows.data_ptr(), "dy_dtype": dtype_code(dy_rows), "dy_strides": layout.strides[0],
