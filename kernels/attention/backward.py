@@ -12,7 +12,7 @@ from ..masks import causal_key_range, causal_query_range
 from ..runtime import cast_rounded, ceil_div, dot
 from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_rows, mask_operand, needs_int64_offsets,
                      query_block_of_program, score_units, tile_pointers)
-from .tuning import AUTOTUNE_KEY, autotune_configs, delta_rows, dmask_tile, pruned_to_table
+from .tuning import autotune, delta_rows, dmask_tile, length_bucket
 
 
 @triton.jit
@@ -104,11 +104,11 @@ def _dkdv_query_blocks(
     return dk, dv
 
 
-@triton.autotune(configs=autotune_configs("backward_dkdv"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("backward_dkdv"))
-@triton.jit(do_not_specialize=["seed", "causal_offset"])
+@autotune("backward_dkdv")
+@triton.jit(do_not_specialize=["seed", "causal_offset", "length_bucket"])
 def attention_backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-    n_heads, group_size, L, S,
+    n_heads, group_size, L, S, length_bucket,
     q_strides, k_strides, v_strides, mask_strides, do_strides, dk_strides, dv_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -117,7 +117,8 @@ def attention_backward_dkdv_kernel(
 ):
     """dK, dV for one block of BLOCK_N keys of one (batch, key/value head), summed over
     the query heads of its GQA group and over their query blocks (no atomics). Each
-    *_strides is its tensor's (batch, head, row, column) strides."""
+    *_strides is its tensor's (batch, head, row, column) strides. length_bucket: the
+    autotuner's key (tuning.length_bucket), not read here."""
     n_blocks = tl.cdiv(S, BLOCK_N)
     start_n = (tl.program_id(0) % n_blocks) * BLOCK_N
     bh_kv = tl.program_id(0) // n_blocks
@@ -192,11 +193,11 @@ def _dq_key_blocks(
     return dq
 
 
-@triton.autotune(configs=autotune_configs("backward_dq"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("backward_dq"))
-@triton.jit(do_not_specialize=["seed", "causal_offset"])
+@autotune("backward_dq")
+@triton.jit(do_not_specialize=["seed", "causal_offset", "length_bucket"])
 def attention_backward_dq_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
-    n_heads, group_size, L, S,
+    n_heads, group_size, L, S, length_bucket,
     q_strides, k_strides, v_strides, mask_strides, do_strides, dq_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -204,7 +205,8 @@ def attention_backward_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks. Each
-    *_strides is its tensor's (batch, head, row, column) strides."""
+    *_strides is its tensor's (batch, head, row, column) strides. length_bucket: the
+    autotuner's key (tuning.length_bucket), not read here."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
@@ -356,14 +358,14 @@ def attention_backward(
     grid_keys = lambda meta: (ceil_div(S, meta["BLOCK_N"]) * B * Hkv,)
     attention_backward_dkdv_kernel[grid_keys](
         q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
-        Hq, Hq // Hkv, L, S,
+        Hq, Hq // Hkv, L, S, length_bucket(L, S),
         q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dk.stride(), dv.stride(),
         *common, **dims, **flags,
     )
     grid_queries = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_backward_dq_kernel[grid_queries](
         q, k, v, mask_arg, grad_out, lse, delta, dq,
-        Hq, Hq // Hkv, L, S,
+        Hq, Hq // Hkv, L, S, length_bucket(L, S),
         q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dq.stride(),
         *common, **dims, **flags,
     )

@@ -12,7 +12,7 @@ from ..masks import causal_key_range
 from ..runtime import cast_rounded, ceil_div, dot
 from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_rows, mask_operand,
                      needs_int64_offsets, query_block_of_program, score_units, scores, tile_pointers)
-from .tuning import AUTOTUNE_KEY, autotune_configs, pruned_to_table
+from .tuning import autotune, length_bucket
 
 
 @triton.jit
@@ -48,11 +48,11 @@ def _forward_key_blocks(
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=autotune_configs("forward"), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table("forward"))
-@triton.jit(do_not_specialize=["seed", "causal_offset"])
+@autotune("forward")
+@triton.jit(do_not_specialize=["seed", "causal_offset", "length_bucket"])
 def attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, lse_ptr,
-    n_heads, group_size, L, S,
+    n_heads, group_size, L, S, length_bucket,
     q_strides, k_strides, v_strides, mask_strides, out_strides,
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -62,7 +62,8 @@ def attention_forward_kernel(
     """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
     (batch, head); lse = the logsumexp of each row's scores (natural log; -inf for a row
     with every key masked, whose output is 0, as torch gives). Each *_strides is its
-    tensor's (batch, head, row, column) strides."""
+    tensor's (batch, head, row, column) strides. length_bucket: the autotuner's key
+    (tuning.length_bucket), not read here."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
@@ -133,7 +134,7 @@ def attention_forward(
     grid = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
-        Hq, Hq // Hkv, L, S,
+        Hq, Hq // Hkv, L, S, length_bucket(L, S),
         q.stride(), k.stride(), v.stride(), mask_strides, out.stride(),
         float(scale), float(dropout_p), int(seed), int(causal_offset),
         HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),

@@ -93,4 +93,24 @@ LONGEST_TILE_EDGE = max(
 )
 
 
-AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT", "INT64_OFFSETS"]
+# What the autotuner times anew: the features, and the class of length (length_bucket),
+# since the best tile for 64 queries is not the best for 8192 (how many programs fill the
+# GPU, how long each runs) while every length of one class does not need its own timing.
+# Its choices are cached on disk (cache_results), so that a second process does not
+# autotune again.
+AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT", "INT64_OFFSETS", "length_bucket"]
+SHORTEST_LENGTH_BUCKET, LONGEST_LENGTH_BUCKET = 128, 16384
+
+
+def length_bucket(L: int, S: int) -> int:
+    """The autotuner's length class of a launch: the longer of L and S rounded up to a
+    power of two, clamped to [SHORTEST_LENGTH_BUCKET, LONGEST_LENGTH_BUCKET]."""
+    longer = max(L, S, 1)
+    return min(max(1 << (longer - 1).bit_length(), SHORTEST_LENGTH_BUCKET), LONGEST_LENGTH_BUCKET)
+
+
+def autotune(kernel: str):
+    """The autotune decorator of an attention kernel (the length_bucket argument, which
+    the kernel itself ignores, is marked do_not_specialize by its jit)."""
+    return triton.autotune(configs=autotune_configs(kernel), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table(kernel),
+                           cache_results=True)
