@@ -20,7 +20,16 @@ from seqops.ops.attention import contract as attention_contract
 from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.ops.softmax import contract as softmax_contract
 
-PRIORITY = {"cuda": 20}
+# Where `auto` ranks each Triton implementation against torch's own (10), from the GPU
+# results committed under benchmarks/results/ (the H200 quick check of 2026-11-30): torch
+# was faster for attention (cuDNN SDPA; Triton forward 0.72-0.74x, forward+backward
+# 0.34-0.52x at bf16, head dim 128), for softmax rows up to 16384 wide (Triton faster
+# only at 131072: 1.22x) and for the LSTM (0.06-0.3x cuDNN), so there `auto` takes torch
+# and Triton only for what torch cannot take; `seqops.backend("triton")` runs them.
+# Additive attention has no fused torch op to lose to: torch's is the formulation that
+# holds [B, Lq, Lk, d] (issue 16 owes its GPU timing).
+BELOW_TORCH = {"cuda": 8}
+ABOVE_TORCH = {"cuda": 20}
 
 def _where_it_runs() -> dict[str, Optional[str]]:
     """Per device type, why the Triton kernels cannot run there, or None; decided once,
@@ -97,21 +106,21 @@ dispatch.register_backend("triton", _platform_reason)
 dispatch.register(dispatch.Impl(
     "softmax", "triton", "fused",
     {"forward": _kernel("softmax", "softmax_forward"), "backward": _kernel("softmax", "softmax_backward")},
-    supports=softmax_contract.fused_reason, priority=PRIORITY))
+    supports=softmax_contract.fused_reason, priority=BELOW_TORCH))
 dispatch.register(dispatch.Impl(
     "attention", "triton", "fused",
     {"forward": _kernel("attention", "attention_forward"), "backward": _kernel("attention", "attention_backward")},
-    supports=_attention_reason, priority=PRIORITY))
+    supports=_attention_reason, priority=BELOW_TORCH))
 dispatch.register(dispatch.Impl(
     "lstm_cell", "triton", "step",
     {"forward": _kernel("recurrent", "lstm_cell_forward"), "backward": _kernel("recurrent", "lstm_cell_backward")},
-    supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
+    supports=recurrent_contract.fused_cell_reason, priority=BELOW_TORCH))
 dispatch.register(dispatch.Impl(
     "lstm", "triton", "step",
     {"forward": _kernel("recurrent", "lstm_layer_forward"), "backward": _kernel("recurrent", "lstm_layer_backward")},
-    supports=recurrent_contract.fused_lstm_reason, priority=PRIORITY))
+    supports=recurrent_contract.fused_lstm_reason, priority=BELOW_TORCH))
 dispatch.register(dispatch.Impl(
     "additive_attention", "triton", "fused",
     {"forward": _kernel("additive", "additive_attention_forward"),
      "backward": _kernel("additive", "additive_attention_backward")},
-    supports=_additive_reason, priority=PRIORITY))
+    supports=_additive_reason, priority=ABOVE_TORCH))
