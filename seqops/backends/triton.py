@@ -88,6 +88,33 @@ def _additive_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mas
     return reason
 
 
+def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional,
+                          proj_size) -> Optional[str]:
+    """Why the sequence variant (one launch per layer and direction) cannot take this
+    nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, a
+    projection, or a W_hh slice too large to keep on chip with one program per
+    multiprocessor (seqops.kernels.recurrent.sequence.unfit_reason, restated here so that
+    choosing does not import triton)."""
+    reason = recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights)
+    if reason is not None:
+        return reason
+    if proj_size > 0:
+        return "proj_size: the step variant runs it"
+    hidden = hx[1].shape[-1]
+    if input.device.type == "cuda":
+        slices = -(-hidden // LSTM_SEQUENCE_SLICE_UNITS)
+        multiprocessors = torch.cuda.get_device_properties(input.device).multi_processor_count
+        padded = 1 << max(4, (hidden - 1).bit_length())
+        if slices > multiprocessors or padded > LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN:
+            return (f"hidden_size {hidden}: the sequence kernels keep W_hh on chip for hidden sizes up to "
+                    f"{min(LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN, LSTM_SEQUENCE_SLICE_UNITS * multiprocessors)} on this "
+                    f"device; the step variant runs it")
+    return None
+
+
+# As seqops.kernels.recurrent.sequence.SLICE_UNITS and MAX_ON_CHIP_HIDDEN.
+LSTM_SEQUENCE_SLICE_UNITS = 16
+LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN = 64
 # As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
 FP32_MAX_HEAD_DIM = 128
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
@@ -110,6 +137,14 @@ dispatch.register(dispatch.Impl(
     "lstm", "triton", "step",
     {"forward": _kernel("recurrent", "lstm_layer_forward"), "backward": _kernel("recurrent", "lstm_layer_backward")},
     supports=recurrent_contract.fused_lstm_reason, priority=PRIORITY))
+# One launch per layer and direction instead of one per step: preferred to the step
+# variant wherever it takes the call; its rank against torch is the step variant's (no
+# measurement yet says otherwise).
+dispatch.register(dispatch.Impl(
+    "lstm", "triton", "sequence",
+    {"forward": _kernel("recurrent", "lstm_sequence_forward"),
+     "backward": _kernel("recurrent", "lstm_sequence_backward")},
+    supports=_lstm_sequence_reason, priority={device: rank + 1 for device, rank in PRIORITY.items()}))
 dispatch.register(dispatch.Impl(
     "additive_attention", "triton", "fused",
     {"forward": _kernel("additive", "additive_attention_forward"),
