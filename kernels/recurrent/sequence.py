@@ -22,8 +22,9 @@ Under TRITON_INTERPRET=1 programs run one after another, so a barrier could neve
 passed by the first: there the grid is one program, which loops over every slice and
 passes each barrier alone. That path is what CI tests. THE MULTI-PROGRAM PATH (grid > 1,
 the only one a GPU with H > BLOCK_H takes) HAS NEVER RUN ON A GPU: it is written to the
-PTX memory model (a CTA barrier, then a release add; acquire reads while spinning;
-exchanged values loaded volatile so that no stale L1 line serves them) but untested.
+PTX memory model (a CTA barrier, then a release add by one thread; acquire reads while
+spinning; exchanged values loaded ".cg", from L2, so that no stale L1 line serves them;
+all checked in the PTX for sm_90) but untested.
 
 Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
 and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
@@ -49,10 +50,11 @@ def _load_tile(ptr, rows, cols, stride_row, stride_col, n_rows, n_cols):
 
 @triton.jit
 def _load_exchanged(ptr, rows, cols, stride_row, stride_col, mask):
-    """A tile another program wrote before the last barrier: volatile, so that the load
-    goes past L1 (which is not coherent across SMs) to L2."""
+    """A tile another program wrote before the last barrier: cached in L2 only (".cg"), so
+    that no stale line of this SM's L1, which is not coherent across SMs, serves it.
+    (volatile=True compiles to a plain ld.global in triton 3.6: checked in the PTX.)"""
     return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0,
-                   volatile=True)
+                   cache_modifier=".cg")
 
 
 @triton.jit
@@ -307,6 +309,10 @@ SLICE_UNITS = 16
 # backward or the bf16 forward spills a few bytes at 4 or 8 warps, and at 256 the fp32
 # backward takes 192 KB of shared memory, more than an A100 has.
 MAX_ON_CHIP_HIDDEN = 64
+# No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
+# which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
+# stale L1 line (seen in the sm_90 PTX with the default stages).
+NUM_STAGES = 1
 # Multiprocessors assumed when launches are recorded for the compile check on a machine
 # without a GPU (an H100/H200 has 132).
 RECORDED_MULTIPROCESSORS = 132
@@ -376,6 +382,7 @@ def lstm_sequence_forward(
         len(steps), H, ceil_div(H, p.block_h),
         *xw.stride(), *h0.stride(), *c0.stride(), *w_hh.stride(), *out.stride(), *cells.stride(), *gates.stride(),
         WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k, num_warps=p.warps,
+        num_stages=NUM_STAGES,
     )
     final = _final_rows(steps, B).to(device)
     return out, out[final], cells[final].to(c0.dtype), gates, cells, None
@@ -420,6 +427,7 @@ def lstm_sequence_backward(
         *gates.stride(), *cells.stride(), *c0.stride(), *w_hh.stride(),
         HAS_D_OUT=d_out is not None, HAS_D_H_N=d_h_n is not None, HAS_D_C_N=d_c_n is not None,
         WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_J=p.block_k, num_warps=p.warps,
+        num_stages=NUM_STAGES,
     )
     h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
