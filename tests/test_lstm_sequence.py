@@ -55,17 +55,13 @@ def recurrent_kernel_modules():
     return [sequence, step]
 
 
-def sequence_variant(device):
-    skip_unless_runnable(device, "triton")
-    return seqops.backend("triton", variant="sequence")
-
-
 def check_sequence(device, config, packed, T, B, I, H, dtype=torch.float32, min_trials=1):
     """compare() of test_lstm with the sequence variant forced, and proof that it ran."""
     modules = twins(torch.nn.LSTM, seqops.nn.LSTM, I, H, device=device, dtype=dtype, **config)
     make, call = lstm_inputs(config, packed, T=T, B=B, I=I, H=H, device=device)
-    with sequence_variant(device), LaunchCounter(recurrent_kernel_modules()) as launches:
-        compare("triton", modules, make, call, dtype, H, min_trials)
+    skip_unless_runnable(device, "triton")
+    with LaunchCounter(recurrent_kernel_modules()) as launches:
+        compare("triton", modules, make, call, dtype, H, min_trials, variant="sequence")
     assert launches.counts.get("lstm_sequence_forward_kernel", 0) > 0
     assert launches.counts.get("lstm_sequence_backward_kernel", 0) > 0
     assert "lstm_step_forward_kernel" not in launches.counts
