@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import seqops
+from accuracy import assert_within_torch_error
 from devices import DEVICES, skip_unless_runnable
 from seqops import dispatch
 from seqops.backends import triton as triton_backend
@@ -177,3 +178,47 @@ def test_sequence_refuses_hidden_sizes_that_do_not_fit_on_chip():
     with seqops.backend("triton", variant="sequence"):
         with pytest.raises(dispatch.BackendUnavailable, match=f"hidden_size {big}"):
             dispatch.select("lstm", torch.device("cuda"), *lstm_call(hidden=big, device="cuda"))
+
+
+class _GridRecorder:
+    def __init__(self, kernel, grids):
+        self.kernel, self.grids = kernel, grids
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("programs", [2, 3])
+def test_sequence_forward_split_over_programs_matches_one_program(monkeypatch, programs):
+    """A single step needs no grid barrier, so the interpreter can run the forward kernel
+    as a GPU would split it: H = 40 over 3 programs (one slice each, W_hh on chip, h in one
+    64-feature chunk) or 2 (program 0 owns slices 0 and 2, W_hh re-read in 32-feature
+    chunks, as one program does). Within the error rule against float64; with the same
+    chunks, bitwise those of one program, since a unit's arithmetic does not depend on
+    which program runs it."""
+    skip_unless_runnable("cpu", "triton")
+    from seqops.kernels.recurrent import sequence
+    H, B = 40, 5
+    xw, h0, c0 = torch.randn(B, 4 * H), torch.randn(B, H), torch.randn(B, H)
+    w_hh = (torch.rand(4 * H, H) - 0.5) * 0.5
+    one = sequence.lstm_sequence_forward(xw, [B], h0, c0, w_hh, None, False)
+    grids = []
+    monkeypatch.setattr(sequence, "multiprocessors", lambda device: programs)
+    monkeypatch.setattr(sequence, "lstm_sequence_forward_kernel",
+                        _GridRecorder(sequence.lstm_sequence_forward_kernel, grids))
+    assert sequence.plan(H, xw.device).on_chip == (programs == 3)
+    split = sequence.lstm_sequence_forward(xw, [B], h0, c0, w_hh, None, False)
+    assert grids == [(programs,)]
+    for name, a, b in zip(("out", "h_n", "c_n", "gates", "cells"), one, split):
+        assert programs == 3 or torch.equal(a, b), name
+
+    def step(xw, h0, c0, w_hh):
+        i, f, g, o = (xw + h0 @ w_hh.t()).chunk(4, 1)
+        c = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    reference = step(xw.double(), h0.double(), c0.double(), w_hh.double())
+    theirs = step(xw, h0, c0, w_hh)
+    assert_within_torch_error("h", split[0], reference[0], theirs[0])
+    assert_within_torch_error("c", split[4], reference[1], theirs[1])

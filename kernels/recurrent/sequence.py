@@ -329,12 +329,13 @@ def multiprocessors(device: torch.device) -> int:
 
 
 def plan(H: int, device: torch.device) -> Plan:
+    """As many programs as slices, up to what can be resident at once; W_hh on chip when
+    each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else re-read in chunks
+    of 32 features)."""
     slices = ceil_div(H, SLICE_UNITS)
     programs = min(slices, multiprocessors(device))
     padded = max(16, next_power_of_2(H))
     on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN
-    if INTERPRETED:
-        return Plan(1, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
 
 
