@@ -351,7 +351,12 @@ def unfit_reason(H: int, device: torch.device) -> Optional[str]:
 
 def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
     """The steps in processing order as four int32 tensors [T]: first row, rows, first row
-    of the step continued from (-1: none), rows continued."""
+    of the step continued from (-1: none), rows continued. int32, not int64: with int64
+    entries the 16-bit kernels spill on sm_80 and sm_90 (the kernels widen them to int64
+    before any offset into a tensor)."""
+    if sum(batch_sizes) >= 2**31:
+        raise ValueError(f"the LSTM sequence kernels take packed sequences of fewer than 2**31 rows, got "
+                         f"{sum(batch_sizes)}")
     steps = schedule(batch_sizes, reverse)
     table = torch.tensor([[s.offset, s.rows, s.prev, s.n_carried] for s in steps], dtype=torch.int32)
     return tuple(table.t().contiguous().to(device)), steps

@@ -100,6 +100,9 @@ def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layer
         return reason
     if proj_size > 0:
         return "proj_size: the step variant runs it"
+    rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+    if rows >= 2**31:
+        return f"{rows} rows of steps: the sequence kernels index steps in 32 bits; the step variant runs it"
     hidden = hx[1].shape[-1]
     if input.device.type == "cuda":
         slices = -(-hidden // LSTM_SEQUENCE_SLICE_UNITS)
