@@ -16,15 +16,20 @@ after each step and spins on until it reaches (steps so far) x (programs): progr
 all be resident at once, so the grid is capped at the GPU's multiprocessor count (one
 program per SM) and each program loops over ceil(slices / programs) slices. When a
 program owns one slice and its W_hh tile fits (WEIGHTS_ON_CHIP), the tile is loaded once,
-before the time loop, and stays in registers; otherwise it is read (from L2) per step.
+before the time loop, and stays on chip (registers, or shared memory where the compiler
+stages dot operands); otherwise it is read (from L2) per step. The launches of the
+sequence variant (seqops.backends.triton) are the on-chip ones: H up to 64.
 
 Under TRITON_INTERPRET=1 programs run one after another, so a barrier could never be
 passed by the first: there the grid is one program, which loops over every slice and
-passes each barrier alone. That path is what CI tests. THE MULTI-PROGRAM PATH (grid > 1,
-the only one a GPU with H > BLOCK_H takes) HAS NEVER RUN ON A GPU: it is written to the
-PTX memory model (a CTA barrier, then a release add by one thread; acquire reads while
+passes each barrier alone. That path is what CI tests, with a one-step forward (no
+barrier) also split over several programs. THE MULTI-PROGRAM BARRIER PATH (grid > 1, the
+one a GPU takes whenever H > BLOCK_H) HAS NEVER RUN ON A GPU: it is written to the PTX
+memory model (a CTA barrier, then a release add by one thread; acquire reads while
 spinning; exchanged values loaded ".cg", from L2, so that no stale L1 line serves them;
-all checked in the PTX for sm_90) but untested.
+no software pipelining, whose cp.async copies go through L1; all seen in the sm_90 PTX)
+but untested. A GPU whose multiprocessors are held by a kernel that waits on this one
+(a persistent communication kernel, say) would hang it.
 
 Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
 and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
