@@ -344,16 +344,6 @@ def plan(H: int, device: torch.device) -> Plan:
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
 
 
-def unfit_reason(H: int, device: torch.device) -> Optional[str]:
-    """Why the sequence kernels would not keep W_hh on chip for hidden size H on `device`
-    (so that the step variant should run the call), or None. The interpreter runs every
-    size (there W_hh is re-read whenever a program owns several slices)."""
-    if INTERPRETED or plan(H, device).on_chip:
-        return None
-    return (f"hidden_size {H}: the sequence kernels keep W_hh on chip for hidden sizes up to "
-            f"{min(MAX_ON_CHIP_HIDDEN, SLICE_UNITS * multiprocessors(device))} on this device; the step variant runs it")
-
-
 def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
     """The steps in processing order as four int32 tensors [T]: first row, rows, first row
     of the step continued from (-1: none), rows continued. int32, not int64: with int64

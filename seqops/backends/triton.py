@@ -93,8 +93,9 @@ def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layer
     """Why the sequence variant (one launch per layer and direction) cannot take this
     nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, a
     projection, or a W_hh slice too large to keep on chip with one program per
-    multiprocessor (seqops.kernels.recurrent.sequence.unfit_reason, restated here so that
-    choosing does not import triton)."""
+    multiprocessor (the rule of seqops.kernels.recurrent.sequence.plan, restated here so
+    that choosing does not import triton). The interpreter takes every size: there one
+    program loops over the slices, re-reading W_hh when there are several."""
     reason = recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights)
     if reason is not None:
         return reason
