@@ -311,9 +311,9 @@ SLICE_UNITS = 16
 # The largest H (padded to a power of two) whose four [H, SLICE_UNITS] W_hh tiles a program
 # keeps on chip for the whole sequence: through ptxas (4 warps, 16 rows a block), 64
 # compiles without spills on sm_80 and sm_90 in fp32, fp16 and bf16
-# (tests/compile_triton_kernels.py). Measured before pipelining was turned off (NUM_STAGES),
-# and not since: at 128 the fp32 backward or the bf16 forward spilled a few bytes at 4 or 8
-# warps, and at 256 the fp32 backward took 192 KB of shared memory, more than an A100 has.
+# (tests/compile_triton_kernels.py); at 80 or 128 (padded to 128) the bf16 backward spills
+# 116 bytes on sm_90 and 176 on sm_80 (fp32 does not). With pipelining on, before NUM_STAGES,
+# 256 took 192 KB of shared memory in the fp32 backward, more than an A100 has.
 MAX_ON_CHIP_HIDDEN = 64
 # No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
 # which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
