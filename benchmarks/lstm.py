@@ -5,7 +5,8 @@ torch.nn.LSTMCell loop), each also against the eager reference; batch 1 to 256, 
 forward+backward. TFLOP/s count the GEMMs: 8*B*H*(I + H) a step forward, 3x that with
 the backward. The Triton LSTM runs as each of its variants: `step` (a launch per time
 step) and `sequence` (a launch per layer and direction, for hidden sizes whose W_hh
-slice stays on chip: 64 here), each named with its launches per layer and direction.
+slice stays on chip: 64 here, 128 too in fp32), each named with its launches per layer
+and direction.
 """
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ def drive_lstm():
                                                       [batch, batch], False)
         # The whole-sequence kernels, at the hidden sizes whose W_hh slice they keep on
         # chip: one that is not a multiple of the 16-unit slice, and the largest.
-        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN):
+        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype]):
             xw = torch.randn(5, 4 * hidden, dtype=dtype)
             h, c = torch.randn(3, hidden, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
             w_hh = torch.randn(4 * hidden, hidden, dtype=dtype)

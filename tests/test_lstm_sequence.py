@@ -172,7 +172,7 @@ def test_backend_restates_the_kernels_fit_limits():
 
 @pytest.mark.cuda
 def test_sequence_refuses_hidden_sizes_that_do_not_fit_on_chip():
-    big = triton_backend.LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN + 1
+    big = triton_backend.LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN[torch.float32] + 1
     with seqops.backend("triton"):
         assert dispatch.select("lstm", torch.device("cuda"), *lstm_call(hidden=big, device="cuda")).variant == "step"
     with seqops.backend("triton", variant="sequence"):
@@ -207,7 +207,7 @@ def test_sequence_forward_split_over_programs_matches_one_program(monkeypatch, p
     monkeypatch.setattr(sequence, "multiprocessors", lambda device: programs)
     monkeypatch.setattr(sequence, "lstm_sequence_forward_kernel",
                         _GridRecorder(sequence.lstm_sequence_forward_kernel, grids))
-    assert sequence.plan(H, xw.device).on_chip == (programs == 3)
+    assert sequence.plan(H, xw.dtype, xw.device).on_chip == (programs == 3)
     split = sequence.lstm_sequence_forward(xw, [B], h0, c0, w_hh, None, False)
     assert grids == [(programs,)]
     for name, a, b in zip(("out", "h_n", "c_n", "gates", "cells"), one, split):

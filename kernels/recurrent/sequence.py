@@ -18,7 +18,8 @@ program per SM) and each program loops over ceil(slices / programs) slices. When
 program owns one slice and its W_hh tile fits (WEIGHTS_ON_CHIP), the tile is loaded once,
 before the time loop, and stays on chip (registers, or shared memory where the compiler
 stages dot operands); otherwise it is read (from L2) per step. The launches of the
-sequence variant (seqops.backends.triton) are the on-chip ones: H up to 64.
+sequence variant (seqops.backends.triton) are the on-chip ones: H up to 128 in fp32, 64
+in fp16 and bf16.
 
 Under TRITON_INTERPRET=1 programs run one after another, so a barrier could never be
 passed by the first: there the grid is one program, which loops over every slice and
@@ -309,12 +310,12 @@ class Plan(NamedTuple):
 # Units per slice: 16, tl.dot's least N, so that as many programs as possible share H.
 SLICE_UNITS = 16
 # The largest H (padded to a power of two) whose four [H, SLICE_UNITS] W_hh tiles a program
-# keeps on chip for the whole sequence: through ptxas (4 warps, 16 rows a block), 64
-# compiles without spills on sm_80 and sm_90 in fp32, fp16 and bf16
-# (tests/compile_triton_kernels.py); at 80 or 128 (padded to 128) the bf16 backward spills
-# 116 bytes on sm_90 and 176 on sm_80 (fp32 does not). With pipelining on, before NUM_STAGES,
-# 256 took 192 KB of shared memory in the fp32 backward, more than an A100 has.
-MAX_ON_CHIP_HIDDEN = 64
+# keeps on chip for the whole sequence, per dtype: through ptxas (4 warps, 16 rows a
+# block), these compile without spills on sm_80 and sm_90 (tests/compile_triton_kernels.py);
+# at 128 the bf16 backward spills 116 bytes on sm_90 and 176 on sm_80. With pipelining on,
+# before NUM_STAGES, 256 took 192 KB of shared memory in the fp32 backward, more than an
+# A100 has.
+MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
 # No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
 # which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
 # stale L1 line (seen in the sm_90 PTX with the default stages).
@@ -334,14 +335,14 @@ def multiprocessors(device: torch.device) -> int:
     return RECORDED_MULTIPROCESSORS
 
 
-def plan(H: int, device: torch.device) -> Plan:
-    """As many programs as slices, up to what can be resident at once; W_hh on chip when
-    each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else re-read in chunks
-    of 32 features)."""
+def plan(H: int, dtype: torch.dtype, device: torch.device) -> Plan:
+    """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
+    on chip when each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else
+    re-read in chunks of 32 features)."""
     slices = ceil_div(H, SLICE_UNITS)
     programs = min(slices, multiprocessors(device))
     padded = max(16, next_power_of_2(H))
-    on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN
+    on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN[dtype]
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
 
 
@@ -377,7 +378,7 @@ def lstm_sequence_forward(
     if N == 0 or H == 0:
         return out, h0.clone(), c0.clone(), gates, cells, None
     (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
-    p = plan(H, device)
+    p = plan(H, w_hh.dtype, device)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     lstm_sequence_forward_kernel[(p.programs,)](
         xw, h0, c0, w_hh, out, cells, gates, offsets, rows, prev, carried, counter,
@@ -415,7 +416,7 @@ def lstm_sequence_backward(
             d_c0 += d_c_n
         return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), None
     (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
-    p = plan(H, device)
+    p = plan(H, w_hh.dtype, device)
     carry_c = torch.zeros(2, B, H, **fp32)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     dummy = gates

@@ -109,16 +109,17 @@ def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layer
         slices = -(-hidden // LSTM_SEQUENCE_SLICE_UNITS)
         multiprocessors = torch.cuda.get_device_properties(input.device).multi_processor_count
         padded = 1 << max(4, (hidden - 1).bit_length())
-        if slices > multiprocessors or padded > LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN:
+        largest = LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN[input.dtype]
+        if slices > multiprocessors or padded > largest:
             return (f"hidden_size {hidden}: the sequence kernels keep W_hh on chip for hidden sizes up to "
-                    f"{min(LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN, LSTM_SEQUENCE_SLICE_UNITS * multiprocessors)} on this "
-                    f"device; the step variant runs it")
+                    f"{min(largest, LSTM_SEQUENCE_SLICE_UNITS * multiprocessors)} in {input.dtype} on this device; "
+                    f"the step variant runs it")
     return None
 
 
 # As seqops.kernels.recurrent.sequence.SLICE_UNITS and MAX_ON_CHIP_HIDDEN.
 LSTM_SEQUENCE_SLICE_UNITS = 16
-LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN = 64
+LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
 # As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
 FP32_MAX_HEAD_DIM = 128
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
