@@ -1,9 +1,12 @@
 """LSTM benchmark: one cell step (seqops.lstm_cell vs a torch.nn.LSTMCell step) and whole
 sequences of T = 256 (seqops.nn.LSTM vs torch.nn.LSTM, which is cuDNN on a GPU, vs a
 torch.nn.LSTMCell loop), each also against the eager reference; batch 1 to 256, hidden
-256 to 2048 (input size = hidden), 1 and 2 layers, fp32 and bf16, forward and
+64 to 2048 (input size = hidden), 1 and 2 layers, fp32 and bf16, forward and
 forward+backward. TFLOP/s count the GEMMs: 8*B*H*(I + H) a step forward, 3x that with
-the backward.
+the backward. The Triton LSTM runs as each of its variants: `step` (a launch per time
+step) and `sequence` (a launch per layer and direction, for hidden sizes whose W_hh
+slice stays on chip: 64 here, 128 too in fp32), each named with its launches per layer
+and direction.
 """
 from __future__ import annotations
 
@@ -18,10 +21,13 @@ from seqops.ops.recurrent import reference
 from .suite import Case, Provider
 
 GPU_BATCHES = [1, 16, 64, 256]
-GPU_HIDDEN = [256, 512, 1024, 2048]
+GPU_HIDDEN = [64, 256, 512, 1024, 2048]
 GPU_STEPS = 256
 CPU_BATCHES, CPU_HIDDEN, CPU_STEPS = [4], [64, 128], 16
 FUSED_BACKENDS = ("triton", "cuda")
+# The Triton LSTM's variants, each forced in turn (seqops.backend(..., variant=)), with how
+# many kernel launches one forward of one layer and direction takes over T steps.
+TRITON_LSTM_VARIANTS = {"step": "T launches", "sequence": "1 launch"}
 
 BASELINE = "torch"
 SWEEP_NAME = "hidden size"
@@ -81,7 +87,7 @@ def _cell_step(module_class, backend: Optional[str]):
     return make
 
 
-def _sequence(module_class, backend: Optional[str]):
+def _sequence(module_class, backend: Optional[str], variant: Optional[str] = None):
     def make(case, device):
         T, B, H = case.shape
         rnn = module_class(H, H, num_layers=case.params["layers"]).to(device, case.dtype)
@@ -91,7 +97,7 @@ def _sequence(module_class, backend: Optional[str]):
             if backend is None:
                 out, (h_n, c_n) = rnn(x)
             else:
-                with seqops.backend(backend):
+                with seqops.backend(backend, variant=variant):
                     out, (h_n, c_n) = rnn(x)
             return out, h_n, c_n
 
@@ -149,6 +155,32 @@ def _seqops_provider(backend: str) -> Provider:
     return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, make), unavailable)
 
 
+def _lstm_call(case: Case, device: torch.device) -> tuple:
+    """The arguments nn.LSTM passes the lstm op for `case` (what `supports` judges)."""
+    T, B, H = case.shape
+    layers = case.params["layers"]
+    probe = torch.empty(T, B, H, device=device, dtype=case.dtype)
+    state = torch.empty(layers, B, H, device=device, dtype=case.dtype)
+    weights = [torch.empty(4 * H, H, device=device, dtype=case.dtype)] * 2 + [torch.empty(4 * H, device=device,
+                                                                                       dtype=case.dtype)] * 2
+    return probe, None, (state, state), weights * layers, True, layers, 0.0, False, False, 0
+
+
+def _triton_variant_provider(variant: str) -> Provider:
+    """seqops.nn.LSTM on the Triton backend with `variant` forced, sequences only."""
+    make = _sequence(seqops.nn.LSTM, "triton", variant)
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if case.params["kind"] == "step":
+            return "sequences only"
+        if device.type == "cpu":
+            return "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
+        return dispatch.reason(dispatch.implementation(f"lstm/triton/{variant}"), device, *_lstm_call(case, device))
+
+    return Provider(f"seqops[triton {variant}: {TRITON_LSTM_VARIANTS[variant]}]",
+                    lambda case, device: _timed(case, device, make), unavailable)
+
+
 def _torch_make(case, device):
     if case.params["kind"] == "step":
         return _cell_step(torch.nn.LSTMCell, None)(case, device)
@@ -158,6 +190,7 @@ def _torch_make(case, device):
 def providers(device: torch.device) -> list[Provider]:
     only_sequences = lambda case, device: "sequences only" if case.params["kind"] == "step" else None
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        _triton_variant_provider(variant) for variant in TRITON_LSTM_VARIANTS] + [
         Provider("torch", lambda case, device: _timed(case, device, _torch_make)),
         Provider("torch LSTMCell loop", lambda case, device: _timed(case, device, _cell_loop), only_sequences),
         Provider("reference", lambda case, device: _timed(case, device, _reference)),

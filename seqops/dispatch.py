@@ -9,6 +9,11 @@ Backends:
              baseline of the benchmarks. Never chosen by `auto`.
   auto       Per op and device, the implementation of highest priority that takes the call.
 
+A backend may hold several variants of one op (the Triton LSTM: "sequence", one launch
+per layer, and "step", one per time step); the backend takes the highest-priority one that
+supports the call. `with seqops.backend(name, variant=...):` pins the variant for the ops
+that have it (tests and benchmarks force each one so); ops without it are unaffected.
+
 The choice comes from `with seqops.backend(name):` (per thread), else from the
 environment variable SEQOPS_BACKEND (read when seqops is imported), else `auto`. An explicit choice that cannot run a
 call raises `BackendUnavailable` with the reason; `auto` falls back.
@@ -37,6 +42,7 @@ class _ThreadChoice(threading.local):
     read cheap on threads that never chose."""
 
     name: Optional[str] = None
+    variant: Optional[str] = None
 
 
 _choice = _ThreadChoice()
@@ -53,19 +59,25 @@ def _check_name(name: object, where: str) -> str:
 
 
 @contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    """Run the seqops calls in this block (on this thread) with backend `name`.
+def backend(name: str, variant: Optional[str] = None) -> Iterator[None]:
+    """Run the seqops calls in this block (on this thread) with backend `name`; with
+    `variant`, an op that this backend implements in that variant runs that one (or
+    raises BackendUnavailable saying why it cannot), other ops run as without it.
 
     >>> with seqops.backend("triton"):
     ...     y = seqops.softmax(x, dim=-1)
+    >>> with seqops.backend("triton", variant="step"):
+    ...     out, (h_n, c_n) = lstm(x)
     """
     _check_name(name, "seqops.backend")
-    previous = _choice.name
-    _choice.name = name
+    if variant is not None and name == "auto":
+        raise ValueError("seqops.backend: a variant needs an explicit backend, not 'auto'")
+    previous = _choice.name, _choice.variant
+    _choice.name, _choice.variant = name, variant
     try:
         yield
     finally:
-        _choice.name = previous
+        _choice.name, _choice.variant = previous
 
 
 # Read once: looking up an unset variable costs microseconds, and every call asks.
@@ -191,6 +203,9 @@ def select(op: str, device: torch.device, *args, **kwargs) -> Impl:
         if not candidates:
             why = platform_reason(name, device) or f"backend {name!r} has no implementation of {op}"
             raise BackendUnavailable(f"seqops.{op}: backend {name!r} cannot run this call: {why}")
+        variant = _choice.variant
+        if variant is not None and any(impl.variant == variant for impl in candidates):
+            candidates = [impl for impl in candidates if impl.variant == variant]
     for impl in candidates:  # the common case, first candidate taken, in few steps
         platform = _platforms.get(impl.backend)
         if (platform is None or platform(device) is None) and (impl.supports is None or

@@ -133,8 +133,12 @@ def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
         assert [impl.backend for impl in dispatch._auto_order[(op, "cpu")]] == ["torch"]
         # The CUDA C++ kernels rank last until GPU measurements say otherwise.
         cuda_last = ["cuda"] if op in ("softmax", "lstm_cell") else []
-        measured = ["triton", "torch"] if op == "additive_attention" else ["torch", "triton"]
-        assert [impl.backend for impl in dispatch._auto_order[(op, "cuda")]] == measured + cuda_last
+        # The LSTM has two Triton variants: sequence (one launch per layer), then step.
+        tritons = ["triton/sequence", "triton/step"] if op == "lstm" else ["triton"]
+        measured = tritons + ["torch"] if op == "additive_attention" else ["torch"] + tritons
+        order = [f"{impl.backend}/{impl.variant}" if impl.op == "lstm" and impl.backend == "triton" else impl.backend
+                 for impl in dispatch._auto_order[(op, "cuda")]]
+        assert order == measured + cuda_last, (op, order)
 
 
 def test_a_registered_implementation_is_found_by_key_and_chosen_explicitly():

@@ -28,10 +28,11 @@ def twins(torch_class, seqops_class, *args, device, dtype, **kwargs):
     return reference, theirs, ours
 
 
-def compare(backend, modules, make_inputs, call, dtype, reduced_length, min_trials=1):
-    """Run call(module, *inputs) for the three modules; check every output and the
-    gradients of the inputs and of every parameter, pooled over as many trials (fresh
-    inputs from make_inputs()) as small results need, at least min_trials."""
+def compare(backend, modules, make_inputs, call, dtype, reduced_length, min_trials=1, variant=None):
+    """Run call(module, *inputs) for the three modules (on `backend`, its `variant` forced
+    if given); check every output and the gradients of the inputs and of every parameter,
+    pooled over as many trials (fresh inputs from make_inputs()) as small results need, at
+    least min_trials."""
     reference, theirs, ours = modules
     pooled, trials, trial = {}, min_trials, 0
     while trial < trials:
@@ -39,7 +40,7 @@ def compare(backend, modules, make_inputs, call, dtype, reduced_length, min_tria
         results = {}
         for name, module, cast in (("reference", reference, torch.float64), ("torch", theirs, dtype), ("ours", ours, dtype)):
             leaves = [t.detach().to(cast).requires_grad_() for t in inputs]
-            with seqops.backend(backend):
+            with seqops.backend(backend, variant=variant):
                 outs = call(module, *leaves)
             # The same loss weights for the three modules, from a generator of their own:
             # reseeding the global one would make every later trial's inputs the same
@@ -131,6 +132,22 @@ def test_lstm_configurations(device, backend, config, packed):
     modules = twins(torch.nn.LSTM, seqops.nn.LSTM, I, H, device=device, dtype=torch.float32, **config)
     inputs, call = lstm_inputs(config, packed, T=6, B=4, I=I, H=H, device=device)
     compare(backend, modules, inputs, call, torch.float32, H)
+
+
+@pytest.mark.parametrize("config", [
+    dict(bias=True, batch_first=False, bidirectional=True, proj_size=0, num_layers=2),
+    dict(bias=False, batch_first=True, bidirectional=False, proj_size=0, num_layers=1),
+], ids=config_id)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_step_variant(device, config):
+    """The Triton backend runs calls without a projection on its sequence variant
+    (tests/test_lstm_sequence.py); the step variant, which takes the calls that one
+    refuses (projections, hidden sizes it cannot keep on chip), forced here on them."""
+    skip_unless_runnable(device, "triton")
+    I, H = 13, 29
+    modules = twins(torch.nn.LSTM, seqops.nn.LSTM, I, H, device=device, dtype=torch.float32, **config)
+    inputs, call = lstm_inputs(config, True, T=6, B=4, I=I, H=H, device=device)
+    compare("triton", modules, inputs, call, torch.float32, H, variant="step")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 1)], ids=lambda s: f"T{s[0]}-B{s[1]}")

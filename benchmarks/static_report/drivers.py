@@ -13,6 +13,7 @@ import seqops.kernels.attention as attention_kernels
 import seqops.kernels.attention.backward as attention_backward
 import seqops.kernels.attention.forward as attention_forward
 import seqops.kernels.recurrent as recurrent_kernels
+import seqops.kernels.recurrent.sequence as recurrent_sequence
 import seqops.kernels.recurrent.step as recurrent_step
 import seqops.kernels.softmax as softmax_kernels
 import seqops.kernels.softmax.backward as softmax_backward
@@ -78,7 +79,7 @@ def drive_attention():
 def drive_lstm():
     """The cell (input GEMM, biases, bias gradients) and the layer's steps (projected
     input, carried state, both carries in the backward), per dtype and hidden size, at
-    the batch sizes that change the tiling."""
+    the batch sizes that change the tiling; and the sequence kernels (packed, reversed)."""
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for hidden in (64, 1024):
             for batch in (1, 64):
@@ -99,6 +100,15 @@ def drive_lstm():
                 recurrent_kernels.lstm_layer_backward(torch.randn_like(out), torch.randn_like(h_n),
                                                       torch.randn_like(c_n), out, gates, cells, None, h, c, w_hh, None,
                                                       [batch, batch], False)
+        # The whole-sequence kernels, at the hidden sizes whose W_hh slice they keep on
+        # chip: one that is not a multiple of the 16-unit slice, and the largest.
+        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype]):
+            xw = torch.randn(5, 4 * hidden, dtype=dtype)
+            h, c = torch.randn(3, hidden, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
+            w_hh = torch.randn(4 * hidden, hidden, dtype=dtype)
+            out, h_n, c_n, gates, cells, _ = recurrent_kernels.lstm_sequence_forward(xw, [3, 2], h, c, w_hh, None, True)
+            recurrent_kernels.lstm_sequence_backward(torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n),
+                                                     out, gates, cells, None, h, c, w_hh, None, [3, 2], True)
 
 
 def drive_additive():
@@ -124,6 +134,6 @@ def drive_additive():
 DRIVERS = (
     ((softmax_forward, softmax_backward), drive_softmax),
     ((attention_forward, attention_backward), drive_attention),
-    ((recurrent_step,), drive_lstm),
+    ((recurrent_step, recurrent_sequence), drive_lstm),
     ((additive_forward, additive_backward), drive_additive),
 )

@@ -1,0 +1,437 @@
+"""One direction of one LSTM layer over a whole (padded or packed) sequence in one
+forward and one backward launch: the `sequence` variant of layer.py's step loop.
+
+Gate order i, f, g, o, as torch. The input projection of every step (biases included)
+arrives precomputed as xw [N, 4H]; what stays is the recurrence, per step
+    gates = xw[step] + h_prev @ W_hh^T;  c' = f * c + i * g;  h' = o * tanh(c').
+Each program owns slices of BLOCK_H hidden units: their rows of W_hh (forward) or columns
+(backward: dh_prev = dgates @ W_hh needs W_hh[:, units]). The state one step hands the
+next is exchanged through global memory: h (forward) and the gate gradients (backward)
+of a step are written by every program for its units, then all programs meet at a
+grid-wide barrier before the next step reads them whole. The cell state and its gradient
+never cross programs (a unit's c depends only on that unit), so only h and dgates do.
+
+The grid barrier is an atomic counter, zeroed per launch, that every program adds 1 to
+after each step and spins on until it reaches (steps so far) x (programs): programs must
+all be resident at once, so the grid is capped at the GPU's multiprocessor count (one
+program per SM) and each program loops over ceil(slices / programs) slices. When a
+program owns one slice and its W_hh tile fits (WEIGHTS_ON_CHIP), the tile is loaded once,
+before the time loop, and stays on chip (registers, or shared memory where the compiler
+stages dot operands); otherwise it is read (from L2) per step. The launches of the
+sequence variant (seqops.backends.triton) are the on-chip ones: H up to 128 in fp32, 64
+in fp16 and bf16.
+
+Under TRITON_INTERPRET=1 programs run one after another, so a barrier could never be
+passed by the first: there the grid is one program, which loops over every slice and
+passes each barrier alone. That path is what CI tests, with a one-step forward (no
+barrier) also split over several programs. THE MULTI-PROGRAM BARRIER PATH (grid > 1, the
+one a GPU takes whenever H > BLOCK_H) HAS NEVER RUN ON A GPU: it is written to the PTX
+memory model (a CTA barrier, then a release add by one thread; acquire reads while
+spinning; exchanged values loaded ".cg", from L2, so that no stale L1 line serves them;
+no software pipelining, whose cp.async copies go through L1; all seen in the sm_90 PTX)
+but untested. A GPU whose multiprocessors are held by a kernel that waits on this one
+(a persistent communication kernel, say) would hang it.
+
+Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
+and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
+accumulated in fp32 (true fp32 for fp32).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..runtime import INTERPRETED, cast_rounded, ceil_div, dot, next_power_of_2, sigmoid_accurate, tanh_accurate
+from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
+
+
+@triton.jit
+def _load_tile(ptr, rows, cols, stride_row, stride_col, n_rows, n_cols):
+    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
+                   mask=(rows < n_rows)[:, None] & (cols < n_cols)[None, :], other=0.0)
+
+
+@triton.jit
+def _load_exchanged(ptr, rows, cols, stride_row, stride_col, mask):
+    """A tile another program wrote before the last barrier: cached in L2 only (".cg"), so
+    that no stale line of this SM's L1, which is not coherent across SMs, serves it.
+    (volatile=True compiles to a plain ld.global in triton 3.6: checked in the PTX.)"""
+    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0,
+                   cache_modifier=".cg")
+
+
+@triton.jit
+def _grid_barrier(counter_ptr, target):
+    """Wait until every program has finished the phase that brings the counter to
+    `target` (phases so far x programs). The CTA barrier makes this program's stores
+    precede its release add; the acquire reads make the others' stores visible here."""
+    tl.debug_barrier()
+    arrived = tl.atomic_add(counter_ptr, 1, sem="release") + 1
+    while arrived < target:
+        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _schedule_entry(ptr, index, valid):
+    """ptr[index] as int64 (0 when not `valid`): one field of one step of the schedule."""
+    return tl.where(valid, tl.load(ptr + tl.where(valid, index, 0)), 0).to(tl.int64)
+
+
+@triton.jit
+def lstm_sequence_forward_kernel(
+    xw_ptr, h0_ptr, c0_ptr, w_hh_ptr,
+    out_ptr, cells_ptr, gates_ptr,
+    offsets_ptr, rows_ptr, prev_ptr, carried_ptr, counter_ptr,
+    T, H, n_slices,
+    xw_sr, xw_sc, h0_sr, h0_sc, c0_sr, c0_sc, w_sr, w_sc,
+    out_sr, out_sc, cells_sr, cells_sc, gates_sr, gates_sc,
+    WEIGHTS_ON_CHIP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """All T steps, in processing order, for the slices of hidden units this program
+    owns (slice s = program, program + programs, ...).
+
+    xw [N, 4H] (any dtype of the three, strided); h0, c0 [B, H]; w_hh [4H, H]; out [N, H]
+    (xw's dtype), cells [N, H] and gates [N, 4H] (fp32, the activations i, f, g, o);
+    schedule [T] each (int32): a step's first packed row, its rows, the first row of the
+    step it continues from (-1: none) and how many of its rows continue (the rest start
+    from h0, c0); counter [1] int32, zero. WEIGHTS_ON_CHIP: this program owns exactly one
+    slice and BLOCK_K >= H: its four [H, BLOCK_H] tiles of W_hh are loaded once."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_K)
+    if WEIGHTS_ON_CHIP:
+        # W_hh[q*H + u, k] as [k, u] tiles, one per gate, for the whole sequence.
+        own = pid * BLOCK_H + tl.arange(0, BLOCK_H)
+        w_i = _load_tile(w_hh_ptr, cols, own, w_sc, w_sr, H, H)
+        w_f = _load_tile(w_hh_ptr + H * w_sr, cols, own, w_sc, w_sr, H, H)
+        w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, cols, own, w_sc, w_sr, H, H)
+        w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, cols, own, w_sc, w_sr, H, H)
+    for t in range(0, T):
+        offset = tl.load(offsets_ptr + t).to(tl.int64)
+        n_rows = tl.load(rows_ptr + t)
+        prev = tl.load(prev_ptr + t).to(tl.int64)
+        n_carried = tl.load(carried_ptr + t)
+        for s in range(pid, n_slices, programs):
+            units = s * BLOCK_H + tl.arange(0, BLOCK_H)
+            unit_ok = units < H
+            for r0 in range(0, n_rows, BLOCK_B):
+                rows = r0 + tl.arange(0, BLOCK_B)
+                row_ok = rows < n_rows
+                carried = (rows < n_carried)[:, None]
+                acc_i = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                acc_f = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                acc_g = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                acc_o = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                for k0 in range(0, H, BLOCK_K):
+                    ks = k0 + cols
+                    in_bounds = row_ok[:, None] & (ks < H)[None, :]
+                    # h_prev: the previous step's output (written by every program) for
+                    # the rows that continue, h0 for the rows that start here.
+                    h = tl.where(carried,
+                                 _load_exchanged(out_ptr + prev * out_sr, rows, ks, out_sr, out_sc,
+                                                 in_bounds & carried).to(tl.float32),
+                                 tl.load(h0_ptr + rows[:, None] * h0_sr + ks[None, :] * h0_sc,
+                                         mask=in_bounds & ~carried, other=0.0).to(tl.float32))
+                    if not WEIGHTS_ON_CHIP:
+                        w_i = _load_tile(w_hh_ptr, ks, units, w_sc, w_sr, H, H)
+                        w_f = _load_tile(w_hh_ptr + H * w_sr, ks, units, w_sc, w_sr, H, H)
+                        w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, ks, units, w_sc, w_sr, H, H)
+                        w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, ks, units, w_sc, w_sr, H, H)
+                    h = cast_rounded(h, w_i.dtype)
+                    acc_i += dot(h, w_i)
+                    acc_f += dot(h, w_f)
+                    acc_g += dot(h, w_g)
+                    acc_o += dot(h, w_o)
+                now = offset + rows
+                ok = row_ok[:, None] & unit_ok[None, :]
+                xw_ptrs = xw_ptr + now[:, None] * xw_sr + units[None, :] * xw_sc
+                i = sigmoid_accurate(acc_i + tl.load(xw_ptrs, mask=ok, other=0.0).to(tl.float32))
+                f = sigmoid_accurate(acc_f + tl.load(xw_ptrs + H * xw_sc, mask=ok, other=0.0).to(tl.float32))
+                g = tanh_accurate(acc_g + tl.load(xw_ptrs + 2 * H * xw_sc, mask=ok, other=0.0).to(tl.float32))
+                o = sigmoid_accurate(acc_o + tl.load(xw_ptrs + 3 * H * xw_sc, mask=ok, other=0.0).to(tl.float32))
+                # c_prev: this program's own units, so no exchange (its own earlier stores).
+                c = tl.where(carried,
+                             tl.load(cells_ptr + (prev + rows)[:, None] * cells_sr + units[None, :] * cells_sc,
+                                     mask=ok & carried, other=0.0),
+                             tl.load(c0_ptr + rows[:, None] * c0_sr + units[None, :] * c0_sc,
+                                     mask=ok & ~carried, other=0.0).to(tl.float32))
+                c_new = f * c + i * g
+                h_new = o * tanh_accurate(c_new)
+                tl.store(cells_ptr + now[:, None] * cells_sr + units[None, :] * cells_sc, c_new, mask=ok)
+                tl.store(out_ptr + now[:, None] * out_sr + units[None, :] * out_sc,
+                         cast_rounded(h_new, out_ptr.dtype.element_ty), mask=ok)
+                gate_ptrs = gates_ptr + now[:, None] * gates_sr + units[None, :] * gates_sc
+                tl.store(gate_ptrs, i, mask=ok)
+                tl.store(gate_ptrs + H * gates_sc, f, mask=ok)
+                tl.store(gate_ptrs + 2 * H * gates_sc, g, mask=ok)
+                tl.store(gate_ptrs + 3 * H * gates_sc, o, mask=ok)
+        if t + 1 < T:
+            _grid_barrier(counter_ptr, (t + 1) * programs)
+
+
+@triton.jit
+def lstm_sequence_backward_kernel(
+    d_out_ptr, d_h_n_ptr, d_c_n_ptr,
+    gates_ptr, cells_ptr, c0_ptr, w_hh_ptr,
+    dgates_ptr, carry_c_ptr, d_h0_ptr, d_c0_ptr,
+    offsets_ptr, rows_ptr, prev_ptr, carried_ptr, counter_ptr,
+    T, H, B, n_slices,
+    d_out_sr, d_out_sc, d_h_n_sr, d_h_n_sc, d_c_n_sr, d_c_n_sc,
+    gates_sr, gates_sc, cells_sr, cells_sc, c0_sr, c0_sc, w_sr, w_sc,
+    HAS_D_OUT: tl.constexpr, HAS_D_H_N: tl.constexpr, HAS_D_C_N: tl.constexpr,
+    WEIGHTS_ON_CHIP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    """Backward through all T steps, for the slices of hidden units this program owns.
+
+    T + 1 phases, separated by grid barriers. Phase j processes step T-1-j (`cur`, while
+    j < T) and finishes step T-j (`done`, the step phase j-1 processed, while j > 0):
+    the gradient reaching done's h_prev, dgates[done] @ W_hh[:, units], is the h carry of
+    cur for done's carried rows and d_h0 for the rest (which started there). For cur:
+    the gradient reaching h' (d_out, plus that carry or d_h_n) and c' (the c carry of
+    done, or d_c_n), then dgates[cur] [rows, 4H] (fp32, pre-activation), and dc * f to
+    the c carry (rows that continue from an earlier step) or d_c0 (rows that start here).
+
+    d_out [N, H], d_h_n, d_c_n [B, H] (any dtype, strided; each only if HAS_*); gates
+    [N, 4H], cells [N, H] (fp32, from the forward); c0 [B, H]; w_hh [4H, H]; dgates
+    [N, 4H] fp32; carry_c [2, B, H] fp32 (contiguous; ping-pong between phases); d_h0,
+    d_c0 [B, H] fp32 contiguous; schedule as the forward's; counter [1] int32, zero.
+    WEIGHTS_ON_CHIP: one slice per program and BLOCK_J >= H: its four [H, BLOCK_H] tiles
+    of W_hh (W_hh[q*H + j, u] at (j, u)) are loaded once."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    js = tl.arange(0, BLOCK_J)
+    if WEIGHTS_ON_CHIP:
+        own = pid * BLOCK_H + tl.arange(0, BLOCK_H)
+        w_i = _load_tile(w_hh_ptr, js, own, w_sr, w_sc, H, H)
+        w_f = _load_tile(w_hh_ptr + H * w_sr, js, own, w_sr, w_sc, H, H)
+        w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, js, own, w_sr, w_sc, H, H)
+        w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, js, own, w_sr, w_sc, H, H)
+    for phase in range(0, T + 1):
+        has_cur = phase < T
+        has_done = phase > 0
+        cur = T - 1 - phase
+        done = T - phase
+        cur_offset = _schedule_entry(offsets_ptr, cur, has_cur)
+        cur_rows = _schedule_entry(rows_ptr, cur, has_cur)
+        cur_prev = _schedule_entry(prev_ptr, cur, has_cur)
+        cur_carried = _schedule_entry(carried_ptr, cur, has_cur)
+        done_offset = _schedule_entry(offsets_ptr, done, has_done)
+        done_rows = _schedule_entry(rows_ptr, done, has_done)
+        done_carried = _schedule_entry(carried_ptr, done, has_done)  # = cur's rows that done continues
+        carry_in = carry_c_ptr + (phase % 2) * B * H
+        carry_out = carry_c_ptr + ((phase + 1) % 2) * B * H
+        n_rows = tl.maximum(cur_rows, done_rows)
+        for s in range(pid, n_slices, programs):
+            units = s * BLOCK_H + tl.arange(0, BLOCK_H)
+            unit_ok = units < H
+            for r0 in range(0, n_rows, BLOCK_B):
+                rows = r0 + tl.arange(0, BLOCK_B)
+                # dgates[done] @ W_hh[:, units], over the 4H gate columns in chunks.
+                reaching = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                done_ok = rows < done_rows
+                for j0 in range(0, H, BLOCK_J):
+                    j = j0 + js
+                    mask = done_ok[:, None] & (j < H)[None, :]
+                    if not WEIGHTS_ON_CHIP:
+                        w_i = _load_tile(w_hh_ptr, j, units, w_sr, w_sc, H, H)
+                        w_f = _load_tile(w_hh_ptr + H * w_sr, j, units, w_sr, w_sc, H, H)
+                        w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, j, units, w_sr, w_sc, H, H)
+                        w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, j, units, w_sr, w_sc, H, H)
+                    done_gates = dgates_ptr + done_offset * 4 * H
+                    d_i = _load_exchanged(done_gates, rows, j, 4 * H, 1, mask)
+                    d_f = _load_exchanged(done_gates + H, rows, j, 4 * H, 1, mask)
+                    d_g = _load_exchanged(done_gates + 2 * H, rows, j, 4 * H, 1, mask)
+                    d_o = _load_exchanged(done_gates + 3 * H, rows, j, 4 * H, 1, mask)
+                    reaching += dot(cast_rounded(d_i, w_i.dtype), w_i)
+                    reaching += dot(cast_rounded(d_f, w_i.dtype), w_f)
+                    reaching += dot(cast_rounded(d_g, w_i.dtype), w_g)
+                    reaching += dot(cast_rounded(d_o, w_i.dtype), w_o)
+                started = (done_ok & (rows >= done_carried))[:, None] & unit_ok[None, :]
+                tl.store(d_h0_ptr + rows[:, None] * H + units[None, :], reaching, mask=started)
+
+                row_ok = rows < cur_rows
+                ok = row_ok[:, None] & unit_ok[None, :]
+                continued = (rows < done_carried)[:, None]
+                now = cur_offset + rows
+                dh = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+                if HAS_D_OUT:
+                    dh += tl.load(d_out_ptr + now[:, None] * d_out_sr + units[None, :] * d_out_sc, mask=ok,
+                                  other=0.0).to(tl.float32)
+                if HAS_D_H_N:
+                    dh += tl.load(d_h_n_ptr + rows[:, None] * d_h_n_sr + units[None, :] * d_h_n_sc,
+                                  mask=ok & ~continued, other=0.0).to(tl.float32)
+                dh += tl.where(continued, reaching, 0.0)
+                # The c carry: this program's own units, written in the last phase.
+                dc_carry = tl.load(carry_in + rows[:, None] * H + units[None, :], mask=ok & continued, other=0.0)
+                if HAS_D_C_N:
+                    dc_carry += tl.load(d_c_n_ptr + rows[:, None] * d_c_n_sr + units[None, :] * d_c_n_sc,
+                                        mask=ok & ~continued, other=0.0).to(tl.float32)
+                gate_ptrs = gates_ptr + now[:, None] * gates_sr + units[None, :] * gates_sc
+                i = tl.load(gate_ptrs, mask=ok, other=0.0)
+                f = tl.load(gate_ptrs + H * gates_sc, mask=ok, other=0.0)
+                g = tl.load(gate_ptrs + 2 * H * gates_sc, mask=ok, other=0.0)
+                o = tl.load(gate_ptrs + 3 * H * gates_sc, mask=ok, other=0.0)
+                c = tl.load(cells_ptr + now[:, None] * cells_sr + units[None, :] * cells_sc, mask=ok, other=0.0)
+                carried = (rows < cur_carried)[:, None]
+                c_prev = tl.where(carried,
+                                  tl.load(cells_ptr + (cur_prev + rows)[:, None] * cells_sr + units[None, :] * cells_sc,
+                                          mask=ok & carried, other=0.0),
+                                  tl.load(c0_ptr + rows[:, None] * c0_sr + units[None, :] * c0_sc,
+                                          mask=ok & ~carried, other=0.0).to(tl.float32))
+                tanh_c = tanh_accurate(c)
+                dc = dh * o * (1.0 - tanh_c * tanh_c) + dc_carry
+                dgate_ptrs = dgates_ptr + now[:, None] * 4 * H + units[None, :]
+                tl.store(dgate_ptrs, dc * g * i * (1.0 - i), mask=ok)
+                tl.store(dgate_ptrs + H, dc * c_prev * f * (1.0 - f), mask=ok)
+                tl.store(dgate_ptrs + 2 * H, dc * i * (1.0 - g * g), mask=ok)
+                tl.store(dgate_ptrs + 3 * H, dh * tanh_c * o * (1.0 - o), mask=ok)
+                tl.store(carry_out + rows[:, None] * H + units[None, :], dc * f, mask=ok & carried)
+                tl.store(d_c0_ptr + rows[:, None] * H + units[None, :], dc * f, mask=ok & ~carried)
+        if has_cur:
+            _grid_barrier(counter_ptr, (phase + 1) * programs)
+
+
+class Plan(NamedTuple):
+    """How a layer's launches split its hidden units: programs, units per slice, whether
+    each program keeps its W_hh tile on chip, the reduction chunk, rows per block, warps."""
+
+    programs: int
+    block_h: int
+    on_chip: bool
+    block_k: int
+    block_b: int
+    warps: int
+
+
+# Units per slice: 16, tl.dot's least N, so that as many programs as possible share H.
+SLICE_UNITS = 16
+# The largest H (padded to a power of two) whose four [H, SLICE_UNITS] W_hh tiles a program
+# keeps on chip for the whole sequence, per dtype: through ptxas (4 warps, 16 rows a
+# block), these compile without spills on sm_80 and sm_90 (tests/compile_triton_kernels.py);
+# at 128 the bf16 backward spills 116 bytes on sm_90 and 176 on sm_80. With pipelining on,
+# before NUM_STAGES, 256 took 192 KB of shared memory in the fp32 backward, more than an
+# A100 has.
+MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
+# No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
+# which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
+# stale L1 line (seen in the sm_90 PTX with the default stages).
+NUM_STAGES = 1
+# Multiprocessors assumed when launches are recorded for the compile check on a machine
+# without a GPU (an H100/H200 has 132).
+RECORDED_MULTIPROCESSORS = 132
+
+
+def multiprocessors(device: torch.device) -> int:
+    """How many programs can be resident at once: one per multiprocessor on a GPU; one
+    under the interpreter, where programs run one after another."""
+    if INTERPRETED:
+        return 1
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return RECORDED_MULTIPROCESSORS
+
+
+def plan(H: int, dtype: torch.dtype, device: torch.device) -> Plan:
+    """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
+    on chip when each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else
+    re-read in chunks of 32 features)."""
+    slices = ceil_div(H, SLICE_UNITS)
+    programs = min(slices, multiprocessors(device))
+    padded = max(16, next_power_of_2(H))
+    on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN[dtype]
+    return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
+
+
+def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
+    """The steps in processing order as four int32 tensors [T]: first row, rows, first row
+    of the step continued from (-1: none), rows continued. int32, not int64: with int64
+    entries the 16-bit kernels spill on sm_80 and sm_90 (the kernels widen them to int64
+    before any offset into a tensor)."""
+    if sum(batch_sizes) >= 2**31:
+        raise ValueError(f"the LSTM sequence kernels take packed sequences of fewer than 2**31 rows, got "
+                         f"{sum(batch_sizes)}")
+    steps = schedule(batch_sizes, reverse)
+    table = torch.tensor([[s.offset, s.rows, s.prev, s.n_carried] for s in steps], dtype=torch.int32)
+    return tuple(table.t().contiguous().to(device)), steps
+
+
+def lstm_sequence_forward(
+    xw: torch.Tensor, batch_sizes: list[int], h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
+    w_hr: Optional[torch.Tensor], reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
+    """lstm_layer_forward (layer.py) in one launch: xw [N, 4H] (biases included),
+    batch_sizes [T] (non-increasing, summing to N), h0, c0 [B, H], w_hh [4H, H]; w_hr must
+    be None (no projection). Returns out [N, H], h_n, c_n [B, H] and the gate activations
+    [N, 4H] and cell states [N, H] (fp32) for the backward, and None (no h_raw)."""
+    if w_hr is not None:
+        raise ValueError("lstm_sequence_forward: proj_size is not supported (the step variant runs it)")
+    N, H = xw.shape[0], xw.shape[1] // 4
+    B = h0.shape[0]
+    device = xw.device
+    out = torch.empty(N, H, dtype=xw.dtype, device=device)
+    cells = torch.empty(N, H, dtype=torch.float32, device=device)
+    gates = torch.empty(N, 4 * H, dtype=torch.float32, device=device)
+    if N == 0 or H == 0:
+        return out, h0.clone(), c0.clone(), gates, cells, None
+    (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
+    p = plan(H, w_hh.dtype, device)
+    counter = torch.zeros(1, dtype=torch.int32, device=device)
+    lstm_sequence_forward_kernel[(p.programs,)](
+        xw, h0, c0, w_hh, out, cells, gates, offsets, rows, prev, carried, counter,
+        len(steps), H, ceil_div(H, p.block_h),
+        *xw.stride(), *h0.stride(), *c0.stride(), *w_hh.stride(), *out.stride(), *cells.stride(), *gates.stride(),
+        WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_K=p.block_k, num_warps=p.warps,
+        num_stages=NUM_STAGES,
+    )
+    final = _final_rows(steps, B).to(device)
+    return out, out[final], cells[final].to(c0.dtype), gates, cells, None
+
+
+def lstm_sequence_backward(
+    d_out: Optional[torch.Tensor], d_h_n: Optional[torch.Tensor], d_c_n: Optional[torch.Tensor],
+    out: torch.Tensor, gates: torch.Tensor, cells: torch.Tensor, h_raw: Optional[torch.Tensor],
+    h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor, w_hr: Optional[torch.Tensor],
+    batch_sizes: list[int], reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
+    """lstm_layer_backward (layer.py) with one launch for every step's gate gradients,
+    then d_W_hh as one batched product over blocks of steps (layer.summed_over_rows).
+    Shapes as lstm_sequence_forward's; d_out [N, H], d_h_n, d_c_n [B, H] or None.
+    Returns d_xw [N, 4H] (out's dtype), d_h0, d_c0, d_w_hh and None (no projection)."""
+    if w_hr is not None:
+        raise ValueError("lstm_sequence_backward: proj_size is not supported (the step variant runs it)")
+    N, H = gates.shape[0], gates.shape[1] // 4
+    B = h0.shape[0]
+    device = gates.device
+    fp32 = dict(dtype=torch.float32, device=device)
+    dgates = torch.empty(N, 4 * H, **fp32)
+    d_h0, d_c0 = torch.zeros(B, H, **fp32), torch.zeros(B, H, **fp32)
+    if N == 0 or H == 0:
+        if d_h_n is not None:
+            d_h0 += d_h_n
+        if d_c_n is not None:
+            d_c0 += d_c_n
+        return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), None
+    (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
+    p = plan(H, w_hh.dtype, device)
+    carry_c = torch.zeros(2, B, H, **fp32)
+    counter = torch.zeros(1, dtype=torch.int32, device=device)
+    dummy = gates
+    lstm_sequence_backward_kernel[(p.programs,)](
+        d_out if d_out is not None else dummy, d_h_n if d_h_n is not None else dummy,
+        d_c_n if d_c_n is not None else dummy,
+        gates, cells, c0, w_hh, dgates, carry_c, d_h0, d_c0, offsets, rows, prev, carried, counter,
+        len(steps), H, B, ceil_div(H, p.block_h),
+        *(d_out.stride() if d_out is not None else (0, 0)), *(d_h_n.stride() if d_h_n is not None else (0, 0)),
+        *(d_c_n.stride() if d_c_n is not None else (0, 0)),
+        *gates.stride(), *cells.stride(), *c0.stride(), *w_hh.stride(),
+        HAS_D_OUT=d_out is not None, HAS_D_H_N=d_h_n is not None, HAS_D_C_N=d_c_n is not None,
+        WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h, BLOCK_J=p.block_k, num_warps=p.warps,
+        num_stages=NUM_STAGES,
+    )
+    h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]
+    d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
+    return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, None
