@@ -110,6 +110,14 @@ dispatch.register(dispatch.Impl(
     "lstm", "triton", "step",
     {"forward": _kernel("recurrent", "lstm_layer_forward"), "backward": _kernel("recurrent", "lstm_layer_backward")},
     supports=recurrent_contract.fused_lstm_reason, priority=PRIORITY))
+for _cell in ("gru", "rnn_tanh", "rnn_relu"):
+    _functions = {"forward": _kernel("recurrent", f"{_cell}_cell_forward"),
+                  "backward": _kernel("recurrent", f"{_cell}_cell_backward")}
+    dispatch.register(dispatch.Impl(f"{_cell}_cell", "triton", "step", _functions,
+                                    supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))
+    # The layer steps through the same cell kernels (seqops.ops.recurrent.api.hidden_rnn).
+    dispatch.register(dispatch.Impl(_cell, "triton", "cell-loop", _functions,
+                                    supports=recurrent_contract.fused_hidden_layer_reason, priority=PRIORITY))
 dispatch.register(dispatch.Impl(
     "additive_attention", "triton", "fused",
     {"forward": _kernel("additive", "additive_attention_forward"),
