@@ -30,6 +30,8 @@ import seqops.kernels.attention as attention_kernels
 import seqops.kernels.attention.backward as attention_backward
 import seqops.kernels.attention.forward as attention_forward
 import seqops.kernels.recurrent as recurrent_kernels
+import seqops.kernels.recurrent.gru_cell as recurrent_gru_cell
+import seqops.kernels.recurrent.rnn_cell as recurrent_rnn_cell
 import seqops.kernels.recurrent.step as recurrent_step
 import seqops.kernels.softmax as softmax_kernels
 import seqops.kernels.softmax.backward as softmax_backward
@@ -117,6 +119,23 @@ def drive_lstm():
                                                       [batch, batch], False)
 
 
+def drive_gru_rnn():
+    """The GRU and RNN cells (tanh and relu), per dtype, at a small batch and hidden size
+    and at a large one: the two forward tilings (rows and hidden units per block)."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for batch, hidden in ((1, 64), (64, 1024)):
+            x, h = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
+            for gates, forward, backward in (
+                    (3, recurrent_kernels.gru_cell_forward, recurrent_kernels.gru_cell_backward),
+                    (1, recurrent_kernels.rnn_tanh_cell_forward, recurrent_kernels.rnn_tanh_cell_backward),
+                    (1, recurrent_kernels.rnn_relu_cell_forward, recurrent_kernels.rnn_relu_cell_backward)):
+                w_ih = torch.randn(gates * hidden, 32, dtype=dtype)
+                w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
+                bias = torch.randn(gates * hidden, dtype=dtype)
+                h1, saved = forward(x, h, w_ih, w_hh, bias, bias)
+                backward(torch.randn_like(h1), x, h, w_ih, w_hh, saved, True)
+
+
 def main() -> int:
     if runtime.INTERPRETED:
         print("compile_triton_kernels: run without TRITON_INTERPRET (kernels are interpreted here)", file=sys.stderr)
@@ -125,7 +144,8 @@ def main() -> int:
     launches = [launch
                 for modules, drive in (((softmax_forward, softmax_backward), drive_softmax),
                                        ((attention_forward, attention_backward), drive_attention),
-                                       ((recurrent_step,), drive_lstm))
+                                       ((recurrent_step,), drive_lstm),
+                                       ((recurrent_gru_cell, recurrent_rnn_cell), drive_gru_rnn))
                 for launch in record_launches(modules, drive, choose)]
     builds = [(launch, arch) for launch in launches for arch in ARCHS]
     failures = 0

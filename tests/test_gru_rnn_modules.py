@@ -81,8 +81,9 @@ def test_one_step_batch_one_unbatched_default_state(device, mode):
     skip_unless_runnable(device, "triton")
     torch_class, seqops_class, kwargs = LAYERS[mode]
     config = dict(bias=True, batch_first=False, bidirectional=True, num_layers=2)
-    modules = twins(torch_class, seqops_class, 6, 23, device=device, dtype=torch.float32, **kwargs, **config)
-    make, call = layer_inputs(config, True, T=1, B=1, I=6, H=23, device=device)
+    # 33 input features: a one-row input of fewer would need many trials pooled (tests/accuracy.py).
+    modules = twins(torch_class, seqops_class, 33, 23, device=device, dtype=torch.float32, **kwargs, **config)
+    make, call = layer_inputs(config, True, T=1, B=1, I=33, H=23, device=device)
     compare("triton", modules, make, call, torch.float32, 23)
 
     def unbatched(module, x):
@@ -90,7 +91,7 @@ def test_one_step_batch_one_unbatched_default_state(device, mode):
         assert out.shape == (4, 46) and h_n.shape == (4, 23)
         return out, h_n
 
-    compare("triton", modules, lambda: [torch.randn(4, 6, device=device)], unbatched, torch.float32, 23)
+    compare("triton", modules, lambda: [torch.randn(4, 33, device=device)], unbatched, torch.float32, 23)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
