@@ -1,4 +1,4 @@
-"""seqops: fused GPU kernels for sequence models (softmax, attention, LSTM), as PyTorch
+"""seqops: fused GPU kernels for sequence models (softmax, attention, LSTM, GRU, RNN), as PyTorch
 ops with autograd and drop-in layers. See README.md."""
 
 __version__ = "0.1.0"
