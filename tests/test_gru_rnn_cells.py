@@ -256,3 +256,19 @@ def test_bad_calls_are_refused_clearly(cell, mutate, error):
         with seqops.backend(backend), pytest.raises((RuntimeError, TypeError), match=error) as raised:
             CELLS[cell][0](*args)
         assert f"seqops.{cell}_cell" in str(raised.value)
+
+
+def test_registry_and_auto_order():
+    """Each cell has its reference, torch and Triton implementations; `auto` takes torch on
+    the CPU and the Triton cell first on CUDA. The whole GRU/RNN layer has a Triton
+    implementation (stepping through the cell) that `auto` never picks: cuDNN runs it."""
+    from seqops import dispatch
+
+    for cell in CELLS:
+        backends_of_cell = {impl.backend for impl in dispatch.implementations(f"{cell}_cell")}
+        assert {"torch", "reference", "triton"} <= backends_of_cell
+        assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cpu")]] == ["torch"]
+        assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cuda")]] == ["triton", "torch"]
+        assert {impl.backend for impl in dispatch.implementations(cell)} == {"torch", "reference", "triton"}
+        for device in ("cpu", "cuda"):
+            assert [impl.backend for impl in dispatch._auto_order[(cell, device)]] == ["torch"]
