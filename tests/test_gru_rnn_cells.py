@@ -77,8 +77,14 @@ def test_cell_accuracy(device, backend, cell, dtype, bias, shape):
     skip_unless_runnable(device, backend)
     if backend == "torch" and shape != (7, 5, 20):
         pytest.skip("the torch backend is torch's op: one shape shows the plumbing")
+    if not bias and dtype != torch.float32:
+        pytest.skip("no-bias is one constexpr branch, the same in every dtype: float32 shows it (time)")
     B, I, H = shape
-    check(backend, cell, dtype, lambda: leaves(cell, B, I, H, device, bias), reduced_length=I + H)
+    # A batch of 1 gives 33 outputs a trial; an error norm over so few, dominated by a few
+    # entries, put the ratio of ours to torch's past 2 in ~1 of 6 seeds (fp32 tanh) while
+    # over 2000 rows the two errors were equal (1.00e-7 and 1.02e-7): pool 4 trials.
+    check(backend, cell, dtype, lambda: leaves(cell, B, I, H, device, bias), min_trials=4 if B == 1 else 1,
+          reduced_length=I + H)
 
 
 def strided_views(x, h, w_ih, w_hh, b_ih, b_hh):

@@ -1,6 +1,7 @@
 """seqops.nn.GRUCell, RNNCell, GRU and RNN against torch's modules with the same weights
 (float64 reference, 2x torch's error in the same dtype for outputs, h_n and every
-gradient, tests/accuracy.py): configurations, packed sequences, unbatched input, dropout;
+gradient, tests/accuracy.py): configurations, packed sequences, unbatched input, dropout,
+a long sequence, the layer ops' registration (opcheck);
 parameters, init and state_dict; seqops.patch swapping torch's layers (calls counted)
 and unpatch restoring them."""
 import pytest
@@ -11,6 +12,8 @@ from calls import counting_seqops_calls
 from devices import DEVICES, skip_unless_runnable
 from test_lstm import compare, twins
 from torch.nn.utils.rnn import pack_padded_sequence
+
+from seqops.ops.recurrent.hidden_layer_op import LAYERS as LAYER_OPS
 
 # mode -> (torch's class, seqops', constructor keywords)
 LAYERS = {
@@ -94,10 +97,43 @@ def test_one_step_batch_one_unbatched_default_state(device, mode):
     compare("triton", modules, lambda: [torch.randn(4, 33, device=device)], unbatched, torch.float32, 23)
 
 
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_cells(device, nonlinearity):
-    """GRUCell and RNNCell: batched with a state, unbatched with the default one."""
+def test_long_sequence_error_growth(device):
+    """64 steps: an error that compounds over time would show here first (fp32, where
+    nothing but drift could exceed torch's error). Not longer: ~0.1 s a step and its
+    backward under the interpreter."""
+    skip_unless_runnable(device, "triton")
+    config = dict(bias=True, batch_first=False, bidirectional=False, num_layers=1)
+    modules = twins(torch.nn.GRU, seqops.nn.GRU, 4, 16, device=device, dtype=torch.float32, **config)
+    make, call = layer_inputs(config, False, T=64, B=3, I=4, H=16, device=device)
+    compare("triton", modules, make, call, torch.float32, 16)
+
+
+@pytest.mark.parametrize("mode", ["gru", "rnn_relu"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_layer_opcheck(device, mode):
+    """The layer ops: schema, fake kernels, autograd registration, on a packed sequence
+    (the GRU reversed and with its recurrent bias, the RNN forwards without: opcheck
+    runs each op many times, slow under the interpreter)."""
+    skip_unless_runnable(device, "triton")
+    G, H, key = (3 if mode == "gru" else 1), 5, f"{mode}/triton/step"
+    sizes = torch.tensor([3, 2, 2, 1])
+    op = LAYER_OPS[mode]
+    b_hh, reverse = (torch.randn(G * H, device=device), True) if mode == "gru" else (None, False)
+    args = [torch.randn(8, G * H, device=device), sizes, torch.randn(3, H, device=device),
+            torch.randn(G * H, H, device=device) * 0.4, b_hh]
+    grads = [t.clone().requires_grad_() if t is not None and t.is_floating_point() else t for t in args]
+    torch.library.opcheck(op.forward, (*grads, reverse, key))
+    out, h_n, saved = op.forward(*args, reverse, key)
+    torch.library.opcheck(op.backward, (torch.randn_like(out), torch.randn_like(h_n), out, saved, args[2], args[3],
+                                        sizes, reverse, b_hh is not None, key))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cells(device):
+    """GRUCell and RNNCell (relu; tanh is the same module code): batched with a state,
+    unbatched with the default one."""
+    nonlinearity = "relu"
     skip_unless_runnable(device, "triton")
     for torch_class, seqops_class, kwargs in ((torch.nn.GRUCell, seqops.nn.GRUCell, {}),
                                               (torch.nn.RNNCell, seqops.nn.RNNCell, {"nonlinearity": nonlinearity})):

@@ -115,11 +115,14 @@ for _cell in ("gru", "rnn_tanh", "rnn_relu"):
                   "backward": _kernel("recurrent", f"{_cell}_cell_backward")}
     dispatch.register(dispatch.Impl(f"{_cell}_cell", "triton", "step", _functions,
                                     supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))
-    # The layer steps through the same cell kernels (seqops.ops.recurrent.api.hidden_rnn):
-    # a launch and a Python step per time step, which cuDNN's whole-layer GRU/RNN surely
-    # beats, so `auto` never picks it (no priority); seqops.backend("triton") runs it.
-    dispatch.register(dispatch.Impl(_cell, "triton", "cell-loop", _functions,
-                                    supports=recurrent_contract.fused_hidden_layer_reason))
+    # The whole layer: one launch a step. Unmeasured against cuDNN's GRU/RNN, which runs
+    # a layer in few launches, so `auto` does not pick it yet (no priority);
+    # seqops.backend("triton") runs it.
+    dispatch.register(dispatch.Impl(
+        _cell, "triton", "step",
+        {"forward": _kernel("recurrent", f"{_cell}_layer_forward"),
+         "backward": _kernel("recurrent", f"{_cell}_layer_backward")},
+        supports=recurrent_contract.fused_hidden_layer_reason))
 dispatch.register(dispatch.Impl(
     "additive_attention", "triton", "fused",
     {"forward": _kernel("additive", "additive_attention_forward"),

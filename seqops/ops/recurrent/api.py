@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.recurrent import contract, hidden_cell_op, op, reference
+from seqops.ops.recurrent import contract, hidden_cell_op, hidden_layer_op, op
 
 
 def lstm_cell(
@@ -111,16 +111,10 @@ def hidden_rnn(
     batch_sizes [T]; hx: h0 [layers * directions, B, H]; weights in the module's
     _flat_weights order. Returns (output, h_n).
 
-    A fused implementation runs here as a loop over the steps, each one call of the fused
-    cell op on the rows that step has (no layer op yet: one launch per step and
-    direction, forward and backward)."""
+    A fused implementation runs each layer and direction as one GEMM for the input of all
+    steps and one layer op (hidden_layer_op) for the steps."""
     args = (input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional)
     impl = dispatch.select(mode, input.device, *args)
     if impl.composite:
         return impl.run(*args)
-    cell_op = hidden_cell_op.CELLS[f"{mode}_cell"]
-
-    def step(x, h, w_ih, w_hh, b_ih, b_hh):
-        return cell_op.differentiable(x, h, w_ih, w_hh, b_ih, b_hh, impl.key)[0]
-
-    return reference.hidden_rnn(*args, cell=step)
+    return hidden_layer_op.run_fused_hidden_rnn(impl, mode, *args)
