@@ -1,6 +1,6 @@
 """GRU and RNN (tanh) benchmark: one cell step (seqops.gru_cell / rnn_tanh_cell through
 seqops.nn.GRUCell / RNNCell vs torch's cell modules) and whole sequences of T = 256
-(seqops.nn.GRU / RNN on the Triton backend, which steps through the fused cell, vs
+(seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, the fused step kernel, vs
 torch.nn.GRU / RNN, cuDNN on a GPU), each also against the eager reference; batch 1 to
 256, hidden 256 to 2048 (input size = hidden), one layer, fp32 and bf16, forward and
 forward+backward. TFLOP/s count the GEMMs: 2*G*B*H*(I + H) a step forward (G = 3 gates

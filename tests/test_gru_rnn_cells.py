@@ -267,7 +267,7 @@ def test_bad_calls_are_refused_clearly(cell, mutate, error):
 def test_registry_and_auto_order():
     """Each cell has its reference, torch and Triton implementations; `auto` takes torch on
     the CPU and the Triton cell first on CUDA. The whole GRU/RNN layer has a Triton
-    implementation (stepping through the cell) that `auto` never picks: cuDNN runs it."""
+    implementation that `auto` does not pick (unmeasured against cuDNN)."""
     from seqops import dispatch
 
     for cell in CELLS:

@@ -113,9 +113,9 @@ class GRU(_OneStateRNN):
     forward(input, hx=None) -> (output, h_n) exactly as torch's: input [T, B, I]
     ([B, T, I] with batch_first, [T, I] unbatched) or a PackedSequence (output packed the
     same way, sorted/unsorted indices honoured); hx [layers * directions, B, H], zeros by
-    default. Dropout between layers as torch, in training. The fused path runs each step
-    of each layer and direction as one call of the fused GRU cell op on that step's rows
-    (no whole-layer op yet).
+    default. Dropout between layers as torch, in training. Per layer and direction the
+    fused path makes one GEMM of the input of every step, then runs the steps in the
+    fused GRU step kernel (one launch a step, forward and backward).
 
     An RNNBase in mode "GRU", as torch.nn.GRU is, but not an instance of torch.nn.GRU:
     torch.compile refuses to trace those (see seqops.nn.LSTM).
@@ -129,8 +129,8 @@ class GRU(_OneStateRNN):
 
 class RNN(_OneStateRNN):
     """torch.nn.RNN (every constructor argument, nonlinearity included, the parameter names
-    and shapes, init and state_dict) computed by seqops; forward as seqops.nn.GRU's, each
-    step one call of the fused tanh or relu RNN cell op.
+    and shapes, init and state_dict) computed by seqops; forward as seqops.nn.GRU's, on
+    the fused tanh or relu RNN step kernel.
 
     An RNNBase in mode "RNN_TANH" or "RNN_RELU", as torch.nn.RNN is, but not an instance
     of torch.nn.RNN: torch.compile refuses to trace those.
