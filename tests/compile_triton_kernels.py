@@ -120,8 +120,9 @@ def drive_lstm():
 
 
 def drive_gru_rnn():
-    """The GRU and RNN cells (tanh and relu), per dtype, at a small batch and hidden size
-    and at a large one: the two forward tilings (rows and hidden units per block)."""
+    """The GRU and RNN cells (tanh and relu: input GEMM, biases) and their layers' steps
+    (projected input, carried state, gradient carries), per dtype, at a small batch and
+    hidden size and at a large one: the two forward tilings."""
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for batch, hidden in ((1, 64), (64, 1024)):
             x, h = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
@@ -134,6 +135,16 @@ def drive_gru_rnn():
                 bias = torch.randn(gates * hidden, dtype=dtype)
                 h1, saved = forward(x, h, w_ih, w_hh, bias, bias)
                 backward(torch.randn_like(h1), x, h, w_ih, w_hh, saved, True)
+            # The layers' steps at the large tiling only: a small one adds compile time, not a variant.
+            for mode, gates in (("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)) if batch > 1 else ():
+                xw = torch.randn(2 * batch, gates * hidden, dtype=dtype)
+                w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
+                b_hh = torch.randn(gates * hidden, dtype=dtype) if mode == "gru" else None
+                out, h_n, saved = getattr(recurrent_kernels, f"{mode}_layer_forward")(xw, [batch, batch], h, w_hh,
+                                                                                      b_hh, False)
+                getattr(recurrent_kernels, f"{mode}_layer_backward")(torch.randn_like(out), torch.randn_like(h_n), out,
+                                                                     saved, h, w_hh, [batch, batch], False,
+                                                                     b_hh is not None)
 
 
 def main() -> int:
