@@ -129,6 +129,26 @@ def test_layer_opcheck(device, mode):
                                         sizes, reverse, b_hh is not None, key))
 
 
+@pytest.mark.parametrize("mode", ["gru", "rnn_tanh"])
+def test_layer_fake_tensors_and_forward_mode(mode):
+    """FakeTensorMode gives the real shapes (the layer op's fake kernels); forward-mode AD
+    through the fused layer raises a clear error instead of zero tangents."""
+    skip_unless_runnable("cpu", "triton")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch_class, seqops_class, kwargs = LAYERS[mode]
+    module = seqops_class(5, 7, num_layers=2, bidirectional=True, **kwargs)
+    x = torch.randn(4, 3, 5)
+    with seqops.backend("triton"):
+        out, h_n = module(x)
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # the module's parameters stay real
+        with fake_mode:
+            fake_out, fake_h_n = module(fake_mode.from_tensor(x))
+        assert [(t.shape, t.dtype) for t in (fake_out, fake_h_n)] == [(t.shape, t.dtype) for t in (out, h_n)]
+        with pytest.raises(RuntimeError, match=f"seqops.{mode}_layer: forward-mode AD .* is not implemented"):
+            torch.func.jvp(lambda a: module(a)[0], (torch.randn(4, 3, 5),), (torch.randn(4, 3, 5),))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_cells(device):
     """GRUCell and RNNCell (relu; tanh is the same module code): batched with a state,
