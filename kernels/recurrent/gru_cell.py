@@ -11,6 +11,10 @@ The forward saves r, z, n and hn = h W_hn^T + b_hn (fp32, [B, 4H]): n's recurren
 is gated by r, so its gradient differs on the input side (dn) and on the recurrent side
 (dn * r), and the backward needs hn for r's. Arithmetic is fp32; h and the weights keep
 their dtype (fp32, fp16, bf16) and products accumulate in fp32.
+
+The step kernels serve a single cell (gru_cell_forward/backward: input GEMM, both biases)
+and the steps of a layer (hidden_layer.py: projected input, previous h from the step
+before or from the initial state, gradient carries), as the LSTM's step.py does.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ pre-activation gradient and its product with W_hh in one kernel).
 One step, for x [B, I] and h [B, H]:  h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act tanh
 or relu. The forward saves act's output in fp32 [B, H] (h' itself may be fp16 or bf16,
 too coarse for tanh's derivative 1 - h'^2). Arithmetic is fp32; products accumulate in fp32.
+The step kernels serve a single cell and the steps of a layer (hidden_layer.py), as the
+GRU's do.
 """
 from __future__ import annotations
 
