@@ -87,7 +87,11 @@ def test_one_step_batch_one_unbatched_default_state(device, mode):
     # 33 input features: a one-row input of fewer would need many trials pooled (tests/accuracy.py).
     modules = twins(torch_class, seqops_class, 33, 23, device=device, dtype=torch.float32, **kwargs, **config)
     make, call = layer_inputs(config, True, T=1, B=1, I=33, H=23, device=device)
-    compare("triton", modules, make, call, torch.float32, 23)
+    # One row: each weight gradient is an outer product of two vectors, so its error is a
+    # sample of a few dozen roundings, whatever its size; with one trial the ratio to
+    # torch's went past 2 for the GRU's second-layer w_ih in 1 of 7 seeds. Pool 4, as
+    # test_lstm.py's one-step test does.
+    compare("triton", modules, make, call, torch.float32, 23, min_trials=4)
 
     def unbatched(module, x):
         out, h_n = module(x)
