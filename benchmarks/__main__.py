@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from . import additive, attention, environment, lstm, overhead, report, softmax, suite
+from . import additive, attention, environment, gru_rnn, lstm, overhead, report, softmax, suite
 from .measure import copy_bandwidth_gb_per_s, matmul_tflop_per_s
 
-OPS = {"softmax": softmax, "attention": attention, "lstm": lstm, "additive": additive, "overhead": overhead}
+OPS = {"softmax": softmax, "attention": attention, "lstm": lstm, "gru_rnn": gru_rnn, "additive": additive,
+       "overhead": overhead}
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -9,6 +9,8 @@ difference is seqops' own code alone:
   seqops.scaled_dot_product_attention vs F.scaled_dot_product_attention
   seqops.lstm_cell                    vs torch.lstm_cell
   seqops.nn.LSTM forward              vs torch.nn.LSTM forward (same weights)
+  seqops.gru_cell                     vs torch.gru_cell
+  seqops.nn.GRU forward               vs torch.nn.GRU forward (same weights)
   seqops.nn.MultiheadAttention fwd    vs torch.nn.MultiheadAttention fwd, need_weights=False
 
 on tiny tensors, under torch.no_grad() with modules in eval mode (as in decoding), on
@@ -93,6 +95,21 @@ def _lstm_module(device):
     return (lambda: seqops_lstm(x)), (lambda: torch_lstm(x))
 
 
+def _gru_cell(device):
+    cell = torch.nn.GRUCell(8, 16).to(device)
+    x, h = torch.randn(1, 8, device=device), torch.randn(1, 16, device=device)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    return (lambda: seqops.gru_cell(x, h, *weights)), (lambda: torch.gru_cell(x, h, *weights))
+
+
+def _gru_module(device):
+    torch_gru = torch.nn.GRU(8, 16).to(device).eval()
+    seqops_gru = seqops.nn.GRU(8, 16).to(device).eval()
+    seqops_gru.load_state_dict(torch_gru.state_dict())
+    x = torch.randn(1, 1, 8, device=device)  # one step of one sequence, time-major
+    return (lambda: seqops_gru(x)), (lambda: torch_gru(x))
+
+
 def _multihead_attention(device):
     torch_mha = torch.nn.MultiheadAttention(16, 2, batch_first=True).to(device).eval()
     seqops_mha = seqops.nn.MultiheadAttention(16, 2, batch_first=True).to(device).eval()
@@ -107,6 +124,8 @@ PAIRS = [
     Pair("seqops.scaled_dot_product_attention", "F.scaled_dot_product_attention", (1, 2, 1, 16), _attention),
     Pair("seqops.lstm_cell", "torch.lstm_cell", (1, 8), _lstm_cell),
     Pair("seqops.nn.LSTM", "torch.nn.LSTM", (1, 1, 8), _lstm_module),
+    Pair("seqops.gru_cell", "torch.gru_cell", (1, 8), _gru_cell),
+    Pair("seqops.nn.GRU", "torch.nn.GRU", (1, 1, 8), _gru_module),
     Pair("seqops.nn.MultiheadAttention", "torch.nn.MultiheadAttention", (1, 1, 16), _multihead_attention),
 ]
 _BY_NAME = {pair.name: pair for pair in PAIRS}

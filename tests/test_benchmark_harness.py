@@ -60,3 +60,15 @@ def test_quick_lstm_sweep(benchmarks_main, tmp_path, capsys):
     assert {r["provider"] for r in measured} >= {"torch", "torch LSTMCell loop", "reference"}
     assert {r["panel"].split()[0] for r in measured} == {"step", "sequence"}
     assert all(r["tflop_per_s"] > 0 for r in measured)
+
+
+def test_quick_gru_rnn_sweep(benchmarks_main, tmp_path):
+    assert benchmarks_main(["gru_rnn", "--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "gru_rnn.json").read_text())
+    measured = [r for r in data["results"] if r["median_ms"] is not None]
+    assert {r["provider"] for r in measured} >= {"torch", "reference"}
+    assert {tuple(r["panel"].split()[:2]) for r in measured} == {
+        ("gru", "step"), ("gru", "sequence"), ("rnn_tanh", "step"), ("rnn_tanh", "sequence")}
+    assert all(r["tflop_per_s"] > 0 for r in measured)
+    for r in data["results"]:
+        assert (r["median_ms"] is not None) != (r["skipped"] is not None), r

@@ -60,6 +60,20 @@ CASES = {
                               lambda: seqops.lstm_cell(x, (h, c), w_ih[:20], w_hh[:20])),
     "lstm-cell-bias-shape": (lambda: torch.lstm_cell(x, (h, c), w_ih, w_hh, torch.zeros(12), torch.zeros(12)),
                              lambda: seqops.lstm_cell(x, (h, c), w_ih, w_hh, torch.zeros(12), torch.zeros(12))),
+    "gru-cell-input-size": (lambda: torch.gru_cell(torch.randn(3, 5), h, w_ih[:18], w_hh[:18]),
+                            lambda: seqops.gru_cell(torch.randn(3, 5), h, w_ih[:18], w_hh[:18])),
+    "gru-cell-batch": (lambda: torch.gru_cell(x, h[:2], w_ih[:18], w_hh[:18]),
+                       lambda: seqops.gru_cell(x, h[:2], w_ih[:18], w_hh[:18])),
+    "gru-cell-dtypes": (lambda: torch.gru_cell(x.half(), h, w_ih[:18], w_hh[:18]),
+                        lambda: seqops.gru_cell(x.half(), h, w_ih[:18], w_hh[:18])),
+    "rnn-cell-weight-rows": (lambda: torch.rnn_tanh_cell(x, h, w_ih[:5], w_hh[:5]),
+                             lambda: seqops.rnn_tanh_cell(x, h, w_ih[:5], w_hh[:5])),
+    "rnn-cell-bias-shape": (lambda: torch.rnn_relu_cell(x, h, w_ih[:6], w_hh[:6], torch.zeros(4), torch.zeros(4)),
+                            lambda: seqops.rnn_relu_cell(x, h, w_ih[:6], w_hh[:6], torch.zeros(4), torch.zeros(4))),
+    "gru-hx-dtype": (lambda: torch.nn.GRU(4, 6)(torch.randn(5, 2, 4), torch.zeros(1, 2, 6).double()),
+                     lambda: seqops.nn.GRU(4, 6)(torch.randn(5, 2, 4), torch.zeros(1, 2, 6).double())),
+    "rnn-input-dims": (lambda: torch.nn.RNN(4, 6)(torch.randn(2, 3, 4, 5)),
+                       lambda: seqops.nn.RNN(4, 6)(torch.randn(2, 3, 4, 5))),
     "lstm-hx-dtype": (lambda: torch.nn.LSTM(4, 6)(torch.randn(5, 2, 4), (torch.zeros(1, 2, 6).double(),) * 2),
                       lambda: seqops.nn.LSTM(4, 6)(torch.randn(5, 2, 4), (torch.zeros(1, 2, 6).double(),) * 2)),
     "lstm-input-dims": (lambda: torch.nn.LSTM(4, 6)(torch.randn(2, 3, 4, 5)),
@@ -77,7 +91,7 @@ def test_error_type_is_torchs(backend, case):
     with seqops.backend(backend):
         with pytest.raises(torch_error.type) as our_error:
             ours()
-    assert "seqops" in str(our_error.value) or "LSTM" in str(our_error.value), str(our_error.value)
+    assert any(name in str(our_error.value) for name in ("seqops", "LSTM", "GRU", "RNN")), str(our_error.value)
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])

@@ -17,6 +17,10 @@ def models():
         "LSTMCell": (seqops.nn.LSTMCell(6, 10), lambda: torch.randn(4, 6)),
         "LSTM": (seqops.nn.LSTM(6, 10, num_layers=2, bidirectional=True, batch_first=True),
                  lambda: torch.randn(3, 5, 6)),
+        "GRUCell": (seqops.nn.GRUCell(6, 10), lambda: torch.randn(4, 6)),
+        "RNNCell": (seqops.nn.RNNCell(6, 10, nonlinearity="relu"), lambda: torch.randn(4, 6)),
+        "GRU": (seqops.nn.GRU(6, 10, bidirectional=True, batch_first=True), lambda: torch.randn(3, 4, 6)),
+        "RNN": (seqops.nn.RNN(6, 10, num_layers=2), lambda: torch.randn(4, 3, 6)),
         "TransformerEncoderLayer": (seqops.patch(torch.nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0,
                                                                                   batch_first=True)),
                                     lambda: torch.randn(2, 7, 16)),
@@ -30,7 +34,8 @@ def first_output(module, x):
     return out[0] if isinstance(out, tuple) else out
 
 
-@pytest.mark.parametrize("layer", ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "TransformerEncoderLayer"])
+@pytest.mark.parametrize("layer", ["Softmax", "MultiheadAttention", "LSTMCell", "LSTM", "GRUCell", "RNNCell", "GRU",
+                                   "RNN", "TransformerEncoderLayer"])
 @pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_layer_compiles_without_graph_breaks(device, backend, layer):

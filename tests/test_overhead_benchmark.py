@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ["seqops.softmax", "seqops.scaled_dot_product_attention", "seqops.lstm_cell", "seqops.nn.LSTM",
-       "seqops.nn.MultiheadAttention"]
+       "seqops.gru_cell", "seqops.nn.GRU", "seqops.nn.MultiheadAttention"]
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import seqops.kernels.attention as attention_kernels
 import seqops.kernels.attention.backward as attention_backward
 import seqops.kernels.attention.forward as attention_forward
 import seqops.kernels.recurrent as recurrent_kernels
+import seqops.kernels.recurrent.gru_cell as recurrent_gru_cell
+import seqops.kernels.recurrent.rnn_cell as recurrent_rnn_cell
 import seqops.kernels.recurrent.sequence as recurrent_sequence
 import seqops.kernels.recurrent.step as recurrent_step
 import seqops.kernels.softmax as softmax_kernels
@@ -111,6 +113,34 @@ def drive_lstm():
                                                      out, gates, cells, None, h, c, w_hh, None, [3, 2], True)
 
 
+def drive_gru_rnn():
+    """The GRU and RNN cells (tanh and relu: input GEMM, biases) and their layers' steps
+    (projected input, carried state, gradient carries), per dtype, at a small batch and
+    hidden size and at a large one: the two forward tilings."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for batch, hidden in ((1, 64), (64, 1024)):
+            x, h = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
+            for gates, forward, backward in (
+                    (3, recurrent_kernels.gru_cell_forward, recurrent_kernels.gru_cell_backward),
+                    (1, recurrent_kernels.rnn_tanh_cell_forward, recurrent_kernels.rnn_tanh_cell_backward),
+                    (1, recurrent_kernels.rnn_relu_cell_forward, recurrent_kernels.rnn_relu_cell_backward)):
+                w_ih = torch.randn(gates * hidden, 32, dtype=dtype)
+                w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
+                bias = torch.randn(gates * hidden, dtype=dtype)
+                h1, saved = forward(x, h, w_ih, w_hh, bias, bias)
+                backward(torch.randn_like(h1), x, h, w_ih, w_hh, saved, True)
+            # The layers' steps at the large tiling only: a small one adds compile time, not a variant.
+            for mode, gates in (("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)) if batch > 1 else ():
+                xw = torch.randn(2 * batch, gates * hidden, dtype=dtype)
+                w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
+                b_hh = torch.randn(gates * hidden, dtype=dtype) if mode == "gru" else None
+                out, h_n, saved = getattr(recurrent_kernels, f"{mode}_layer_forward")(xw, [batch, batch], h, w_hh,
+                                                                                      b_hh, False)
+                getattr(recurrent_kernels, f"{mode}_layer_backward")(torch.randn_like(out), torch.randn_like(h_n), out,
+                                                                     saved, h, w_hh, [batch, batch], False,
+                                                                     b_hh is not None)
+
+
 def drive_additive():
     """Per dtype: values of 48 columns (the narrow tile) with a padding mask and the
     weights returned and their gradient; and of 256 (the widest, 8 hidden units a chunk)
@@ -135,5 +165,6 @@ DRIVERS = (
     ((softmax_forward, softmax_backward), drive_softmax),
     ((attention_forward, attention_backward), drive_attention),
     ((recurrent_step, recurrent_sequence), drive_lstm),
+    ((recurrent_gru_cell, recurrent_rnn_cell), drive_gru_rnn),
     ((additive_forward, additive_backward), drive_additive),
 )

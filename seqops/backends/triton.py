@@ -159,6 +159,20 @@ dispatch.register(dispatch.Impl(
     {"forward": _kernel("recurrent", "lstm_sequence_forward"),
      "backward": _kernel("recurrent", "lstm_sequence_backward")},
     supports=_lstm_sequence_reason, priority={device: rank + 1 for device, rank in BELOW_TORCH.items()}))
+for _cell in ("gru", "rnn_tanh", "rnn_relu"):
+    _functions = {"forward": _kernel("recurrent", f"{_cell}_cell_forward"),
+                  "backward": _kernel("recurrent", f"{_cell}_cell_backward")}
+    # Unmeasured on a GPU: below torch's cell there, as the LSTM cell is.
+    dispatch.register(dispatch.Impl(f"{_cell}_cell", "triton", "step", _functions,
+                                    supports=recurrent_contract.fused_hidden_cell_reason, priority=BELOW_TORCH))
+    # The whole layer: one launch a step. Unmeasured against cuDNN's GRU/RNN, which runs
+    # a layer in few launches, so `auto` does not pick it yet (no priority);
+    # seqops.backend("triton") runs it.
+    dispatch.register(dispatch.Impl(
+        _cell, "triton", "step",
+        {"forward": _kernel("recurrent", f"{_cell}_layer_forward"),
+         "backward": _kernel("recurrent", f"{_cell}_layer_backward")},
+        supports=recurrent_contract.fused_hidden_layer_reason))
 dispatch.register(dispatch.Impl(
     "additive_attention", "triton", "fused",
     {"forward": _kernel("additive", "additive_attention_forward"),

@@ -47,7 +47,6 @@ def patch(model: torch.nn.Module, *, lstm: bool = True, gru: bool = True, rnn: b
     fused inference paths of torch's transformer layers, which would skip the patched
     attention. Subclasses of torch layers are left alone: they may change behaviour.
     nn.Softmax is swapped only with softmax=True (torch's is already one fused kernel).
-    GRU and RNN layers have no drop-in yet: gru= and rnn= swap nothing for now.
 
     Returns the model, or its replacement if `model` itself is such a layer (rebind it:
     `layer = seqops.patch(layer)`). seqops.unpatch undoes it."""

@@ -1,5 +1,5 @@
-"""seqops.lstm_cell and the multi-layer LSTM behind seqops.nn.LSTM: check the call
-(contract.py), pick an implementation, run it."""
+"""seqops.lstm_cell, gru_cell, rnn_tanh_cell, rnn_relu_cell and the multi-layer LSTM, GRU
+and RNN behind seqops.nn: check the call (contract.py), pick an implementation, run it."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
-from seqops.ops.recurrent import contract, op
+from seqops.ops.recurrent import contract, hidden_cell_op, hidden_layer_op, op
 
 
 def lstm_cell(
@@ -57,3 +57,64 @@ def lstm(
     if impl.composite:
         return impl.run(*args)
     return op.run_fused_lstm(impl, *args)
+
+
+def _hidden_cell(op_name: str, input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                 b_hh: Optional[Tensor]) -> Tensor:
+    """A checked call of a cell with one state (contract.HIDDEN_CELL_GATES) on the chosen
+    implementation."""
+    input, h, batched = contract.check_hidden_cell(op_name, input, hx, w_ih, w_hh, b_ih, b_hh)
+    impl = dispatch.select(op_name, input.device, input, h, w_ih, w_hh, b_ih, b_hh)
+    if impl.composite:
+        h1 = impl.run(input, h, w_ih, w_hh, b_ih, b_hh)
+    else:
+        if (b_ih is None) != (b_hh is None):  # the fused kernels add both biases or neither
+            b_ih, b_hh = (b if b is not None else torch.zeros_like(b_ih if b_hh is None else b_hh) for b in (b_ih, b_hh))
+        h1, _ = hidden_cell_op.CELLS[op_name].differentiable(input, h, w_ih, w_hh, b_ih, b_hh, impl.key)
+    return h1 if batched else h1.squeeze(0)
+
+
+def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+             b_hh: Optional[Tensor] = None) -> Tensor:
+    """One GRU step, as torch.gru_cell, gate order r, z, n: r = sigmoid(x W_ir^T + b_ir +
+    h W_hr^T + b_hr), z likewise, n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)),
+    h' = (1 - z) * n + z * h.
+
+    input [B, I] (or [I]); hx [B, H] (or [H]); w_ih [3H, I]; w_hh [3H, H]; b_ih, b_hh [3H]
+    or None. Returns h', shaped like hx."""
+    return _hidden_cell("gru_cell", input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_tanh_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+                  b_hh: Optional[Tensor] = None) -> Tensor:
+    """One Elman RNN step, as torch.rnn_tanh_cell: h' = tanh(x w_ih^T + b_ih + h w_hh^T + b_hh).
+
+    input [B, I] (or [I]); hx [B, H] (or [H]); w_ih [H, I]; w_hh [H, H]; b_ih, b_hh [H] or
+    None. Returns h', shaped like hx."""
+    return _hidden_cell("rnn_tanh_cell", input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_relu_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+                  b_hh: Optional[Tensor] = None) -> Tensor:
+    """One Elman RNN step with relu, as torch.rnn_relu_cell: h' = relu(x w_ih^T + b_ih +
+    h w_hh^T + b_hh). Shapes as rnn_tanh_cell."""
+    return _hidden_cell("rnn_relu_cell", input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def hidden_rnn(
+    mode: str, input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: list[Tensor], has_biases: bool,
+    num_layers: int, dropout: float, training: bool, bidirectional: bool,
+) -> tuple[Tensor, Tensor]:
+    """A multi-layer GRU or RNN as torch.nn.GRU / torch.nn.RNN run it (arguments already
+    checked by the module: seqops.nn.GRU and seqops.nn.RNN are the way in). mode: "gru",
+    "rnn_tanh" or "rnn_relu". input [T, B, I] time-major, or packed data [N, I] with
+    batch_sizes [T]; hx: h0 [layers * directions, B, H]; weights in the module's
+    _flat_weights order. Returns (output, h_n).
+
+    A fused implementation runs each layer and direction as one GEMM for the input of all
+    steps and one layer op (hidden_layer_op) for the steps."""
+    args = (input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional)
+    impl = dispatch.select(mode, input.device, *args)
+    if impl.composite:
+        return impl.run(*args)
+    return hidden_layer_op.run_fused_hidden_rnn(impl, mode, *args)

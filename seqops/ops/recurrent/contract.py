@@ -10,6 +10,16 @@ b_ih, b_hh [4H] or None (any strides, expanded included), one floating dtype, on
   -> (d_input, d_h, d_c, d_w_ih, d_w_hh, d_bias or None), d_bias being the gradient of
   b_ih and of b_hh alike.
 
+gru_cell, rnn_tanh_cell, rnn_relu_cell (the cells with one state; G gates: 3 for the GRU,
+r, z, n; 1 for the RNNs), the checked call: input [B, I], h [B, H], w_ih [G*H, I], w_hh
+[G*H, H], b_ih, b_hh [G*H] or None, one floating dtype, one device (any strides).
+- composite ("run"): run(input, h, w_ih, w_hh, b_ih, b_hh) -> h'.
+- fused: forward(input, h, w_ih, w_hh, b_ih, b_hh), biases both given or both None ->
+  (h' [B, H] in input's dtype, saved [B, S*H] fp32: what the backward needs, S = 4 for
+  the GRU (r, z, n and h W_hn^T + b_hn), 1 for the RNNs (h' in fp32));
+  backward(d_h', input, h, w_ih, w_hh, saved, has_bias) -> (d_input, d_h, d_w_ih,
+  d_w_hh, d_b_ih, d_b_hh (None without biases)).
+
 lstm (a whole multi-layer LSTM, as torch.nn.LSTM runs it): input [T, B, I] time-major, or
 the data [N, I] of a packed sequence with batch_sizes [T] (int64, CPU); hx = (h0 [L*D, B,
 P], c0 [L*D, B, H]); weights in torch.nn.LSTM's _flat_weights order.
@@ -109,6 +119,79 @@ def _plain_cell_call(input, hx, w_ih, w_hh, b_ih, b_hh) -> bool:
             and b_ih.device == device and b_hh.device == device)
 
 
+# Gates per cell with one state: rows of w_ih and w_hh per hidden unit.
+HIDDEN_CELL_GATES = {"gru_cell": 3, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+
+
+def check_hidden_cell(op: str, input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                      b_hh: Optional[Tensor]) -> tuple[Tensor, Tensor, bool]:
+    """Raise on a bad call of `op` (a key of HIDDEN_CELL_GATES); return (input, h) as
+    2-D and whether input was."""
+    gates = HIDDEN_CELL_GATES[op]
+    if _plain_hidden_cell_call(gates, input, hx, w_ih, w_hh, b_ih, b_hh):
+        return input, hx, True
+    fn = f"seqops.{op}"
+    what = f"{gates} * hidden_size" if gates > 1 else "hidden_size"
+    check_tensor(fn, "input", input)
+    h = check_tensor(fn, "hx", hx)
+    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
+        check_tensor(fn, name, t)
+        if t.dim() != 2:
+            raise RuntimeError(f"{fn}: '{name}' must be 2-D [{what}, features], got {describe(t)}")
+    if input.dim() not in (1, 2) or h.dim() != input.dim():
+        raise RuntimeError(f"{fn}: input and hx must be both 2-D [batch, features] or both 1-D, got "
+                           f"{input.dim()}-D and {h.dim()}-D")
+    batched = input.dim() == 2
+    if not batched:
+        input, h = input.unsqueeze(0), h.unsqueeze(0)
+    hidden = w_hh.shape[1]
+    if w_ih.shape[0] != gates * hidden or w_hh.shape[0] != gates * hidden:
+        raise RuntimeError(f"{fn}: w_ih and w_hh must have {what} = {gates * hidden} rows, got "
+                           f"{describe(w_ih)} and {describe(w_hh)}")
+    if input.shape[1] != w_ih.shape[1]:
+        raise RuntimeError(f"{fn}: input has inconsistent input_size: got {input.shape[1]} expected {w_ih.shape[1]}")
+    if h.shape[0] != input.shape[0]:
+        raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden0 batch size {h.shape[0]}")
+    if h.shape[1] != hidden:
+        raise RuntimeError(f"{fn}: hidden0 has inconsistent hidden_size: got {h.shape[1]}, expected {hidden}")
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            check_tensor(fn, name, b)
+            if tuple(b.shape) != (gates * hidden,):
+                raise RuntimeError(f"{fn}: '{name}' must be [{what}] = [{gates * hidden}], got {describe(b)}")
+    tensors = [t for t in (input, h, w_ih, w_hh, b_ih, b_hh) if t is not None]
+    if len({t.dtype for t in tensors}) != 1 or not input.dtype.is_floating_point:
+        raise RuntimeError(f"{fn}: input, hx, weights and biases must share one floating dtype, got "
+                           f"{sorted({str(t.dtype) for t in tensors})}")
+    if len({t.device for t in tensors}) != 1:
+        raise RuntimeError(f"{fn}: input, hx, weights and biases must be on one device, got "
+                           f"{sorted({str(t.device) for t in tensors})}")
+    return input, h, batched
+
+
+def _plain_hidden_cell_call(gates: int, input, h, w_ih, w_hh, b_ih, b_hh) -> bool:
+    """Whether a GRU/RNN cell call has the common form (2-D tensors of one floating dtype
+    and device, consistent sizes, both biases of [G*H] or neither): a few comparisons, as
+    _plain_cell_call. Anything else takes the full check."""
+    if not (isinstance(input, Tensor) and isinstance(h, Tensor) and isinstance(w_ih, Tensor)
+            and isinstance(w_hh, Tensor)):
+        return False
+    shape, state = input.shape, h.shape
+    if len(shape) != 2 or len(state) != 2 or shape[0] != state[0]:
+        return False
+    rows = gates * state[1]
+    if w_ih.shape != (rows, shape[1]) or w_hh.shape != (rows, state[1]):
+        return False
+    dtype, device = input.dtype, input.device
+    tensors = [h, w_ih, w_hh]
+    if b_ih is not None or b_hh is not None:
+        if not (isinstance(b_ih, Tensor) and isinstance(b_hh, Tensor) and b_ih.shape == (rows,)
+                and b_hh.shape == (rows,)):
+            return False
+        tensors += [b_ih, b_hh]
+    return dtype.is_floating_point and all(t.dtype is dtype and t.device == device for t in tensors)
+
+
 def fused_dtype_reason(dtype: torch.dtype) -> Optional[str]:
     if dtype not in FUSED_DTYPES:
         return f"the fused LSTM takes float32, float16 and bfloat16, got {dtype} (float64 runs on torch)"
@@ -119,6 +202,19 @@ def fused_cell_reason(input: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: T
                       b_hh: Optional[Tensor]) -> Optional[str]:
     """Why a fused implementation cannot take this lstm_cell call, whatever its backend."""
     return fused_dtype_reason(input.dtype)
+
+
+def fused_hidden_cell_reason(input: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                             b_hh: Optional[Tensor]) -> Optional[str]:
+    """Why a fused implementation cannot take this GRU or RNN cell call, whatever its backend."""
+    if input.dtype not in FUSED_DTYPES:
+        return f"the fused recurrent cells take float32, float16 and bfloat16, got {input.dtype} (float64 runs on torch)"
+    return None
+
+
+def fused_hidden_layer_reason(input: Tensor, *args) -> Optional[str]:
+    """Why a fused implementation cannot take this multi-layer GRU or RNN call."""
+    return fused_hidden_cell_reason(input, None, None, None, None, None)
 
 
 def fused_lstm_reason(input: Tensor, batch_sizes: Optional[Tensor], hx, weights, *args) -> Optional[str]:

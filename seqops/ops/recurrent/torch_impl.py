@@ -42,5 +42,28 @@ def lstm(
     return output, h_n, c_n
 
 
+def _torch_layers(name: str, cell):
+    """torch's own multi-layer GRU or RNN (`name`: gru, rnn_tanh, rnn_relu; cuDNN on a
+    GPU), through the entry point torch.nn.GRU and torch.nn.RNN call; time-major input or
+    packed data, as reference.hidden_rnn. Under torch.compile on the CPU it steps through
+    torch's cell (`cell`), for the reason lstm does."""
+    function = getattr(torch._VF, name)
+
+    def run(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional):
+        if torch.compiler.is_compiling() and input.device.type == "cpu":
+            return reference.hidden_rnn(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training,
+                                        bidirectional, cell=cell)
+        if batch_sizes is None:
+            return function(input, hx, weights, has_biases, num_layers, dropout, training, bidirectional, False)
+        return function(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional)
+
+    run.__name__ = name
+    return run
+
+
 dispatch.register(dispatch.Impl("lstm_cell", "torch", "composite", {"run": lstm_cell}, priority={"cpu": 10, "cuda": 10}))
 dispatch.register(dispatch.Impl("lstm", "torch", "composite", {"run": lstm}, priority={"cpu": 10, "cuda": 10}))
+for _name, _cell in (("gru", torch.gru_cell), ("rnn_tanh", torch.rnn_tanh_cell), ("rnn_relu", torch.rnn_relu_cell)):
+    dispatch.register(dispatch.Impl(f"{_name}_cell", "torch", "composite", {"run": _cell}, priority={"cpu": 10, "cuda": 10}))
+    dispatch.register(dispatch.Impl(_name, "torch", "composite", {"run": _torch_layers(_name, _cell)},
+                                    priority={"cpu": 10, "cuda": 10}))
