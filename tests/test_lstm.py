@@ -78,7 +78,12 @@ def test_cell(device, backend, dtype, bias, shape):
 def test_cell_unbatched_default_state_and_float64(device, backend):
     skip_unless_runnable(device, backend)
     modules = twins(torch.nn.LSTMCell, seqops.nn.LSTMCell, 9, 6, device=device, dtype=torch.float32)
-    compare(backend, modules, lambda: [torch.randn(9, device=device)], lambda m, x: m(x), torch.float32, 15)
+    # One row: each weight gradient is an outer product (24 gate gradients times 9 or 6
+    # inputs) whose norm a few large gate gradients dominate, so a trial's error is the
+    # rounding of a few scalars; 24 trials pool enough of them (with the 6 that the
+    # 6-entry output asks for, one seed in a few dozen put d weight_ih past 2x torch's).
+    compare(backend, modules, lambda: [torch.randn(9, device=device)], lambda m, x: m(x), torch.float32, 15,
+            min_trials=24)
     double = seqops.nn.LSTMCell(9, 6).to(device).double()  # pytorch/examples runs LSTMCell in double
     expected = torch.nn.LSTMCell(9, 6).to(device).double()
     expected.load_state_dict(double.state_dict())
