@@ -46,12 +46,7 @@ import triton.language as tl
 
 from ..runtime import INTERPRETED, cast_rounded, ceil_div, dot, next_power_of_2, sigmoid_accurate, tanh_accurate
 from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
-
-
-@triton.jit
-def _load_tile(ptr, rows, cols, stride_row, stride_col, n_rows, n_cols):
-    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
-                   mask=(rows < n_rows)[:, None] & (cols < n_cols)[None, :], other=0.0)
+from .step import _load_tile
 
 
 @triton.jit
