@@ -6,10 +6,10 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence
 
 from seqops.ops.recurrent import api as recurrent
 from seqops.nn.drop_in import DropIn
+from seqops.nn.sequence_input import sequence_input, sequence_output
 
 
 def _cell_state(name: str, input: Tensor, hx: Optional[Tensor], hidden_size: int) -> Tensor:
@@ -66,44 +66,26 @@ class _OneStateRNN(DropIn, torch.nn.RNNBase):
         self._update_flat_weights()
         name = type(self).__name__
         directions = 2 if self.bidirectional else 1
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            batch, batched = int(batch_sizes[0]), True
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D input instead")
-            batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
-            if not batched:
-                input = input.unsqueeze(batch_dim)
-            data = input.transpose(0, 1) if self.batch_first else input
-            batch_sizes, sorted_indices, unsorted_indices = None, None, None
-            batch = data.shape[1]
+        given = sequence_input(self, input, f"{name}: Expected input to be 2D or 3D, got {{}}D input instead")
+        data, sorted_indices = given.data, given.sorted_indices
         if hx is None:
-            hx = torch.zeros(self.num_layers * directions, batch, self.hidden_size, dtype=data.dtype,
+            hx = torch.zeros(self.num_layers * directions, given.batch, self.hidden_size, dtype=data.dtype,
                              device=data.device)
         else:
-            expected = 3 if batched else 2
+            expected = 3 if given.batched else 2
             if hx.dim() != expected:
-                kind = "batched 3-D" if batched else "unbatched 2-D"
+                kind = "batched 3-D" if given.batched else "unbatched 2-D"
                 raise RuntimeError(f"For {kind} input, hx should also be {expected}-D but got {hx.dim()}-D tensor")
             if hx.dtype != data.dtype:
                 raise RuntimeError(f"{name}: input and hx must share a dtype, got input {data.dtype} and hx {hx.dtype}")
-            if not batched:
+            if not given.batched:
                 hx = hx.unsqueeze(1)
             hx = self.permute_hidden(hx, sorted_indices)
-        self.check_forward_args(data if packed else input, hx, batch_sizes)
-        output, h_n = recurrent.hidden_rnn(self._seqops_mode(), data, batch_sizes, hx, self._flat_weights, self.bias,
-                                           self.num_layers, self.dropout, self.training, self.bidirectional)
-        h_n = self.permute_hidden(h_n, unsorted_indices)
-        if packed:
-            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), h_n
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not batched:
-            return output.squeeze(batch_dim), h_n.squeeze(1)
-        return output, h_n
+        self.check_forward_args(given.checked, hx, given.batch_sizes)
+        output, h_n = recurrent.hidden_rnn(self._seqops_mode(), data, given.batch_sizes, hx, self._flat_weights,
+                                           self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        h_n = self.permute_hidden(h_n, given.unsorted_indices)
+        return sequence_output(self, given, output), (h_n if given.batched else h_n.squeeze(1))
 
 
 class GRU(_OneStateRNN):

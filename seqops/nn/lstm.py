@@ -5,10 +5,10 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence
 
 from seqops.ops.recurrent import api as recurrent
 from seqops.nn.drop_in import DropIn
+from seqops.nn.sequence_input import sequence_input, sequence_output
 
 
 class LSTMCell(DropIn, torch.nn.LSTMCell):
@@ -64,46 +64,30 @@ class LSTM(DropIn, torch.nn.RNNBase):
         self._update_flat_weights()
         directions = 2 if self.bidirectional else 1
         state_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            batch, batched = int(batch_sizes[0]), True
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-            batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
-            if not batched:
-                input = input.unsqueeze(batch_dim)
-            data = input.transpose(0, 1) if self.batch_first else input
-            batch_sizes, sorted_indices, unsorted_indices = None, None, None
-            batch = data.shape[1]
+        given = sequence_input(self, input, "LSTM: Expected input to be 2D or 3D, got {}D instead")
+        data, sorted_indices = given.data, given.sorted_indices
         if hx is None:
             zeros = dict(dtype=data.dtype, device=data.device)
-            hx = (torch.zeros(self.num_layers * directions, batch, state_size, **zeros),
-                  torch.zeros(self.num_layers * directions, batch, self.hidden_size, **zeros))
+            hx = (torch.zeros(self.num_layers * directions, given.batch, state_size, **zeros),
+                  torch.zeros(self.num_layers * directions, given.batch, self.hidden_size, **zeros))
         else:
-            expected = 3 if batched else 2
+            expected = 3 if given.batched else 2
             if hx[0].dim() != expected or hx[1].dim() != expected:
-                kind = "batched 3-D" if batched else "unbatched 2-D"
+                kind = "batched 3-D" if given.batched else "unbatched 2-D"
                 raise RuntimeError(f"For {kind} input, hx and cx should also be {expected}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
             if hx[0].dtype != data.dtype or hx[1].dtype != data.dtype:
                 raise RuntimeError(f"LSTM: input and hx must share a dtype, got input {data.dtype}, hx[0] "
                                    f"{hx[0].dtype} and hx[1] {hx[1].dtype}")
-            if not batched:
+            if not given.batched:
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             hx = self.permute_hidden(hx, sorted_indices)
-        self.check_forward_args(data if packed else input, hx, batch_sizes)
+        self.check_forward_args(given.checked, hx, given.batch_sizes)
         output, h_n, c_n = recurrent.lstm(
-            data, batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
+            data, given.batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
             self.bidirectional, self.proj_size,
         )
-        hidden = self.permute_hidden((h_n, c_n), unsorted_indices)
-        if packed:
-            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), hidden
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not batched:
-            return output.squeeze(batch_dim), (hidden[0].squeeze(1), hidden[1].squeeze(1))
-        return output, hidden
+        hidden = self.permute_hidden((h_n, c_n), given.unsorted_indices)
+        if not given.batched:
+            hidden = (hidden[0].squeeze(1), hidden[1].squeeze(1))
+        return sequence_output(self, given, output), hidden
