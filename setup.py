@@ -59,8 +59,9 @@ setup(
         "triton; platform_system == 'Linux'",
     ],
     extras_require={
-        # pybind11: CI builds the CUDA extension (tests/test_cuda_build.py) without a GPU.
-        "test": ["pytest", "pytest-benchmark", "pybind11", "transformers"],
+        # pybind11 and nvidia-cutlass (CuTe headers): CI builds the CUDA extension and its
+        # CuTe instance files (tests/test_cuda_build.py) without a GPU.
+        "test": ["pytest", "pytest-benchmark", "pybind11", "nvidia-cutlass", "transformers"],
         # To build the CUDA C++ extension: pybind11, and CUTLASS/CuTe headers.
         "cuda": ["nvidia-cutlass", "pybind11"],
         "bench": ["pytest-benchmark", "matplotlib"],

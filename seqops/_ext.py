@@ -15,6 +15,13 @@ since) is skipped, not trusted.
 
 Target archs: $SEQOPS_CUDA_ARCHS ("80;90a"), else $TORCH_CUDA_ARCH_LIST ("8.0;9.0a",
 "8.6+PTX"), else the visible GPUs' own, else sm_80 and sm_90a.
+
+Instance files (csrc/<family>/instances/*.cu): one template instantiation each (head dim,
+dtype, ...) of a CuTe kernel, each a minute or so of nvcc. Each registers itself in its
+family's table when the module loads, so a build may leave any of them out (a call that
+needs one then says so): without the CUTLASS headers they are left out, and CI's link
+check builds without them, their compiles being checked through a committed report
+(benchmarks/cuda_report).
 """
 from __future__ import annotations
 
@@ -41,6 +48,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR.parent / "csrc"
 DEFAULT_ARCHS = ("80", "90a")
 SOURCE_SUFFIXES = (".cu", ".cpp", ".h", ".cuh")
+INSTANCES = "instances"
+# nvcc options of every translation unit (include paths and the source-hash define aside).
+OPTIONS = ("-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden")
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -57,6 +67,34 @@ def source_hash(root: Path = CSRC) -> str:
     for path in source_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def compiled_sources(root: Path = CSRC) -> list[Path]:
+    """The translation units: every .cu, then every .cpp."""
+    return sorted(root.rglob("*.cu")) + sorted(root.rglob("*.cpp"))
+
+
+def is_instance(source: Path, root: Path = CSRC) -> bool:
+    """Whether `source` is an instance file (csrc/<family>/instances/*.cu): optional in a build."""
+    return source.suffix == ".cu" and INSTANCES in Path(source).relative_to(root).parts[:-1]
+
+
+def headers_hash(root: Path = CSRC) -> str:
+    """Of every header under `root`: what any translation unit may include of seqops's own."""
+    digest = hashlib.sha256()
+    for path in source_files(root):
+        if path.suffix in (".h", ".cuh"):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def object_key(source: Path, arch: str, nvcc: str, root: Path = CSRC) -> str:
+    """What one .cu compiled for one arch depends on: its text, seqops's headers, the
+    CUTLASS and nvcc versions and the options. Equal keys, equal ptxas reports."""
+    parts = [Path(source).relative_to(root).as_posix(), hashlib.sha256(Path(source).read_bytes()).hexdigest(),
+             headers_hash(root), cutlass_version(), nvcc_version(nvcc), " ".join(OPTIONS),
+             " ".join(gencode_flags([arch]))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
 def find_nvcc() -> Optional[str]:
@@ -128,6 +166,16 @@ def cutlass_include() -> Optional[Path]:
     return include if include.is_dir() else None
 
 
+def cutlass_version() -> str:
+    """The nvidia-cutlass wheel's version, or "none"."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("nvidia-cutlass")
+    except importlib.metadata.PackageNotFoundError:
+        return "none" if cutlass_include() is None else "unknown"
+
+
 def pybind11_include() -> str:
     try:
         import pybind11
@@ -144,7 +192,7 @@ def build_key(archs: Sequence[str], nvcc: str) -> str:
     except ImportError:
         pybind_version = "none"
     parts = [source_hash(), nvcc_version(nvcc), ";".join(archs), sysconfig.get_config_var("EXT_SUFFIX") or "",
-             pybind_version]
+             pybind_version, cutlass_version()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -185,11 +233,22 @@ def _run(command: list[str], what: str) -> str:
     return f"== {what}\n{output}"
 
 
+def cuda_compile_flags(archs: Sequence[str], ptxas_verbose: bool = False, root: Path = CSRC) -> list[str]:
+    """nvcc's flags for a .cu: options, seqops's and CUTLASS's include dirs, the targets."""
+    includes = ["-I", str(root)]
+    cutlass = cutlass_include()
+    if cutlass is not None:
+        includes += ["-I", str(cutlass)]
+    return [*OPTIONS, *includes, *gencode_flags(archs), *(["-Xptxas", "-v"] if ptxas_verbose else [])]
+
+
 def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Optional[int] = None,
-          ptxas_verbose: bool = False, root: Path = CSRC) -> BuildResult:
+          ptxas_verbose: bool = False, root: Path = CSRC, instances: bool = True) -> BuildResult:
     """Compile every .cu (for each arch) and bindings.cpp, link them with the CUDA runtime
     static into out_dir/_cuda_ext<EXT_SUFFIX>, and return it with nvcc's output. The module
-    appears in out_dir whole or not at all (built aside, then renamed)."""
+    appears in out_dir whole or not at all (built aside, then renamed). The instance files
+    are left out when `instances` is False or the CUTLASS headers are not installed (the
+    log says so)."""
     start = time.perf_counter()
     nvcc = find_nvcc()
     if nvcc is None:
@@ -200,25 +259,27 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
         raise ExtensionUnavailable(f"cannot build the seqops CUDA extension: its sources are not at {root} "
                                    "(install seqops from a source checkout, or use a prebuilt extension)")
     archs = list(archs) if archs is not None else target_archs()
-    includes = ["-I", str(root)]
-    cutlass = cutlass_include()
-    if cutlass is not None:
-        includes += ["-I", str(cutlass)]
-    common = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-              f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"', *includes]
-    python_includes = ["-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
+    sources = compiled_sources(root)
+    notes = []
+    left_out = [s for s in sources if is_instance(s, root)]
+    if left_out and (not instances or cutlass_include() is None):
+        sources = [s for s in sources if s not in left_out]
+        why = "as asked" if not instances else "the CUTLASS headers are not installed (pip install nvidia-cutlass)"
+        notes.append(f"== left out {len(left_out)} instance files: {why}\n")
+    cuda_flags = cuda_compile_flags(archs, ptxas_verbose, root)
+    bindings_flags = [*OPTIONS, "-I", str(root), f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"',
+                      "-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
     try:
         commands = []
-        for source in sorted(root.rglob("*.cu")) + sorted(root.rglob("*.cpp")):
+        for source in sources:
             obj = work / (source.relative_to(root).as_posix().replace("/", "_") + ".o")
-            flags = common + (gencode_flags(archs) + (["-Xptxas", "-v"] if ptxas_verbose else [])
-                              if source.suffix == ".cu" else python_includes)
+            flags = cuda_flags if source.suffix == ".cu" else bindings_flags
             commands.append(([nvcc, "-c", str(source), "-o", str(obj), *flags], source.relative_to(root).as_posix(), obj))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
-            logs = list(pool.map(lambda c: _run(c[0], c[1]), commands))
+            logs = notes + list(pool.map(lambda c: _run(c[0], c[1]), commands))
         target = work / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
         logs.append(_run([nvcc, "-shared", "-cudart", "static", "-o", str(target), *(str(c[2]) for c in commands)],
                          "link"))

@@ -2,11 +2,20 @@
 with no register spill, the bindings, the static link; the module imports, and a call
 without a GPU raises a clear error instead of crashing. Prints registers and shared
 memory per kernel (pytest -s, or the assertion message) so CI logs show them."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from cuda_build import ARCHS, built, ptxas_reports
+from cuda_build import ARCHS, built
 from seqops import _ext
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is a package of the repository, not of the install
+from benchmarks.cuda_report.ptxas_log import KernelReport, ptxas_reports  # noqa: E402
 
 SPILLING_LOG = """\
 ptxas info    : Compiling entry function '_Z6kernelv' for 'sm_80'
@@ -90,3 +99,52 @@ def test_a_bad_argument_is_refused_before_any_launch():
         module.softmax_backward(16, 1, strides, 16, 2, strides, 0, strides, 16, 0, strides, 3, 8, 1, 3, 0, 1.0, 0, 0)
     with pytest.raises(module.CudaError, match="bad argument: softmax_forward: x and y must not be null"):
         module.softmax_forward(0, 0, strides, 16, 0, strides, 0, strides, 3, 8, 1, 3, 0, 1.0, 0, 0)
+
+
+# -- the instance files (csrc/<family>/instances/*.cu), checked through the committed report --
+
+def test_instance_files_compile_for_both_targets_without_spills():
+    """benchmarks/cuda_report, run apart: it compiles only the instance files the committed
+    report lacks, and fails on a compile error, a spill, a ptxas warning or no kernel."""
+    if _ext.find_nvcc() is None:
+        pytest.skip("nvcc is not installed")
+    result = subprocess.run([sys.executable, "-m", "benchmarks.cuda_report"], capture_output=True, text=True,
+                            timeout=1500, cwd=ROOT)
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report[-6000:]
+    assert "\n0 failure(s)" in report
+
+
+def test_instance_files_are_told_apart_and_left_out_on_request(tmp_path):
+    (tmp_path / "attention" / "instances").mkdir(parents=True)
+    instance = tmp_path / "attention" / "instances" / "forward_hd64_fp16.cu"
+    for path in (instance, tmp_path / "attention" / "launch.cu", tmp_path / "bindings.cpp"):
+        path.write_text("// empty\n")
+    assert [p.name for p in _ext.compiled_sources(tmp_path) if _ext.is_instance(p, tmp_path)] == [instance.name]
+    assert not _ext.is_instance(tmp_path / "bindings.cpp", tmp_path)
+
+
+def test_an_instance_is_reported_per_kernel_and_its_problems_named(tmp_path):
+    from benchmarks.cuda_report.__main__ import compile_instance
+    from benchmarks.cuda_report.report import ObjectBuild
+
+    if _ext.find_nvcc() is None:
+        pytest.skip("nvcc is not installed")
+    (tmp_path / "x" / "instances").mkdir(parents=True)
+    source = tmp_path / "x" / "instances" / "scale.cu"
+    source.write_text("__global__ void scale_kernel(float* x, float a) { x[threadIdx.x] *= a; }\n")
+    build = compile_instance(source, "80", _ext.find_nvcc(), root=tmp_path)
+    assert build.source == "x/instances/scale.cu" and build.arch == "80"
+    assert [k.name.split("(")[0] for k in build.kernels] == ["scale_kernel"] and not build.problems()
+    assert ObjectBuild.from_json(dataclasses.asdict(build)) == build
+    key = _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
+    assert key != _ext.object_key(source, "90a", _ext.find_nvcc(), root=tmp_path)
+    source.write_text("__global__ void scale_kernel(float* x, float a) { x[threadIdx.x] *= a + 1; }\n")
+    assert key != _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
+    source.write_text("__global__ void scale_kernel(float* x) { x[threadIdx.x] = undefined_name; }\n")
+    broken = compile_instance(source, "80", _ext.find_nvcc(), root=tmp_path)
+    assert broken.problems() and "undefined_name" in broken.problems()[0]
+    spilled = KernelReport("k", "sm_80", 255, 0, 16, 8, 8)
+    assert ObjectBuild("a.cu", "80", 1.0, [spilled]).problems() == ["k spills 8 B stored, 8 B loaded"]
+    assert ObjectBuild("a.cu", "80", 1.0, []).problems() == ["no kernel in ptxas's report"]
+    assert ObjectBuild("a.cu", "80", 1.0, [], ["ptxas warning : x"]).problems()[0] == "ptxas: ptxas warning : x"
