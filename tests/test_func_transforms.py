@@ -191,3 +191,44 @@ def test_jvp_with_respect_to_the_first_argument_only(device, op):
         _, ours = first_only(fn, args)
     _, expected = in_float64(fn, args, first_only)
     close(ours, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["softmax", "attention", "cell"])
+def test_the_autograd_function_runs_only_when_a_call_may_be_differentiated(device, op, monkeypatch):
+    """Inference calls (no grad mode, or no input that requires grad, no dual level, no
+    torch.func transform) skip the autograd.Function, whose apply costs more host time
+    than the rest of a small call; every differentiating mode still goes through it, and
+    both routes give the same values."""
+    skip_unless_runnable(device, "triton")
+    from seqops.ops.attention import op as attention_op
+    from seqops.ops.recurrent import hidden_cell_op, op as recurrent_op
+    from seqops.ops.softmax import op as softmax_op
+
+    wrapped = {"softmax": softmax_op, "attention": attention_op, "cell": recurrent_op}[op]
+    functions = [v.function for v in vars(wrapped).values() if callable(v) and hasattr(v, "function")]
+    functions += [cell.differentiable.function for cell in hidden_cell_op.CELLS.values()] if op == "cell" else []
+    assert functions, f"no differentiable wrapper found in {wrapped.__name__}"
+    applied = []
+    for function in functions:
+        original = function.apply
+        monkeypatch.setattr(function, "apply", lambda *a, _original=original, **k: applied.append(1) or _original(*a, **k))
+    fn, args = operands(op, device)
+    with seqops.backend("triton"):
+        with torch.no_grad():
+            plain = fn(*args)
+        assert fn(*args).shape == plain.shape and not applied
+        wants_grad = [a.detach().requires_grad_() for a in args]
+        out = fn(*wants_grad)
+        assert applied and out.requires_grad
+        torch.testing.assert_close(out.detach(), plain, rtol=0, atol=0)
+        applied.clear()
+        with torch.no_grad():
+            fn(*wants_grad)
+        assert not applied
+        jvp(fn, tuple(args), tuple(torch.randn_like(a) for a in args))
+        assert applied
+        applied.clear()
+        with fwAD.dual_level():
+            fn(*args)
+        assert applied

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+from torch.autograd import forward_ad
 
 
 def _no_jvp(name: str) -> Callable:
@@ -20,6 +21,17 @@ def _no_jvp(name: str) -> Callable:
                            "for this op; use reverse mode, or seqops.backend('torch')")
 
     return jvp
+
+
+def _differentiating(args: tuple) -> bool:
+    """Whether a call with these arguments may be differentiated: reverse mode (grad mode
+    on and a tensor that requires grad), forward mode (inside a dual level) or a torch.func
+    transform. Else (inference, decoding) the op runs without the autograd.Function, whose
+    apply costs more host time than the rest of a small call (it binds the arguments to
+    forward's signature through inspect on every call)."""
+    if torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0:
+        return True
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
 def differentiable(name: str, op: Callable, setup_context: Callable, backward: Callable,
@@ -42,7 +54,7 @@ def differentiable(name: str, op: Callable, setup_context: Callable, backward: C
     })
 
     def apply(*args):
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or not _differentiating(args):
             return op(*args)
         return function.apply(*args)
 
