@@ -14,6 +14,8 @@ that fails, hangs or runs long is recorded and the others still run:
   bench-lstm
   bench-additive
   overhead         per-call dispatch overhead of each public op (benchmarks/overhead.py)
+  host-profile     small calls per backend: host time against device time, and the Python
+                   in front of each launch (benchmarks/host_profile.py)
   examples         the GPT and char-LSTM examples (examples/) at full size, torch vs seqops:
                    median ms a step and the most memory a step allocated, bf16 autocast
 
@@ -219,6 +221,8 @@ def steps() -> list[Step]:
                                                                 ("lstm", 60, 900), ("additive", 30, 600)]],
         Step("overhead", "per-call overhead of each public op over the torch call it wraps", 20, 120,
              lambda ctx: ctx.child("overhead"), _collect_overhead),
+        Step("host-profile", "small calls per backend: host us against device us, and cProfile of the host side",
+             20, 90, lambda ctx: ctx.child("host-profile"), _collect_host_profile),
         Step("examples", "the GPT and char-LSTM examples at full size, torch vs seqops: ms a step, memory a step",
              60, 300, lambda ctx: ctx.child("examples"), _collect_examples),
     ]
@@ -497,6 +501,15 @@ def _collect_overhead(ctx: Context, record: Record) -> None:
         record.detail = f"largest: {worst['panel']} {worst['median_ms'] * 1e3:.1f} us (target {meta['target_us']:g} us)"
 
 
+def _collect_host_profile(ctx: Context, record: Record) -> None:
+    rows = _read_jsonl(ctx.work / "host_profile.jsonl")
+    if not rows:
+        return
+    ctx.results["host_profile"] = rows
+    bound = [r for r in rows if r["host_us"] and r["device_us"] and r["host_us"] > 2 * r["device_us"]]
+    record.detail = f"{len(rows)} calls profiled; host-bound (host > 2x device): {len(bound)}"
+
+
 # --------------------------------------------------------------------------- writing
 
 def write_outputs(ctx: Context) -> None:
@@ -583,6 +596,13 @@ def overhead_table(data: dict) -> list[str]:
                             f"<= {data['target_us']:g} us"], rows)
 
 
+def host_profile_table(rows: list[dict]) -> list[str]:
+    cell = lambda us: "" if us is None else f"{us:.1f}"
+    return _markdown_table(["call", "backend", "host us", "wall us", "device us"], [
+        [r["case"], r["backend"], *([r["skipped"], "", ""] if r["skipped"] else
+                                    [cell(r["host_us"]), cell(r["wall_us"]), cell(r["device_us"])])] for r in rows])
+
+
 def summary_markdown(ctx: Context) -> str:
     env, ceilings = ctx.results.get("environment", {}), ctx.results.get("ceilings", {})
     lines = [f"# seqops GPU check: {env.get('device', 'device unknown')} ({ctx.mode})", ""]
@@ -625,6 +645,13 @@ def summary_markdown(ctx: Context) -> str:
     if ctx.results.get("overhead"):
         lines += ["", "## Per-call overhead (torch backend, tiny inputs, no_grad)", ""]
         lines += overhead_table(ctx.results["overhead"])
+    if ctx.results.get("host_profile"):
+        lines += ["", "## Host time per small call (no_grad): host against device", ""]
+        lines += host_profile_table(ctx.results["host_profile"])
+        for row in ctx.results["host_profile"]:
+            if row["top_functions"]:
+                lines += ["", f"cProfile of {row['case']} [{row['backend']}], by own time:", "```",
+                          row["top_functions"], "```"]
     if ctx.results.get("examples"):
         lines += ["", "## Examples, torch vs seqops (examples/, one model each, alternating steps)", ""]
         lines += _markdown_table(
@@ -842,6 +869,16 @@ def step_benchmark(ctx: Context, op: str) -> int:
     return 0
 
 
+def step_host_profile(ctx: Context) -> int:
+    from benchmarks import host_profile
+
+    results = host_profile.run(_device(), small=ctx.quick or ctx.dry_run)
+    with (ctx.work / "host_profile.jsonl").open("w") as sink:
+        for result in results:
+            sink.write(json.dumps(result.as_json()) + "\n")
+    return 0
+
+
 def step_overhead(ctx: Context) -> int:
     from benchmarks import overhead
 
@@ -1046,7 +1083,7 @@ def main(argv=None) -> int:
         if args.step.startswith("bench-"):
             return step_benchmark(ctx, args.step.removeprefix("bench-"))
         return {"environment": step_environment, "peers": step_peers, "overhead": step_overhead,
-                "examples": step_examples}[args.step](ctx)
+                "host-profile": step_host_profile, "examples": step_examples}[args.step](ctx)
 
     every = steps()
     if args.list:

@@ -71,6 +71,10 @@ def test_dry_run_writes_every_file_and_reports_every_step(gpu_check, tmp_path):
 
     # Three rows (torch, seqops, their difference) per public op the overhead suite pairs.
     assert len(results["overhead"]["results"]) == 3 * len(overhead.PAIRS) and "Per-call overhead" in summary
+    # Every small call of the host profile, on each backend a CPU runs (the torch one).
+    profiled = results["host_profile"]
+    assert [r["backend"] for r in profiled] == ["torch"] * 3 and all(r["host_us"] > 0 for r in profiled)
+    assert "## Host time per small call" in summary and "| softmax 256x256 fp32 | torch |" in summary
 
 
 def _step(gpu_check, name, code, budget=60):
