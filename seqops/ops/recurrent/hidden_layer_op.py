@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from seqops import dispatch
 from seqops.ops.autograd import differentiable, register_vmap_by_loop, without_double_backward
+from seqops.ops.recurrent.stacking import Direction, Steps, run_stack
 from seqops.ops.recurrent.op import _project_steps
 
 # Fp32 values per hidden unit each cell saves for its backward (as the fused contract says).
@@ -88,29 +88,18 @@ def run_fused_hidden_rnn(impl: dispatch.Impl, mode: str, input: Tensor, batch_si
     """A multi-layer GRU or RNN on the fused layer op of `impl`: per layer and direction,
     one GEMM projects the input of every step (with b_ih; for the RNNs b_hh too), then
     the layer op runs the steps."""
-    if batch_sizes is None:
-        T, B = input.shape[:2]
-        data, sizes = input.reshape(T * B, input.shape[2]), torch.full((T,), B, dtype=torch.int64)
-    else:
-        data, sizes = input, batch_sizes
     layer_op = LAYERS[mode]
-    directions = 2 if bidirectional else 1
-    per_direction = 4 if has_biases else 2
-    h_n, layer_input = [], data
-    for layer in range(num_layers):
-        outs = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            w = weights[index * per_direction:(index + 1) * per_direction]
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-            if mode != "gru" and has_biases:  # the RNNs add both biases before the nonlinearity
-                b_ih, b_hh = b_ih + b_hh, None
-            xw = _project_steps(layer_input, w[0], b_ih)
-            out, h, _ = layer_op.differentiable(xw, sizes, hx[index], w[1], b_hh, direction == 1, impl.key)
-            outs.append(out)
-            h_n.append(h)
-        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
-    return output, torch.stack(h_n)
+
+    def run_direction(layer_input: Tensor, steps: Steps, direction: Direction) -> tuple[Tensor, Tensor]:
+        w = direction.weights
+        b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+        if mode != "gru" and has_biases:  # the RNNs add both biases before the nonlinearity
+            b_ih, b_hh = b_ih + b_hh, None
+        xw = _project_steps(layer_input, w[0], b_ih)
+        out, h, _ = layer_op.differentiable(xw, steps.as_tensor(), hx[direction.index], w[1], b_hh, direction.reverse,
+                                            impl.key)
+        return out, h
+
+    output, (h_n,) = run_stack(input, batch_sizes, weights, 4 if has_biases else 2, num_layers, bidirectional,
+                               dropout, training, run_direction)
+    return output, h_n

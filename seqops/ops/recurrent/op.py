@@ -12,6 +12,7 @@ from torch import Tensor
 
 from seqops import dispatch
 from seqops.ops.autograd import differentiable, register_vmap_by_loop, without_double_backward
+from seqops.ops.recurrent.stacking import Direction, Steps, run_stack
 
 # ---------------------------------------------------------------------------- the cell
 
@@ -218,29 +219,15 @@ def run_fused_lstm(impl: dispatch.Impl, input: Tensor, batch_sizes: Optional[Ten
                    bidirectional: bool, proj_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """A multi-layer LSTM on the fused layer op of `impl`: per layer and direction, one
     GEMM projects the input of every step, then the layer op runs the steps."""
-    if batch_sizes is None:
-        T, B = input.shape[:2]
-        data, sizes = input.reshape(T * B, input.shape[2]), torch.full((T,), B, dtype=torch.int64)
-    else:
-        data, sizes = input, batch_sizes
-    directions = 2 if bidirectional else 1
-    per_direction = 2 + 2 * has_biases + (proj_size > 0)
     h0, c0 = hx
-    h_n, c_n, layer_input = [], [], data
-    for layer in range(num_layers):
-        outs = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            w = weights[index * per_direction:(index + 1) * per_direction]
-            bias = w[2] + w[3] if has_biases else None
-            xw = _project_steps(layer_input, w[0], bias)
-            out, h, c, _, _, _ = differentiable_layer(xw, sizes, h0[index], c0[index], w[1],
-                                                      w[-1] if proj_size > 0 else None, direction == 1, impl.key)
-            outs.append(out)
-            h_n.append(h)
-            c_n.append(c)
-        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
-    return output, torch.stack(h_n), torch.stack(c_n)
+
+    def run_direction(layer_input: Tensor, steps: Steps, direction: Direction) -> tuple[Tensor, Tensor, Tensor]:
+        w = direction.weights
+        xw = _project_steps(layer_input, w[0], w[2] + w[3] if has_biases else None)
+        out, h, c, _, _, _ = differentiable_layer(xw, steps.as_tensor(), h0[direction.index], c0[direction.index],
+                                                  w[1], w[-1] if proj_size > 0 else None, direction.reverse, impl.key)
+        return out, h, c
+
+    output, (h_n, c_n) = run_stack(input, batch_sizes, weights, 2 + 2 * has_biases + (proj_size > 0), num_layers,
+                                   bidirectional, dropout, training, run_direction)
+    return output, h_n, c_n

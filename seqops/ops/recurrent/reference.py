@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops.recurrent.stacking import run_stack
 
 
 def lstm_cell(
@@ -37,40 +38,27 @@ def lstm(
     data [N, I] of a packed sequence with its batch_sizes [T]; hx = (h0 [L*D, B, P],
     c0 [L*D, B, H]); weights in torch's order (w_ih, w_hh, b_ih, b_hh, w_hr per layer and
     direction). Returns (output, h_n, c_n) as torch's LSTM."""
-    if batch_sizes is None:
-        T, B = input.shape[:2]
-        data, sizes = input.reshape(T * B, input.shape[2]), [B] * T
-    else:
-        data, sizes = input, batch_sizes.tolist()
-    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
-    directions = 2 if bidirectional else 1
-    per_direction = 2 + 2 * has_biases + (proj_size > 0)
-    h_n, c_n, layer_input = [], [], data
-    for layer in range(num_layers):
-        outs = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            w = weights[index * per_direction:(index + 1) * per_direction]
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-            h, c = hx[0][index], hx[1][index]
-            steps = [None] * len(sizes)
-            for t in (reversed(range(len(sizes))) if direction == 1 else range(len(sizes))):
-                rows = sizes[t]
-                x = layer_input[offsets[t]:offsets[t] + rows]
-                h_t, c_t = (cell or lstm_cell)(x, (h[:rows], c[:rows]), w[0], w[1], b_ih, b_hh)
-                if proj_size > 0:
-                    h_t = h_t @ w[-1].t()
-                # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.
-                h, c = torch.cat([h_t, h[rows:]]), torch.cat([c_t, c[rows:]])
-                steps[t] = h_t
-            outs.append(torch.cat(steps) if steps else layer_input.new_empty(0, h.shape[-1]))
-            h_n.append(h)
-            c_n.append(c)
-        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = torch.nn.functional.dropout(layer_input, dropout, training=True)
-    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
-    return output, torch.stack(h_n), torch.stack(c_n)
+    def run_direction(layer_input, steps, direction):
+        sizes = steps.as_list()
+        offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+        w = direction.weights
+        b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+        h, c = hx[0][direction.index], hx[1][direction.index]
+        steps = [None] * len(sizes)
+        for t in (reversed(range(len(sizes))) if direction.reverse else range(len(sizes))):
+            rows = sizes[t]
+            x = layer_input[offsets[t]:offsets[t] + rows]
+            h_t, c_t = (cell or lstm_cell)(x, (h[:rows], c[:rows]), w[0], w[1], b_ih, b_hh)
+            if proj_size > 0:
+                h_t = h_t @ w[-1].t()
+            # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.
+            h, c = torch.cat([h_t, h[rows:]]), torch.cat([c_t, c[rows:]])
+            steps[t] = h_t
+        return (torch.cat(steps) if steps else layer_input.new_empty(0, h.shape[-1])), h, c
+
+    output, (h_n, c_n) = run_stack(input, batch_sizes, weights, 2 + 2 * has_biases + (proj_size > 0), num_layers,
+                                   bidirectional, dropout, training, run_direction)
+    return output, h_n, c_n
 
 
 def gru_cell(
@@ -120,36 +108,24 @@ def hidden_rnn(
     b_hh) -> h'` per step. input [T, B, I] (time-major), or the data [N, I] of a packed
     sequence with its batch_sizes [T]; hx: h0 [L*D, B, H]; weights in torch's order (w_ih,
     w_hh, b_ih, b_hh per layer and direction). Returns (output, h_n) as torch's GRU/RNN."""
-    if batch_sizes is None:
-        T, B = input.shape[:2]
-        data, sizes = input.reshape(T * B, input.shape[2]), [B] * T
-    else:
-        data, sizes = input, batch_sizes.tolist()
-    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
-    directions = 2 if bidirectional else 1
-    per_direction = 4 if has_biases else 2
-    h_n, layer_input = [], data
-    for layer in range(num_layers):
-        outs = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            w = weights[index * per_direction:(index + 1) * per_direction]
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-            h = hx[index]
-            steps = [None] * len(sizes)
-            for t in (reversed(range(len(sizes))) if direction == 1 else range(len(sizes))):
-                rows = sizes[t]
-                h_t = cell(layer_input[offsets[t]:offsets[t] + rows], h[:rows], w[0], w[1], b_ih, b_hh)
-                # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.
-                h = torch.cat([h_t, h[rows:]]) if rows < h.shape[0] else h_t
-                steps[t] = h_t
-            outs.append(torch.cat(steps) if steps else layer_input.new_empty(0, h.shape[-1]))
-            h_n.append(h)
-        layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = torch.nn.functional.dropout(layer_input, dropout, training=True)
-    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
-    return output, torch.stack(h_n)
+    def run_direction(layer_input, steps, direction):
+        sizes = steps.as_list()
+        offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+        w = direction.weights
+        b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+        h = hx[direction.index]
+        steps = [None] * len(sizes)
+        for t in (reversed(range(len(sizes))) if direction.reverse else range(len(sizes))):
+            rows = sizes[t]
+            h_t = cell(layer_input[offsets[t]:offsets[t] + rows], h[:rows], w[0], w[1], b_ih, b_hh)
+            # Rows past `rows` have ended (forwards) or not started (reversed): they keep their state.
+            h = torch.cat([h_t, h[rows:]]) if rows < h.shape[0] else h_t
+            steps[t] = h_t
+        return (torch.cat(steps) if steps else layer_input.new_empty(0, h.shape[-1])), h
+
+    output, (h_n,) = run_stack(input, batch_sizes, weights, 4 if has_biases else 2, num_layers, bidirectional,
+                               dropout, training, run_direction)
+    return output, h_n
 
 
 def _layers_of(cell):
