@@ -55,41 +55,7 @@ def check_cell(input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
         raise TypeError(f"{fn}: 'hx' must be a pair (h, c) of tensors, got {type(hx).__name__}")
     h, c = (check_tensor(fn, name, t) for name, t in (("hx[0]", hx[0]), ("hx[1]", hx[1])))
-    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
-        check_tensor(fn, name, t)
-        if t.dim() != 2:
-            raise RuntimeError(f"{fn}: '{name}' must be 2-D [4 * hidden_size, features], got {describe(t)}")
-    if input.dim() not in (1, 2) or h.dim() != input.dim() or c.dim() != input.dim():
-        raise RuntimeError(f"{fn}: input and hx must be all 2-D [batch, features] or all 1-D, got "
-                           f"{input.dim()}-D, {h.dim()}-D and {c.dim()}-D")
-    batched = input.dim() == 2
-    if not batched:
-        input, h, c = input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
-    hidden = w_hh.shape[1]
-    if w_ih.shape[0] != 4 * hidden or w_hh.shape[0] != 4 * hidden:
-        raise RuntimeError(f"{fn}: w_ih and w_hh must have 4 * hidden_size = {4 * hidden} rows, got "
-                           f"{describe(w_ih)} and {describe(w_hh)}")
-    if input.shape[1] != w_ih.shape[1]:
-        raise RuntimeError(f"{fn}: input has inconsistent input_size: got {input.shape[1]} expected {w_ih.shape[1]}")
-    for label, state in (("0", h), ("1", c)):
-        if state.shape[0] != input.shape[0]:
-            raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden{label} batch size "
-                               f"{state.shape[0]}")
-        if state.shape[1] != hidden:
-            raise RuntimeError(f"{fn}: hidden{label} has inconsistent hidden_size: got {state.shape[1]}, "
-                               f"expected {hidden}")
-    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            check_tensor(fn, name, b)
-            if tuple(b.shape) != (4 * hidden,):
-                raise RuntimeError(f"{fn}: '{name}' must be [4 * hidden_size] = [{4 * hidden}], got {describe(b)}")
-    tensors = [t for t in (input, h, c, w_ih, w_hh, b_ih, b_hh) if t is not None]
-    if len({t.dtype for t in tensors}) != 1 or not input.dtype.is_floating_point:
-        raise RuntimeError(f"{fn}: input, hx, weights and biases must share one floating dtype, got "
-                           f"{sorted({str(t.dtype) for t in tensors})}")
-    if len({t.device for t in tensors}) != 1:
-        raise RuntimeError(f"{fn}: input, hx, weights and biases must be on one device, got "
-                           f"{sorted({str(t.device) for t in tensors})}")
+    input, (h, c), batched = _check_cell_operands(fn, 4, input, [h, c], w_ih, w_hh, b_ih, b_hh)
     return input, h, c, batched
 
 
@@ -131,42 +97,57 @@ def check_hidden_cell(op: str, input: Tensor, hx: object, w_ih: Tensor, w_hh: Te
     if _plain_hidden_cell_call(gates, input, hx, w_ih, w_hh, b_ih, b_hh):
         return input, hx, True
     fn = f"seqops.{op}"
-    what = f"{gates} * hidden_size" if gates > 1 else "hidden_size"
     check_tensor(fn, "input", input)
     h = check_tensor(fn, "hx", hx)
+    input, (h,), batched = _check_cell_operands(fn, gates, input, [h], w_ih, w_hh, b_ih, b_hh)
+    return input, h, batched
+
+
+def _check_cell_operands(fn: str, gates: int, input: Tensor, states: list[Tensor], w_ih: Tensor, w_hh: Tensor,
+                         b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> tuple[Tensor, list[Tensor], bool]:
+    """The checks every recurrent cell's call takes, with torch's messages: input and its
+    states (already checked to be tensors) all 2-D or all 1-D, the weights' rows `gates`
+    per hidden unit, sizes consistent, biases [gates * H] or None, one floating dtype and
+    one device. Returns (input, states) as 2-D and whether input was."""
+    what = f"{gates} * hidden_size" if gates > 1 else "hidden_size"
     for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
         check_tensor(fn, name, t)
         if t.dim() != 2:
             raise RuntimeError(f"{fn}: '{name}' must be 2-D [{what}, features], got {describe(t)}")
-    if input.dim() not in (1, 2) or h.dim() != input.dim():
-        raise RuntimeError(f"{fn}: input and hx must be both 2-D [batch, features] or both 1-D, got "
-                           f"{input.dim()}-D and {h.dim()}-D")
+    if input.dim() not in (1, 2) or any(state.dim() != input.dim() for state in states):
+        every = "all" if len(states) > 1 else "both"
+        dims = [f"{t.dim()}-D" for t in (input, *states)]
+        raise RuntimeError(f"{fn}: input and hx must be {every} 2-D [batch, features] or {every} 1-D, got "
+                           f"{', '.join(dims[:-1])} and {dims[-1]}")
     batched = input.dim() == 2
     if not batched:
-        input, h = input.unsqueeze(0), h.unsqueeze(0)
+        input, states = input.unsqueeze(0), [state.unsqueeze(0) for state in states]
     hidden = w_hh.shape[1]
     if w_ih.shape[0] != gates * hidden or w_hh.shape[0] != gates * hidden:
         raise RuntimeError(f"{fn}: w_ih and w_hh must have {what} = {gates * hidden} rows, got "
                            f"{describe(w_ih)} and {describe(w_hh)}")
     if input.shape[1] != w_ih.shape[1]:
         raise RuntimeError(f"{fn}: input has inconsistent input_size: got {input.shape[1]} expected {w_ih.shape[1]}")
-    if h.shape[0] != input.shape[0]:
-        raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden0 batch size {h.shape[0]}")
-    if h.shape[1] != hidden:
-        raise RuntimeError(f"{fn}: hidden0 has inconsistent hidden_size: got {h.shape[1]}, expected {hidden}")
+    for label, state in enumerate(states):
+        if state.shape[0] != input.shape[0]:
+            raise RuntimeError(f"{fn}: Input batch size {input.shape[0]} doesn't match hidden{label} batch size "
+                               f"{state.shape[0]}")
+        if state.shape[1] != hidden:
+            raise RuntimeError(f"{fn}: hidden{label} has inconsistent hidden_size: got {state.shape[1]}, "
+                               f"expected {hidden}")
     for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None:
             check_tensor(fn, name, b)
             if tuple(b.shape) != (gates * hidden,):
                 raise RuntimeError(f"{fn}: '{name}' must be [{what}] = [{gates * hidden}], got {describe(b)}")
-    tensors = [t for t in (input, h, w_ih, w_hh, b_ih, b_hh) if t is not None]
+    tensors = [t for t in (input, *states, w_ih, w_hh, b_ih, b_hh) if t is not None]
     if len({t.dtype for t in tensors}) != 1 or not input.dtype.is_floating_point:
         raise RuntimeError(f"{fn}: input, hx, weights and biases must share one floating dtype, got "
                            f"{sorted({str(t.dtype) for t in tensors})}")
     if len({t.device for t in tensors}) != 1:
         raise RuntimeError(f"{fn}: input, hx, weights and biases must be on one device, got "
                            f"{sorted({str(t.device) for t in tensors})}")
-    return input, h, batched
+    return input, states, batched
 
 
 def _plain_hidden_cell_call(gates: int, input, h, w_ih, w_hh, b_ih, b_hh) -> bool:
