@@ -20,6 +20,10 @@ GRUs) plus one assignment that puts seqops.nn.AdditiveAttention in the attention
 holding the very same parameter tensors: `BahdanauAttention` is written with
 AdditiveAttention's parameter names, shapes, init and call (query, keys, values=None,
 mask=None, need_weights=False) -> (context, weights), so state_dicts load either way.
+
+float32 only (--dtype bfloat16 is refused): under torch.autocast torch's cells and Linear
+layers cast their inputs, while seqops.gru_cell and seqops.additive_attention take one
+dtype as given and refuse the mix the model makes.
 """
 from __future__ import annotations
 
@@ -210,6 +214,12 @@ def main(argv=None):
     args = arguments(__doc__.split("\n\n")[0], argv,
                      extra=lambda parser: parser.add_argument("--plot", metavar="PNG",
                                                               help="save the attention weights of a few dates"))
+    if args.dtype != torch.float32:
+        # torch's cells and Linear layers cast to the autocast dtype; seqops' cells and
+        # additive attention take one dtype as given and refuse the mix (the attention's
+        # query comes from a bf16 Linear, its keys from the fp32 encoder).
+        raise SystemExit("seq2seq_attention: --dtype float32 only: seqops.gru_cell and seqops.additive_attention "
+                         "do not follow torch.autocast yet")
     size, steps = size_and_steps(args, SMALL, FULL)
     model = DateTranslator(size["embed"], size["hidden"], size["attention"]).to(args.device)
     data = date_batches(size["batch"], min(steps, 64), torch.Generator().manual_seed(args.seed), args.device)
