@@ -43,9 +43,11 @@ PATCH = Route("seqops.patch(model)", prepare=seqops.patch)
 FUNCTIONAL = Route("with seqops.patched_functional():", during=seqops.patched_functional)
 
 
-def arguments(description: str, argv: Optional[list[str]] = None) -> argparse.Namespace:
-    """The command line every example takes."""
+def arguments(description: str, argv: Optional[list[str]] = None,
+              extra: Callable[[argparse.ArgumentParser], object] = lambda parser: None) -> argparse.Namespace:
+    """The command line every example takes, and any options `extra` adds to the parser."""
     parser = argparse.ArgumentParser(description=description)
+    extra(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--full", action="store_true", help="the full-size model and run (meant for a GPU)")
     parser.add_argument("--steps", type=int, help="training steps (default: per size)")

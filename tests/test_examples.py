@@ -1,5 +1,6 @@
 """Each example of examples/ trains its torch model and its seqops twin (one line:
-seqops.patch or seqops.patched_functional) side by side, here for a few steps at a tiny
+seqops.patch or seqops.patched_functional; seq2seq_attention also swaps its own attention
+module for seqops.nn.AdditiveAttention) side by side, here for a few steps at a tiny
 size on the Triton backend (interpreted on the CPU): the twin really runs seqops (its
 calls counted), and its losses equal torch's within 1e-4 relative, step by step (float32:
 the two differ by roundings only, and a few steps of AdamW keep them that close)."""
@@ -23,6 +24,8 @@ TINY = {
     "gpt": (dict(width=16, heads=2, layers=1, seq=9, batch=2, lr=3e-3), {"attention"}),
     "bert_mlm": (dict(width=16, heads=2, layers=1, longest=11, batch=3, lr=2e-3), {"attention"}),
     "t5_reverse": (dict(width=16, heads=2, layers=1, longest=5, batch=3, lr=2e-3), {"attention"}),
+    "seq2seq_attention": (dict(embed=8, hidden=16, attention=8, batch=3, lr=1e-2),
+                          {"gru", "gru_cell", "additive_attention"}),
 }
 
 

@@ -35,12 +35,20 @@ def cell_call(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return h1 * 2 + c1
 
 
+# The cells with one state: seqops.<name>(x, h, w_ih, w_hh, b_ih, b_hh), and their gate count.
+HIDDEN_CELLS = {"gru_cell": 3, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+OPS = ["softmax", "attention", "lstm_cell", *HIDDEN_CELLS]
+
+
 def operands(name, device, dtype=torch.float32):
     g = lambda *shape, s=1.0: (torch.randn(*shape, dtype=torch.float64) * s).to(device, dtype)
     if name == "softmax":
         return softmax_call, (g(2, 5, 9),)
     if name == "attention":
         return attention_call, (g(2, 3, 7, 16), g(2, 3, 11, 16), g(2, 3, 11, 16))
+    if name in HIDDEN_CELLS:
+        G = HIDDEN_CELLS[name] * 7
+        return getattr(seqops, name), (g(3, 5), g(3, 7), g(G, 5, s=0.4), g(G, 7, s=0.4), g(G, s=0.4), g(G, s=0.4))
     return cell_call, (g(3, 5), g(3, 7), g(3, 7), g(28, 5, s=0.4), g(28, 7, s=0.4), g(28, s=0.4), g(28, s=0.4))
 
 
@@ -50,7 +58,7 @@ def in_float64(fn, args, transform):
         return transform(fn, tuple(a.detach().double() for a in args))
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_jvp_gives_the_true_tangent(device, backend, op):
@@ -71,7 +79,7 @@ def test_jvp_gives_the_true_tangent(device, backend, op):
     close(tangent, ref_tangent)
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_ad_dual_tensors(device, op):
     """torch.autograd.forward_ad (dual tensors), the other forward-mode API."""
@@ -84,7 +92,7 @@ def test_forward_ad_dual_tensors(device, op):
     close(tangent, ref_tangent)
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_grad_and_vjp(device, backend, op):
@@ -102,7 +110,7 @@ def test_grad_and_vjp(device, backend, op):
         close(via_vjp, theirs)
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_vmap_is_the_loop(device, op):
     skip_unless_runnable(device, "triton")
@@ -147,7 +155,7 @@ def test_what_forward_mode_cannot_do_says_so(device):
             jvp(lambda a: lstm(a)[0], (x,), (x,))
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_per_sample_gradients(device, op):
     """vmap(grad(...)): the per-sample gradients of the standard torch.func recipe, each
@@ -166,6 +174,32 @@ def test_per_sample_gradients(device, op):
             close(ours[i], theirs)
 
 
+@pytest.mark.parametrize("op", ["lstm_cell", *HIDDEN_CELLS])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_per_sample_gradients_of_the_cells_with_shared_weights(device, backend, op):
+    """The recipe as used, on every backend: the weights shared (in_dims None), the inputs
+    batched, with their states or from one state; each sample's gradients are its own,
+    with no vmap fallback. (torch's own cells fail with one state: under torch.func the
+    torch backend steps the reference's.)"""
+    skip_unless_runnable(device, backend)
+    fn, args = operands(op, device)
+    loss = lambda *a: fn(*a).square().sum()
+    argnums = tuple(range(len(args)))
+    states = len(args) - 4  # x, h (and c) before the weights
+    for batched_args in (states, 1):  # x and its states batched; x only
+        in_dims = (0,) * batched_args + (None,) * (len(args) - batched_args)
+        batched = [torch.stack([a, a * 0.5 - 0.2, a.flip(-1)]) if dim == 0 else a for a, dim in zip(args, in_dims)]
+        with seqops.backend(backend), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("error", UserWarning)
+            per_sample = vmap(grad(loss, argnums=argnums), in_dims=in_dims)(*batched)
+        for i in range(3):
+            sample = tuple(a[i] if dim == 0 else a for a, dim in zip(batched, in_dims))
+            expected = in_float64(loss, sample, lambda f, a: grad(f, argnums=argnums)(*a))
+            for ours, theirs in zip(per_sample, expected):
+                close(ours[i], theirs)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_vmap_with_a_batched_mask(device):
     """Each sample its own mask: the mask's vmapped dim lines up with the input's."""
@@ -179,7 +213,7 @@ def test_vmap_with_a_batched_mask(device):
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("op", ["softmax", "attention", "lstm_cell"])
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_jvp_with_respect_to_the_first_argument_only(device, op):
     """The other arguments held constant: their tangents reach the rule as None."""
@@ -194,7 +228,7 @@ def test_jvp_with_respect_to_the_first_argument_only(device, op):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("op", ["softmax", "attention", "cell"])
+@pytest.mark.parametrize("op", OPS)
 def test_the_autograd_function_runs_only_when_a_call_may_be_differentiated(device, op, monkeypatch):
     """Inference calls (no grad mode, or no input that requires grad, no dual level, no
     torch.func transform) skip the autograd.Function, whose apply costs more host time
@@ -205,9 +239,9 @@ def test_the_autograd_function_runs_only_when_a_call_may_be_differentiated(devic
     from seqops.ops.recurrent import hidden_cell_op, op as recurrent_op
     from seqops.ops.softmax import op as softmax_op
 
-    wrapped = {"softmax": softmax_op, "attention": attention_op, "cell": recurrent_op}[op]
+    wrapped = {"softmax": softmax_op, "attention": attention_op}.get(op, recurrent_op)
     functions = [v.function for v in vars(wrapped).values() if callable(v) and hasattr(v, "function")]
-    functions += [cell.differentiable.function for cell in hidden_cell_op.CELLS.values()] if op == "cell" else []
+    functions += [cell.differentiable.function for cell in hidden_cell_op.CELLS.values()]
     assert functions, f"no differentiable wrapper found in {wrapped.__name__}"
     applied = []
     for function in functions:
@@ -232,3 +266,50 @@ def test_the_autograd_function_runs_only_when_a_call_may_be_differentiated(devic
         with fwAD.dual_level():
             fn(*args)
         assert applied
+
+
+# The recurrent layers (2 layers, bidirectional).
+LAYERS = {
+    "gru": lambda: seqops.nn.GRU(5, 6, num_layers=2, bidirectional=True),
+    "rnn_relu": lambda: seqops.nn.RNN(5, 6, num_layers=2, bidirectional=True, nonlinearity="relu"),
+    "lstm": lambda: seqops.nn.LSTM(5, 6, num_layers=2, bidirectional=True),
+}
+
+
+def layer_call(module):
+    """(params, x [T, B, I], h0 [4, B, 6]) -> the module's output [T, B, 12] from that
+    state (h0 / 2 as c0 for the LSTM), with the given parameters."""
+    def call(params, x, h0):
+        state = (h0, h0 * 0.5) if isinstance(module, seqops.nn.LSTM) else h0
+        return torch.func.functional_call(module, params, (x, state))[0]
+
+    return call
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("device", DEVICES)
+def test_vmap_of_a_recurrent_layer_is_the_loop(device, backend, layer):
+    """seqops.nn.GRU/RNN/LSTM under vmap over a batch of inputs and initial states, and
+    vmap(grad) over them (per-sample parameter gradients): each sample's result is that
+    sample's own, against the float64 reference; with no vmap fallback (it would warn).
+    (torch's fused layers have no batching rule: under torch.func the torch backend steps
+    the reference's cells.)"""
+    skip_unless_runnable(device, backend)
+    module = LAYERS[layer]().to(device)
+    call = layer_call(module)
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    xs, h0s = torch.randn(3, 4, 2, 5, device=device), torch.randn(3, 4, 2, 6, device=device) * 0.5
+    weights = torch.randn(4, 2, 12, device=device)
+    loss = lambda p, x, h: (call(p, x, h) * weights.to(x.dtype)).sum()
+    with seqops.backend(backend), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error", UserWarning)
+        out = vmap(call, in_dims=(None, 0, 0))(params, xs, h0s)
+        per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, h0s)
+    params64 = {name: p.double() for name, p in params.items()}
+    for i in range(3):
+        with seqops.backend("reference"):
+            close(out[i], call(params64, xs[i].double(), h0s[i].double()))
+            expected = grad(loss)(params64, xs[i].double(), h0s[i].double())
+        for name in params:
+            close(per_sample[name][i], expected[name])

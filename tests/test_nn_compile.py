@@ -2,6 +2,7 @@
 backend, and gives eager's outputs and gradients: README's claim, layer by layer."""
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import seqops
 from compiled import COMPILE_BACKENDS, assert_compiled_matches_eager
@@ -46,3 +47,20 @@ def test_layer_compiles_without_graph_breaks(device, backend, layer):
     parameters = list(module.parameters())
     assert_compiled_matches_eager(lambda inp: first_output(module, inp), (x,), parameters, backend, "aot_eager",
                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_input_compiles_on_the_fused_layers(device, layer):
+    """A PackedSequence in: the batch size comes from the length of sorted_indices, not
+    from batch_sizes' values (data to the compiler), so the fused layers compile without a
+    graph break. (The torch and reference backends step through those values on the CPU:
+    they cannot.)"""
+    skip_unless_runnable(device, "triton")
+    module, make_input = models()[layer]
+    module = module.to(device)
+    x = make_input().to(device)  # a batch of 3
+    T = x.shape[1] if module.batch_first else x.shape[0]
+    packed = pack_padded_sequence(x, torch.tensor([T - 1, T, 2]), batch_first=module.batch_first, enforce_sorted=False)
+    assert_compiled_matches_eager(lambda inp: first_output(module, inp).data, (packed,), list(module.parameters()),
+                                  "triton", "aot_eager", rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from seqops.ops.recurrent import api as recurrent
 from seqops.nn.drop_in import DropIn
-from seqops.nn.sequence_input import sequence_input, sequence_output
+from seqops.nn.sequence_input import check_forward_args, sequence_input, sequence_output
 
 
 def _cell_state(name: str, input: Tensor, hx: Optional[Tensor], hidden_size: int) -> Tensor:
@@ -81,7 +81,7 @@ class _OneStateRNN(DropIn, torch.nn.RNNBase):
             if not given.batched:
                 hx = hx.unsqueeze(1)
             hx = self.permute_hidden(hx, sorted_indices)
-        self.check_forward_args(given.checked, hx, given.batch_sizes)
+        check_forward_args(self, given, hx)
         output, h_n = recurrent.hidden_rnn(self._seqops_mode(), data, given.batch_sizes, hx, self._flat_weights,
                                            self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         h_n = self.permute_hidden(h_n, given.unsorted_indices)

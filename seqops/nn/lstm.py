@@ -8,7 +8,7 @@ from torch import Tensor
 
 from seqops.ops.recurrent import api as recurrent
 from seqops.nn.drop_in import DropIn
-from seqops.nn.sequence_input import sequence_input, sequence_output
+from seqops.nn.sequence_input import check_forward_args, sequence_input, sequence_output
 
 
 class LSTMCell(DropIn, torch.nn.LSTMCell):
@@ -55,7 +55,9 @@ class LSTM(DropIn, torch.nn.RNNBase):
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
 
-    # torch.nn.LSTM's own shape checks: they read only the attributes RNNBase sets.
+    # torch.nn.LSTM's own shape checks (RNNBase's would take hx as one tensor), for code that
+    # calls them; they read only the attributes RNNBase sets. forward checks through
+    # sequence_input.check_forward_args, which reads no data of a packed input's batch_sizes.
     get_expected_cell_size = torch.nn.LSTM.get_expected_cell_size
     check_forward_args = torch.nn.LSTM.check_forward_args
     permute_hidden = torch.nn.LSTM.permute_hidden
@@ -82,7 +84,7 @@ class LSTM(DropIn, torch.nn.RNNBase):
             if not given.batched:
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             hx = self.permute_hidden(hx, sorted_indices)
-        self.check_forward_args(given.checked, hx, given.batch_sizes)
+        check_forward_args(self, given, hx)
         output, h_n, c_n = recurrent.lstm(
             data, given.batch_sizes, hx, self._flat_weights, self.bias, self.num_layers, self.dropout, self.training,
             self.bidirectional, self.proj_size,
