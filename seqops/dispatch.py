@@ -190,7 +190,7 @@ def backend_reason(op: str, name: str, device: torch.device, *args, **kwargs) ->
     if not candidates:
         return platform_reason(name, device) or f"backend {name!r} has no implementation of {op}"
     reasons = [reason(impl, device, *args, **kwargs) for impl in candidates]
-    return None if None in reasons else "; ".join(reasons)
+    return None if None in reasons else "; ".join(dict.fromkeys(reasons))  # each reason once
 
 
 def select(op: str, device: torch.device, *args, **kwargs) -> Impl:
@@ -215,6 +215,7 @@ def select(op: str, device: torch.device, *args, **kwargs) -> Impl:
     for impl in candidates:
         why = reason(impl, device, *args, **kwargs)
         reasons.append(f"{impl.backend}: {why}" if name == "auto" else why)
+    reasons = list(dict.fromkeys(reasons))  # variants of one backend may refuse for one reason
     if name != "auto":
         raise BackendUnavailable(f"seqops.{op}: backend {name!r} cannot run this call: {'; '.join(reasons)}")
     raise BackendUnavailable(f"seqops.{op}: no backend can run this call ({'; '.join(reasons) or 'none registered'})")

@@ -133,11 +133,13 @@ def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
         assert [impl.backend for impl in dispatch._auto_order[(op, "cpu")]] == ["torch"]
         # The CUDA C++ kernels rank last until GPU measurements say otherwise.
         cuda_last = ["cuda"] if op in ("softmax", "lstm_cell") else []
-        # The LSTM has two Triton variants: sequence (one launch per layer), then step.
+        # The LSTM has two Triton variants: sequence (one launch per layer), then step;
+        # softmax's Triton kernels rank above torch for rows where they were measured faster.
         tritons = ["triton/sequence", "triton/step"] if op == "lstm" else ["triton"]
-        measured = tritons + ["torch"] if op == "additive_attention" else ["torch"] + tritons
-        order = [f"{impl.backend}/{impl.variant}" if impl.op == "lstm" and impl.backend == "triton" else impl.backend
-                 for impl in dispatch._auto_order[(op, "cuda")]]
+        measured = (tritons + ["torch"] if op == "additive_attention" else
+                    ["triton/long-rows", "torch", "triton/fused"] if op == "softmax" else ["torch"] + tritons)
+        order = [f"{impl.backend}/{impl.variant}" if op in ("lstm", "softmax") and impl.backend == "triton"
+                 else impl.backend for impl in dispatch._auto_order[(op, "cuda")]]
         assert order == measured + cuda_last, (op, order)
 
 
@@ -210,3 +212,21 @@ def test_kernels_import_nothing_from_seqops():
                 names = [node.module or ""]
             offenders += [f"{path.relative_to(root)}: {name}" for name in names if name.split(".")[0] == "seqops"]
     assert not offenders, offenders
+
+
+def test_auto_prefers_triton_for_softmax_rows_where_it_was_measured_faster():
+    """On CUDA, float32 rows of SOFTMAX_LONG_ROWS or more go to Triton's kernels ahead of
+    torch (the H200 results); shorter rows and other dtypes keep torch (meta tensors:
+    the choice is made from shapes alone)."""
+    from seqops.backends import triton as triton_backend
+
+    long_rows = triton_backend._softmax_long_rows_reason
+    wide = torch.empty(4, triton_backend.SOFTMAX_LONG_ROWS, device="meta")
+    assert long_rows(wide, 1, None) is None
+    assert long_rows(wide.transpose(0, 1), 0, None) is None  # the softmax dim, wherever it is
+    assert "torch.softmax was faster there" in long_rows(wide[:, :-1], 1, None)
+    assert "float32 measurements only" in long_rows(wide.bfloat16(), 1, None)
+    assert "float32 measurements only" in long_rows(wide, 1, torch.bfloat16)
+    assert "float64 runs on the torch backend" in long_rows(wide.double(), 1, None)
+    impls = dispatch._auto_order[("softmax", "cuda")]
+    assert [i.variant for i in impls[:1]] == ["long-rows"] and impls[0].forward is not None

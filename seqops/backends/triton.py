@@ -24,7 +24,7 @@ from seqops.ops.softmax import contract as softmax_contract
 # results committed under benchmarks/results/ (the H200 quick check of 2026-11-30): torch
 # was faster for attention (cuDNN SDPA; Triton forward 0.72-0.74x, forward+backward
 # 0.34-0.52x at bf16, head dim 128), for softmax rows up to 16384 wide (Triton faster
-# only at 131072: 1.22x) and for the LSTM (0.06-0.3x cuDNN), so there `auto` takes torch
+# at 131072: the "long-rows" Impl below) and for the LSTM (0.06-0.3x cuDNN), so there `auto` takes torch
 # and Triton only for what torch cannot take; `seqops.backend("triton")` runs them.
 # Additive attention has no fused torch op to lose to: torch's is the formulation that
 # holds [B, Lq, Lk, d] (issue 16 owes its GPU timing).
@@ -88,6 +88,19 @@ def _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale,
     return None
 
 
+def _softmax_long_rows_reason(input, dim, dtype, scale=1.0, mask=None, causal=False) -> Optional[str]:
+    reason = softmax_contract.fused_reason(input, dim, dtype, scale, mask, causal)
+    if reason is not None:
+        return reason
+    if (dtype or input.dtype) != torch.float32 or input.dtype != torch.float32:
+        return "the long-rows preference rests on float32 measurements only"
+    length = input.shape[dim] if input.dim() else 1
+    if length < SOFTMAX_LONG_ROWS:
+        return (f"rows of {length} (< {SOFTMAX_LONG_ROWS}): torch.softmax was faster there on the H200 "
+                "(benchmarks/results/nvidia-h200)")
+    return None
+
+
 def _additive_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mask, need_weights) -> Optional[str]:
     reason = additive_contract.fused_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mask,
                                             need_weights)
@@ -133,12 +146,21 @@ LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch
 FP32_MAX_HEAD_DIM = 128
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
 MAX_SEQUENCE_LENGTH = 2**30
+# Rows this long (and longer) are where Triton's softmax beat torch.softmax on the H200
+# (float32, 4096 rows: 1.22x forward, 1.39x backward at 131072; 0.64x and 0.61x at 16384,
+# nothing measured between): there `auto` prefers it.
+SOFTMAX_LONG_ROWS = 131072
 
 dispatch.register_backend("triton", _platform_reason)
 dispatch.register(dispatch.Impl(
     "softmax", "triton", "fused",
     {"forward": _kernel("softmax", "softmax_forward"), "backward": _kernel("softmax", "softmax_backward")},
     supports=softmax_contract.fused_reason, priority=BELOW_TORCH))
+# The same kernels, where they were measured faster than torch: ahead of torch for `auto`.
+dispatch.register(dispatch.Impl(
+    "softmax", "triton", "long-rows",
+    {"forward": _kernel("softmax", "softmax_forward"), "backward": _kernel("softmax", "softmax_backward")},
+    supports=_softmax_long_rows_reason, priority=ABOVE_TORCH))
 dispatch.register(dispatch.Impl(
     "attention", "triton", "fused",
     {"forward": _kernel("attention", "attention_forward"), "backward": _kernel("attention", "attention_backward")},
