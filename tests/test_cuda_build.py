@@ -53,8 +53,12 @@ def test_extension_builds_for_both_targets_without_spills(capsys):
     assert by_arch["80"] == by_arch["90a"] and by_arch["80"], "every kernel is built for both targets"
     for form in ("softmax_forward_warp_kernel", "softmax_forward_block_kernel", "softmax_forward_online_kernel",
                  "softmax_backward_warp_kernel", "softmax_backward_block_kernel", "softmax_backward_online_kernel",
-                 "lstm_cell_forward_kernel", "lstm_cell_backward_kernel"):
+                 "lstm_cell_forward_kernel", "lstm_cell_backward_kernel", "attention_forward_kernel<"):
         assert any(form in name for name in by_arch["80"]), form
+    # One attention forward per generated instance (csrc/attention/instances/), each built
+    # for both targets.
+    attention = sorted(name for name in by_arch["80"] if "attention_forward_kernel<" in name)
+    assert len(attention) == len(list((_ext.CSRC / "attention" / "instances").glob("forward_*.cu"))), attention
     assert module.source_hash == _ext.source_hash()
 
 
