@@ -138,7 +138,7 @@ def test_lse_and_rows_that_see_no_key(head_dim, causal_offset):
     assert lse.dtype == torch.float32 and lse.shape == (B, H, L)
     assert torch.isneginf(lse.cpu()[..., sees_none]).all()
     assert (out.cpu()[..., sees_none, :] == 0).all()
-    torch.testing.assert_close(lse.cpu().double()[..., ~sees_none], lse_ref[..., ~sees_none], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse.cpu().double()[..., ~sees_none], lse_ref[..., ~sees_none], rtol=1e-4, atol=1e-4)
     ref = reference.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(),
                                                  is_causal=True, scale=scale, causal_offset=causal_offset)
     theirs = torch_impl.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
