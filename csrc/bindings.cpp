@@ -171,14 +171,19 @@ void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t 
                  on_device(device, [&] { return seqops::attention_forward(p, as_stream(stream)); }));
 }
 
-// The (head dim, dtype code) of every forward instance this build registered.
+// Every forward instance this build registered: its key and launch geometry.
 py::list attention_forward_instances() {
   py::list out;
   for (int i = 0; i < seqops::attention_forward_instance_count(); ++i) {
-    int head_dim = 0;
-    seqops::DType dtype = seqops::DType::float16;
-    seqops::attention_forward_instance(i, &head_dim, &dtype);
-    out.append(py::make_tuple(head_dim, static_cast<int>(dtype)));
+    const seqops::AttentionForwardInstance& instance = seqops::attention_forward_instance(i);
+    py::dict entry;
+    entry["head_dim"] = instance.head_dim;
+    entry["dtype"] = static_cast<int>(instance.dtype);
+    entry["block_m"] = instance.block_m;
+    entry["block_n"] = instance.block_n;
+    entry["threads"] = instance.threads;
+    entry["smem_bytes"] = instance.smem_bytes;
+    out.append(entry);
   }
   return out;
 }
@@ -330,7 +335,8 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
         py::arg("stream"));
   m.def("attention_forward_instances", &attention_forward_instances,
-        "(head dim, dtype code) of every attention forward instance compiled into this build");
+        "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
+        "threads, smem_bytes (dynamic, per CTA)");
   m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);

@@ -192,10 +192,15 @@ def test_the_generator_covers_what_supports_takes():
 
 # -- the extension's host code --
 
-def test_a_full_build_registers_every_instance():
+def test_a_full_build_registers_every_instance_with_its_geometry():
     _, module = built()
+    instances = module.attention_forward_instances()
     expected = {(d, DTYPE_CODES[t]) for d in cuda_attention.HEAD_DIMS for t in cuda_attention.DTYPES}
-    assert set(module.attention_forward_instances()) == expected
+    assert {(i["head_dim"], i["dtype"]) for i in instances} == expected
+    for i in instances:
+        # Q, K and V tiles of 16-bit elements; within the 163 KiB an sm80 CTA may opt into.
+        assert i["smem_bytes"] == (i["block_m"] + 2 * i["block_n"]) * i["head_dim"] * 2 <= 163 * 1024, i
+        assert i["threads"] % 32 == 0 and i["block_m"] % (16 * i["threads"] // 32) == 0, i
 
 
 def launch(module, head_dim=64, dtype=torch.float16, row_stride=None, pointer=None, **overrides):

@@ -9,18 +9,12 @@ namespace seqops {
 
 namespace {
 
-struct ForwardInstance {
-  int head_dim;
-  DType dtype;
-  AttentionForwardLauncher launcher;
-};
-
 // Head dims x dtypes, with room to spare; filled during static initialisation (one
 // thread), read-only after.
 constexpr int kMaxInstances = 32;
 
 struct ForwardTable {
-  ForwardInstance entries[kMaxInstances];
+  AttentionForwardInstance entries[kMaxInstances];
   int count = 0;
 };
 
@@ -41,16 +35,16 @@ bool strides_aligned(const HeadStrides& s) { return s.batch % 8 == 0 && s.head %
 
 }  // namespace
 
-bool register_attention_forward(int head_dim, DType dtype, AttentionForwardLauncher launcher) {
+bool register_attention_forward(const AttentionForwardInstance& instance) {
   ForwardTable& table = forward_table();
   for (int i = 0; i < table.count; ++i) {
-    if (table.entries[i].head_dim == head_dim && table.entries[i].dtype == dtype) {
-      table.entries[i].launcher = launcher;
+    if (table.entries[i].head_dim == instance.head_dim && table.entries[i].dtype == instance.dtype) {
+      table.entries[i] = instance;
       return true;
     }
   }
   if (table.count == kMaxInstances) return false;
-  table.entries[table.count++] = {head_dim, dtype, launcher};
+  table.entries[table.count++] = instance;
   return true;
 }
 
@@ -64,11 +58,7 @@ AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype) {
 
 int attention_forward_instance_count() { return forward_table().count; }
 
-void attention_forward_instance(int i, int* head_dim, DType* dtype) {
-  const ForwardInstance& entry = forward_table().entries[i];
-  *head_dim = entry.head_dim;
-  *dtype = entry.dtype;
-}
+const AttentionForwardInstance& attention_forward_instance(int i) { return forward_table().entries[i]; }
 
 Status check_attention_forward(const AttentionForwardParams& p) {
   if (!p.q || !p.k || !p.v || !p.out || !p.lse) {

@@ -26,6 +26,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "attention/launchers.h"
 #include "attention/params.h"
 #include "common/status.h"
 
@@ -380,6 +381,21 @@ Status launch_attention_forward(const AttentionForwardParams& params, cudaStream
   kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params, len_q, len_kv, static_cast<int>(offset),
                                                          static_cast<int>(params.heads_q / params.heads_kv));
   return Status::from_cuda(cudaGetLastError());
+}
+
+// The table entry (launchers.h) of one instance.
+template <int kHeadDim, typename Element>
+AttentionForwardInstance forward_instance(DType dtype) {
+  using Traits = ForwardTraits<kHeadDim, Element>;
+  AttentionForwardInstance instance;
+  instance.head_dim = kHeadDim;
+  instance.dtype = dtype;
+  instance.block_m = Traits::kBlockM;
+  instance.block_n = Traits::kBlockN;
+  instance.threads = Traits::kThreads;
+  instance.smem_bytes = Traits::kSmemBytes;
+  instance.launcher = &launch_attention_forward<kHeadDim, Element>;
+  return instance;
 }
 
 }  // namespace attention

@@ -21,13 +21,12 @@ TEMPLATE = """\
 // The attention forward for head dim {head_dim}, {dtype}, added to the instance table
 // (attention/launchers.h) as the extension loads.
 #include "attention/forward_kernel.cuh"
-#include "attention/launchers.h"
 
 namespace seqops {{
 namespace {{
 
-[[maybe_unused]] const bool registered = register_attention_forward(
-    {head_dim}, DType::{dtype}, &attention::launch_attention_forward<{head_dim}, {element}>);
+[[maybe_unused]] const bool registered =
+    register_attention_forward(attention::forward_instance<{head_dim}, {element}>(DType::{dtype}));
 
 }}  // namespace
 }}  // namespace seqops

@@ -17,15 +17,25 @@ namespace seqops {
 
 using AttentionForwardLauncher = Status (*)(const AttentionForwardParams&, cudaStream_t);
 
+// One compiled forward: its key, its launch geometry (ptxas reports no dynamic smem, so the
+// table carries it), its launcher.
+struct AttentionForwardInstance {
+  int head_dim = 0;
+  DType dtype = DType::float16;
+  int block_m = 0, block_n = 0;  // queries per CTA, keys per tile
+  int threads = 0;
+  int smem_bytes = 0;  // dynamic shared memory per CTA
+  AttentionForwardLauncher launcher = nullptr;
+};
+
 // Called once per instance file, before main; returns true so that it can initialise a
 // namespace-scope constant.
-bool register_attention_forward(int head_dim, DType dtype, AttentionForwardLauncher launcher);
+bool register_attention_forward(const AttentionForwardInstance& instance);
 // The launcher compiled for this head dim and dtype, or null when this build has none.
 AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype);
-// How many instances this build registered, and the i-th one's key (for the bindings'
-// listing).
+// The instances this build registered (for the bindings' listing).
 int attention_forward_instance_count();
-void attention_forward_instance(int i, int* head_dim, DType* dtype);
+const AttentionForwardInstance& attention_forward_instance(int i);
 
 // The checks that touch no GPU (pointers, sizes, strides, alignment); the launcher runs
 // them first too. An instance missing from the build is not checked here.

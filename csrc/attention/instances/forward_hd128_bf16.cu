@@ -2,13 +2,12 @@
 // The attention forward for head dim 128, bfloat16, added to the instance table
 // (attention/launchers.h) as the extension loads.
 #include "attention/forward_kernel.cuh"
-#include "attention/launchers.h"
 
 namespace seqops {
 namespace {
 
-[[maybe_unused]] const bool registered = register_attention_forward(
-    128, DType::bfloat16, &attention::launch_attention_forward<128, cutlass::bfloat16_t>);
+[[maybe_unused]] const bool registered =
+    register_attention_forward(attention::forward_instance<128, cutlass::bfloat16_t>(DType::bfloat16));
 
 }  // namespace
 }  // namespace seqops
