@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention/launchers.h"
 #include "common/dtypes.h"
 #include "common/status.h"
 #include "recurrent/launchers.h"
@@ -29,6 +30,7 @@ namespace {
 
 using Strides = std::array<int64_t, 4>;  // (a, b, c, column), in elements
 using MatrixStrides = std::array<int64_t, 2>;  // (row, column), in elements
+using HeadStrideArray = std::array<int64_t, 3>;  // (batch, head, row) of a [B, H, rows, head dim] tensor, in elements
 
 struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -119,6 +121,71 @@ void softmax_backward(uintptr_t dy, int dy_dtype, const Strides& dy_strides, uin
   raise_on_error("softmax_backward", seqops::check_softmax_backward(p));
   py::gil_scoped_release no_gil;
   raise_on_error("softmax_backward", on_device(device, [&] { return seqops::softmax_backward(p, as_stream(stream)); }));
+}
+
+const char* dtype_name(seqops::DType dtype) {
+  switch (dtype) {
+    case seqops::DType::float32: return "float32";
+    case seqops::DType::float16: return "float16";
+    case seqops::DType::bfloat16: return "bfloat16";
+  }
+  return "unknown";
+}
+
+seqops::HeadStrides head_strides(const HeadStrideArray& s) { return {s[0], s[1], s[2]}; }
+
+void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t k, const HeadStrideArray& k_strides,
+                       uintptr_t v, const HeadStrideArray& v_strides, uintptr_t out, const HeadStrideArray& out_strides,
+                       uintptr_t lse, const MatrixStrides& lse_strides, int dtype, int64_t batch, int64_t heads_q,
+                       int64_t heads_kv, int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
+                       int64_t causal_offset, int device, uintptr_t stream) {
+  seqops::AttentionForwardParams p;
+  p.q = reinterpret_cast<const void*>(q);
+  p.k = reinterpret_cast<const void*>(k);
+  p.v = reinterpret_cast<const void*>(v);
+  p.out = reinterpret_cast<void*>(out);
+  p.lse = reinterpret_cast<float*>(lse);
+  p.dtype = dtype_of("attention_forward", "q, k, v and out", dtype);
+  p.batch = batch;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.len_q = len_q;
+  p.len_kv = len_kv;
+  p.head_dim = head_dim;
+  p.q_strides = head_strides(q_strides);
+  p.k_strides = head_strides(k_strides);
+  p.v_strides = head_strides(v_strides);
+  p.out_strides = head_strides(out_strides);
+  p.lse_batch_stride = lse_strides[0];
+  p.lse_head_stride = lse_strides[1];
+  p.scale = static_cast<float>(scale);
+  p.causal = causal;
+  p.causal_offset = causal_offset;
+  raise_on_error("attention_forward", seqops::check_attention_forward(p));
+  if (seqops::find_attention_forward(static_cast<int>(head_dim), p.dtype) == nullptr) {
+    throw CudaError("seqops CUDA extension, attention_forward: no instance for head dim " + std::to_string(head_dim) +
+                    " dtype " + dtype_name(p.dtype) + " in this build (csrc/attention/instances/ lists them)");
+  }
+  py::gil_scoped_release no_gil;
+  raise_on_error("attention_forward",
+                 on_device(device, [&] { return seqops::attention_forward(p, as_stream(stream)); }));
+}
+
+// Every forward instance this build registered: its key and launch geometry.
+py::list attention_forward_instances() {
+  py::list out;
+  for (int i = 0; i < seqops::attention_forward_instance_count(); ++i) {
+    const seqops::AttentionForwardInstance& instance = seqops::attention_forward_instance(i);
+    py::dict entry;
+    entry["head_dim"] = instance.head_dim;
+    entry["dtype"] = static_cast<int>(instance.dtype);
+    entry["block_m"] = instance.block_m;
+    entry["block_n"] = instance.block_n;
+    entry["threads"] = instance.threads;
+    entry["smem_bytes"] = instance.smem_bytes;
+    out.append(entry);
+  }
+  return out;
 }
 
 seqops::Strides2 matrix_strides(const MatrixStrides& s) { return {s[0], s[1]}; }
@@ -259,6 +326,17 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("y_strides"), py::arg("mask"), py::arg("mask_strides"), py::arg("dx"), py::arg("dx_dtype"),
         py::arg("dx_strides"), py::arg("n_rows"), py::arg("n_cols"), py::arg("rows_b"), py::arg("rows_c"),
         py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
+  m.def("attention_forward", &attention_forward,
+        "out = softmax(scale * q k^T, causal if asked) v and lse (fp32, natural log, -inf for a row that sees no "
+        "key), per (batch, query head); GQA by index",
+        py::arg("q"), py::arg("q_strides"), py::arg("k"), py::arg("k_strides"), py::arg("v"), py::arg("v_strides"),
+        py::arg("out"), py::arg("out_strides"), py::arg("lse"), py::arg("lse_strides"), py::arg("dtype"),
+        py::arg("batch"), py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"),
+        py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
+        py::arg("stream"));
+  m.def("attention_forward_instances", &attention_forward_instances,
+        "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
+        "threads, smem_bytes (dynamic, per CTA)");
   m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);

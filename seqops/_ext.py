@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 MODULE = "_cuda_ext"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,21 +79,34 @@ def is_instance(source: Path, root: Path = CSRC) -> bool:
     return source.suffix == ".cu" and INSTANCES in Path(source).relative_to(root).parts[:-1]
 
 
-def headers_hash(root: Path = CSRC) -> str:
-    """Of every header under `root`: what any translation unit may include of seqops's own."""
-    digest = hashlib.sha256()
-    for path in source_files(root):
-        if path.suffix in (".h", ".cuh"):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def local_includes(source: Path, root: Path = CSRC) -> list[Path]:
+    """The files of `root` that `source` includes, directly or not (`#include "..."`, resolved
+    against the including file's folder, then `root`), sorted: what its object depends on
+    of seqops's own sources. Angle-bracket includes (CUDA, CuTe) are not followed."""
+    found: set[Path] = set()
+    pending = [Path(source).resolve()]
+    while pending:
+        current = pending.pop()
+        for name in re.findall(r'^\s*#\s*include\s*"([^"]+)"', current.read_text(errors="replace"), re.M):
+            for folder in (current.parent, Path(root)):
+                candidate = folder / name
+                if candidate.is_file():
+                    candidate = candidate.resolve()
+                    if candidate not in found:
+                        found.add(candidate)
+                        pending.append(candidate)
+                    break
+    return sorted(found)
 
 
 def object_key(source: Path, arch: str, nvcc: str, root: Path = CSRC) -> str:
-    """What one .cu compiled for one arch depends on: its text, seqops's headers, the
-    CUTLASS and nvcc versions and the options. Equal keys, equal ptxas reports."""
-    parts = [Path(source).relative_to(root).as_posix(), hashlib.sha256(Path(source).read_bytes()).hexdigest(),
-             headers_hash(root), cutlass_version(), nvcc_version(nvcc), " ".join(OPTIONS),
-             " ".join(gencode_flags([arch]))]
+    """What one .cu compiled for one arch depends on: its text and that of every file of
+    `root` it includes, the CUTLASS and nvcc versions and the options. Equal keys, equal
+    ptxas reports."""
+    digest = hashlib.sha256()
+    for path in [Path(source), *local_includes(source, root)]:
+        digest.update(path.resolve().relative_to(root.resolve()).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    parts = [digest.hexdigest(), cutlass_version(), nvcc_version(nvcc), " ".join(OPTIONS), " ".join(gencode_flags([arch]))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
@@ -243,12 +256,13 @@ def cuda_compile_flags(archs: Sequence[str], ptxas_verbose: bool = False, root: 
 
 
 def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Optional[int] = None,
-          ptxas_verbose: bool = False, root: Path = CSRC, instances: bool = True) -> BuildResult:
+          ptxas_verbose: bool = False, root: Path = CSRC,
+          instances: Optional[Callable[[Path], bool]] = None) -> BuildResult:
     """Compile every .cu (for each arch) and bindings.cpp, link them with the CUDA runtime
     static into out_dir/_cuda_ext<EXT_SUFFIX>, and return it with nvcc's output. The module
-    appears in out_dir whole or not at all (built aside, then renamed). The instance files
-    are left out when `instances` is False or the CUTLASS headers are not installed (the
-    log says so)."""
+    appears in out_dir whole or not at all (built aside, then renamed). `instances(path)`
+    says which instance files to build (default: all); none are when the CUTLASS headers
+    are not installed (the log says what was left out)."""
     start = time.perf_counter()
     nvcc = find_nvcc()
     if nvcc is None:
@@ -261,11 +275,14 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
     archs = list(archs) if archs is not None else target_archs()
     sources = compiled_sources(root)
     notes = []
-    left_out = [s for s in sources if is_instance(s, root)]
-    if left_out and (not instances or cutlass_include() is None):
+    without_cutlass = cutlass_include() is None
+    left_out = [s for s in sources if is_instance(s, root) and (without_cutlass or
+                                                                 (instances is not None and not instances(s)))]
+    if left_out:
         sources = [s for s in sources if s not in left_out]
-        why = "as asked" if not instances else "the CUTLASS headers are not installed (pip install nvidia-cutlass)"
-        notes.append(f"== left out {len(left_out)} instance files: {why}\n")
+        why = "the CUTLASS headers are not installed (pip install nvidia-cutlass)" if without_cutlass else "as asked"
+        notes.append(f"== left out {len(left_out)} instance files ({why}): "
+                     + ", ".join(s.relative_to(root).as_posix() for s in left_out) + "\n")
     cuda_flags = cuda_compile_flags(archs, ptxas_verbose, root)
     bindings_flags = [*OPTIONS, "-I", str(root), f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"',
                       "-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]

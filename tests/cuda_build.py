@@ -1,6 +1,6 @@
 """The CUDA extension as the tests get it: built once per test session from csrc/ into a
 temporary folder, for sm_80 and sm_90a with ptxas's per-kernel report (no GPU needed),
-without the instance files (benchmarks/cuda_report checks those). Tests that need the
+with one instance file of the CuTe kernels (benchmarks/cuda_report checks them all). Tests that need the
 build skip cleanly when nvcc or pybind11 is missing."""
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import pytest
 from seqops import _ext
 
 ARCHS = ("80", "90a")
+# The one instance file (csrc/*/instances/) linked into the tests' build, to show that an
+# instance registers itself; every instance file's compile is checked by benchmarks/cuda_report.
+LINKED_INSTANCE = "forward_hd64_fp16.cu"
 
 
 def skip_unless_buildable() -> None:
@@ -27,7 +30,7 @@ def skip_unless_buildable() -> None:
 @functools.lru_cache(maxsize=None)
 def _build() -> tuple[_ext.BuildResult, ModuleType]:
     folder = Path(tempfile.mkdtemp(prefix="seqops-cuda-ext-"))
-    result = _ext.build(folder, ARCHS, ptxas_verbose=True, instances=False)
+    result = _ext.build(folder, ARCHS, ptxas_verbose=True, instances=lambda path: path.name == LINKED_INSTANCE)
     return result, _ext.import_module(result.path)
 
 

@@ -132,7 +132,7 @@ def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
         assert {"torch", "reference", "triton"} <= backends_of_op, (op, backends_of_op)
         assert [impl.backend for impl in dispatch._auto_order[(op, "cpu")]] == ["torch"]
         # The CUDA C++ kernels rank last until GPU measurements say otherwise.
-        cuda_last = ["cuda"] if op in ("softmax", "lstm_cell") else []
+        cuda_last = ["cuda"] if op in ("softmax", "lstm_cell", "attention") else []
         # The LSTM has two Triton variants: sequence (one launch per layer), then step;
         # softmax's Triton kernels rank above torch for rows where they were measured faster.
         tritons = ["triton/sequence", "triton/step"] if op == "lstm" else ["triton"]

@@ -64,6 +64,10 @@ def test_extension_builds_for_both_targets_without_spills(capsys):
                  "softmax_backward_warp_kernel", "softmax_backward_block_kernel", "softmax_backward_online_kernel",
                  "lstm_cell_forward_kernel", "lstm_cell_backward_kernel"):
         assert any(form in name for name in by_arch["80"]), form
+    # Of the instance files (csrc/*/instances/) this build links one (cuda_build.LINKED_INSTANCE):
+    # the compiles of all are checked below, through benchmarks/cuda_report.
+    attention = [name for name in by_arch["80"] if "attention_forward_kernel<" in name]
+    assert len(attention) == 1 and "ForwardTraits<64, cutlass::half_t>" in attention[0], attention
     assert module.source_hash == _ext.source_hash()
 
 
@@ -140,6 +144,17 @@ def test_an_instance_is_reported_per_kernel_and_its_problems_named(tmp_path):
     key = _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
     assert key != _ext.object_key(source, "90a", _ext.find_nvcc(), root=tmp_path)
     source.write_text("__global__ void scale_kernel(float* x, float a) { x[threadIdx.x] *= a + 1; }\n")
+    assert key != _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
+    # The key follows the headers of csrc/ the file includes, and no others.
+    (tmp_path / "x" / "factor.h").write_text("#pragma once\n#define FACTOR 2\n")
+    (tmp_path / "x" / "unrelated.h").write_text("#pragma once\n")
+    source.write_text('#include "x/factor.h"\n#include <cuda_runtime.h>\n'
+                      "__global__ void scale_kernel(float* x, float a) { x[threadIdx.x] *= a * FACTOR; }\n")
+    assert _ext.local_includes(source, tmp_path) == [(tmp_path / "x" / "factor.h").resolve()]
+    key = _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
+    (tmp_path / "x" / "unrelated.h").write_text("#pragma once\n#define OTHER 1\n")
+    assert key == _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
+    (tmp_path / "x" / "factor.h").write_text("#pragma once\n#define FACTOR 3\n")
     assert key != _ext.object_key(source, "80", _ext.find_nvcc(), root=tmp_path)
     source.write_text("__global__ void scale_kernel(float* x) { x[threadIdx.x] = undefined_name; }\n")
     broken = compile_instance(source, "80", _ext.find_nvcc(), root=tmp_path)

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from seqops import dispatch
+from seqops.backends import cuda_attention
 from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.ops.softmax import contract as softmax_contract
 
@@ -63,3 +64,10 @@ dispatch.register(dispatch.Impl(
     {"forward": _function("cuda_recurrent", "lstm_cell_forward"),
      "backward": _function("cuda_recurrent", "lstm_cell_backward")},
     supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
+# Forward only, never run on a GPU: cuda_attention.forward_reason refuses what it lacks
+# (float32, head dims other than 64/128, masks, dropout, calls that need gradients).
+dispatch.register(dispatch.Impl(
+    "attention", "cuda", "fused",
+    {"forward": _function("cuda_attention", "attention_forward"),
+     "backward": _function("cuda_attention", "attention_backward")},
+    supports=cuda_attention.forward_reason, priority=PRIORITY))

@@ -1,0 +1,402 @@
+// The attention forward in CuTe for sm80 (and sm90, which runs the same mma.sync and
+// cp.async): one CTA of 4 warps (8 at head dim 128) per block of 128 queries of one (batch, head), looping
+// over key tiles with an online softmax in registers, as flash-attention 2 does.
+//
+//   - Q, K and V tiles go gmem -> smem with 16-byte cp.async into a swizzled layout (rows
+//     of 64 elements, Swizzle<3,3,3>), so that the ldmatrix reads after are free of bank
+//     conflicts. Rows past L or S are zero-filled (a zero V row times a zero probability is
+//     0; garbage could be NaN).
+//   - The next tile's loads overlap the math: V(n) is in flight while S = Q K(n)^T runs,
+//     K(n-1) while the softmax and O += P V(n) run. One smem buffer each for Q, K and V.
+//   - S and O accumulate in fp32 (mma.sync 16x8x16). The softmax works in base 2 with
+//     the scale folded in (scores * scale * log2 e), so exp2 is one instruction; P is
+//     rounded to the input dtype in registers and fed back as the A operand of P V.
+//   - Key tiles are visited from the last one this query block sees down to 0, so only
+//     the first few (the tail of S and the tiles crossing the causal diagonal) need the
+//     elementwise mask; tiles wholly above the diagonal are never loaded.
+// Everything here is compiled only through csrc/attention/instances/*.cu (one head dim and
+// dtype each), which register their launcher in the table of forward.cu.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "attention/launchers.h"
+#include "attention/params.h"
+#include "common/status.h"
+
+namespace seqops {
+namespace attention {
+
+using namespace cute;
+
+template <int kHeadDim_, typename Element_>
+struct ForwardTraits {
+  using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;  // queries per CTA
+  static constexpr int kBlockN = 64;   // keys per tile
+  // Warps, each owning 16-row slices of the query block: 8 at head dim 128 so that a
+  // thread's share of O (64 fp32) and of S (32) fit in 255 registers; 4 warps (O 128
+  // a thread) spill there.
+  static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
+  static constexpr int kThreads = kWarps * 32;
+  static_assert(kHeadDim % 64 == 0, "smem rows are 64 elements wide");
+
+  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
+                                   SM80_16x8x16_F32BF16BF16F32_TN>;
+  // Warps stacked along M; N and K tiled by 16 so that the x4 ldmatrix fills two 8-wide
+  // B atoms at once, and so that two neighbouring 16x8 accumulators form one 16x16 A tile.
+  using TiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kWarps>, _1, _1>>, Tile<Int<16 * kWarps>, _16, _16>>;
+
+  // 8 rows of 64 elements (128 bytes): the swizzle XORs the 16-byte chunk index with the
+  // row, so the 8 rows one ldmatrix phase reads sit in 8 different bank groups.
+  using SmemAtom = decltype(composition(Swizzle<3, 3, 3>{}, Layout<Shape<_8, _64>, Stride<_64, _1>>{}));
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  // V seen as [head dim, keys]: the B operand of O += P V, read with transposing ldmatrix.
+  using SmemLayoutVt =
+      decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+  using SmemLayoutVtShape = decltype(get_nonswizzle_portion(SmemLayoutVt{}));  // for the fragment's shape
+
+  // gmem -> smem: 16 bytes (8 elements) per thread per copy, 8 threads per 64-wide row.
+  using GmemThreads = Layout<Shape<Int<kThreads / 8>, _8>, Stride<_8, _1>>;
+  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, Element>{},
+                                                 GmemThreads{}, Layout<Shape<_1, _8>>{}));
+  using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
+  using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+
+  static constexpr int kSmemBytes =
+      int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(Element));
+};
+
+// An accumulator (4, MMA_M, MMA_N) of 16x8 atoms viewed as (rows, cols): each thread's
+// 4 values of an atom are (2 cols) x (2 rows 8 apart).
+template <class Layout>
+__device__ __forceinline__ constexpr auto accumulator_rows_cols(Layout layout) {
+  static_assert(decltype(size<0>(layout))::value == 4 && decltype(rank(layout))::value == 3);
+  auto split = logical_divide(layout, Shape<_2>{});  // ((2 cols, 2 rows), MMA_M, MMA_N)
+  return make_layout(make_layout(get<0, 1>(split), get<1>(split)), make_layout(get<0, 0>(split), get<2>(split)));
+}
+
+// The same accumulator as the A operand of a 16x8x16 mma: two neighbouring 16x8 tiles
+// hold a thread's 8 values of one 16x16 A tile, in the register order the mma takes.
+template <class Layout>
+__device__ __forceinline__ constexpr auto accumulator_as_a_operand(Layout layout) {
+  static_assert(decltype(size<0>(layout))::value == 4 && decltype(rank(layout))::value == 3);
+  auto split = logical_divide(layout, Shape<Underscore, Underscore, _2>{});  // (4, MMA_M, (2, MMA_N / 2))
+  return make_layout(make_layout(get<0>(split), get<2, 0>(split)), get<1>(split), get<2, 1>(split));
+}
+
+// Copies the rows of a (CPY, CPY_ROWS, CPY_COLS) partition whose row coordinate (from the
+// identity partition `coords`) is below `rows`, and zero-fills the others.
+template <class TiledCopy, class Src, class Dst, class Coords>
+__device__ __forceinline__ void copy_rows_or_zero(TiledCopy const& tiled_copy, Src const& src, Dst& dst,
+                                                  Coords const& coords, int rows) {
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(src); ++m) {
+    if (get<0>(coords(0, m, 0)) < rows) {
+      CUTE_UNROLL
+      for (int k = 0; k < size<2>(src); ++k) copy(tiled_copy, src(_, m, k), dst(_, m, k));
+    } else {
+      clear(dst(_, m, _));
+    }
+  }
+}
+
+// acc += A B^T with both operands in smem, read k-slice by k-slice into registers (the
+// next slice's ldmatrix issued before this slice's mma).
+template <class Acc, class FragA, class FragB, class SmemA, class SmemB, class Mma, class CopyA, class ThrCopyA,
+          class CopyB, class ThrCopyB>
+__device__ __forceinline__ void gemm_smem_smem(Acc& acc, FragA& rA, FragB& rB, SmemA const& sA, SmemB const& sB,
+                                               Mma const& mma, CopyA const& copy_a, ThrCopyA const& thr_a,
+                                               CopyB const& copy_b, ThrCopyB const& thr_b) {
+  Tensor rA_view = thr_a.retile_D(rA);
+  Tensor rB_view = thr_b.retile_D(rB);
+  copy(copy_a, sA(_, _, _0{}), rA_view(_, _, _0{}));
+  copy(copy_b, sB(_, _, _0{}), rB_view(_, _, _0{}));
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(rA); ++k) {
+    if (k + 1 < size<2>(rA)) {
+      copy(copy_a, sA(_, _, k + 1), rA_view(_, _, k + 1));
+      copy(copy_b, sB(_, _, k + 1), rB_view(_, _, k + 1));
+    }
+    gemm(mma, rA(_, _, k), rB(_, _, k), acc);
+  }
+}
+
+// acc += A B^T with A already in registers, B in smem.
+template <class Acc, class FragA, class FragB, class SmemB, class Mma, class CopyB, class ThrCopyB>
+__device__ __forceinline__ void gemm_regs_smem(Acc& acc, FragA const& rA, FragB& rB, SmemB const& sB,
+                                               Mma const& mma, CopyB const& copy_b, ThrCopyB const& thr_b) {
+  Tensor rB_view = thr_b.retile_D(rB);
+  copy(copy_b, sB(_, _, _0{}), rB_view(_, _, _0{}));
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(rA); ++k) {
+    if (k + 1 < size<2>(rA)) copy(copy_b, sB(_, _, k + 1), rB_view(_, _, k + 1));
+    gemm(mma, rA(_, _, k), rB(_, _, k), acc);
+  }
+}
+
+// The 4 threads of a quad share the rows of an mma accumulator.
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// grid (ceil(L / kBlockM), Hq, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
+// checked and narrowed to int by the launcher (positions stay below 2**30, the offset is
+// clamped to [-L, S]); pointers and strides are offset in int64.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    attention_forward_kernel(const AttentionForwardParams params, int len_q, int len_kv, int causal_offset,
+                             int group) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int m_block = blockIdx.x;
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z;
+  const int kv_head = head / group;
+  const int tid = threadIdx.x;
+  const int m0 = m_block * kBlockM;
+  const bool causal = params.causal;
+
+  // Key tiles 0 .. n_tiles-1 hold every key a query of this block sees.
+  int n_tiles = (len_kv + kBlockN - 1) / kBlockN;
+  if (causal) {
+    const int last_key = m0 + kBlockM - 1 + causal_offset;  // the block's last row's last key
+    n_tiles = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
+  }
+
+  const Element* q_ptr = static_cast<const Element*>(params.q) + batch * params.q_strides.batch +
+                         head * params.q_strides.head;
+  const Element* k_ptr = static_cast<const Element*>(params.k) + batch * params.k_strides.batch +
+                         kv_head * params.k_strides.head;
+  const Element* v_ptr = static_cast<const Element*>(params.v) + batch * params.v_strides.batch +
+                         kv_head * params.v_strides.head;
+  Element* o_ptr = static_cast<Element*>(params.out) + batch * params.out_strides.batch +
+                   head * params.out_strides.head;
+  float* lse_ptr = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
+
+  const auto row_major = [](auto ptr, int rows, int64_t row_stride) {
+    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}), make_stride(row_stride, _1{}));
+  };
+  Tensor gQ = local_tile(row_major(q_ptr, len_q, params.q_strides.row), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                         make_coord(m_block, 0));                                   // (M, E)
+  Tensor gK = local_tile(row_major(k_ptr, len_kv, params.k_strides.row), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                         make_coord(_, 0));                                         // (N, E, tiles)
+  Tensor gV = local_tile(row_major(v_ptr, len_kv, params.v_strides.row), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                         make_coord(_, 0));                                         // (N, E, tiles)
+
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
+  Tensor sK = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutKV{});
+  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+  Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
+  Tensor sVtShape = make_tensor(sV.data(), typename Traits::SmemLayoutVtShape{});
+
+  // gmem -> smem, with identity tensors giving each copied row's position for predicates.
+  typename Traits::GmemTiledCopy gmem_copy;
+  auto gmem_thr = gmem_copy.get_thread_slice(tid);
+  Tensor tQgQ = gmem_thr.partition_S(gQ);
+  Tensor tQsQ = gmem_thr.partition_D(sQ);
+  Tensor tKgK = gmem_thr.partition_S(gK);  // (CPY, CPY_N, CPY_E, tiles)
+  Tensor tKsK = gmem_thr.partition_D(sK);
+  Tensor tVgV = gmem_thr.partition_S(gV);
+  Tensor tVsV = gmem_thr.partition_D(sV);
+  Tensor tQcQ = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tKVcKV = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+
+  typename Traits::TiledMma mma;
+  auto thr_mma = mma.get_thread_slice(tid);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);         // (MMA, MMA_M, MMA_E)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK);         // (MMA, MMA_N, MMA_E)
+  Tensor tOrVt = thr_mma.partition_fragment_B(sVtShape);  // (MMA, MMA_E, MMA_N)
+  Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_E)
+
+  auto smem_copy_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_q = smem_copy_q.get_thread_slice(tid);
+  Tensor tSsQ = smem_thr_q.partition_S(sQ);
+  auto smem_copy_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_k = smem_copy_k.get_thread_slice(tid);
+  Tensor tSsK = smem_thr_k.partition_S(sK);
+  auto smem_copy_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma);
+  auto smem_thr_v = smem_copy_v.get_thread_slice(tid);
+  Tensor tOsVt = smem_thr_v.partition_S(sVt);
+
+  // Each accumulator value's (row, col) in its tile: the masks' and the stores' positions.
+  Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rows_cols(tScS.layout()));
+  Tensor tOcO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tOcO_rc = make_tensor(tOcO.data(), accumulator_rows_cols(tOcO.layout()));
+  Tensor acc_o_rc = make_tensor(acc_o.data(), accumulator_rows_cols(acc_o.layout()));
+
+  constexpr int kRows = decltype(size<0>(acc_o_rc))::value;  // rows this thread holds
+  float row_max[kRows];  // running max of the base-2 scores, -inf until a key is seen
+  float row_sum[kRows];  // this thread's share of the running denominator
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.0f;
+  }
+  clear(acc_o);
+
+  const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
+
+  // A block that sees no key (S = 0, or a causal offset below -m0 - kBlockM + 1) loads
+  // nothing and writes its zeros and -inf below; no copy is left in flight at exit.
+  if (n_tiles > 0) {
+    copy_rows_or_zero(gmem_copy, tQgQ, tQsQ, tQcQ, len_q - m0);
+    copy_rows_or_zero(gmem_copy, tKgK(_, _, _, n_tiles - 1), tKsK, tKVcKV, len_kv - (n_tiles - 1) * kBlockN);
+    cp_async_fence();
+  }
+
+  CUTE_NO_UNROLL
+  for (int n = n_tiles - 1; n >= 0; --n) {
+    const int n0 = n * kBlockN;
+    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
+    clear(acc_s);
+
+    cp_async_wait<0>();
+    __syncthreads();  // K(n) (and Q) landed for all; every thread is done reading V(n+1)
+    copy_rows_or_zero(gmem_copy, tVgV(_, _, _, n), tVsV, tKVcKV, len_kv - n0);
+    cp_async_fence();
+
+    gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, mma, smem_copy_q, smem_thr_q, smem_copy_k, smem_thr_k);
+
+    Tensor s = make_tensor(acc_s.data(), accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
+    CUTE_UNROLL
+    for (int i = 0; i < size(s); ++i) s(i) *= scale_log2;
+    // After the scale, so that a negative or zero scale cannot turn the -inf around.
+    const bool needs_mask = n0 + kBlockN > len_kv || (causal && n0 + kBlockN - 1 > m0 + causal_offset);
+    if (needs_mask) {
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(s); ++r) {
+        const int row = m0 + get<0>(tScS_rc(r, 0));
+        const int visible = causal ? min(len_kv, row + causal_offset + 1) : len_kv;  // keys j < visible
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(s); ++c) {
+          if (n0 + get<1>(tScS_rc(r, c)) >= visible) s(r, c) = -INFINITY;
+        }
+      }
+    }
+
+    cp_async_wait<0>();
+    __syncthreads();  // V(n) landed for all; every thread is done reading K(n)
+    if (n > 0) {
+      copy_rows_or_zero(gmem_copy, tKgK(_, _, _, n - 1), tKsK, tKVcKV, len_kv - (n - 1) * kBlockN);
+      cp_async_fence();
+    }
+
+    // Online softmax: rescale what was summed so far to the new row max.
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(s); ++r) {
+      float m = row_max[r];
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(s); ++c) m = fmaxf(m, s(r, c));
+      m = quad_max(m);
+      // A row that has seen no key yet keeps max -inf: subtract 0 instead, so that
+      // exp2(-inf - -inf) never makes a NaN; its probabilities are exp2(-inf) = 0.
+      const float base = m == -INFINITY ? 0.0f : m;
+      const float rescale = exp2f(row_max[r] - base);  // 0 while the old max is -inf
+      row_max[r] = m;
+      float sum = row_sum[r] * rescale;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(s); ++c) {
+        const float p = exp2f(s(r, c) - base);
+        s(r, c) = p;
+        sum += p;
+      }
+      row_sum[r] = sum;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(r, c) *= rescale;
+    }
+
+    Tensor p = make_fragment_like<Element>(acc_s);
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_s); ++i) p(i) = static_cast<Element>(acc_s(i));
+    Tensor tOrP = make_tensor(p.data(), accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, MMA_N / 2)
+    gemm_regs_smem(acc_o, tOrP, tOrVt, tOsVt, mma, smem_copy_v, smem_thr_v);
+  }
+
+  // Normalise, then write lse (one thread of each quad per row) and the output rows below
+  // L, row by row: one row address each, and column pairs as one 4-byte store (the pair
+  // is adjacent in the accumulator; rows start 16-byte aligned, see the launcher checks).
+  struct alignas(2 * sizeof(Element)) ElementPair {
+    Element first, second;
+  };
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const float sum = quad_sum(row_sum[r]);
+    const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // a row that saw no key writes 0
+    const int row = m0 + get<0>(tOcO_rc(r, 0));
+    if (row < len_q) {
+      if (get<1>(tOcO_rc(r, 0)) == 0) {
+        lse_ptr[row] = sum > 0.0f ? row_max[r] * 0.6931471805599453f + logf(sum) : -INFINITY;
+      }
+      Element* out_row = o_ptr + row * params.out_strides.row;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o_rc); c += 2) {
+        const ElementPair pair{static_cast<Element>(acc_o_rc(r, c) * inverse),
+                               static_cast<Element>(acc_o_rc(r, c + 1) * inverse)};
+        *reinterpret_cast<ElementPair*>(out_row + get<1>(tOcO_rc(r, c))) = pair;
+      }
+    }
+  }
+}
+
+// The host side of one instance: launch geometry, the opt-in to more than 48 KiB of smem,
+// the launch. The params are checked by check_attention_forward (forward.cu) before.
+template <int kHeadDim, typename Element>
+Status launch_attention_forward(const AttentionForwardParams& params, cudaStream_t stream) {
+  using Traits = ForwardTraits<kHeadDim, Element>;
+  const auto kernel = &attention_forward_kernel<Traits>;
+  constexpr int smem_bytes = Traits::kSmemBytes;
+  if (smem_bytes > 48 * 1024) {
+    const cudaError_t error =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    if (error != cudaSuccess) return Status::from_cuda(error);
+  }
+  const int len_q = static_cast<int>(params.len_q);
+  const int len_kv = static_cast<int>(params.len_kv);
+  // Past either end the offset changes nothing: every key, or none, is seen.
+  const int64_t offset = params.causal_offset < -params.len_q ? -params.len_q
+                         : params.causal_offset > params.len_kv ? params.len_kv
+                                                                : params.causal_offset;
+  const dim3 grid(static_cast<unsigned>((len_q + Traits::kBlockM - 1) / Traits::kBlockM),
+                  static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
+  kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params, len_q, len_kv, static_cast<int>(offset),
+                                                         static_cast<int>(params.heads_q / params.heads_kv));
+  return Status::from_cuda(cudaGetLastError());
+}
+
+// The table entry (launchers.h) of one instance.
+template <int kHeadDim, typename Element>
+AttentionForwardInstance forward_instance(DType dtype) {
+  using Traits = ForwardTraits<kHeadDim, Element>;
+  AttentionForwardInstance instance;
+  instance.head_dim = kHeadDim;
+  instance.dtype = dtype;
+  instance.block_m = Traits::kBlockM;
+  instance.block_n = Traits::kBlockN;
+  instance.threads = Traits::kThreads;
+  instance.smem_bytes = Traits::kSmemBytes;
+  instance.launcher = &launch_attention_forward<kHeadDim, Element>;
+  return instance;
+}
+
+}  // namespace attention
+}  // namespace seqops

@@ -1,0 +1,46 @@
+// Host side of the attention kernels: the params' checks, the launch, and the table of
+// compiled instances the launch looks in. No torch, no Python.
+//
+// Each (head dim, dtype) instance of the forward kernel is compiled in its own generated
+// file under instances/ (generate_instances.py writes them), which adds its launcher to the
+// table at static-initialisation time (when the extension is loaded). A build made from a
+// subset of those files therefore still links and imports; a call for an instance it
+// lacks is refused with "no instance for head dim X dtype Y in this build".
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "attention/params.h"
+#include "common/status.h"
+
+namespace seqops {
+
+using AttentionForwardLauncher = Status (*)(const AttentionForwardParams&, cudaStream_t);
+
+// One compiled forward: its key, its launch geometry (ptxas reports no dynamic smem, so the
+// table carries it), its launcher.
+struct AttentionForwardInstance {
+  int head_dim = 0;
+  DType dtype = DType::float16;
+  int block_m = 0, block_n = 0;  // queries per CTA, keys per tile
+  int threads = 0;
+  int smem_bytes = 0;  // dynamic shared memory per CTA
+  AttentionForwardLauncher launcher = nullptr;
+};
+
+// Called once per instance file, before main; returns true so that it can initialise a
+// namespace-scope constant.
+bool register_attention_forward(const AttentionForwardInstance& instance);
+// The launcher compiled for this head dim and dtype, or null when this build has none.
+AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype);
+// The instances this build registered (for the bindings' listing).
+int attention_forward_instance_count();
+const AttentionForwardInstance& attention_forward_instance(int i);
+
+// The checks that touch no GPU (pointers, sizes, strides, alignment); the launcher runs
+// them first too. An instance missing from the build is not checked here.
+Status check_attention_forward(const AttentionForwardParams& params);
+
+Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream);
+
+}  // namespace seqops

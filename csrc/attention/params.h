@@ -1,0 +1,39 @@
+// What the attention launchers take: plain pointers, a dtype code, sizes and int64
+// strides, filled by the Python CUDA Impl (seqops/backends/cuda_attention.py) from the
+// fused contract's tensors: q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, E],
+// out [B, Hq, L, E], lse [B, Hq, L] (fp32). The head dim has stride 1 in every tensor;
+// the other strides are taken as given. GQA is by index: query head h reads key/value
+// head h / (Hq / Hkv), nothing is copied.
+#pragma once
+
+#include <cstdint>
+
+#include "common/dtypes.h"
+
+namespace seqops {
+
+// Element strides of a [batch, head, row, head dim] tensor whose head dim has stride 1.
+struct HeadStrides {
+  int64_t batch = 0, head = 0, row = 0;
+};
+
+struct AttentionForwardParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;   // q's dtype
+  float* lse = nullptr;  // natural log of each row's softmax denominator; -inf for a row that sees no key
+  DType dtype = DType::float16;  // of q, k, v and out
+  int64_t batch = 0, heads_q = 0, heads_kv = 0;
+  int64_t len_q = 0, len_kv = 0;  // L, S
+  int64_t head_dim = 0;           // E (value head dim too)
+  HeadStrides q_strides, k_strides, v_strides, out_strides;
+  int64_t lse_batch_stride = 0, lse_head_stride = 0;  // its rows have stride 1
+  float scale = 1.0f;  // the scores are scale * q.k
+  // Causal: query i sees key j iff j <= i + causal_offset (0: upper-left; S - L:
+  // bottom-right). With an offset below 0 the first rows see no key: their output is 0.
+  bool causal = false;
+  int64_t causal_offset = 0;
+};
+
+}  // namespace seqops

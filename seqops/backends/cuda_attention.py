@@ -1,0 +1,133 @@
+"""The CUDA C++ attention forward (csrc/attention/) behind the fused contract of
+seqops/ops/attention/contract.py: tensors in, plain values to the extension, tensors out.
+
+The kernels read q [B, Hq, L, E], k and v [B, Hkv, S, E] in place with the strides they
+come with (GQA by index: query head h reads key/value head h // (Hq // Hkv)), provided the
+head dim has stride 1 and every row starts 16 bytes aligned (their 16-byte cp.async
+loads); a tensor that is not so is copied once, contiguous. They write out [B, Hq, L, E]
+in q's dtype and lse [B, Hq, L] in fp32, both new and contiguous.
+
+What they do not do yet is refused by `forward_reason` (the Impl's supports), so that
+`seqops.backend("cuda")` raises BackendUnavailable naming it and `auto` never gets here
+for it: float32, head dims other than 64 and 128, Ev != E, masks, dropout, and any call
+that needs gradients (there is no CUDA attention backward yet).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from seqops.backends.cuda_values import dtype_code, launch_place
+from seqops.ops.attention import contract
+
+DTYPES = (torch.float16, torch.bfloat16)
+# The head dims csrc/attention/generate_instances.py compiles (one instance per head dim
+# and dtype); a build that omits one refuses its calls by name.
+HEAD_DIMS = (64, 128)
+MAX_LENGTH = 2**30  # the kernels count positions in int
+MAX_GRID = 65535    # batch and query heads are grid dims z and y
+ALIGN_BYTES = 16
+# Ends every refusal of a feature still to be written (not a limit), so that tests run over
+# every backend skip it on a GPU instead of failing (tests/conftest.py, CUDA_LACKS).
+NOT_YET = "not in the CUDA backend yet"
+
+
+def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                   causal_offset=0) -> Optional[str]:
+    """Why the CUDA attention cannot take this call (the torch-shaped arguments the op's
+    api passes every supports), or None."""
+    reason = contract.fused_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                                   causal_offset)
+    if reason is not None:
+        return reason
+    if query.dtype not in DTYPES:
+        return f"the CUDA attention takes float16 and bfloat16, got {query.dtype}: {NOT_YET}"
+    E, Ev = query.shape[-1], value.shape[-1]
+    if Ev != E:
+        return f"the CUDA attention takes value head dim equal to the query's, got E={E} and Ev={Ev}: {NOT_YET}"
+    if E not in HEAD_DIMS:
+        return f"the CUDA attention takes head dims {' and '.join(map(str, HEAD_DIMS))}, got {E}: {NOT_YET}"
+    if attn_mask is not None:
+        return f"the CUDA attention takes is_causal and causal biases, no attn_mask: {NOT_YET}"
+    if dropout_p > 0:
+        return f"the CUDA attention has no dropout, got dropout_p={dropout_p}: {NOT_YET}"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+        return (f"the CUDA attention has no backward and query, key or value requires grad (run it under "
+                f"torch.no_grad()): {NOT_YET}")
+    if max(query.shape[-2], key.shape[-2]) >= MAX_LENGTH:
+        return f"the CUDA attention takes lengths below 2**30, got L={query.shape[-2]} and S={key.shape[-2]}"
+    lead = contract.scores_shape(query, key, value, enable_gqa)[:-2]  # as the op flattens it: [batch, heads]
+    heads = lead[-1] if lead else 1
+    batch = 1
+    for size in lead[:-1]:
+        batch *= size
+    if heads > MAX_GRID or batch > MAX_GRID:
+        return f"the CUDA attention takes batch and heads up to {MAX_GRID} each, got {batch} and {heads}"
+    return None
+
+
+class LaunchValues(dict):
+    """The extension's arguments (plain values: pointers as ints), holding the tensors they
+    point into: a copy made for the kernels must outlive the launch."""
+
+    def __init__(self, values: dict, operands: list):
+        super().__init__(values)
+        self.operands = operands
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """t when the kernels can read it in place: head dim stride 1, the data and every
+    batch, head and row stride 16-byte aligned. Else one contiguous copy (which is)."""
+    element = t.element_size()
+    aligned = t.data_ptr() % ALIGN_BYTES == 0 and all(
+        size == 1 or (stride * element) % ALIGN_BYTES == 0 for size, stride in zip(t.shape[:3], t.stride()[:3]))
+    return t if t.stride(-1) == 1 and aligned else t.contiguous()
+
+
+def _head_strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, row) strides; 0 for a dim of size 1, whose stride nothing reads."""
+    return tuple(0 if size == 1 else stride for size, stride in zip(t.shape[:3], t.stride()[:3]))
+
+
+def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                   is_causal: bool, causal_offset: int, scale: float) -> LaunchValues:
+    """The extension's attention_forward arguments (all but device and stream) for the
+    fused contract's 4-D q [B, Hq, L, E], k, v [B, Hkv, S, E] into out [B, Hq, L, E] and
+    lse [B, Hq, L]."""
+    q, k, v = (_readable(t) for t in (q, k, v))
+    B, Hq, L, E = q.shape
+    return LaunchValues({
+        "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
+        "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
+        "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "dtype": dtype_code(q),
+        "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
+        "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
+    }, [q, k, v, out, lse])
+
+
+def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                      dropout_p: float, is_causal: bool, causal_offset: int, scale: float,
+                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused contract's forward: (out [B, Hq, L, E] in q's dtype, lse [B, Hq, L] fp32,
+    natural log, -inf for a row that sees no key). mask and dropout never reach here
+    (forward_reason refuses them)."""
+    B, Hq, L, _ = q.shape
+    out = torch.empty((B, Hq, L, v.shape[-1]), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    if k.shape[2] == 0:  # no key at all: every row sees none (the kernels take no empty k)
+        return out.zero_(), lse.fill_(float("-inf"))
+    # Imported here: seqops.backends.cuda imports this module for forward_reason, and keeps
+    # the extension's builder off `import seqops`.
+    from seqops import _ext
+
+    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale)  # holds any copy it points into
+    _ext.load().attention_forward(**values, **launch_place(q.device))
+    return out, lse
+
+
+def attention_backward(*args, **kwargs):
+    """Never reached: forward_reason refuses every call that needs gradients."""
+    raise NotImplementedError("the CUDA attention has no backward yet")

@@ -1,0 +1,157 @@
+"""The CUDA C++ attention forward (backend "cuda", csrc/attention/) on a GPU, against the
+float64 reference with the 2x-of-torch error rule: both dtypes and head dims it is built
+for, causal or not, L != S both ways (upper-left and bottom-right), lengths that are no
+multiple of its tiles (128 queries, 64 keys), batch and heads of 1, GQA, inputs read in
+place through their strides and inputs it must copy, and rows that see no key (output 0,
+lse -inf). test_attention.py runs its suite on this backend too; what the backend refuses
+(masks, dropout, gradients, float32, other head dims) skips there, saying so.
+
+Forward only: there is no CUDA attention backward yet, so every input here has
+requires_grad False. Every test is marked `cuda` and skips without a GPU."""
+import math
+
+import pytest
+import torch
+
+import seqops
+from accuracy import assert_within_torch_error
+from devices import skip_unless_runnable
+from seqops import dispatch
+from seqops.ops.attention import reference, torch_impl
+from seqops.ops.masks import causal_keep
+
+pytestmark = pytest.mark.cuda
+DEVICE = "cuda"
+DTYPES = [torch.float16, torch.bfloat16]
+HEAD_DIMS = [64, 128]
+# (L, S): 1, below and past one tile of either side, L != S both ways.
+LENGTHS = [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257), (257, 1), (128, 64), (129, 65)]
+
+
+@pytest.fixture(autouse=True)
+def runnable():
+    skip_unless_runnable(DEVICE, "cuda")
+
+
+def randn(*shape, dtype):
+    return torch.randn(*shape, device=DEVICE, dtype=dtype)
+
+
+def check_forward(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False):
+    """seqops on the cuda backend against the float64 reference, with torch's own SDPA in
+    q's dtype as the yardstick. causal_offset != 0 goes through torch's lower-right causal
+    bias (offset S - L), the form the public API takes it in."""
+    L, S = q.shape[-2], k.shape[-2]
+    if causal_offset:
+        from torch.nn.attention.bias import causal_lower_right
+
+        assert causal_offset == S - L
+        mask, causal = causal_lower_right(L, S), False
+    else:
+        mask, causal = None, is_causal
+    with seqops.backend("cuda"):
+        out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
+                                                  enable_gqa=enable_gqa)
+    kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, causal_offset=causal_offset)
+    ref = reference.scaled_dot_product_attention(*(t.double().cpu() for t in (q, k, v)), **kwargs)
+    # torch gives NaN for a row that sees no key on some paths; seqops and the reference
+    # give 0, which is exact, so the yardstick takes 0 there too.
+    theirs = torch_impl.scaled_dot_product_attention(q, k, v, **kwargs).nan_to_num(0.0)
+    assert out.shape == ref.shape and out.dtype == q.dtype and out.device == q.device
+    assert_within_torch_error("output", out, ref, theirs)
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
+    L, S = lengths
+    check_forward(randn(2, 3, L, head_dim, dtype=dtype), randn(2, 3, S, head_dim, dtype=dtype),
+                  randn(2, 3, S, head_dim, dtype=dtype), is_causal=causal)
+
+
+@pytest.mark.parametrize("lengths", [(17, 300), (300, 17), (130, 257), (257, 130)], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bottom_right_causal(dtype, head_dim, lengths):
+    """Offset S - L: with L > S the first L - S queries see no key and give 0."""
+    L, S = lengths
+    out = check_forward(randn(2, 2, L, head_dim, dtype=dtype), randn(2, 2, S, head_dim, dtype=dtype),
+                        randn(2, 2, S, head_dim, dtype=dtype), is_causal=True, causal_offset=S - L)
+    if L > S:
+        assert (out[..., : L - S, :] == 0).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_batch_and_heads_of_one_over_many_key_tiles(causal):
+    check_forward(randn(1, 1, 1000, 64, dtype=torch.float16), randn(1, 1, 1000, 64, dtype=torch.float16),
+                  randn(1, 1, 1000, 64, dtype=torch.float16), is_causal=causal)
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_grouped_query_attention(dtype, head_dim, kv_heads):
+    check_forward(randn(2, 4, 70, head_dim, dtype=dtype), randn(2, kv_heads, 90, head_dim, dtype=dtype),
+                  randn(2, kv_heads, 90, head_dim, dtype=dtype), is_causal=True, enable_gqa=True)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "head-dim-strided", "misaligned-offset", "broadcast-batch"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_input_layouts(dtype, layout):
+    """Transposed projections ([B, L, H, E] viewed as [B, H, L, E]) are read in place;
+    a head dim with stride 2 and rows starting off 16 bytes are copied once."""
+    B, H, L, S, E = 2, 3, 65, 131, 64
+    make = {
+        "transposed": lambda n: randn(B, n, H, E, dtype=dtype).transpose(1, 2),
+        "head-dim-strided": lambda n: randn(B, H, n, 2 * E, dtype=dtype)[..., ::2],
+        "misaligned-offset": lambda n: randn(B, H, n, E + 1, dtype=dtype)[..., 1:],
+        "broadcast-batch": lambda n: randn(1, H, n, E, dtype=dtype).expand(B, H, n, E),
+    }[layout]
+    check_forward(make(L), make(S), make(S), is_causal=True)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, -0.3])
+def test_scale(scale):
+    check_forward(randn(2, 2, 100, 128, dtype=torch.bfloat16), randn(2, 2, 100, 128, dtype=torch.bfloat16),
+                  randn(2, 2, 100, 128, dtype=torch.bfloat16), is_causal=True, scale=scale)
+
+
+@pytest.mark.parametrize("causal_offset", [-300, -130, -1, 0, 5, 64, 1000])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_lse_and_rows_that_see_no_key(head_dim, causal_offset):
+    """The Impl's own (out, lse), offsets past both ends included: out exactly 0 and lse
+    -inf on a row that sees no key; else lse is the natural logsumexp of the scaled
+    scores. No torch op returns lse, hence a fixed tolerance: the inputs are exact in
+    float64, so what remains is the kernel's fp32 accumulation."""
+    B, H, L, S = 2, 2, 257, 200
+    q, k, v = (randn(B, H, n, head_dim, dtype=torch.float16) for n in (L, S, S))
+    scale = 1 / math.sqrt(head_dim)
+    impl = dispatch.implementation("attention/cuda/fused")
+    out, lse = impl.forward(q, k, v, None, 0.0, True, causal_offset, scale, 0)
+    keep = causal_keep(L, S, torch.device("cpu"), causal_offset)
+    scores = (q.double().cpu() @ k.double().cpu().transpose(-2, -1) * scale).masked_fill(~keep, float("-inf"))
+    lse_ref = torch.logsumexp(scores, -1)
+    sees_none = ~keep.any(-1)
+    assert lse.dtype == torch.float32 and lse.shape == (B, H, L)
+    assert torch.isneginf(lse.cpu()[..., sees_none]).all()
+    assert (out.cpu()[..., sees_none, :] == 0).all()
+    torch.testing.assert_close(lse.cpu().double()[..., ~sees_none], lse_ref[..., ~sees_none], rtol=1e-4, atol=1e-4)
+    ref = reference.scaled_dot_product_attention(q.double().cpu(), k.double().cpu(), v.double().cpu(),
+                                                 is_causal=True, scale=scale, causal_offset=causal_offset)
+    theirs = torch_impl.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                     causal_offset=causal_offset).nan_to_num(0.0)
+    assert_within_torch_error("output", out, ref, theirs)
+
+
+def test_runs_on_torchs_current_stream():
+    q = randn(2, 2, 300, 64, dtype=torch.float16)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream), seqops.backend("cuda"):
+        out = seqops.scaled_dot_product_attention(q, q, q, is_causal=True)
+    stream.synchronize()
+    with seqops.backend("torch"):
+        expected = seqops.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert (out - expected).abs().max().item() < 1e-2
