@@ -59,7 +59,9 @@ def write(builds: dict[str, ObjectBuild], toolchain: dict, source_commit: Option
 def _markdown(builds: Iterable[ObjectBuild], toolchain: dict, source_commit: Optional[str]) -> list[str]:
     lines = ["# CUDA instance files: ptxas per kernel", "",
              f"`{COMMAND}` at {source_commit or 'an uncommitted tree'}; "
-             + ", ".join(f"{name} {value}" for name, value in toolchain.items()) + ". Compiled, never run here.", "",
+             + ", ".join(f"{name} {value}" for name, value in toolchain.items()) + ". Compiled, never run here. "
+             "Shared bytes are ptxas's static count: kernels that size theirs at launch (the attention "
+             "forward: `attention_forward_instances()` gives it) show 0.", "",
              "| file | arch | kernel | registers | shared B | stack B | spilled B | nvcc s |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for build in builds:
