@@ -7,6 +7,10 @@ that fails, hangs or runs long is recorded and the others still run:
 
   environment      device, driver, versions, commit; measured copy GB/s and bf16 GEMM TFLOP/s
   peers            installs the wheels found in .peers/ (pip --no-deps), says which peers import
+                   (carry nvidia-cutlass's wheel there too: the CUDA extension's CuTe
+                   instances need its headers, and the GPU machine has no network)
+  cuda-build       builds the CUDA C++ extension (seqops/_ext.py) into its cache, so that a
+                   compile error shows as this step's and the tests' time goes to tests
   tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only)
   sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel
   bench-softmax    the benchmark sweeps (python -m benchmarks' cases and providers, peers
@@ -66,6 +70,9 @@ BENCH_OPS = ("softmax", "attention", "lstm", "additive")  # each with its PNG
 TABLE_ONLY_OPS = ("gru_rnn",)
 # Peers measured where importable: distribution name -> module.
 PEERS = {"liger-kernel": "liger_kernel", "flash-attn": "flash_attn"}
+# Not a peer, carried the same way (a wheel in .peers/): the CUTLASS/CuTe headers without
+# which the CUDA extension builds without its CuTe instance files (the attention forward).
+CARRIED_BUILD_DEPENDENCIES = {"nvidia-cutlass": "cutlass_library"}
 QUICK_TIME_LIMIT_S = 470  # 8 minutes less the start of the processes around it
 # After a step's time is up it gets SIGINT (pytest then still writes its junit xml), and
 # this long to finish before it is killed.
@@ -215,6 +222,8 @@ def steps() -> list[Step]:
              lambda ctx: ctx.child("environment"), _collect_environment),
         Step("peers", "install the peer wheels in .peers/ (pip --no-deps); which peers import", 20, 60,
              lambda ctx: ctx.child("peers"), _collect_peers),
+        Step("cuda-build", "build the CUDA C++ extension into seqops's cache once, before the tests load it", 90, 300,
+             lambda ctx: ctx.child("cuda-build")),
         Step("tests", "python -m pytest tests with CUDA (quick: the cuda-marked tests)", 120, 1800,
              _pytest_command, _collect_tests),
         Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton kernel", 75, 300,
@@ -817,7 +826,7 @@ def step_peers(ctx: Context) -> int:
 
     importlib.invalidate_caches()  # site/ was empty when this process started
     peers = {}
-    for distribution, module in PEERS.items():
+    for distribution, module in {**PEERS, **CARRIED_BUILD_DEPENDENCIES}.items():
         try:
             importlib.import_module(module)
             peers[distribution] = {"version": importlib.metadata.version(distribution), "reason": None}
@@ -872,6 +881,27 @@ def step_benchmark(ctx: Context, op: str) -> int:
         sink.write(json.dumps({"memory_exponents": exponents}) + "\n")
     print(report.table(results, module.BASELINE, None))
     return 0
+
+
+def step_cuda_build(ctx: Context) -> int:
+    from seqops import _ext
+
+    sources = [path.relative_to(_ext.CSRC).as_posix() for path in _ext.compiled_sources()]
+    print(f"{len(sources)} translation units; CUTLASS headers: {_ext.cutlass_include() or 'not installed'}")
+    if ctx.dry_run:  # no GPU to run it on, and CI builds it in tests/test_cuda_build.py
+        print("dry run: not built; it would be, for", ", ".join(_ext.target_archs()), "from", ", ".join(sources))
+        return 0
+    start = time.monotonic()
+    try:
+        module = _ext.load()
+    except _ext.ExtensionUnavailable as error:
+        print(error)
+        return 1
+    print(f"loaded in {time.monotonic() - start:.0f} s; attention instances:",
+          [(i["head_dim"], i["dtype"]) for i in module.attention_forward_instances()])
+    problem = _ext.runtime_problem(module)
+    print(problem or "its CUDA runtime sees the GPU")
+    return 1 if problem else 0
 
 
 def step_host_profile(ctx: Context) -> int:
@@ -1088,7 +1118,8 @@ def main(argv=None) -> int:
         if args.step.startswith("bench-"):
             return step_benchmark(ctx, args.step.removeprefix("bench-"))
         return {"environment": step_environment, "peers": step_peers, "overhead": step_overhead,
-                "host-profile": step_host_profile, "examples": step_examples}[args.step](ctx)
+                "host-profile": step_host_profile, "cuda-build": step_cuda_build,
+                "examples": step_examples}[args.step](ctx)
 
     every = steps()
     if args.list:
