@@ -197,13 +197,13 @@ void lstm_cell_backward(uintptr_t d_h1, const MatrixStrides& d_h1_strides, uintp
 }
 
 py::dict lstm_cell_plan(int64_t batch, int64_t hidden) {
-  const seqops::LstmCellPlan plan = seqops::plan_lstm_cell(batch, hidden);
+  const seqops::CellPlan plan = seqops::plan_cell(batch, hidden);
   py::dict out;
   out["row_blocks"] = plan.row_blocks;
   out["unit_blocks"] = plan.unit_blocks;
   out["threads"] = plan.threads;
-  out["rows_per_block"] = seqops::kLstmCellRows;
-  out["units_per_block"] = seqops::kLstmCellUnits;
+  out["rows_per_block"] = seqops::kCellRows;
+  out["units_per_block"] = seqops::kCellUnits;
   return out;
 }
 

@@ -1,5 +1,5 @@
-// What the LSTM cell launchers take: plain pointers, one dtype code for the cell's tensors
-// (input, states, weights and biases share it, as torch.lstm_cell requires), sizes, and
+// What the recurrent cell launchers take: plain pointers, one dtype code for the cell's
+// tensors (input, states, weights and biases share it, as torch's cells require), sizes, and
 // each tensor's own int64 strides (rows, columns; biases one stride), so that sliced,
 // transposed and expanded tensors are read in place. Outputs are the Python side's own
 // contiguous allocations, addressed through strides all the same.
@@ -37,7 +37,7 @@ struct LstmCellForwardParams {
 // From d_h1, d_c1 [B, H] (dtype; either null = zero), the saved gates [B, 4H] (fp32), c1
 // and c0 [B, H] (dtype), w_hh [4H, H]: the pre-activation gate gradients dgates [B, 4H],
 // d_c0 = dc * f and d_h0 = dgates @ w_hh [B, H], all fp32, and with `dbias` the column
-// sums of dgates per block of kLstmCellRows rows, [row blocks, 4H] (summed after, no atomics).
+// sums of dgates per block of kCellRows rows, [row blocks, 4H] (summed after, no atomics).
 struct LstmCellBackwardParams {
   const void* d_h1 = nullptr;
   const void* d_c1 = nullptr;
