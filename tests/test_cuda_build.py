@@ -64,6 +64,10 @@ def test_extension_builds_for_both_targets_without_spills(capsys):
                  "softmax_backward_warp_kernel", "softmax_backward_block_kernel", "softmax_backward_online_kernel",
                  "lstm_cell_forward_kernel", "lstm_cell_backward_kernel"):
         assert any(form in name for name in by_arch["80"]), form
+    # The GRU and Elman RNN cells: each dtype, and for the RNN each activation.
+    for form, instances in (("gru_cell_forward_kernel", 3), ("gru_cell_backward_kernel", 3),
+                            ("rnn_cell_forward_kernel", 6), ("rnn_cell_backward_kernel", 6)):
+        assert sum(form in name for name in by_arch["80"]) == instances, form
     assert module.source_hash == _ext.source_hash()
 
 
