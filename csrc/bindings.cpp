@@ -264,14 +264,84 @@ void lstm_cell_backward(uintptr_t d_h1, const MatrixStrides& d_h1_strides, uintp
 }
 
 py::dict lstm_cell_plan(int64_t batch, int64_t hidden) {
-  const seqops::LstmCellPlan plan = seqops::plan_lstm_cell(batch, hidden);
+  const seqops::CellPlan plan = seqops::plan_cell(batch, hidden);
   py::dict out;
   out["row_blocks"] = plan.row_blocks;
   out["unit_blocks"] = plan.unit_blocks;
   out["threads"] = plan.threads;
-  out["rows_per_block"] = seqops::kLstmCellRows;
-  out["units_per_block"] = seqops::kLstmCellUnits;
+  out["rows_per_block"] = seqops::kCellRows;
+  out["units_per_block"] = seqops::kCellUnits;
   return out;
+}
+
+seqops::HiddenCell hidden_cell_of(const char* call, const std::string& cell) {
+  if (cell == "gru_cell") return seqops::HiddenCell::gru;
+  if (cell == "rnn_tanh_cell") return seqops::HiddenCell::rnn_tanh;
+  if (cell == "rnn_relu_cell") return seqops::HiddenCell::rnn_relu;
+  throw CudaError(std::string("seqops CUDA extension, ") + call + ": unknown cell '" + cell +
+                  "' (gru_cell, rnn_tanh_cell or rnn_relu_cell)");
+}
+
+void hidden_cell_forward(const std::string& cell, uintptr_t x, const MatrixStrides& x_strides, uintptr_t h0,
+                         const MatrixStrides& h0_strides, uintptr_t w_ih, const MatrixStrides& w_ih_strides,
+                         uintptr_t w_hh, const MatrixStrides& w_hh_strides, uintptr_t b_ih, int64_t b_ih_stride,
+                         uintptr_t b_hh, int64_t b_hh_stride, uintptr_t h1, const MatrixStrides& h1_strides,
+                         uintptr_t saved, const MatrixStrides& saved_strides, int dtype, int64_t batch,
+                         int64_t input_size, int64_t hidden, int device, uintptr_t stream) {
+  seqops::HiddenCellForwardParams p;
+  p.cell = hidden_cell_of("hidden_cell_forward", cell);
+  p.x = reinterpret_cast<const void*>(x);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.w_ih = reinterpret_cast<const void*>(w_ih);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.b_ih = reinterpret_cast<const void*>(b_ih);
+  p.b_hh = reinterpret_cast<const void*>(b_hh);
+  p.h1 = reinterpret_cast<void*>(h1);
+  p.saved = reinterpret_cast<float*>(saved);
+  p.dtype = dtype_of("hidden_cell_forward", "the cell's tensors", dtype);
+  p.batch = batch;
+  p.input_size = input_size;
+  p.hidden = hidden;
+  p.x_s = matrix_strides(x_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.w_ih_s = matrix_strides(w_ih_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.h1_s = matrix_strides(h1_strides);
+  p.saved_s = matrix_strides(saved_strides);
+  p.b_ih_s = b_ih_stride;
+  p.b_hh_s = b_hh_stride;
+  raise_on_error("hidden_cell_forward", seqops::check_hidden_cell_forward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("hidden_cell_forward",
+                 on_device(device, [&] { return seqops::hidden_cell_forward(p, as_stream(stream)); }));
+}
+
+void hidden_cell_backward(const std::string& cell, uintptr_t d_h1, const MatrixStrides& d_h1_strides, uintptr_t h0,
+                          const MatrixStrides& h0_strides, uintptr_t saved, const MatrixStrides& saved_strides,
+                          uintptr_t w_hh, const MatrixStrides& w_hh_strides, uintptr_t dgates,
+                          const MatrixStrides& dgates_strides, uintptr_t d_h0, const MatrixStrides& d_h0_strides,
+                          int dtype, int64_t batch, int64_t hidden, int device, uintptr_t stream) {
+  seqops::HiddenCellBackwardParams p;
+  p.cell = hidden_cell_of("hidden_cell_backward", cell);
+  p.d_h1 = reinterpret_cast<const void*>(d_h1);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.saved = reinterpret_cast<const float*>(saved);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.dgates = reinterpret_cast<float*>(dgates);
+  p.d_h0 = reinterpret_cast<float*>(d_h0);
+  p.dtype = dtype_of("hidden_cell_backward", "the cell's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.d_h1_s = matrix_strides(d_h1_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.saved_s = matrix_strides(saved_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.dgates_s = matrix_strides(dgates_strides);
+  p.d_h0_s = matrix_strides(d_h0_strides);
+  raise_on_error("hidden_cell_backward", seqops::check_hidden_cell_backward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("hidden_cell_backward",
+                 on_device(device, [&] { return seqops::hidden_cell_backward(p, as_stream(stream)); }));
 }
 
 // What this module's CUDA runtime sees: its version, the driver's, the device count, and
@@ -358,6 +428,20 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("stream"));
   m.def("lstm_cell_plan", &lstm_cell_plan, "the launch geometry of the LSTM cell kernels", py::arg("batch"),
         py::arg("hidden"));
+  m.def("hidden_cell_forward", &hidden_cell_forward,
+        "h1 and the fp32 values the backward needs of torch.gru_cell, rnn_tanh_cell or rnn_relu_cell (`cell`); a "
+        "bias pointer 0 is no bias",
+        py::arg("cell"), py::arg("x"), py::arg("x_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("w_ih"),
+        py::arg("w_ih_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("b_ih"), py::arg("b_ih_stride"),
+        py::arg("b_hh"), py::arg("b_hh_stride"), py::arg("h1"), py::arg("h1_strides"), py::arg("saved"),
+        py::arg("saved_strides"), py::arg("dtype"), py::arg("batch"), py::arg("input_size"), py::arg("hidden"),
+        py::arg("device"), py::arg("stream"));
+  m.def("hidden_cell_backward", &hidden_cell_backward,
+        "fp32 pre-activation gate gradients and d_h0 of the GRU or RNN cell (`cell`); h0 0 for the RNNs",
+        py::arg("cell"), py::arg("d_h1"), py::arg("d_h1_strides"), py::arg("h0"), py::arg("h0_strides"),
+        py::arg("saved"), py::arg("saved_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("dgates"),
+        py::arg("dgates_strides"), py::arg("d_h0"), py::arg("d_h0_strides"), py::arg("dtype"), py::arg("batch"),
+        py::arg("hidden"), py::arg("device"), py::arg("stream"));
   m.def("rows_vector_aligned",
         [](uintptr_t data, int64_t stride_a, int64_t stride_b, int64_t stride_c, int64_t stride_col, int element_size,
            int bytes) {

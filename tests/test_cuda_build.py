@@ -68,6 +68,10 @@ def test_extension_builds_for_both_targets_without_spills(capsys):
     # the compiles of all are checked below, through benchmarks/cuda_report.
     attention = [name for name in by_arch["80"] if "attention_forward_kernel<" in name]
     assert len(attention) == 1 and "ForwardTraits<64, cutlass::half_t>" in attention[0], attention
+    # The GRU and Elman RNN cells: each dtype, and for the RNN each activation.
+    for form, instances in (("gru_cell_forward_kernel", 3), ("gru_cell_backward_kernel", 3),
+                            ("rnn_cell_forward_kernel", 6), ("rnn_cell_backward_kernel", 6)):
+        assert sum(form in name for name in by_arch["80"]) == instances, form
     assert module.source_hash == _ext.source_hash()
 
 

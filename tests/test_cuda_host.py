@@ -178,7 +178,7 @@ def test_lstm_cell_values_address_every_view_in_place():
     w_hh = torch.randn(H, 4 * H).t()
     b_ih, b_hh = torch.randn(8 * H)[::2], torch.randn(1).expand(4 * H)
     h1, c1 = torch.empty(B, H, dtype=torch.float16), torch.empty(B, H, dtype=torch.float16)
-    gates = torch.empty(B, 4 * H)
+    gates = torch.randn(B, 4 * H)  # compared below: torch.empty's bytes may hold NaNs, never equal to themselves
     values = cuda_recurrent.forward_values(x, h0, c0, w_ih, w_hh, b_ih, b_hh, h1, c1, gates)
     assert (values["batch"], values["input_size"], values["hidden"], values["dtype"]) == (B, I, H, 0)
     for name, t in (("x", x), ("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("gates", gates)):
@@ -362,3 +362,189 @@ def test_tests_reaching_an_op_the_cuda_backend_lacks_skip_and_other_refusals_fai
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "1 failed, 1 skipped" in result.stdout, result.stdout[-2000:]
+
+
+# -- the GRU and Elman RNN cells (csrc/recurrent/hidden_cell.cu) --
+
+@pytest.mark.parametrize("cell, gates, saved_per_unit", [("gru_cell", 3, 4), ("rnn_tanh_cell", 1, 1),
+                                                         ("rnn_relu_cell", 1, 1)])
+def test_hidden_cell_values_address_every_view_in_place(cell, gates, saved_per_unit):
+    from seqops.backends import cuda_recurrent
+
+    B, I, H = 5, 7, 3
+    G = gates
+    x = torch.randn(I, B).t()
+    h0 = torch.randn(1, H).expand(B, H)
+    w_ih = torch.randn(G * H * I + 3)[3:].view(G * H, I)
+    w_hh = torch.randn(H, G * H).t()
+    b_ih, b_hh = torch.randn(2 * G * H)[::2], torch.randn(1).expand(G * H)
+    # Outputs filled, not empty: uninitialised memory may hold NaNs, which torch.equal calls unequal.
+    h1 = torch.randn(B, H, dtype=torch.bfloat16)
+    saved = torch.randn(B, saved_per_unit * H)
+    values = cuda_recurrent.hidden_cell_forward_values(cell, x, h0, w_ih, w_hh, b_ih, b_hh, h1, saved)
+    assert (values["cell"], values["batch"], values["input_size"], values["hidden"], values["dtype"]) == (
+        cell, B, I, H, 0)
+    for name, t in (("x", x), ("h0", h0), ("w_ih", w_ih), ("w_hh", w_hh), ("h1", h1), ("saved", saved)):
+        assert values[name] == t.data_ptr(), f"{name} is read in place"
+        assert torch.equal(matrix(t, values, name, *t.shape), t), name
+    for name, t in (("b_ih", b_ih), ("b_hh", b_hh)):
+        assert torch.equal(matrix(t, values, name, 1, G * H, vector=True), t), name
+    no_bias = cuda_recurrent.hidden_cell_forward_values(cell, x, h0, w_ih, w_hh, None, None, h1, saved)
+    assert (no_bias["b_ih"], no_bias["b_ih_stride"], no_bias["b_hh"], no_bias["b_hh_stride"]) == (0, 0, 0, 0)
+
+    d_h1 = torch.randn(H, B, dtype=torch.float16).t()
+    dgates, d_h0 = torch.randn(B, saved_per_unit * H), torch.randn(B, H)
+    values = cuda_recurrent.hidden_cell_backward_values(cell, d_h1, h0, saved, w_hh, dgates, d_h0)
+    assert (values["cell"], values["batch"], values["hidden"], values["dtype"]) == (cell, B, H, 1)
+    for name, t in (("d_h1", d_h1), ("saved", saved), ("w_hh", w_hh), ("dgates", dgates), ("d_h0", d_h0)):
+        assert values[name] == t.data_ptr() and torch.equal(matrix(t, values, name, *t.shape), t), name
+    if cell == "gru_cell":
+        assert torch.equal(matrix(h0, values, "h0", B, H), h0)
+    else:
+        assert values["h0"] == 0, "the RNNs' backward never reads h0"
+
+
+def test_hidden_cell_bad_arguments_are_refused_before_any_launch():
+    """The launchers' checks, run here without a GPU: they refuse before touching one."""
+    _, module = built()
+    s = (1, 1)
+    forward = dict(x=16, x_strides=s, h0=16, h0_strides=s, w_ih=16, w_ih_strides=s, w_hh=16, w_hh_strides=s, b_ih=0,
+                   b_ih_stride=0, b_hh=0, b_hh_stride=0, h1=16, h1_strides=s, saved=16, saved_strides=s, dtype=0,
+                   batch=3, input_size=4, hidden=5, device=0, stream=0)
+    with pytest.raises(module.CudaError, match="hidden_cell_forward: unknown cell 'lstm_cell'"):
+        module.hidden_cell_forward("lstm_cell", **forward)
+    with pytest.raises(module.CudaError, match="unknown dtype code 3"):
+        module.hidden_cell_forward("gru_cell", **{**forward, "dtype": 3})
+    with pytest.raises(module.CudaError, match="bad argument: hidden_cell_forward: a tensor pointer is null"):
+        module.hidden_cell_forward("rnn_tanh_cell", **{**forward, "saved": 0})
+    with pytest.raises(module.CudaError, match="bad argument: hidden_cell_forward: negative size"):
+        module.hidden_cell_forward("gru_cell", **{**forward, "hidden": -1})
+    with pytest.raises(module.CudaError, match="hidden_cell_forward: batch or hidden size past the launch grid"):
+        module.hidden_cell_forward("gru_cell", **{**forward, "hidden": 32 * 65535 + 1})
+    backward = dict(d_h1=16, d_h1_strides=s, h0=0, h0_strides=s, saved=16, saved_strides=s, w_hh=16,
+                    w_hh_strides=s, dgates=16, dgates_strides=s, d_h0=16, d_h0_strides=s, dtype=2, batch=3, hidden=5,
+                    device=0, stream=0)
+    with pytest.raises(module.CudaError, match="bad argument: hidden_cell_backward: a tensor pointer is null"):
+        module.hidden_cell_backward("gru_cell", **backward)  # the GRU's backward reads h0
+    if not torch.cuda.is_available():
+        # The RNNs' backward takes no h0: the checks pass, and the launch finds no GPU.
+        with pytest.raises(module.CudaError, match="hidden_cell_backward: the CUDA runtime failed"):
+            module.hidden_cell_backward("rnn_relu_cell", **backward)
+        # The Python side's values are what the bindings take, and pass their checks.
+        from seqops.backends import cuda_recurrent
+
+        x, h0, w_ih, w_hh = torch.randn(3, 4), torch.randn(3, 5), torch.randn(15, 4), torch.randn(15, 5)
+        h1, saved, dgates, d_h0 = torch.empty(3, 5), torch.empty(3, 20), torch.empty(3, 20), torch.empty(3, 5)
+        values = cuda_recurrent.hidden_cell_forward_values("gru_cell", x, h0, w_ih, w_hh, None, None, h1, saved)
+        with pytest.raises(module.CudaError, match="hidden_cell_forward: the CUDA runtime failed"):
+            module.hidden_cell_forward(**values, device=0, stream=0)
+        values = cuda_recurrent.hidden_cell_backward_values("gru_cell", h1, h0, saved, w_hh, dgates, d_h0)
+        with pytest.raises(module.CudaError, match="hidden_cell_backward: the CUDA runtime failed"):
+            module.hidden_cell_backward(**values, device=0, stream=0)
+
+
+@pytest.mark.parametrize("cell", ["gru_cell", "rnn_tanh_cell", "rnn_relu_cell"])
+def test_cuda_backend_refuses_cpu_hidden_cells_and_auto_ranks_it_last(cell):
+    G = 3 if cell == "gru_cell" else 1
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    with seqops.backend("cuda"):
+        with pytest.raises(seqops.BackendUnavailable, match="backend 'cuda' cannot run this call: the CUDA C\\+\\+ "
+                                                            "kernels take CUDA tensors, got tensors on cpu"):
+            getattr(seqops, cell)(x, h, torch.randn(G * 4, 3), torch.randn(G * 4, 4))
+    assert dispatch.implementation(f"{cell}/cuda/step").supports is not None
+    order = [impl.backend for impl in dispatch._auto_order[(cell, "cuda")]]
+    assert order.index("cuda") > order.index("triton"), "the CUDA kernels rank below Triton until measured"
+    assert all(impl.backend != "cuda" for impl in dispatch._auto_order.get((cell, "cpu"), []))
+
+
+class EmulatedHiddenCellKernels:
+    """The extension's hidden_cell_forward and hidden_cell_backward as their contract says
+    (csrc/recurrent/params.h), in torch on the CPU, reading and writing the raw pointers
+    through the strides they receive. It checks the Python side around the kernels (the
+    values, the GRU's two sides of gate gradients, the GEMMs and sums after the kernel)
+    without a GPU; it says nothing of the kernels themselves."""
+
+    DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16}
+
+    @staticmethod
+    def view(pointer, strides, shape, dtype):
+        import ctypes
+
+        assert pointer, "a tensor the kernel reads or writes is null"
+        extent = 1 + sum((n - 1) * s for n, s in zip(shape, strides))
+        size = torch.empty(0, dtype=dtype).element_size()
+        memory = (ctypes.c_byte * (extent * size)).from_address(pointer)
+        return torch.frombuffer(memory, dtype=dtype).as_strided(shape, strides)
+
+    def hidden_cell_forward(self, cell, x, x_strides, h0, h0_strides, w_ih, w_ih_strides, w_hh, w_hh_strides, b_ih,
+                            b_ih_stride, b_hh, b_hh_stride, h1, h1_strides, saved, saved_strides, dtype, batch,
+                            input_size, hidden, device, stream):
+        T, B, I, H = self.DTYPES[dtype], batch, input_size, hidden
+        G = 3 if cell == "gru_cell" else 1
+        h = self.view(h0, h0_strides, (B, H), T).float()
+        gi = self.view(x, x_strides, (B, I), T).float() @ self.view(w_ih, w_ih_strides, (G * H, I), T).float().t()
+        gh = h @ self.view(w_hh, w_hh_strides, (G * H, H), T).float().t()
+        if b_ih:
+            gi = gi + self.view(b_ih, (b_ih_stride,), (G * H,), T).float()
+        if b_hh:
+            gh = gh + self.view(b_hh, (b_hh_stride,), (G * H,), T).float()
+        if cell == "gru_cell":
+            r, z = torch.sigmoid(gi[:, :H] + gh[:, :H]), torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            out, values = n + z * (h - n), torch.cat([r, z, n, gh[:, 2 * H:]], dim=1)
+        else:
+            out = torch.relu(gi + gh) if cell == "rnn_relu_cell" else torch.tanh(gi + gh)
+            values = out
+        self.view(h1, h1_strides, (B, H), T).copy_(out)
+        self.view(saved, saved_strides, values.shape, torch.float32).copy_(values)
+
+    def hidden_cell_backward(self, cell, d_h1, d_h1_strides, h0, h0_strides, saved, saved_strides, w_hh,
+                             w_hh_strides, dgates, dgates_strides, d_h0, d_h0_strides, dtype, batch, hidden, device,
+                             stream):
+        T, B, H = self.DTYPES[dtype], batch, hidden
+        dh = self.view(d_h1, d_h1_strides, (B, H), T).float()
+        if cell == "gru_cell":
+            assert h0, "the GRU's backward reads h0"
+            h = self.view(h0, h0_strides, (B, H), T).float()
+            r, z, n, hn = self.view(saved, saved_strides, (B, 4 * H), torch.float32).split(H, dim=1)
+            d_n = dh * (1 - z) * (1 - n * n)
+            d_z = dh * (h - n) * z * (1 - z)
+            d_r = d_n * hn * r * (1 - r)
+            grads, through = torch.cat([d_r, d_z, d_n, d_n * r], dim=1), torch.cat([d_r, d_z, d_n * r], dim=1)
+            direct = dh * z
+        else:
+            out = self.view(saved, saved_strides, (B, H), torch.float32)
+            grads = torch.where(out > 0, dh, 0.0) if cell == "rnn_relu_cell" else dh * (1 - out * out)
+            through, direct = grads, 0.0
+        self.view(dgates, dgates_strides, grads.shape, torch.float32).copy_(grads)
+        w = self.view(w_hh, w_hh_strides, (through.shape[1], H), T).float()
+        self.view(d_h0, d_h0_strides, (B, H), torch.float32).copy_(through @ w + direct)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("cell", ["gru_cell", "rnn_tanh_cell", "rnn_relu_cell"])
+def test_hidden_cell_python_side_over_emulated_kernels(monkeypatch, cell, bias, dtype):
+    """The CUDA Impl's forward and backward, the kernels emulated (EmulatedHiddenCellKernels),
+    on strided views, against torch's cell and its autograd."""
+    from seqops.backends import cuda_recurrent
+
+    monkeypatch.setattr(_ext, "load", EmulatedHiddenCellKernels)
+    monkeypatch.setattr(cuda_recurrent, "launch_place", lambda device: {"device": 0, "stream": 0})
+    B, I, H = 6, 5, 7
+    G = 3 if cell == "gru_cell" else 1
+    args = [torch.randn(I, B).t(), torch.randn(B, 2 * H)[:, ::2], torch.randn(I, G * H).t() / I**0.5,
+            torch.randn(2 * G * H, H)[::2] / H**0.5, torch.randn(2 * G * H)[1::2], torch.randn(1).expand(G * H)]
+    args = [t.to(dtype) for t in args[:4 + 2 * bias]] + [None, None] * (not bias)
+    h1, saved = cuda_recurrent.hidden_cell_forward(cell, *args)
+    theirs = [t.detach().double().requires_grad_() if t is not None else None for t in args]
+    want = getattr(torch, cell)(*theirs)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(h1.double(), want.detach(), **tolerance)
+    d_h1 = torch.randn(B, H).to(dtype)
+    got = cuda_recurrent.hidden_cell_backward(cell, d_h1, *args[:4], saved, bias)
+    wanted = torch.autograd.grad(want, [t for t in theirs if t is not None], d_h1.double())
+    assert (got[4] is None and got[5] is None) if not bias else len(wanted) == 6
+    for name, g, w in zip(("d_input", "d_h0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"), got, wanted):
+        assert g.dtype == dtype and g.shape == w.shape, name
+        torch.testing.assert_close(g.double(), w, **tolerance, msg=lambda m: f"{name}: {m}")

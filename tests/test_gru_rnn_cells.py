@@ -265,17 +265,18 @@ def test_bad_calls_are_refused_clearly(cell, mutate, error):
 
 
 def test_registry_and_auto_order():
-    """Each cell has its reference, torch and Triton implementations; `auto` takes torch
-    first on the CPU and on CUDA (the Triton cell is unmeasured on a GPU, and ranks below
-    torch there as the LSTM cell does). The whole GRU/RNN layer has a Triton
-    implementation that `auto` does not pick (unmeasured against cuDNN)."""
+    """Each cell has its reference, torch, Triton and CUDA C++ implementations; `auto` takes
+    torch first on the CPU and on CUDA (the Triton cell is unmeasured on a GPU, and ranks
+    below torch there as the LSTM cell does; the CUDA C++ cell has never run, and ranks
+    last). The whole GRU/RNN layer has a Triton implementation that `auto` does not pick
+    (unmeasured against cuDNN)."""
     from seqops import dispatch
 
     for cell in CELLS:
         backends_of_cell = {impl.backend for impl in dispatch.implementations(f"{cell}_cell")}
-        assert {"torch", "reference", "triton"} <= backends_of_cell
+        assert {"torch", "reference", "triton", "cuda"} <= backends_of_cell
         assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cpu")]] == ["torch"]
-        assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cuda")]] == ["torch", "triton"]
+        assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cuda")]] == ["torch", "triton", "cuda"]
         assert {impl.backend for impl in dispatch.implementations(cell)} == {"torch", "reference", "triton"}
         for device in ("cpu", "cuda"):
             assert [impl.backend for impl in dispatch._auto_order[(cell, device)]] == ["torch"]

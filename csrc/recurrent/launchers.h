@@ -1,5 +1,5 @@
-// Host launchers of the LSTM cell kernels: check the params (touching no GPU), then
-// launch on `stream`. No torch, no Python.
+// Host launchers of the recurrent cell kernels (the LSTM cell; the GRU and Elman RNN cells):
+// check the params (touching no GPU), then launch on `stream`. No torch, no Python.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -14,5 +14,11 @@ Status check_lstm_cell_backward(const LstmCellBackwardParams& params);
 
 Status lstm_cell_forward(const LstmCellForwardParams& params, cudaStream_t stream);
 Status lstm_cell_backward(const LstmCellBackwardParams& params, cudaStream_t stream);
+
+Status check_hidden_cell_forward(const HiddenCellForwardParams& params);
+Status check_hidden_cell_backward(const HiddenCellBackwardParams& params);
+
+Status hidden_cell_forward(const HiddenCellForwardParams& params, cudaStream_t stream);
+Status hidden_cell_backward(const HiddenCellBackwardParams& params, cudaStream_t stream);
 
 }  // namespace seqops

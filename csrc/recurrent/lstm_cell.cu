@@ -3,80 +3,35 @@
 // block's rows and units, then the activations, c1 = f * c0 + i * g and h1 = o * tanh(c1),
 // in one kernel. Backward: the pre-activation gate gradients, d_c0 and
 // d_h0 = dgates @ w_hh in one kernel (the weight and input gradients are plain GEMMs the
-// Python side runs). Geometry in plan.h; everything accumulates in fp32.
+// Python side runs). Geometry in plan.h, the forward's tiled product in cell_tiles.cuh;
+// everything accumulates in fp32.
 #include <cuda_runtime.h>
 
 #include <cmath>
 
 #include "common/dispatch.cuh"
+#include "recurrent/cell_tiles.cuh"
 #include "recurrent/launchers.h"
-#include "recurrent/plan.h"
 
 namespace seqops {
 namespace {
 
-constexpr int kRows = kLstmCellRows;
-constexpr int kUnits = kLstmCellUnits;
-constexpr int kK = kLstmCellK;
-constexpr int kThreads = kLstmCellThreads;
+constexpr int kRows = kCellRows;
+constexpr int kUnits = kCellUnits;
+constexpr int kK = kCellK;
+constexpr int kThreads = kCellThreads;
 constexpr int kGates = 4;  // i, f, g, o: rows gate * H + unit of the weights
-
-__device__ __forceinline__ float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
-
-template <typename T>
-__device__ __forceinline__ float load(const void* base, int64_t row, int64_t col, const Strides2& s) {
-  return to_float(static_cast<const T*>(base)[row * s.row + col * s.col]);
-}
-
-// acc[r][gate] += sum over k < K of a[row r, k] * w[gate * H + unit, k], for this thread's
-// four rows and one unit; a [B, K], w [4H, K], staged through shared memory kK columns at
-// a time (columns padded by one against bank conflicts).
-template <typename T>
-__device__ __forceinline__ void accumulate_gates(const void* a, const Strides2& a_s, const void* w, const Strides2& w_s,
-                                                 int64_t K, int64_t batch, int64_t hidden, int64_t row0,
-                                                 int64_t unit0, float (&acc)[kLstmCellRowsPerThread][kGates],
-                                                 float (&a_tile)[kK][kRows + 1],
-                                                 float (&w_tile)[kK][kGates * kUnits + 1]) {
-  const int tid = threadIdx.x, unit = tid % kUnits, r0 = (tid / kUnits) * kLstmCellRowsPerThread;
-  for (int64_t k0 = 0; k0 < K; k0 += kK) {
-    // Consecutive threads read consecutive columns: coalesced for row-major tensors.
-    for (int e = tid; e < kRows * kK; e += kThreads) {
-      const int k = e % kK, r = e / kK;
-      const int64_t row = row0 + r, col = k0 + k;
-      a_tile[k][r] = row < batch && col < K ? load<T>(a, row, col, a_s) : 0.0f;
-    }
-    for (int e = tid; e < kGates * kUnits * kK; e += kThreads) {
-      const int k = e % kK, gate_unit = e / kK;
-      const int64_t u = unit0 + gate_unit % kUnits, col = k0 + k;
-      w_tile[k][gate_unit] = u < hidden && col < K ? load<T>(w, (gate_unit / kUnits) * hidden + u, col, w_s) : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < kK; ++k) {
-      float wv[kGates], av[kLstmCellRowsPerThread];
-#pragma unroll
-      for (int g = 0; g < kGates; ++g) wv[g] = w_tile[k][g * kUnits + unit];
-#pragma unroll
-      for (int r = 0; r < kLstmCellRowsPerThread; ++r) av[r] = a_tile[k][r0 + r];
-#pragma unroll
-      for (int r = 0; r < kLstmCellRowsPerThread; ++r) {
-#pragma unroll
-        for (int g = 0; g < kGates; ++g) acc[r][g] = fmaf(av[r], wv[g], acc[r][g]);
-      }
-    }
-    __syncthreads();
-  }
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_cell_forward_kernel(const LstmCellForwardParams p) {
   __shared__ float a_tile[kK][kRows + 1];
   __shared__ float w_tile[kK][kGates * kUnits + 1];
   const int64_t row0 = int64_t(blockIdx.x) * kRows, unit0 = int64_t(blockIdx.y) * kUnits;
-  float acc[kLstmCellRowsPerThread][kGates] = {};
-  accumulate_gates<T>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, acc, a_tile,
-                      w_tile);
-  accumulate_gates<T>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, acc, a_tile, w_tile);
+  float acc[kCellRowsPerThread][kGates] = {};
+  accumulate_gates<T, kGates>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, acc,
+                              a_tile, w_tile);
+  accumulate_gates<T, kGates>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, acc, a_tile,
+                              w_tile);
   const int64_t unit = unit0 + threadIdx.x % kUnits;
   if (unit >= p.hidden) return;
   float bias[kGates];
@@ -86,9 +41,9 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_forward_kernel(const LstmC
     bias[g] = (p.b_ih != nullptr ? to_float(static_cast<const T*>(p.b_ih)[j * p.b_ih_s]) : 0.0f) +
               (p.b_hh != nullptr ? to_float(static_cast<const T*>(p.b_hh)[j * p.b_hh_s]) : 0.0f);
   }
-  const int r0 = (threadIdx.x / kUnits) * kLstmCellRowsPerThread;
+  const int r0 = (threadIdx.x / kUnits) * kCellRowsPerThread;
 #pragma unroll
-  for (int r = 0; r < kLstmCellRowsPerThread; ++r) {
+  for (int r = 0; r < kCellRowsPerThread; ++r) {
     const int64_t row = row0 + r0 + r;
     if (row >= p.batch) break;
     const float i = sigmoid(acc[r][0] + bias[0]);
@@ -134,8 +89,8 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
   __shared__ float w_tile[kGates * kUnits][kUnits + 1];
   const int64_t row0 = int64_t(blockIdx.x) * kRows, feature0 = int64_t(blockIdx.y) * kUnits;
   const bool writes_gates = blockIdx.y == 0;
-  const int tid = threadIdx.x, lane_feature = tid % kUnits, r0 = (tid / kUnits) * kLstmCellRowsPerThread;
-  float acc[kLstmCellRowsPerThread] = {};
+  const int tid = threadIdx.x, lane_feature = tid % kUnits, r0 = (tid / kUnits) * kCellRowsPerThread;
+  float acc[kCellRowsPerThread] = {};
   for (int64_t unit0 = 0; unit0 < p.hidden; unit0 += kUnits) {
     for (int e = tid; e < kRows * kUnits; e += kThreads) {
       const int j = e % kUnits, r = e / kUnits;
@@ -179,22 +134,21 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
     for (int gj = 0; gj < kGates * kUnits; ++gj) {
       const float w = w_tile[gj][lane_feature];
 #pragma unroll
-      for (int r = 0; r < kLstmCellRowsPerThread; ++r) acc[r] = fmaf(dgates_tile[gj][r0 + r], w, acc[r]);
+      for (int r = 0; r < kCellRowsPerThread; ++r) acc[r] = fmaf(dgates_tile[gj][r0 + r], w, acc[r]);
     }
     __syncthreads();
   }
   const int64_t feature = feature0 + lane_feature;
   if (feature >= p.hidden) return;
 #pragma unroll
-  for (int r = 0; r < kLstmCellRowsPerThread; ++r) {
+  for (int r = 0; r < kCellRowsPerThread; ++r) {
     const int64_t row = row0 + r0 + r;
     if (row < p.batch) p.d_h0[row * p.d_h0_s.row + feature * p.d_h0_s.col] = acc[r];
   }
 }
 
 Status check_grid(int64_t batch, int64_t hidden) {
-  const LstmCellPlan plan = plan_lstm_cell(batch, hidden);
-  if (plan.row_blocks > 2147483647 || plan.unit_blocks > 65535) {
+  if (!cell_grid_fits(batch, hidden)) {
     return Status::bad_argument("lstm_cell: batch or hidden size past the launch grid (hidden over 2097120 units)");
   }
   return Status::ok();
@@ -228,7 +182,7 @@ Status lstm_cell_forward(const LstmCellForwardParams& p, cudaStream_t stream) {
   const Status checked = check_lstm_cell_forward(p);
   if (!checked.is_ok()) return checked;
   if (p.batch == 0 || p.hidden == 0) return Status::ok();
-  const LstmCellPlan plan = plan_lstm_cell(p.batch, p.hidden);
+  const CellPlan plan = plan_cell(p.batch, p.hidden);
   const dim3 grid(unsigned(plan.row_blocks), unsigned(plan.unit_blocks));
   with_dtype(p.dtype, [&](auto tag) {
     lstm_cell_forward_kernel<decltype(tag)><<<grid, plan.threads, 0, stream>>>(p);
@@ -240,7 +194,7 @@ Status lstm_cell_backward(const LstmCellBackwardParams& p, cudaStream_t stream) 
   const Status checked = check_lstm_cell_backward(p);
   if (!checked.is_ok()) return checked;
   if (p.batch == 0 || p.hidden == 0) return Status::ok();
-  const LstmCellPlan plan = plan_lstm_cell(p.batch, p.hidden);
+  const CellPlan plan = plan_cell(p.batch, p.hidden);
   const dim3 grid(unsigned(plan.row_blocks), unsigned(plan.unit_blocks));
   with_dtype(p.dtype, [&](auto tag) {
     lstm_cell_backward_kernel<decltype(tag)><<<grid, plan.threads, 0, stream>>>(p);

@@ -1,5 +1,5 @@
-// What the LSTM cell launchers take: plain pointers, one dtype code for the cell's tensors
-// (input, states, weights and biases share it, as torch.lstm_cell requires), sizes, and
+// What the recurrent cell launchers take: plain pointers, one dtype code for the cell's
+// tensors (input, states, weights and biases share it, as torch's cells require), sizes, and
 // each tensor's own int64 strides (rows, columns; biases one stride), so that sliced,
 // transposed and expanded tensors are read in place. Outputs are the Python side's own
 // contiguous allocations, addressed through strides all the same.
@@ -37,7 +37,7 @@ struct LstmCellForwardParams {
 // From d_h1, d_c1 [B, H] (dtype; either null = zero), the saved gates [B, 4H] (fp32), c1
 // and c0 [B, H] (dtype), w_hh [4H, H]: the pre-activation gate gradients dgates [B, 4H],
 // d_c0 = dc * f and d_h0 = dgates @ w_hh [B, H], all fp32, and with `dbias` the column
-// sums of dgates per block of kLstmCellRows rows, [row blocks, 4H] (summed after, no atomics).
+// sums of dgates per block of kCellRows rows, [row blocks, 4H] (summed after, no atomics).
 struct LstmCellBackwardParams {
   const void* d_h1 = nullptr;
   const void* d_c1 = nullptr;
@@ -52,6 +52,54 @@ struct LstmCellBackwardParams {
   DType dtype = DType::float32;
   int64_t batch = 0, hidden = 0;
   Strides2 d_h1_s, d_c1_s, gates_s, c1_s, c0_s, w_hh_s, dgates_s, d_c0_s, d_h0_s, dbias_s;
+};
+
+// The cells with one state: torch.gru_cell (G = 3 gates r, z, n a hidden unit; S = 4
+// values saved a unit: r, z, n and hn = h0 W_hn^T + b_hn, which r gates) and
+// torch.rnn_tanh_cell, rnn_relu_cell (G = 1; S = 1: h1 in fp32). The weights' rows are
+// gate * H + unit, torch's order.
+enum class HiddenCell : int {
+  gru = 0,
+  rnn_tanh = 1,
+  rnn_relu = 2,
+};
+
+inline bool is_known_hidden_cell(int code) { return code >= 0 && code <= 2; }
+
+// h1 [B, H] (dtype) and saved [B, S*H] (fp32, what the backward needs) from x [B, I],
+// h0 [B, H], w_ih [G*H, I], w_hh [G*H, H], b_ih, b_hh [G*H].
+struct HiddenCellForwardParams {
+  HiddenCell cell = HiddenCell::gru;
+  const void* x = nullptr;
+  const void* h0 = nullptr;
+  const void* w_ih = nullptr;
+  const void* w_hh = nullptr;
+  const void* b_ih = nullptr;  // null: no bias (torch's missing bias is zero)
+  const void* b_hh = nullptr;
+  void* h1 = nullptr;
+  float* saved = nullptr;
+  DType dtype = DType::float32;
+  int64_t batch = 0, input_size = 0, hidden = 0;
+  Strides2 x_s, h0_s, w_ih_s, w_hh_s, h1_s, saved_s;
+  int64_t b_ih_s = 0, b_hh_s = 0;
+};
+
+// From d_h1 [B, H] and h0 [B, H] (dtype; h0 read by the GRU only, null allowed for the
+// RNNs), saved [B, S*H] (fp32) and w_hh [G*H, H]: the pre-activation gradients dgates
+// [B, S*H] and d_h0 [B, H], fp32. GRU: dgates = (dr, dz, dn, dn * r), the input side's
+// three then the recurrent side's n, and d_h0 = d_h1 * z + (dr, dz, dn * r) @ w_hh. RNN:
+// dgates = d_pre, and d_h0 = d_pre @ w_hh.
+struct HiddenCellBackwardParams {
+  HiddenCell cell = HiddenCell::gru;
+  const void* d_h1 = nullptr;
+  const void* h0 = nullptr;
+  const float* saved = nullptr;
+  const void* w_hh = nullptr;
+  float* dgates = nullptr;
+  float* d_h0 = nullptr;
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 d_h1_s, h0_s, saved_s, w_hh_s, dgates_s, d_h0_s;
 };
 
 }  // namespace seqops

@@ -71,3 +71,9 @@ dispatch.register(dispatch.Impl(
     {"forward": _function("cuda_attention", "attention_forward"),
      "backward": _function("cuda_attention", "attention_backward")},
     supports=cuda_attention.forward_reason, priority=PRIORITY))
+for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
+    dispatch.register(dispatch.Impl(
+        _cell, "cuda", "step",
+        {"forward": _function("cuda_recurrent", f"{_cell}_forward"),
+         "backward": _function("cuda_recurrent", f"{_cell}_backward")},
+        supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))

@@ -1,10 +1,11 @@
-"""The CUDA C++ LSTM cell step (csrc/recurrent/) behind the fused lstm_cell contract of
-seqops/ops/recurrent/contract.py: tensors in, plain values to the extension, tensors out.
+"""The CUDA C++ recurrent cell steps (csrc/recurrent/) behind the fused cell contracts of
+seqops/ops/recurrent/contract.py (lstm_cell; gru_cell, rnn_tanh_cell, rnn_relu_cell):
+tensors in, plain values to the extension, tensors out.
 
 The kernels read every tensor through its own strides (sliced, transposed and expanded
-ones in place). As the Triton cell does, the backward's kernel gives the gate gradients,
-d_c0 and d_h0 = dgates @ w_hh; the input and weight gradients are plain GEMMs, run by
-torch here."""
+ones in place). As the Triton cells do, the backward's kernel gives the gate gradients
+and d_h0 (and the LSTM's d_c0); the input, weight and bias gradients are plain GEMMs and
+sums, run by torch here."""
 from __future__ import annotations
 
 from typing import Optional
@@ -87,3 +88,96 @@ def lstm_cell_backward(d_h1: Optional[torch.Tensor], d_c1: Optional[torch.Tensor
                                                                                   device=input.device)
     return (dgates @ w_ih, d_h0.to(h0.dtype), d_c0.to(c0.dtype), dgates.t() @ input, dgates.t() @ h0.to(w_hh.dtype),
             d_bias)
+
+
+# -- the cells with one state: GRU (saved r, z, n, hn: [B, 4H]) and Elman RNN (saved h1 in fp32: [B, H]) --
+
+def hidden_cell_forward_values(cell, input, h0, w_ih, w_hh, b_ih, b_hh, h1, saved) -> dict:
+    """The extension's hidden_cell_forward arguments (all but device and stream); cell:
+    "gru_cell", "rnn_tanh_cell" or "rnn_relu_cell"."""
+    tensors = (("x", input), ("h0", h0), ("w_ih", w_ih), ("w_hh", w_hh), ("h1", h1), ("saved", saved))
+    values = {name: _pointer(t) for name, t in tensors + (("b_ih", b_ih), ("b_hh", b_hh))}
+    values.update({f"{name}_strides": _strides(t) for name, t in tensors})
+    values.update(cell=cell, b_ih_stride=0 if b_ih is None else b_ih.stride(0),
+                  b_hh_stride=0 if b_hh is None else b_hh.stride(0), dtype=dtype_code(input), batch=h0.shape[0],
+                  input_size=input.shape[1], hidden=h0.shape[1])
+    return values
+
+
+def hidden_cell_backward_values(cell, d_h1, h0, saved, w_hh, dgates, d_h0) -> dict:
+    """The extension's hidden_cell_backward arguments (all but device and stream). The RNNs'
+    kernels never read h0: it goes as 0."""
+    h0 = h0 if cell == "gru_cell" else None
+    tensors = (("d_h1", d_h1), ("h0", h0), ("saved", saved), ("w_hh", w_hh), ("dgates", dgates), ("d_h0", d_h0))
+    values = {name: _pointer(t) for name, t in tensors}
+    values.update({f"{name}_strides": _strides(t) for name, t in tensors})
+    values.update(cell=cell, dtype=dtype_code(d_h1), batch=d_h0.shape[0], hidden=d_h0.shape[1])
+    return values
+
+
+# Values saved a hidden unit (the contract's S).
+SAVED_PER_UNIT = {"gru_cell": 4, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+
+
+def hidden_cell_forward(cell: str, input: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                        b_ih: Optional[torch.Tensor], b_hh: Optional[torch.Tensor],
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """input [B, I], h0 [B, H], w_ih [G*H, I], w_hh [G*H, H], biases [G*H] or None (any
+    strides). Returns h1 [B, H] in input's dtype and saved [B, S*H] (fp32)."""
+    B, H = h0.shape
+    h1 = torch.empty(B, H, dtype=input.dtype, device=input.device)
+    saved = torch.empty(B, SAVED_PER_UNIT[cell] * H, dtype=torch.float32, device=input.device)
+    if B and H:
+        values = hidden_cell_forward_values(cell, input, h0, w_ih, w_hh, b_ih, b_hh, h1, saved)
+        _ext.load().hidden_cell_forward(**values, **launch_place(input.device))
+    return h1, saved
+
+
+def hidden_cell_backward(cell: str, d_h1: torch.Tensor, input: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor,
+                         w_hh: torch.Tensor, saved: torch.Tensor, has_bias: bool):
+    """Gradients of hidden_cell_forward for d_h1 [B, H]: d_input [B, I], d_h0 [B, H],
+    d_w_ih [G*H, I], d_w_hh [G*H, H], d_b_ih, d_b_hh [G*H] (None without biases). The
+    kernel gives the pre-activation gradients and d_h0; the rest are GEMMs and sums over
+    them, the input side's (x W_ih^T + b_ih) and the recurrent side's (h0 W_hh^T + b_hh)
+    apart for the GRU, whose r gates the recurrent n."""
+    B, H = h0.shape
+    fp32 = dict(dtype=torch.float32, device=input.device)
+    dgates = torch.zeros(B, SAVED_PER_UNIT[cell] * H, **fp32)
+    d_h0 = torch.zeros(B, H, **fp32)
+    # The kernel reads the incoming gradient in the cell's dtype.
+    d_h1 = d_h1 if d_h1.dtype == h0.dtype else d_h1.to(h0.dtype)
+    if B and H:
+        _ext.load().hidden_cell_backward(**hidden_cell_backward_values(cell, d_h1, h0, saved, w_hh, dgates, d_h0),
+                                         **launch_place(input.device))
+    if cell == "gru_cell":  # dgates = (dr, dz, dn, dn * r)
+        d_input_side, d_hidden_side = dgates[:, :3 * H], torch.cat([dgates[:, :2 * H], dgates[:, 3 * H:]], dim=1)
+    else:
+        d_input_side = d_hidden_side = dgates
+    d_i, d_h = d_input_side.to(w_ih.dtype), d_hidden_side.to(w_hh.dtype)
+    d_b_ih = d_input_side.sum(0).to(w_ih.dtype) if has_bias else None
+    d_b_hh = (d_hidden_side.sum(0).to(w_hh.dtype) if cell == "gru_cell" else d_b_ih) if has_bias else None
+    return d_i @ w_ih, d_h0.to(h0.dtype), d_i.t() @ input, d_h.t() @ h0, d_b_ih, d_b_hh
+
+
+def gru_cell_forward(input, h0, w_ih, w_hh, b_ih, b_hh):
+    return hidden_cell_forward("gru_cell", input, h0, w_ih, w_hh, b_ih, b_hh)
+
+
+def gru_cell_backward(d_h1, input, h0, w_ih, w_hh, saved, has_bias):
+    return hidden_cell_backward("gru_cell", d_h1, input, h0, w_ih, w_hh, saved, has_bias)
+
+
+def rnn_tanh_cell_forward(input, h0, w_ih, w_hh, b_ih, b_hh):
+    return hidden_cell_forward("rnn_tanh_cell", input, h0, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_tanh_cell_backward(d_h1, input, h0, w_ih, w_hh, saved, has_bias):
+    return hidden_cell_backward("rnn_tanh_cell", d_h1, input, h0, w_ih, w_hh, saved, has_bias)
+
+
+def rnn_relu_cell_forward(input, h0, w_ih, w_hh, b_ih, b_hh):
+    return hidden_cell_forward("rnn_relu_cell", input, h0, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_relu_cell_backward(d_h1, input, h0, w_ih, w_hh, saved, has_bias):
+    return hidden_cell_backward("rnn_relu_cell", d_h1, input, h0, w_ih, w_hh, saved, has_bias)
