@@ -12,7 +12,8 @@ that fails, hangs or runs long is recorded and the others still run:
   cuda-build       builds the CUDA C++ extension (seqops/_ext.py) into its cache, so that a
                    compile error shows as this step's and the tests' time goes to tests
   tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only)
-  sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel
+  sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel and
+                   of each CUDA C++ kernel (none of which has run on a GPU yet)
   bench-softmax    the benchmark sweeps (python -m benchmarks' cases and providers, peers
   bench-attention    included where installed)
   bench-lstm
@@ -226,7 +227,8 @@ def steps() -> list[Step]:
              lambda ctx: ctx.child("cuda-build")),
         Step("tests", "python -m pytest tests with CUDA (quick: the cuda-marked tests)", 120, 1800,
              _pytest_command, _collect_tests),
-        Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton kernel", 75, 300,
+        Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton and CUDA C++ kernel",
+             75, 300,
              _sanitizer_step_command, _collect_sanitizer, _sanitizer_env),
         *[Step(f"bench-{op}", f"python -m benchmarks {op} sweep (torch, peers)", budget, full, _bench_command(op),
                _bench_collector(op)) for op, budget, full in [("softmax", 40, 300), ("attention", 90, 900),
@@ -958,11 +960,17 @@ def step_examples(ctx: Context) -> int:
 
 # --------------------------------------------------------------------------- kernel calls (under the sanitizer)
 
-def _kernel_call_cases(device) -> list[tuple[str, Callable, bool]]:
-    """(name, make, compare): make() -> (inputs to differentiate, run() -> outputs);
-    compare: whether the Triton result must match the torch backend's (not with dropout,
-    whose random mask differs between backends). Lengths are no multiple of any block;
-    smaller where the kernels are interpreted on the CPU, which is slow."""
+# The kernel backends each call runs on: Triton always; the CUDA C++ kernels (none of
+# which had run on a GPU when this was written) for the calls they take, on a GPU only.
+TRITON_AND_CUDA = ("triton", "cuda")
+
+
+def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...]]]:
+    """(name, make, compare, backends): make() -> (inputs, run() -> outputs), differentiated
+    where an input requires grad; compare: whether each backend's results must match the
+    torch backend's (not with dropout, whose random mask differs between backends).
+    Lengths are no multiple of any block; smaller where the kernels are interpreted on
+    the CPU, which is slow."""
     import torch
 
     import seqops
@@ -1004,6 +1012,15 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool]]:
         weights = [leaf(80, 10), leaf(80, 20), leaf(80), leaf(80)]
         return [x, h, c, *weights], lambda: list(seqops.lstm_cell(x, (h, c), *weights))
 
+    def attention_forward_only():
+        q, k, v = (torch.randn(1, 2, length, D, device=device, dtype=torch.bfloat16) for length in (L, S, S))
+        return [q, k, v], lambda: [seqops.scaled_dot_product_attention(q, k, v, is_causal=True)]
+
+    def gru_cell():
+        x, h = leaf(3, 10), leaf(3, 20)
+        weights = [leaf(60, 10), leaf(60, 20), leaf(60), leaf(60)]
+        return [x, h, *weights], lambda: [seqops.gru_cell(x, h, *weights)]
+
     def lstm_layer():
         lstm = seqops.nn.LSTM(10, 20, bidirectional=True).to(device)
         x = leaf(steps, 3, 10)
@@ -1015,21 +1032,24 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool]]:
         return [x, *lstm.parameters()], run
 
     return [
-        ("softmax one-pass forward+backward (fp16, scale, causal)", softmax_one_pass, True),
-        ("softmax online forward+backward (fp32, bool mask)", softmax_online, True),
-        ("attention forward+backward (bf16, causal, L != S)", attention_causal, True),
+        ("softmax one-pass forward+backward (fp16, scale, causal)", softmax_one_pass, True, TRITON_AND_CUDA),
+        ("softmax online forward+backward (fp32, bool mask)", softmax_online, True, TRITON_AND_CUDA),
+        ("attention forward+backward (bf16, causal, L != S)", attention_causal, True, ("triton",)),
+        ("attention forward (bf16, causal, L != S, no grad)", attention_forward_only, True, TRITON_AND_CUDA),
         ("attention forward+backward (bf16, float mask with gradient, dropout 0.1)", attention_float_mask_dropout,
-         False),
-        ("attention forward+backward (bf16, bool mask, grouped-query heads)", attention_bool_mask_gqa, True),
-        ("lstm_cell forward+backward (fp32)", lstm_cell, True),
-        ("LSTM layer forward+backward (fp32, bidirectional)", lstm_layer, True),
+         False, ("triton",)),
+        ("attention forward+backward (bf16, bool mask, grouped-query heads)", attention_bool_mask_gqa, True,
+         ("triton",)),
+        ("lstm_cell forward+backward (fp32)", lstm_cell, True, TRITON_AND_CUDA),
+        ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
+        ("LSTM layer forward+backward (fp32, bidirectional)", lstm_layer, True, ("triton",)),
     ]
 
 
 def kernel_calls() -> int:
-    """One small call of each Triton kernel, forward and backward, on the GPU (or under
-    TRITON_INTERPRET=1 on the CPU), each checked loosely against the torch backend.
-    Prints `kernel call <name>: ok ...` or `... FAILED ...`; returns the failures."""
+    """One small call of each kernel, forward and backward, on the GPU (or, Triton's only,
+    under TRITON_INTERPRET=1 on the CPU), each checked loosely against the torch backend.
+    Prints `kernel call <name> [<backend>]: ok ...` or `... FAILED ...`; returns the failures."""
     import torch
 
     import seqops
@@ -1037,33 +1057,43 @@ def kernel_calls() -> int:
     device = _device()
     print(f"kernel calls on {device} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')})", flush=True)
     failures = 0
-    for index, (name, make, compare) in enumerate(_kernel_call_cases(device)):
-        try:
-            torch.manual_seed(index)
-            inputs, run = make()
-            outputs = {}
-            for backend in ("triton", "torch") if compare else ("triton",):
+    for index, (name, make, compare, backends) in enumerate(_kernel_call_cases(device)):
+        backends = [b for b in backends if b != "cuda" or device.type == "cuda"]
+        torch.manual_seed(index)
+        inputs, run = make()
+        outputs = {}
+        for backend in (*backends, "torch") if compare else backends:
+            try:
                 torch.manual_seed(1000 + index)
                 with seqops.backend(backend):
                     produced = run()
+                    wanted = [t for t in inputs if t.requires_grad]
                     cotangents = [torch.randn_like(t) for t in produced]
-                    grads = torch.autograd.grad(produced, inputs, cotangents, allow_unused=True)
+                    grads = torch.autograd.grad(produced, wanted, cotangents, allow_unused=True) if wanted else ()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 outputs[backend] = [t for t in (*produced, *grads) if t is not None]
-            worst = 0.0
-            if compare:
-                for got, want in zip(outputs["triton"], outputs["torch"]):
-                    got, want = got.double().nan_to_num(), want.double().nan_to_num()
-                    worst = max(worst, ((got - want).norm() / want.norm().clamp_min(1e-30)).item())
-            tolerance = 5e-2 if any(t.dtype in (torch.float16, torch.bfloat16) for t in inputs) else 1e-2
-            if worst > tolerance:
-                raise AssertionError(f"relative difference to the torch backend {worst:.2e} > {tolerance:g}")
-            print(f"kernel call {name}: ok" + (f" (relative difference to torch {worst:.1e})" if compare else ""),
-                  flush=True)
-        except Exception as error:
-            failures += 1
-            print(f"kernel call {name}: FAILED {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
+            except Exception as error:
+                outputs[backend] = error
+        for backend in backends:
+            label = f"kernel call {name} [{backend}]"
+            try:
+                if isinstance(outputs[backend], Exception):
+                    raise outputs[backend]
+                worst = 0.0
+                if compare:
+                    if isinstance(outputs["torch"], Exception):
+                        raise outputs["torch"]
+                    for got, want in zip(outputs[backend], outputs["torch"]):
+                        got, want = got.double().nan_to_num(), want.double().nan_to_num()
+                        worst = max(worst, ((got - want).norm() / want.norm().clamp_min(1e-30)).item())
+                tolerance = 5e-2 if any(t.dtype in (torch.float16, torch.bfloat16) for t in inputs) else 1e-2
+                if worst > tolerance:
+                    raise AssertionError(f"relative difference to the torch backend {worst:.2e} > {tolerance:g}")
+                print(f"{label}: ok" + (f" (relative difference to torch {worst:.1e})" if compare else ""), flush=True)
+            except Exception as error:
+                failures += 1
+                print(f"{label}: FAILED {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
     return failures
 
 
