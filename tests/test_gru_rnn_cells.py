@@ -80,10 +80,13 @@ def test_cell_accuracy(device, backend, cell, dtype, bias, shape):
     if not bias and dtype != torch.float32:
         pytest.skip("no-bias is one constexpr branch, the same in every dtype: float32 shows it (time)")
     B, I, H = shape
-    # A batch of 1 gives 33 outputs a trial; an error norm over so few, dominated by a few
-    # entries, put the ratio of ours to torch's past 2 in ~1 of 6 seeds (fp32 tanh) while
-    # over 2000 rows the two errors were equal (1.00e-7 and 1.02e-7): pool 4 trials.
-    check(backend, cell, dtype, lambda: leaves(cell, B, I, H, device, bias), min_trials=4 if B == 1 else 1,
+    # A batch of 1 is where torch's CPU op is at its most accurate: its matrix-vector
+    # product errs 6.4e-8 (fp32, I=34) where its matrix product errs 1.05e-7 from 2 rows
+    # up, so ours (1.03e-7 at every batch) sits at ~1.45x torch's there, on average. 33
+    # outputs a trial scatter that ratio: pooled over 4 trials it passed 2 in 1 of 40
+    # seeds (fp32 tanh, no bias; CI seed 1362339727), over 16 trials it stayed under 1.8
+    # in 30 seeds. Pool 16.
+    check(backend, cell, dtype, lambda: leaves(cell, B, I, H, device, bias), min_trials=16 if B == 1 else 1,
           reduced_length=I + H)
 
 
