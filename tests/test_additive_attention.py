@@ -74,7 +74,14 @@ def check(backend, make, mask_fn=None, need_weights=False, dtype=torch.float32):
             results[name] = outputs
         for name, out in results["ours"].items():
             pooled.setdefault(name, PooledResult()).add(name, out, results["reference"][name], results["torch"][name])
-        trials = max(trials, trials_needed(results["ours"]) * (FP32_POOLING if dtype == torch.float32 else 1))
+        # A context row whose query sees no key is an exact 0 in every implementation and
+        # tells nothing of accuracy: count the context's other entries only (a decoder
+        # step with empty rows keeps 11 of its 33; pooled over 3 trials as if all 33
+        # counted, its ratio to torch's scattered from 0.31 to 1.02 in 12 seeds and
+        # passed 2 at seed 2123691146).
+        reference_context = results["reference"]["context"]
+        sizes = dict(results["ours"], context=reference_context[reference_context != 0])
+        trials = max(trials, trials_needed(sizes) * (FP32_POOLING if dtype == torch.float32 else 1))
         trial += 1
     for name, result in pooled.items():
         result.check(backend, name, dtype, inputs[1].shape[1] * inputs[6 if inputs[6] is not None else 5].shape[0])
