@@ -7,8 +7,10 @@ launches does not grow with the sequence length.
 
 Under the interpreter the kernels run as one program looping over every slice of 16
 hidden units (H = 40: three slices, the last partial, W_hh re-read per step), or, when H
-fits one slice (H = 9), with W_hh loaded once before the time loop. The multi-program
-grid barrier runs only on a GPU (the `cuda` device parameter)."""
+fits one slice (H = 9), with W_hh loaded once before the time loop. With a projection
+(proj_size) each step has a second phase over slices of the projected features, behind a
+grid barrier of its own. The multi-program grid barrier runs only on a GPU (the `cuda`
+device parameter)."""
 import pytest
 import torch
 
@@ -79,6 +81,23 @@ def test_sequence_several_slices_bidirectional_two_layers(device, packed):
     check_sequence(device, BIDIRECTIONAL_2_LAYERS, packed, T=4, B=3, I=7, H=40)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_sequence_projection_several_slices_bidirectional_two_layers(device, packed):
+    """proj_size 20 of H = 40: two 16-feature slices of the projection (the last 4
+    features) against three of the hidden units; the second layer takes the first's
+    projected, bidirectional output (40 features)."""
+    config = dict(BIDIRECTIONAL_2_LAYERS, proj_size=20)
+    check_sequence(device, config, packed, T=4, B=3, I=7, H=40)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sequence_projection_weights_on_chip(device):
+    """H = 9, proj_size 5: one slice each, W_hh [36, 5] loaded once, reversed and packed."""
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=5, num_layers=1)
+    check_sequence(device, config, True, T=5, B=4, I=6, H=9)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_weights_on_chip_batch_first_no_bias(device):
     """H = 9 fits one slice: W_hh is loaded once, before the time loop."""
@@ -95,10 +114,11 @@ def test_sequence_length_one_and_batch_one(device, shape):
     check_sequence(device, config, False, T=T, B=B, I=6, H=20, min_trials=4)
 
 
+@pytest.mark.parametrize("proj_size", [0, 13], ids=lambda p: f"proj{p}")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
-def test_sequence_reduced_precision(device, dtype):
-    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=0, num_layers=1)
+def test_sequence_reduced_precision(device, dtype, proj_size):
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=proj_size, num_layers=1)
     check_sequence(device, config, True, T=4, B=5, I=8, H=40, dtype=dtype)
 
 
@@ -132,19 +152,17 @@ def lstm_call(proj_size=0, hidden=9, device="cpu"):
     return (x, None, hx, weights, False, 1, 0.0, False, False, proj_size)
 
 
-def test_triton_prefers_sequence_and_runs_projections_on_step():
+def test_triton_prefers_sequence_with_and_without_projection():
     skip_unless_runnable("cpu", "triton")
     with seqops.backend("triton"):
         assert dispatch.select("lstm", torch.device("cpu"), *lstm_call()).variant == "sequence"
-        assert dispatch.select("lstm", torch.device("cpu"), *lstm_call(proj_size=3)).variant == "step"
+        assert dispatch.select("lstm", torch.device("cpu"), *lstm_call(proj_size=3)).variant == "sequence"
     with seqops.backend("triton", variant="step"):
         assert dispatch.select("lstm", torch.device("cpu"), *lstm_call()).variant == "step"
     with seqops.backend("triton", variant="sequence"):
         # An op without that variant runs as the backend would.
         cell = (torch.randn(2, 4), torch.randn(2, 9), torch.randn(2, 9), torch.randn(36, 4), torch.randn(36, 9), None, None)
         assert dispatch.select("lstm_cell", torch.device("cpu"), *cell).key == "lstm_cell/triton/step"
-        with pytest.raises(dispatch.BackendUnavailable, match="proj_size: the step variant runs it"):
-            dispatch.select("lstm", torch.device("cpu"), *lstm_call(proj_size=3))
     with pytest.raises(ValueError, match="explicit backend"):
         with seqops.backend("auto", variant="step"):
             pass

@@ -103,14 +103,19 @@ def drive_lstm():
                                                       torch.randn_like(c_n), out, gates, cells, None, h, c, w_hh, None,
                                                       [batch, batch], False)
         # The whole-sequence kernels, at the hidden sizes whose W_hh slice they keep on
-        # chip: one that is not a multiple of the 16-unit slice, and the largest.
+        # chip: one that is not a multiple of the 16-unit slice, and the largest; each
+        # also with a projection (proj_size half the hidden size).
         for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype]):
-            xw = torch.randn(5, 4 * hidden, dtype=dtype)
-            h, c = torch.randn(3, hidden, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
-            w_hh = torch.randn(4 * hidden, hidden, dtype=dtype)
-            out, h_n, c_n, gates, cells, _ = recurrent_kernels.lstm_sequence_forward(xw, [3, 2], h, c, w_hh, None, True)
-            recurrent_kernels.lstm_sequence_backward(torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n),
-                                                     out, gates, cells, None, h, c, w_hh, None, [3, 2], True)
+            for features in (hidden, hidden // 2):
+                xw = torch.randn(5, 4 * hidden, dtype=dtype)
+                h, c = torch.randn(3, features, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
+                w_hh = torch.randn(4 * hidden, features, dtype=dtype)
+                w_hr = torch.randn(features, hidden, dtype=dtype) if features < hidden else None
+                out, h_n, c_n, gates, cells, h_raw = recurrent_kernels.lstm_sequence_forward(xw, [3, 2], h, c, w_hh,
+                                                                                             w_hr, True)
+                recurrent_kernels.lstm_sequence_backward(torch.randn_like(out), torch.randn_like(h_n),
+                                                         torch.randn_like(c_n), out, gates, cells, h_raw, h, c, w_hh,
+                                                         w_hr, [3, 2], True)
 
 
 def drive_gru_rnn():

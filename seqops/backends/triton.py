@@ -113,16 +113,14 @@ def _additive_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mas
 def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional,
                           proj_size) -> Optional[str]:
     """Why the sequence variant (one launch per layer and direction) cannot take this
-    nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, a
-    projection, or a W_hh slice too large to keep on chip with one program per
+    nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, or a W_hh
+    slice too large to keep on chip with one program per
     multiprocessor (the rule of seqops.kernels.recurrent.sequence.plan, restated here so
     that choosing does not import triton). The interpreter takes every size: there one
     program loops over the slices, re-reading W_hh when there are several."""
     reason = recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights)
     if reason is not None:
         return reason
-    if proj_size > 0:
-        return "proj_size: the step variant runs it"
     rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
     if rows >= 2**31:
         return f"{rows} rows of steps: the sequence kernels index steps in 32 bits; the step variant runs it"
