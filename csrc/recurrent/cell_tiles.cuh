@@ -1,6 +1,7 @@
 // What the recurrent cell kernels (LSTM, GRU, Elman RNN) share: an element of a strided
-// matrix as fp32, the sigmoid, and the forward's product of a block's rows with the weight
-// rows of its units, every gate at once, through shared-memory tiles (geometry in plan.h).
+// matrix as fp32, the sigmoid, the forward's product of a block's rows with the weight
+// rows of its units, every gate at once, and the backward's product of the gradients
+// through w_hh with w_hh, both through shared-memory tiles (geometry in plan.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -59,6 +60,38 @@ __device__ __forceinline__ void accumulate_gates(const void* a, const Strides2& 
       }
     }
     __syncthreads();
+  }
+}
+
+// The backward's product d_h0 += g @ w_hh, one kCellUnits-unit step of it: w_tile[gate *
+// kCellUnits + j][f] = w[gate * H + unit0 + j, feature0 + f] (0 outside the matrix), w
+// [kGates * H, H]; the caller stages g, the gradients through w_hh of the block's rows, as
+// grad_tile[gate * kCellUnits + j][row] and synchronises the block before the product.
+template <typename T, int kGates>
+__device__ __forceinline__ void load_weight_block(const void* w, const Strides2& w_s, int64_t hidden, int64_t unit0,
+                                                  int64_t feature0,
+                                                  float (&w_tile)[kGates * kCellUnits][kCellUnits + 1]) {
+  for (int e = threadIdx.x; e < kGates * kCellUnits * kCellUnits; e += kCellThreads) {
+    const int f = e % kCellUnits, gate_unit = e / kCellUnits;
+    const int64_t unit = unit0 + gate_unit % kCellUnits, feature = feature0 + f;
+    w_tile[gate_unit][f] = unit < hidden && feature < hidden
+                               ? load<T>(w, (gate_unit / kCellUnits) * hidden + unit, feature, w_s)
+                               : 0.0f;
+  }
+}
+
+// acc[r] += sum over gate units gj of grad_tile[gj][r0 + r] * w_tile[gj][feature], for
+// this thread's kCellRowsPerThread rows (from r0) and one feature of h0.
+template <int kGates>
+__device__ __forceinline__ void accumulate_through_weights(
+    const float (&grad_tile)[kGates * kCellUnits][kCellRows + 1],
+    const float (&w_tile)[kGates * kCellUnits][kCellUnits + 1], int feature, int r0,
+    float (&acc)[kCellRowsPerThread]) {
+#pragma unroll 4
+  for (int gj = 0; gj < kGates * kCellUnits; ++gj) {
+    const float w = w_tile[gj][feature];
+#pragma unroll
+    for (int r = 0; r < kCellRowsPerThread; ++r) acc[r] = fmaf(grad_tile[gj][r0 + r], w, acc[r]);
   }
 }
 

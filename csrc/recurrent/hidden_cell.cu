@@ -173,20 +173,9 @@ __device__ __forceinline__ void hidden_cell_backward(const HiddenCellBackwardPar
 #pragma unroll
       for (int g = 0; g < G; ++g) grad_tile[g * kUnits + j][r] = through_w_hh[g];
     }
-    for (int e = tid; e < G * kUnits * kUnits; e += kThreads) {
-      const int f = e % kUnits, gate_unit = e / kUnits;
-      const int64_t unit = unit0 + gate_unit % kUnits, feature = feature0 + f;
-      w_tile[gate_unit][f] = unit < p.hidden && feature < p.hidden
-                                 ? load<T>(p.w_hh, (gate_unit / kUnits) * p.hidden + unit, feature, p.w_hh_s)
-                                 : 0.0f;
-    }
+    load_weight_block<T, G>(p.w_hh, p.w_hh_s, p.hidden, unit0, feature0, w_tile);
     __syncthreads();
-#pragma unroll 4
-    for (int gj = 0; gj < G * kUnits; ++gj) {
-      const float w = w_tile[gj][lane_feature];
-#pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) acc[r] = fmaf(grad_tile[gj][r0 + r], w, acc[r]);
-    }
+    accumulate_through_weights<G>(grad_tile, w_tile, lane_feature, r0, acc);
     __syncthreads();
   }
   const int64_t feature = feature0 + lane_feature;

@@ -112,13 +112,7 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
       dgates_tile[2 * kUnits + j][r] = d.g;
       dgates_tile[3 * kUnits + j][r] = d.o;
     }
-    for (int e = tid; e < kGates * kUnits * kUnits; e += kThreads) {
-      const int f = e % kUnits, gate_unit = e / kUnits;
-      const int64_t unit = unit0 + gate_unit % kUnits, feature = feature0 + f;
-      w_tile[gate_unit][f] = unit < p.hidden && feature < p.hidden
-                                 ? load<T>(p.w_hh, (gate_unit / kUnits) * p.hidden + unit, feature, p.w_hh_s)
-                                 : 0.0f;
-    }
+    load_weight_block<T, kGates>(p.w_hh, p.w_hh_s, p.hidden, unit0, feature0, w_tile);
     __syncthreads();
     if (writes_gates && p.dbias != nullptr) {
       static_assert(kThreads == kGates * kUnits, "one thread sums one gate column");
@@ -130,12 +124,7 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
         p.dbias[int64_t(blockIdx.x) * p.dbias_s.row + ((tid / kUnits) * p.hidden + unit) * p.dbias_s.col] = sum;
       }
     }
-#pragma unroll 4
-    for (int gj = 0; gj < kGates * kUnits; ++gj) {
-      const float w = w_tile[gj][lane_feature];
-#pragma unroll
-      for (int r = 0; r < kCellRowsPerThread; ++r) acc[r] = fmaf(dgates_tile[gj][r0 + r], w, acc[r]);
-    }
+    accumulate_through_weights<kGates>(dgates_tile, w_tile, lane_feature, r0, acc);
     __syncthreads();
   }
   const int64_t feature = feature0 + lane_feature;
