@@ -53,8 +53,14 @@ def test_verdicts():
         assert _entry(**exempt, **no_wgmma).verdict() == "ok", exempt
 
 
-def test_only_the_listed_spills_are_let_through():
+def test_only_the_listed_spills_are_let_through(monkeypatch):
+    pytest.importorskip("triton.backends.nvidia")
+    from benchmarks.static_report import report
     wide = dict(kernel="additive_backward_query_kernel", autotuned=False, spilled_bytes=4000)
+    # None is listed today: the additive backward's spills, once listed, are failures now.
+    assert _entry(**wide, dtype="*fp32", constants={"BLOCK_DV": 256}).verdict() == "SPILLS"
+    monkeypatch.setitem(report.KNOWN_SPILLS, "additive_backward_query_kernel", (
+        lambda constants, dtypes: constants.get("BLOCK_DV", 0) > 64 and "*fp32" in dtypes, "a reason"))
     assert _entry(**wide, dtype="*fp32", constants={"BLOCK_DV": 256}).verdict() == "KNOWN-SPILL"
     assert not _entry(**wide, dtype="*fp32", constants={"BLOCK_DV": 256}).failed()
     assert _entry(**wide, dtype="*bf16", constants={"BLOCK_DV": 256}).verdict() == "SPILLS"

@@ -26,26 +26,36 @@ import triton.language as tl
 from ..runtime import cast_rounded, ceil_div, dot
 from .common import (load_row_stats, load_tile, mask_operand, pre_activation_chunk, probabilities, project, score_tile, value_block,
                      visible)
-from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
+from .tiles import BLOCK_M, BLOCK_N, QUERY_VALUE_CHUNK, hidden_block_and_warps
 
 
 @triton.jit
-def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
-                              row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-                              values_strides, mask_strides, grad_weights_strides,
+def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_context_base,
+                              grad_weights_base, row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden,
+                              value_dim, values_strides, mask_strides, grad_context_strides, grad_weights_strides,
                         MASKED: tl.constexpr, GRAD_CONTEXT: tl.constexpr, GRAD_WEIGHTS: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                        BLOCK_DV: tl.constexpr):
+                        BLOCK_DV: tl.constexpr, CHUNK_DV: tl.constexpr):
     """(P, dP) for one [BLOCK_M, BLOCK_N] tile: the recomputed probabilities and the
     gradient w.r.t. them. grad_context: the rows' context gradient [BLOCK_M, BLOCK_DV]
-    fp32, loaded by the caller (once per program in the query-block kernel)."""
+    fp32, loaded by the caller, when CHUNK_DV == BLOCK_DV; narrower, dO . values is
+    summed CHUNK_DV value columns at a time, each chunk of dO read here (from
+    grad_context_base) so that neither it nor the values tile lives whole."""
     s = score_tile(qp_base, kp_base, v_ptr, offs_m, offs_n, Lq, Lk, hidden, BLOCK_M, BLOCK_N, BLOCK_D)
     keep = visible(mask_base, offs_m, offs_n, Lq, Lk, mask_strides, MASKED)
     p = probabilities(s, keep, row_max, row_sum)
     dp = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if GRAD_CONTEXT:
-        values = load_tile(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
-        dp += dot(grad_context, tl.trans(values))
+        if CHUNK_DV == BLOCK_DV:
+            values = load_tile(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
+            dp += dot(grad_context, tl.trans(values))
+        else:
+            for start_dv in range(0, value_dim, CHUNK_DV):
+                offs_c = start_dv + tl.arange(0, CHUNK_DV).to(tl.int64)
+                grad_context_chunk = load_tile(grad_context_base, offs_m, offs_c, grad_context_strides[1],
+                                               grad_context_strides[2], Lq, value_dim)
+                values = load_tile(values_base, offs_n, offs_c, values_strides[1], values_strides[2], Lk, value_dim)
+                dp += dot(grad_context_chunk, tl.trans(values))
     if GRAD_WEIGHTS:
         dp += load_tile(grad_weights_base, offs_m, offs_n, grad_weights_strides[1], grad_weights_strides[2], Lq, Lk)
     return p, dp
@@ -69,10 +79,12 @@ def additive_backward_query_kernel(
     values_strides, mask_strides, grad_context_strides, grad_weights_strides,
     MASKED: tl.constexpr, GRAD_CONTEXT: tl.constexpr, GRAD_WEIGHTS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CHUNK_DV: tl.constexpr,
 ):
     """For BLOCK_M queries of one batch entry: delta [B, Lq] (written for the key kernel),
     d qp [B, Lq, d] (zeros on entry), and this program's share of d v, into row
-    (batch * query blocks + block) of grad_v_partial."""
+    (batch * query blocks + block) of grad_v_partial. CHUNK_DV: as probability_gradient_tile's
+    (the rows' context gradient is loaded once, whole, only when it equals BLOCK_DV)."""
     b = tl.program_id(1).to(tl.int64)
     offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV).to(tl.int64)
@@ -81,17 +93,18 @@ def additive_backward_query_kernel(
     row_max, row_sum = load_row_stats(stats_ptr, b, offs_m, Lq)
     values_base = values_ptr + b * values_strides[0]
     mask_base = mask_ptr + b * mask_strides[0]
-    grad_context = load_grad_context(grad_context_ptr + b * grad_context_strides[0], offs_m, offs_dv,
-                                     grad_context_strides, Lq, value_dim, GRAD_CONTEXT, BLOCK_M, BLOCK_DV)
+    grad_context_base = grad_context_ptr + b * grad_context_strides[0]
+    grad_context = load_grad_context(grad_context_base, offs_m, offs_dv, grad_context_strides, Lq, value_dim,
+                                     GRAD_CONTEXT and CHUNK_DV == BLOCK_DV, BLOCK_M, BLOCK_DV)
     grad_weights_base = grad_weights_ptr + b * grad_weights_strides[0]
     delta = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, Lk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
         p, dp = probability_gradient_tile(
-            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
+            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_context_base, grad_weights_base,
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_weights_strides,
-            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, CHUNK_DV)
         delta += tl.sum(p * dp, axis=1)
     tl.store(delta_ptr + b * Lq + offs_m, delta, mask=offs_m < Lq)
 
@@ -99,10 +112,10 @@ def additive_backward_query_kernel(
     for start_n in range(0, Lk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
         p, dp = probability_gradient_tile(
-            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_weights_base,
+            qp_base, kp_base, v_ptr, values_base, mask_base, grad_context, grad_context_base, grad_weights_base,
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_weights_strides,
-            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, CHUNK_DV)
         ds = p * (dp - delta[:, None])
         for start_d in range(0, hidden, BLOCK_D):
             t, v, offs_d = pre_activation_chunk(qp_base, kp_base, v_ptr, offs_m, offs_n, start_d, Lq, Lk, hidden,
@@ -141,10 +154,10 @@ def additive_backward_key_kernel(
                                          grad_context_strides, Lq, value_dim, GRAD_CONTEXT, BLOCK_M, BLOCK_DV)
         p, dp = probability_gradient_tile(
             qp_base, kp_base, v_ptr, values_ptr + b * values_strides[0], mask_ptr + b * mask_strides[0],
-            grad_context, grad_weights_ptr + b * grad_weights_strides[0],
+            grad_context, grad_context_ptr + b * grad_context_strides[0], grad_weights_ptr + b * grad_weights_strides[0],
             row_max, row_sum, offs_m, offs_n, offs_dv, Lq, Lk, hidden, value_dim,
-            values_strides, mask_strides, grad_weights_strides,
-            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV)
+            values_strides, mask_strides, grad_context_strides, grad_weights_strides,
+            MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, BLOCK_DV)
         ds = p * (dp - delta[:, None])
         if GRAD_CONTEXT:
             grad_values += dot(tl.trans(p), grad_context)
@@ -206,9 +219,12 @@ def additive_attention_backward(
                      BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=hidden_block, BLOCK_DV=value_block(value_dim),
                      num_warps=warps)
         additive_backward_query_kernel[(query_blocks, B)](*operands, grad_qp, grad_v_partial, *sizes, *strides,
-                                                          **flags)
+                                                          **flags, CHUNK_DV=min(flags["BLOCK_DV"], QUERY_VALUE_CHUNK))
+        key_block, key_warps = hidden_block_and_warps(value_block(value_dim), grad_weights=has_grad_weights)
+        key_flags = dict(flags, BLOCK_D=key_block, num_warps=key_warps)
         additive_backward_key_kernel[(ceil_div(Lk, BLOCK_N), B)](*operands, grad_kp, grad_values, *sizes,
-                                                                    *strides, grad_values.stride(), **flags)
+                                                                    *strides, grad_values.stride(),
+                                                                    **key_flags)
     grad_query, grad_w_query, grad_b_query = _projection_grads(grad_qp, query, w_query, b_query)
     grad_keys, grad_w_key, grad_b_key = _projection_grads(grad_kp, keys, w_key, b_key)
     grad_v = grad_v_partial.sum(0).to(v.dtype)
