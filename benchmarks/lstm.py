@@ -4,9 +4,11 @@ torch.nn.LSTMCell loop), each also against the eager reference; batch 1 to 256, 
 64 to 2048 (input size = hidden), 1 and 2 layers, fp32 and bf16, forward and
 forward+backward. TFLOP/s count the GEMMs: 8*B*H*(I + H) a step forward, 3x that with
 the backward. The Triton LSTM runs as each of its variants: `step` (a launch per time
-step) and `sequence` (a launch per layer and direction, for hidden sizes whose W_hh
-slice stays on chip: 64 here, 128 too in fp32), each named with its launches per layer
-and direction.
+step) and `sequence` (a launch per layer and direction; W_hh's slices stay on chip up to
+H = 64, 128 in fp32, and are re-read from L2 every step above), each named with its
+launches per layer and direction. On a GPU the sweep opens with issue 11's target, B=16,
+T=1024, H=768 in bf16, one layer, where cuDNN runs the forward in 2.0 ms and forward and
+backward in 5.2 ms on an H100 (shared/ANCHORS.md): fused LSTMs and torch only (ANCHOR).
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ FUSED_BACKENDS = ("triton", "cuda")
 # many kernel launches one forward of one layer and direction takes over T steps.
 TRITON_LSTM_VARIANTS = {"step": "T launches", "sequence": "1 launch"}
 
+# (T, B, H, dtype) of issue 11's comparison with cuDNN.
+ANCHOR = (1024, 16, 768, torch.bfloat16)
+
 BASELINE = "torch"
 SWEEP_NAME = "hidden size"
 MEMORY_PANEL = None
@@ -42,6 +47,13 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     if quick:
         batches, dtypes, layer_counts = batches[len(batches) // 2:][:1], dtypes[:1], [1]
     out = []
+    if on_gpu:
+        T, batch, hidden, dtype = ANCHOR
+        for direction in ("forward", "forward+backward"):
+            flops = 8 * batch * hidden * 2 * hidden * T * (3 if direction != "forward" else 1)
+            out.append(Case("lstm", direction, dtype, (T, batch, hidden), hidden, flops=flops,
+                            panel=f"anchor {direction}, bf16, batch {batch}, 1 layer, T={T}",
+                            params={"kind": "sequence", "layers": 1, "anchor": True}))
     for dtype in dtypes:
         for direction in ("forward", "forward+backward"):
             for batch in batches:
@@ -146,8 +158,12 @@ def _seqops_provider(backend: str) -> Provider:
         return _sequence(seqops.nn.LSTM, backend)(case, device)
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
-        probe = torch.empty(1, 4, device=device, dtype=case.dtype)
-        reason = dispatch.backend_reason("lstm_cell", backend, device, probe, probe, probe, probe, probe, None, None)
+        if case.params["kind"] == "step":
+            probe = torch.empty(1, 4, device=device, dtype=case.dtype)
+            reason = dispatch.backend_reason("lstm_cell", backend, device, probe, probe, probe, probe, probe, None,
+                                             None)
+        else:  # the whole-layer op (the CUDA C++ backend has only the cell so far)
+            reason = dispatch.backend_reason("lstm", backend, device, *_lstm_call(case, device))
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason
@@ -187,11 +203,18 @@ def _torch_make(case, device):
     return _sequence(torch.nn.LSTM, None)(case, device)
 
 
+def _not_at_anchor(case: Case, device: torch.device) -> Optional[str]:
+    """The anchor case compares the fused LSTMs with cuDNN: eager loops of 1024 steps would
+    spend the quick check's budget there."""
+    return "the anchor case times the fused LSTMs and torch only" if case.params.get("anchor") else None
+
+
 def providers(device: torch.device) -> list[Provider]:
-    only_sequences = lambda case, device: "sequences only" if case.params["kind"] == "step" else None
+    only_sequences = lambda case, device: ("sequences only" if case.params["kind"] == "step"
+                                           else _not_at_anchor(case, device))
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
         _triton_variant_provider(variant) for variant in TRITON_LSTM_VARIANTS] + [
         Provider("torch", lambda case, device: _timed(case, device, _torch_make)),
         Provider("torch LSTMCell loop", lambda case, device: _timed(case, device, _cell_loop), only_sequences),
-        Provider("reference", lambda case, device: _timed(case, device, _reference)),
+        Provider("reference", lambda case, device: _timed(case, device, _reference), _not_at_anchor),
     ]

@@ -18,7 +18,6 @@ import seqops
 from accuracy import assert_within_torch_error
 from devices import DEVICES, skip_unless_runnable
 from seqops import dispatch
-from seqops.backends import triton as triton_backend
 from test_lstm import compare, lstm_inputs, twins
 
 
@@ -76,7 +75,7 @@ BIDIRECTIONAL_2_LAYERS = dict(bias=True, batch_first=False, bidirectional=True, 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_several_slices_bidirectional_two_layers(device, packed):
-    """H = 40: three 16-unit slices (the last 8 units), h read in two chunks; packed
+    """H = 40: three 16-unit slices (the last 8 units), h read in three chunks; packed
     lengths of 1, 2 and 4 make rows start late in the reversed direction."""
     check_sequence(device, BIDIRECTIONAL_2_LAYERS, packed, T=4, B=3, I=7, H=40)
 
@@ -179,23 +178,30 @@ def test_auto_ranks_sequence_over_step_and_both_as_step_was_against_torch():
         assert (sequence[device_type] > torch_rank.get(device_type, 0)) == (step[device_type] > torch_rank.get(device_type, 0))
 
 
-def test_backend_restates_the_kernels_fit_limits():
-    """seqops.backends.triton decides the sequence variant's fit without importing
-    triton; its constants must be the kernels'."""
+def test_every_hidden_size_takes_the_sequence_variant_on_chip_or_not(monkeypatch):
+    """No hidden size sends the call to the step variant: past MAX_ON_CHIP_HIDDEN, or with
+    more slices than programs, W_hh is re-read every step (plans as for a GPU with
+    RECORDED_MULTIPROCESSORS, not the interpreter's one program)."""
     skip_unless_runnable("cpu", "triton")
     from seqops.kernels.recurrent import sequence
-    assert triton_backend.LSTM_SEQUENCE_SLICE_UNITS == sequence.SLICE_UNITS
-    assert triton_backend.LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN == sequence.MAX_ON_CHIP_HIDDEN
+    monkeypatch.setattr(sequence, "INTERPRETED", False)
+    big = sequence.MAX_ON_CHIP_HIDDEN[torch.float32] + 1
+    with seqops.backend("triton"):
+        assert dispatch.select("lstm", torch.device("cpu"), *lstm_call(hidden=big)).variant == "sequence"
+    fits = sequence.plan(sequence.MAX_ON_CHIP_HIDDEN[torch.float32], torch.float32, torch.device("meta"))
+    assert fits.on_chip and fits.block_k == sequence.MAX_ON_CHIP_HIDDEN[torch.float32]
+    for hidden in (big, 768, 16 * sequence.RECORDED_MULTIPROCESSORS + 1):
+        p = sequence.plan(hidden, torch.float32, torch.device("meta"))
+        assert not p.on_chip and p.block_k == sequence.REREAD_CHUNK
+        assert p.programs == min(-(-hidden // sequence.SLICE_UNITS), sequence.RECORDED_MULTIPROCESSORS)
 
 
 @pytest.mark.cuda
-def test_sequence_refuses_hidden_sizes_that_do_not_fit_on_chip():
-    big = triton_backend.LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN[torch.float32] + 1
-    with seqops.backend("triton"):
-        assert dispatch.select("lstm", torch.device("cuda"), *lstm_call(hidden=big, device="cuda")).variant == "step"
-    with seqops.backend("triton", variant="sequence"):
-        with pytest.raises(dispatch.BackendUnavailable, match=f"hidden_size {big}"):
-            dispatch.select("lstm", torch.device("cuda"), *lstm_call(hidden=big, device="cuda"))
+def test_sequence_rereads_weights_that_do_not_fit_on_chip_on_a_gpu():
+    """H = 200 in fp32: 13 programs, W_hh re-read every step, h exchanged across the grid
+    barrier of a real GPU; bidirectional, packed, against torch in float64."""
+    config = dict(bias=True, batch_first=False, bidirectional=True, proj_size=0, num_layers=1)
+    check_sequence("cuda", config, True, T=5, B=3, I=8, H=200)
 
 
 class _GridRecorder:
@@ -211,7 +217,7 @@ class _GridRecorder:
 def test_sequence_forward_split_over_programs_matches_one_program(monkeypatch, programs):
     """A single step needs no grid barrier, so the interpreter can run the forward kernel
     as a GPU would split it: H = 40 over 3 programs (one slice each, W_hh on chip, h in one
-    64-feature chunk) or 2 (program 0 owns slices 0 and 2, W_hh re-read in 32-feature
+    64-feature chunk) or 2 (program 0 owns slices 0 and 2, W_hh re-read in 16-feature
     chunks, as one program does). Within the error rule against float64; with the same
     chunks, bitwise those of one program, since a unit's arithmetic does not depend on
     which program runs it."""

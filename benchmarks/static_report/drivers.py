@@ -104,9 +104,10 @@ def drive_lstm():
                                                       [batch, batch], False)
         # The whole-sequence kernels, at the hidden sizes whose W_hh slice they keep on
         # chip: one that is not a multiple of the 16-unit slice, and the largest; each
-        # also with a projection (proj_size half the hidden size).
-        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype]):
-            for features in (hidden, hidden // 2):
+        # also with a projection (proj_size half the hidden size); and at 768, whose
+        # slices re-read W_hh from L2 every step.
+        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype], 768):
+            for features in (hidden, hidden // 2) if hidden < 768 else (hidden,):
                 xw = torch.randn(5, 4 * hidden, dtype=dtype)
                 h, c = torch.randn(3, features, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
                 w_hh = torch.randn(4 * hidden, features, dtype=dtype)

@@ -420,12 +420,15 @@ MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
 NUM_STAGES = 1
 # Features read per chunk of the projection's products (proj_size): h_raw @ W_hr^T in the
 # forward, d_total @ W_hr in the backward. W_hr is re-read every step (from L2), not kept
-# on chip. With a projection the backward also re-reads W_hh, PROJECTED_BACKWARD_CHUNK
-# gate columns at a time: with its tiles on chip, or in chunks of 32 with W_hr's of 32,
-# ptxas spilled 8-52 bytes (sm_80 or sm_90, fp32 or 16-bit, H 24 to 128), and a forward
-# chunk of 64 spilled 8 (bf16, sm_80); these compile without (the static report).
+# on chip. With a projection the backward re-reads W_hh too (REREAD_CHUNK gate columns at
+# a time): with its tiles on chip, or in chunks of 32 with W_hr's of 32, ptxas spilled
+# 8-52 bytes (sm_80 or sm_90, fp32 or 16-bit, H 24 to 128), and a forward chunk of 64
+# spilled 8 (bf16, sm_80); these compile without (the static report).
 PROJECTION_CHUNK = {"forward": 32, "backward": 64}
-PROJECTED_BACKWARD_CHUNK = 16
+# Features of h (forward) or gate columns (backward) per chunk where W_hh is re-read per
+# step: at 32, ptxas spilled 24 bytes in the fp32 forward on sm_90 (H = 768); 16 and 64
+# compile without spills in every dtype on sm_80 and sm_90.
+REREAD_CHUNK = 16
 # Multiprocessors assumed when launches are recorded for the compile check on a machine
 # without a GPU (an H100/H200 has 132).
 RECORDED_MULTIPROCESSORS = 132
@@ -444,12 +447,12 @@ def multiprocessors(device: torch.device) -> int:
 def plan(H: int, dtype: torch.dtype, device: torch.device) -> Plan:
     """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
     on chip when each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else
-    re-read in chunks of 32 features)."""
+    re-read, from L2 on a GPU, in chunks of REREAD_CHUNK features every step)."""
     slices = ceil_div(H, SLICE_UNITS)
     programs = min(slices, multiprocessors(device))
     padded = max(16, next_power_of_2(H))
     on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN[dtype]
-    return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else 32, 16, 4)
+    return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else REREAD_CHUNK, 16, 4)
 
 
 def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
@@ -543,7 +546,7 @@ def lstm_sequence_backward(
         *(w_hr.stride() if w_hr is not None else (0, 0)),
         HAS_D_OUT=d_out is not None, HAS_D_H_N=d_h_n is not None, HAS_D_C_N=d_c_n is not None,
         PROJECTED=w_hr is not None, WEIGHTS_ON_CHIP=p.on_chip and w_hr is None, BLOCK_B=p.block_b,
-        BLOCK_H=p.block_h, BLOCK_J=p.block_k if w_hr is None else PROJECTED_BACKWARD_CHUNK,
+        BLOCK_H=p.block_h, BLOCK_J=p.block_k if w_hr is None else REREAD_CHUNK,
         BLOCK_R=PROJECTION_CHUNK["backward"], num_warps=p.warps, num_stages=NUM_STAGES,
     )
     h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]

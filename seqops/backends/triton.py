@@ -113,33 +113,19 @@ def _additive_reason(query, keys, values, w_query, w_key, v, b_query, b_key, mas
 def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional,
                           proj_size) -> Optional[str]:
     """Why the sequence variant (one launch per layer and direction) cannot take this
-    nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, or a W_hh
-    slice too large to keep on chip with one program per
-    multiprocessor (the rule of seqops.kernels.recurrent.sequence.plan, restated here so
-    that choosing does not import triton). The interpreter takes every size: there one
-    program loops over the slices, re-reading W_hh when there are several."""
+    nn.LSTM call, so that the step variant runs it: what no fused LSTM takes, or more
+    rows of steps than it indexes. Every hidden size fits: a slice of W_hh that does not
+    fit on chip is re-read from L2 every step, and the grid, capped at one program per
+    multiprocessor, loops over the slices (seqops.kernels.recurrent.sequence.plan)."""
     reason = recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights)
     if reason is not None:
         return reason
     rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
     if rows >= 2**31:
         return f"{rows} rows of steps: the sequence kernels index steps in 32 bits; the step variant runs it"
-    hidden = hx[1].shape[-1]
-    if input.device.type == "cuda":
-        slices = -(-hidden // LSTM_SEQUENCE_SLICE_UNITS)
-        multiprocessors = torch.cuda.get_device_properties(input.device).multi_processor_count
-        padded = 1 << max(4, (hidden - 1).bit_length())
-        largest = LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN[input.dtype]
-        if slices > multiprocessors or padded > largest:
-            return (f"hidden_size {hidden}: the sequence kernels keep W_hh on chip for hidden sizes up to "
-                    f"{min(largest, LSTM_SEQUENCE_SLICE_UNITS * multiprocessors)} in {input.dtype} on this device; "
-                    f"the step variant runs it")
     return None
 
 
-# As seqops.kernels.recurrent.sequence.SLICE_UNITS and MAX_ON_CHIP_HIDDEN.
-LSTM_SEQUENCE_SLICE_UNITS = 16
-LSTM_SEQUENCE_MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
 # As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
 FP32_MAX_HEAD_DIM = 128
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
