@@ -84,25 +84,35 @@ def _schedule_entry(ptr, index, valid):
 
 
 @triton.jit
+def _exchanged_product(a_base, a_sr, a_sc, rows, row_ok, K, w_ptr, w_sk, w_sc, cols, n_cols,
+                       BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """sum over k < K of a[rows, k] * w[k, cols], fp32 [BLOCK_B, BLOCK_C]: `a` written by
+    every program before the last barrier (read from L2), w read BLOCK_R rows at a time,
+    a rounded to w's dtype first (a no-op for h_raw, which has it)."""
+    acc = tl.zeros([BLOCK_B, BLOCK_C], tl.float32)
+    for k0 in range(0, K, BLOCK_R):
+        ks = k0 + tl.arange(0, BLOCK_R)
+        a = _load_exchanged(a_base, rows, ks, a_sr, a_sc, row_ok[:, None] & (ks < K)[None, :])
+        w = _load_tile(w_ptr, ks, cols, w_sk, w_sc, K, n_cols)
+        acc += dot(cast_rounded(a.to(tl.float32), w.dtype), w)
+    return acc
+
+
+@triton.jit
 def _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slices, pid, programs,
                   h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc,
                   BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
     """out[step] = h_raw[step] @ w_hr^T for this program's slices of the P features: the
     step's h_raw rows (from offset, n_rows of them), written by every program before the
     last barrier, against w_hr [P, H] as [k, p] tiles."""
-    ks0 = tl.arange(0, BLOCK_R)
     for s in range(pid, n_out_slices, programs):
         features = s * BLOCK_H + tl.arange(0, BLOCK_H)
         for r0 in range(0, n_rows, BLOCK_B):
             rows = r0 + tl.arange(0, BLOCK_B)
             row_ok = rows < n_rows
-            acc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-            for k0 in range(0, H, BLOCK_R):
-                ks = k0 + ks0
-                h_raw = _load_exchanged(h_raw_ptr + offset * h_raw_sr, rows, ks, h_raw_sr, h_raw_sc,
-                                        row_ok[:, None] & (ks < H)[None, :])
-                w = _load_tile(w_hr_ptr, ks, features, w_hr_sc, w_hr_sr, H, P)
-                acc += dot(h_raw.to(w.dtype), w)
+            # w_hr [P, H] as [k, p] tiles.
+            acc = _exchanged_product(h_raw_ptr + offset * h_raw_sr, h_raw_sr, h_raw_sc, rows, row_ok, H,
+                                     w_hr_ptr, w_hr_sc, w_hr_sr, features, P, BLOCK_B, BLOCK_H, BLOCK_R)
             now = offset + rows
             tl.store(out_ptr + now[:, None] * out_sr + features[None, :] * out_sc,
                      cast_rounded(acc, out_ptr.dtype.element_ty), mask=row_ok[:, None] & (features < P)[None, :])
@@ -368,7 +378,6 @@ def lstm_sequence_backward_kernel(
         if PROJECTED:
             if has_cur:
                 _grid_barrier(counter_ptr, (2 * phase + 1) * programs)
-                rs = tl.arange(0, BLOCK_R)
                 for s in range(pid, n_slices, programs):
                     units = s * BLOCK_H + tl.arange(0, BLOCK_H)
                     for r0 in range(0, cur_rows, BLOCK_B):
@@ -376,13 +385,8 @@ def lstm_sequence_backward_kernel(
                         row_ok = rows < cur_rows
                         now = cur_offset + rows
                         # d_total[cur] @ w_hr[:, units], over the P features in chunks.
-                        dh = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-                        for k0 in range(0, P, BLOCK_R):
-                            ks = k0 + rs
-                            d_total = _load_exchanged(d_total_ptr + cur_offset * P, rows, ks, P, 1,
-                                                      row_ok[:, None] & (ks < P)[None, :])
-                            w = _load_tile(w_hr_ptr, ks, units, w_hr_sr, w_hr_sc, P, H)
-                            dh += dot(cast_rounded(d_total, w.dtype), w)
+                        dh = _exchanged_product(d_total_ptr + cur_offset * P, P, 1, rows, row_ok, P,
+                                                w_hr_ptr, w_hr_sr, w_hr_sc, units, H, BLOCK_B, BLOCK_H, BLOCK_R)
                         continued = (rows < done_carried)[:, None]
                         _gate_gradients(dh, rows, units, row_ok, continued, now, cur_prev, cur_carried, H,
                                         d_c_n_ptr, d_c_n_sr, d_c_n_sc, gates_ptr, gates_sr, gates_sc, cells_ptr,
