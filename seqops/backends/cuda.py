@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from seqops import dispatch
-from seqops.backends import cuda_attention
+from seqops.backends import cell_layers, cuda_attention
 from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.ops.softmax import contract as softmax_contract
 
@@ -77,3 +77,11 @@ for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
         {"forward": _function("cuda_recurrent", f"{_cell}_forward"),
          "backward": _function("cuda_recurrent", f"{_cell}_backward")},
         supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))
+# The layers (nn.LSTM, nn.GRU, nn.RNN on backend("cuda")): torch's layer loop over the
+# cells above, one launch a step. No `auto` priority: a drop-in that runs, unmeasured.
+dispatch.register(dispatch.Impl("lstm", "cuda", "step", {"run": cell_layers.lstm_on_cells("lstm_cell/cuda/step")},
+                                supports=cell_layers.lstm_on_cells_reason))
+for _mode in ("gru", "rnn_tanh", "rnn_relu"):
+    dispatch.register(dispatch.Impl(
+        _mode, "cuda", "step", {"run": cell_layers.hidden_rnn_on_cells(f"{_mode}_cell", f"{_mode}_cell/cuda/step")},
+        supports=recurrent_contract.fused_hidden_layer_reason))
