@@ -1,7 +1,8 @@
 """GRU and RNN (tanh) benchmark: one cell step (seqops.gru_cell / rnn_tanh_cell through
 seqops.nn.GRUCell / RNNCell vs torch's cell modules) and whole sequences of T = 256
-(seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, the fused step kernel, vs
-torch.nn.GRU / RNN, cuDNN on a GPU), each also against the eager reference; batch 1 to
+(seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, the fused step kernel;
+on the CUDA C++ backend: its cell a step; vs torch.nn.GRU / RNN, cuDNN on a GPU), each
+also against the eager reference; batch 1 to
 256, hidden 256 to 2048 (input size = hidden), one layer, fp32 and bf16, forward and
 forward+backward. TFLOP/s count the GEMMs: 2*G*B*H*(I + H) a step forward (G = 3 gates
 for the GRU, 1 for the RNN), 3x that with the backward.
@@ -91,8 +92,12 @@ def _seqops_provider(backend: str) -> Provider:
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         probe = torch.empty(1, 4, device=device, dtype=case.dtype)
-        reason = dispatch.backend_reason(f"{case.params['mode']}_cell", backend, device, probe, probe, probe, probe,
-                                         None, None)
+        mode = case.params["mode"]
+        if case.params["kind"] == "step":
+            reason = dispatch.backend_reason(f"{mode}_cell", backend, device, probe, probe, probe, probe, None, None)
+        else:  # the layer op, as nn.GRU / nn.RNN call it
+            reason = dispatch.backend_reason(mode, backend, device, probe.unsqueeze(0), None, probe.unsqueeze(0), [],
+                                             True, 1, 0.0, False, False)
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason
@@ -124,4 +129,5 @@ def _reference_prepare(case, device):
 
 
 def providers(device: torch.device) -> list[Provider]:
-    return [_seqops_provider("triton"), Provider("torch", _torch_prepare), Provider("reference", _reference_prepare)]
+    return [_seqops_provider("triton"), _seqops_provider("cuda"), Provider("torch", _torch_prepare),
+            Provider("reference", _reference_prepare)]
