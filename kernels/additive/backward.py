@@ -24,9 +24,9 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded, ceil_div, dot
-from .common import (load_row_stats, load_tile, mask_operand, pre_activation_chunk, probabilities, project, score_tile, value_block,
+from .common import (load_operand, load_row_stats, load_tile, mask_operand, pre_activation_chunk, probabilities, project, score_tile, value_block,
                      visible)
-from .tiles import BLOCK_M, BLOCK_N, QUERY_VALUE_CHUNK, hidden_block_and_warps
+from .tiles import BLOCK_M, BLOCK_N, QUERY_VALUE_CHUNK, hidden_block_and_warps, key_backward_warps
 
 
 @triton.jit
@@ -38,23 +38,26 @@ def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, g
                         BLOCK_DV: tl.constexpr, CHUNK_DV: tl.constexpr):
     """(P, dP) for one [BLOCK_M, BLOCK_N] tile: the recomputed probabilities and the
     gradient w.r.t. them. grad_context: the rows' context gradient [BLOCK_M, BLOCK_DV]
-    fp32, loaded by the caller, when CHUNK_DV == BLOCK_DV; narrower, dO . values is
-    summed CHUNK_DV value columns at a time, each chunk of dO read here (from
-    grad_context_base) so that neither it nor the values tile lives whole."""
+    (the values' dtype), loaded by the caller, when CHUNK_DV == BLOCK_DV; narrower,
+    dO . values is summed CHUNK_DV value columns at a time, each chunk of dO read here
+    (from grad_context_base) so that neither it nor the values tile lives whole. dO and
+    the values meet in their own dtype (16-bit on tensor cores; exact products either
+    way, accumulated in fp32)."""
     s = score_tile(qp_base, kp_base, v_ptr, offs_m, offs_n, Lq, Lk, hidden, BLOCK_M, BLOCK_N, BLOCK_D)
     keep = visible(mask_base, offs_m, offs_n, Lq, Lk, mask_strides, MASKED)
     p = probabilities(s, keep, row_max, row_sum)
     dp = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if GRAD_CONTEXT:
         if CHUNK_DV == BLOCK_DV:
-            values = load_tile(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
+            values = load_operand(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
             dp += dot(grad_context, tl.trans(values))
         else:
             for start_dv in range(0, value_dim, CHUNK_DV):
                 offs_c = start_dv + tl.arange(0, CHUNK_DV).to(tl.int64)
-                grad_context_chunk = load_tile(grad_context_base, offs_m, offs_c, grad_context_strides[1],
-                                               grad_context_strides[2], Lq, value_dim)
-                values = load_tile(values_base, offs_n, offs_c, values_strides[1], values_strides[2], Lk, value_dim)
+                grad_context_chunk = load_operand(grad_context_base, offs_m, offs_c, grad_context_strides[1],
+                                                  grad_context_strides[2], Lq, value_dim)
+                values = load_operand(values_base, offs_n, offs_c, values_strides[1], values_strides[2], Lk,
+                                      value_dim)
                 dp += dot(grad_context_chunk, tl.trans(values))
     if GRAD_WEIGHTS:
         dp += load_tile(grad_weights_base, offs_m, offs_n, grad_weights_strides[1], grad_weights_strides[2], Lq, Lk)
@@ -64,11 +67,12 @@ def probability_gradient_tile(qp_base, kp_base, v_ptr, values_base, mask_base, g
 @triton.jit
 def load_grad_context(grad_context_base, offs_m, offs_dv, grad_context_strides, Lq, value_dim,
                       GRAD_CONTEXT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """The rows' context gradient [BLOCK_M, BLOCK_DV] fp32 (zeros when none reached it)."""
+    """The rows' context gradient [BLOCK_M, BLOCK_DV] in its dtype (zeros when none
+    reached it)."""
     if GRAD_CONTEXT:
-        return load_tile(grad_context_base, offs_m, offs_dv, grad_context_strides[1], grad_context_strides[2], Lq,
-                         value_dim)
-    return tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+        return load_operand(grad_context_base, offs_m, offs_dv, grad_context_strides[1], grad_context_strides[2], Lq,
+                            value_dim)
+    return tl.zeros([BLOCK_M, BLOCK_DV], grad_context_base.dtype.element_ty)
 
 
 @triton.jit
@@ -160,7 +164,8 @@ def additive_backward_key_kernel(
             MASKED, GRAD_CONTEXT, GRAD_WEIGHTS, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, BLOCK_DV)
         ds = p * (dp - delta[:, None])
         if GRAD_CONTEXT:
-            grad_values += dot(tl.trans(p), grad_context)
+            # P rounded to dO's dtype, as torch's weights are (16-bit tiles on tensor cores).
+            grad_values += dot(tl.trans(cast_rounded(p, grad_context.dtype)), grad_context)
         for start_d in range(0, hidden, BLOCK_D):
             t, v, offs_d = pre_activation_chunk(qp_base, kp_base, v_ptr, offs_m, offs_n, start_d, Lq, Lk, hidden,
                                                 BLOCK_D)
@@ -209,7 +214,8 @@ def additive_attention_backward(
         delta = torch.empty(B, Lq, dtype=torch.float32, device=query.device)  # the query kernel's
         masked, mask_arg, mask_strides = mask_operand(mask, (B, Lq, Lk), projected_query)
         hidden_block, warps = hidden_block_and_warps(value_block(value_dim))
-        grad_context_arg = grad_context if has_grad_context else context
+        # dO meets the values in their dtype (the kernels' 16-bit dots).
+        grad_context_arg = grad_context.to(values.dtype) if has_grad_context else context
         grad_weights_arg = grad_weights if has_grad_weights else context
         operands = (projected_query, projected_keys, v.float().contiguous(), values, mask_arg, grad_context_arg,
                     grad_weights_arg, stats, delta)
@@ -220,8 +226,8 @@ def additive_attention_backward(
                      num_warps=warps)
         additive_backward_query_kernel[(query_blocks, B)](*operands, grad_qp, grad_v_partial, *sizes, *strides,
                                                           **flags, CHUNK_DV=min(flags["BLOCK_DV"], QUERY_VALUE_CHUNK))
-        key_block, key_warps = hidden_block_and_warps(value_block(value_dim), grad_weights=has_grad_weights)
-        key_flags = dict(flags, BLOCK_D=key_block, num_warps=key_warps)
+        key_flags = dict(flags, num_warps=key_backward_warps(value_block(value_dim), has_grad_weights,
+                                                             values.dtype == torch.float32))
         additive_backward_key_kernel[(ceil_div(Lk, BLOCK_N), B)](*operands, grad_kp, grad_values, *sizes,
                                                                     *strides, grad_values.stride(),
                                                                     **key_flags)

@@ -26,6 +26,15 @@ def load_tile(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols
 
 
 @triton.jit
+def load_operand(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols):
+    """A [rows, cols] tile in the tensor's own dtype, zeros outside [n_rows, n_cols]: an
+    operand of a tl.dot, which takes 16-bit tiles on tensor cores (fp32 accumulation)."""
+    pointers = base + offs_rows[:, None] * stride_row + offs_cols[None, :] * stride_col
+    inside = (offs_rows < n_rows)[:, None] & (offs_cols < n_cols)[None, :]
+    return tl.load(pointers, mask=inside, other=0.0)
+
+
+@triton.jit
 def pre_activation_chunk(qp_base, kp_base, v_ptr, offs_m, offs_n, start_d, Lq, Lk, hidden,
                          BLOCK_D: tl.constexpr):
     """For hidden units [start_d, start_d + BLOCK_D): t = tanh(qp_i + kp_j) [BLOCK_M,

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import cast_rounded, ceil_div, dot, exp_accurate
-from .common import load_tile, mask_operand, probabilities, project, score_tile, value_block, visible
+from .common import load_operand, mask_operand, probabilities, project, score_tile, value_block, visible
 from .tiles import BLOCK_M, BLOCK_N, hidden_block_and_warps
 
 
@@ -49,8 +49,10 @@ def additive_forward_kernel(
         p = exp_accurate(s - shift[:, None])
         alpha = exp_accurate(m_i - shift)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        values = load_tile(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
-        acc = acc * alpha[:, None] + dot(p, values)
+        # In the values' dtype: 16-bit tiles on tensor cores, p rounded to it as torch's
+        # weights are; fp32 exact.
+        values = load_operand(values_base, offs_n, offs_dv, values_strides[1], values_strides[2], Lk, value_dim)
+        acc = acc * alpha[:, None] + dot(cast_rounded(p, values.dtype), values)
         m_i = m_new
 
     empty = l_i == 0.0
