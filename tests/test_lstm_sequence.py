@@ -246,3 +246,29 @@ def test_sequence_forward_split_over_programs_matches_one_program(monkeypatch, p
     theirs = step(xw, h0, c0, w_hh)
     assert_within_torch_error("h", split[0], reference[0], theirs[0])
     assert_within_torch_error("c", split[4], reference[1], theirs[1])
+
+
+@pytest.mark.parametrize("projected", [False, True], ids=["plain", "projected"])
+def test_a_barrier_that_cannot_be_passed_raises_instead_of_hanging(monkeypatch, projected):
+    """Programs that are not all resident never meet at a grid barrier. The interpreter
+    runs programs one after another, so a grid of 2 over 2 steps is exactly that: program
+    0 polls in vain, flags the timeout and finishes; the launcher raises rather than
+    return what it computed. (On a GPU the same happens if another kernel holds
+    multiprocessors; the limit there is GPU_MAX_SPINS polls.)"""
+    skip_unless_runnable("cpu", "triton")
+    from seqops.kernels.recurrent import sequence
+    H, P, B = 40, 20 if projected else 40, 3
+    xw, h0, c0 = torch.randn(2 * B, 4 * H), torch.randn(B, P), torch.randn(B, H)
+    w_hh, w_hr = torch.randn(4 * H, P), (torch.randn(P, H) if projected else None)
+    monkeypatch.setattr(sequence, "multiprocessors", lambda device: 2)
+    with pytest.raises(RuntimeError, match="lstm_sequence_forward: a grid barrier timed out: its 2 programs"):
+        sequence.lstm_sequence_forward(xw, [B, B], h0, c0, w_hh, w_hr, False)
+    # One step, unprojected: no barrier at all, so the split grid runs (see above).
+    if not projected:
+        sequence.lstm_sequence_forward(xw[:B], [B], h0, c0, w_hh, None, False)
+    monkeypatch.undo()
+    out, h_n, c_n, gates, cells, h_raw = sequence.lstm_sequence_forward(xw, [B, B], h0, c0, w_hh, w_hr, False)
+    monkeypatch.setattr(sequence, "multiprocessors", lambda device: 2)
+    with pytest.raises(RuntimeError, match="lstm_sequence_backward: a grid barrier timed out"):
+        sequence.lstm_sequence_backward(torch.randn_like(out), None, None, out, gates, cells, h_raw, h0, c0, w_hh,
+                                        w_hr, [B, B], False)

@@ -36,8 +36,11 @@ one a GPU takes whenever H > BLOCK_H) HAS NEVER RUN ON A GPU: it is written to t
 memory model (a CTA barrier, then a release add by one thread; acquire reads while
 spinning; exchanged values loaded ".cg", from L2, so that no stale L1 line serves them;
 no software pipelining, whose cp.async copies go through L1; all seen in the sm_90 PTX)
-but untested. A GPU whose multiprocessors are held by a kernel that waits on this one
-(a persistent communication kernel, say) would hang it.
+but untested. Programs that are not all resident (a GPU whose multiprocessors are held
+by another kernel, a persistent communication kernel, say) cannot meet at a barrier: a
+program gives up after max_spins() polls and flags the counter, and the launcher raises
+instead of hanging or returning garbage (tested under the interpreter with a forced
+grid of two).
 
 Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
 and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
@@ -66,14 +69,23 @@ def _load_exchanged(ptr, rows, cols, stride_row, stride_col, mask):
 
 
 @triton.jit
-def _grid_barrier(counter_ptr, target):
+def _grid_barrier(counter_ptr, target, max_spins):
     """Wait until every program has finished the phase that brings the counter to
     `target` (phases so far x programs). The CTA barrier makes this program's stores
-    precede its release add; the acquire reads make the others' stores visible here."""
+    precede its release add; the acquire reads make the others' stores visible here.
+
+    A program that polls max_spins times in vain (the others are not all resident, so
+    they never arrive) adds BARRIER_TIMED_OUT to the counter and goes on: every later
+    wait then passes at once, the launch ends with garbage, and the launcher, seeing the
+    flag, raises instead of returning it. A hang becomes an error."""
     tl.debug_barrier()
     arrived = tl.atomic_add(counter_ptr, 1, sem="release") + 1
-    while arrived < target:
+    spins = 0
+    while (arrived < target) & (spins < max_spins):
         arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
+        spins += 1
+    if arrived < target:
+        tl.atomic_add(counter_ptr, _TIMED_OUT_FLAG, sem="release")
     tl.debug_barrier()
 
 
@@ -123,7 +135,7 @@ def lstm_sequence_forward_kernel(
     xw_ptr, h0_ptr, c0_ptr, w_hh_ptr, w_hr_ptr,
     out_ptr, h_raw_ptr, cells_ptr, gates_ptr,
     offsets_ptr, rows_ptr, prev_ptr, carried_ptr, counter_ptr,
-    T, H, P, n_slices, n_out_slices,
+    T, H, P, n_slices, n_out_slices, max_spins,
     xw_sr, xw_sc, h0_sr, h0_sc, c0_sr, c0_sc, w_sr, w_sc, w_hr_sr, w_hr_sc,
     out_sr, out_sc, h_raw_sr, h_raw_sc, cells_sr, cells_sc, gates_sr, gates_sc,
     PROJECTED: tl.constexpr, WEIGHTS_ON_CHIP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -217,13 +229,13 @@ def lstm_sequence_forward_kernel(
                 tl.store(gate_ptrs + 2 * H * gates_sc, g, mask=ok)
                 tl.store(gate_ptrs + 3 * H * gates_sc, o, mask=ok)
         if PROJECTED:
-            _grid_barrier(counter_ptr, (2 * t + 1) * programs)
+            _grid_barrier(counter_ptr, (2 * t + 1) * programs, max_spins)
             _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slices, pid, programs,
                           h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc, BLOCK_B, BLOCK_H, BLOCK_R)
             if t + 1 < T:
-                _grid_barrier(counter_ptr, (2 * t + 2) * programs)
+                _grid_barrier(counter_ptr, (2 * t + 2) * programs, max_spins)
         elif t + 1 < T:
-            _grid_barrier(counter_ptr, (t + 1) * programs)
+            _grid_barrier(counter_ptr, (t + 1) * programs, max_spins)
 
 
 @triton.jit
@@ -269,7 +281,7 @@ def lstm_sequence_backward_kernel(
     gates_ptr, cells_ptr, c0_ptr, w_hh_ptr, w_hr_ptr,
     dgates_ptr, d_total_ptr, carry_c_ptr, d_h0_ptr, d_c0_ptr,
     offsets_ptr, rows_ptr, prev_ptr, carried_ptr, counter_ptr,
-    T, H, P, B, n_slices, n_out_slices,
+    T, H, P, B, n_slices, n_out_slices, max_spins,
     d_out_sr, d_out_sc, d_h_n_sr, d_h_n_sc, d_c_n_sr, d_c_n_sc,
     gates_sr, gates_sc, cells_sr, cells_sc, c0_sr, c0_sc, w_sr, w_sc, w_hr_sr, w_hr_sc,
     HAS_D_OUT: tl.constexpr, HAS_D_H_N: tl.constexpr, HAS_D_C_N: tl.constexpr, PROJECTED: tl.constexpr,
@@ -377,7 +389,7 @@ def lstm_sequence_backward_kernel(
                                     d_c0_ptr, HAS_D_C_N)
         if PROJECTED:
             if has_cur:
-                _grid_barrier(counter_ptr, (2 * phase + 1) * programs)
+                _grid_barrier(counter_ptr, (2 * phase + 1) * programs, max_spins)
                 for s in range(pid, n_slices, programs):
                     units = s * BLOCK_H + tl.arange(0, BLOCK_H)
                     for r0 in range(0, cur_rows, BLOCK_B):
@@ -392,9 +404,9 @@ def lstm_sequence_backward_kernel(
                                         d_c_n_ptr, d_c_n_sr, d_c_n_sc, gates_ptr, gates_sr, gates_sc, cells_ptr,
                                         cells_sr, cells_sc, c0_ptr, c0_sr, c0_sc, dgates_ptr, carry_in, carry_out,
                                         d_c0_ptr, HAS_D_C_N)
-                _grid_barrier(counter_ptr, (2 * phase + 2) * programs)
+                _grid_barrier(counter_ptr, (2 * phase + 2) * programs, max_spins)
         elif has_cur:
-            _grid_barrier(counter_ptr, (phase + 1) * programs)
+            _grid_barrier(counter_ptr, (phase + 1) * programs, max_spins)
 
 
 class Plan(NamedTuple):
@@ -433,6 +445,13 @@ PROJECTION_CHUNK = {"forward": 32, "backward": 64}
 # step: at 32, ptxas spilled 24 bytes in the fp32 forward on sm_90 (H = 768); 16 and 64
 # compile without spills in every dtype on sm_80 and sm_90.
 REREAD_CHUNK = 16
+# What a program that timed out at a grid barrier adds to the counter: more than any
+# target (2 phases a step x programs, checked by _check_phases), so every later wait
+# passes at once.
+BARRIER_TIMED_OUT = 2**30
+_TIMED_OUT_FLAG = tl.constexpr(BARRIER_TIMED_OUT)
+GPU_MAX_SPINS = 1 << 24
+INTERPRETED_MAX_SPINS = 64
 # Multiprocessors assumed when launches are recorded for the compile check on a machine
 # without a GPU (an H100/H200 has 132).
 RECORDED_MULTIPROCESSORS = 132
@@ -457,6 +476,34 @@ def plan(H: int, dtype: torch.dtype, device: torch.device) -> Plan:
     padded = max(16, next_power_of_2(H))
     on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN[dtype]
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else REREAD_CHUNK, 16, 4)
+
+
+def max_spins() -> int:
+    """Polls of the barrier counter before a program gives up on the others: seconds of
+    polling on a GPU, where a barrier waits microseconds; few under the interpreter, where
+    one program passes every barrier alone (only a test's forced grid can wait there)."""
+    return INTERPRETED_MAX_SPINS if INTERPRETED else GPU_MAX_SPINS
+
+
+def _check_phases(steps: int, programs: int) -> None:
+    """The counter's targets (at most 2 phases a step, and one more, x programs) stay
+    below BARRIER_TIMED_OUT, in 32 bits."""
+    if (2 * steps + 2) * programs >= BARRIER_TIMED_OUT:
+        raise ValueError(f"the LSTM sequence kernels take fewer than {BARRIER_TIMED_OUT // (2 * programs) - 1} steps "
+                         f"on {programs} programs, got {steps}")
+
+
+def _check_barriers(counter: torch.Tensor, kernel: str, programs: int) -> None:
+    """Raise if a program of the launch that used `counter` timed out at a grid barrier
+    (its results are garbage). Reads the counter back (a device sync), except while a
+    CUDA graph is being captured, where nothing may be read."""
+    if counter.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return
+    if counter.item() >= BARRIER_TIMED_OUT:
+        raise RuntimeError(
+            f"{kernel}: a grid barrier timed out: its {programs} programs were not all resident on the GPU at once "
+            f"(is another kernel holding multiprocessors?); no result was returned. "
+            f"seqops.backend('triton', variant='step') runs the LSTM without grid barriers")
 
 
 def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
@@ -492,17 +539,19 @@ def lstm_sequence_forward(
         return out, h0.clone(), c0.clone(), gates, cells, h_raw
     (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device)
+    _check_phases(len(steps), p.programs)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     raw = h_raw if w_hr is not None else out
     lstm_sequence_forward_kernel[(p.programs,)](
         xw, h0, c0, w_hh, w_hr if w_hr is not None else w_hh, out, raw, cells, gates,
         offsets, rows, prev, carried, counter,
-        len(steps), H, P, ceil_div(H, p.block_h), ceil_div(P, p.block_h),
+        len(steps), H, P, ceil_div(H, p.block_h), ceil_div(P, p.block_h), max_spins(),
         *xw.stride(), *h0.stride(), *c0.stride(), *w_hh.stride(), *(w_hr.stride() if w_hr is not None else (0, 0)),
         *out.stride(), *raw.stride(), *cells.stride(), *gates.stride(),
         PROJECTED=w_hr is not None, WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h,
         BLOCK_K=p.block_k, BLOCK_R=PROJECTION_CHUNK["forward"], num_warps=p.warps, num_stages=NUM_STAGES,
     )
+    _check_barriers(counter, "lstm_sequence_forward", p.programs)
     final = _final_rows(steps, B).to(device)
     return out, out[final], cells[final].to(c0.dtype), gates, cells, h_raw
 
@@ -533,6 +582,7 @@ def lstm_sequence_backward(
         return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), d_w_hr
     (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device)
+    _check_phases(len(steps), p.programs)
     carry_c = torch.zeros(2, B, H, **fp32)
     d_total = torch.empty(N, P, **fp32) if w_hr is not None else None
     counter = torch.zeros(1, dtype=torch.int32, device=device)
@@ -543,7 +593,7 @@ def lstm_sequence_backward(
         gates, cells, c0, w_hh, w_hr if w_hr is not None else w_hh,
         dgates, d_total if d_total is not None else dummy, carry_c, d_h0, d_c0,
         offsets, rows, prev, carried, counter,
-        len(steps), H, P, B, ceil_div(H, p.block_h), ceil_div(P, p.block_h),
+        len(steps), H, P, B, ceil_div(H, p.block_h), ceil_div(P, p.block_h), max_spins(),
         *(d_out.stride() if d_out is not None else (0, 0)), *(d_h_n.stride() if d_h_n is not None else (0, 0)),
         *(d_c_n.stride() if d_c_n is not None else (0, 0)),
         *gates.stride(), *cells.stride(), *c0.stride(), *w_hh.stride(),
@@ -553,6 +603,7 @@ def lstm_sequence_backward(
         BLOCK_H=p.block_h, BLOCK_J=p.block_k if w_hr is None else REREAD_CHUNK,
         BLOCK_R=PROJECTION_CHUNK["backward"], num_warps=p.warps, num_stages=NUM_STAGES,
     )
+    _check_barriers(counter, "lstm_sequence_backward", p.programs)
     h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
     d_w_hr = summed_over_rows(d_total.to(w_hr.dtype), h_raw) if w_hr is not None else None
