@@ -167,8 +167,9 @@ def test_lstm_length_one_and_batch_one(device, backend, packed, shape):
     inputs, call = lstm_inputs(config, packed, T=T, B=B, I=6, H=9, device=device)
     # A bias gradient here sums 1 to 4 rows: a trial's error is a few roundings, and the
     # ratio of two such samples went past 2 in 3% of seeds with the 2 trials that the
-    # entry count alone asks for (at worst 1.5 over 40 seeds with 4).
-    compare(backend, modules, inputs, call, torch.float32, 9, min_trials=4)
+    # entry count alone asks for. With 4 it reached 1.92 (padded T1-B3, d bias_ih_l0,
+    # seed 39 of 38 swept; mean ratio 0.98): pool 8.
+    compare(backend, modules, inputs, call, torch.float32, 9, min_trials=8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
