@@ -271,8 +271,8 @@ def test_registry_and_auto_order():
     """Each cell has its reference, torch, Triton and CUDA C++ implementations; `auto` takes
     torch first on the CPU and on CUDA (the Triton cell is unmeasured on a GPU, and ranks
     below torch there as the LSTM cell does; the CUDA C++ cell has never run, and ranks
-    last). The whole GRU/RNN layer has a Triton implementation that `auto` does not pick
-    (unmeasured against cuDNN)."""
+    last). The whole GRU/RNN layer has a Triton implementation and a CUDA C++ one (the
+    layer loop over its cells) that `auto` does not pick (unmeasured against cuDNN)."""
     from seqops import dispatch
 
     for cell in CELLS:
@@ -280,6 +280,6 @@ def test_registry_and_auto_order():
         assert {"torch", "reference", "triton", "cuda"} <= backends_of_cell
         assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cpu")]] == ["torch"]
         assert [impl.backend for impl in dispatch._auto_order[(f"{cell}_cell", "cuda")]] == ["torch", "triton", "cuda"]
-        assert {impl.backend for impl in dispatch.implementations(cell)} == {"torch", "reference", "triton"}
+        assert {impl.backend for impl in dispatch.implementations(cell)} == {"torch", "reference", "triton", "cuda"}
         for device in ("cpu", "cuda"):
             assert [impl.backend for impl in dispatch._auto_order[(cell, device)]] == ["torch"]
