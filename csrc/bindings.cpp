@@ -17,6 +17,7 @@
 #include <string>
 
 #include "attention/launchers.h"
+#include "attention/schedule.h"
 #include "common/dtypes.h"
 #include "common/status.h"
 #include "recurrent/launchers.h"
@@ -184,6 +185,108 @@ py::list attention_forward_instances() {
     entry["threads"] = instance.threads;
     entry["smem_bytes"] = instance.smem_bytes;
     out.append(entry);
+  }
+  return out;
+}
+
+void attention_backward(uintptr_t grad_out, const HeadStrideArray& grad_out_strides, uintptr_t q,
+                        const HeadStrideArray& q_strides, uintptr_t k, const HeadStrideArray& k_strides, uintptr_t v,
+                        const HeadStrideArray& v_strides, uintptr_t out, const HeadStrideArray& out_strides,
+                        uintptr_t lse, const MatrixStrides& lse_strides, uintptr_t delta, uintptr_t dq,
+                        const HeadStrideArray& dq_strides, uintptr_t dk, const HeadStrideArray& dk_strides, uintptr_t dv,
+                        const HeadStrideArray& dv_strides, int dtype, int64_t batch, int64_t heads_q, int64_t heads_kv,
+                        int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
+                        int64_t causal_offset, int device, uintptr_t stream) {
+  seqops::AttentionBackwardParams p;
+  p.grad_out = reinterpret_cast<const void*>(grad_out);
+  p.q = reinterpret_cast<const void*>(q);
+  p.k = reinterpret_cast<const void*>(k);
+  p.v = reinterpret_cast<const void*>(v);
+  p.out = reinterpret_cast<const void*>(out);
+  p.lse = reinterpret_cast<const float*>(lse);
+  p.delta = reinterpret_cast<float*>(delta);
+  p.dq = reinterpret_cast<void*>(dq);
+  p.dk = reinterpret_cast<void*>(dk);
+  p.dv = reinterpret_cast<void*>(dv);
+  p.dtype = dtype_of("attention_backward", "every tensor but lse and delta", dtype);
+  p.batch = batch;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.len_q = len_q;
+  p.len_kv = len_kv;
+  p.head_dim = head_dim;
+  p.grad_out_strides = head_strides(grad_out_strides);
+  p.q_strides = head_strides(q_strides);
+  p.k_strides = head_strides(k_strides);
+  p.v_strides = head_strides(v_strides);
+  p.out_strides = head_strides(out_strides);
+  p.dq_strides = head_strides(dq_strides);
+  p.dk_strides = head_strides(dk_strides);
+  p.dv_strides = head_strides(dv_strides);
+  p.lse_batch_stride = lse_strides[0];
+  p.lse_head_stride = lse_strides[1];
+  p.scale = static_cast<float>(scale);
+  p.causal = causal;
+  p.causal_offset = causal_offset;
+  raise_on_error("attention_backward", seqops::check_attention_backward(p));
+  if (seqops::find_attention_backward(static_cast<int>(head_dim), p.dtype) == nullptr) {
+    throw CudaError("seqops CUDA extension, attention_backward: no instance for head dim " + std::to_string(head_dim) +
+                    " dtype " + dtype_name(p.dtype) + " in this build (csrc/attention/instances/ lists them)");
+  }
+  py::gil_scoped_release no_gil;
+  raise_on_error("attention_backward",
+                 on_device(device, [&] { return seqops::attention_backward(p, as_stream(stream)); }));
+}
+
+// Every backward instance this build registered: its key and both kernels' geometry.
+py::list attention_backward_instances() {
+  py::list out;
+  for (int i = 0; i < seqops::attention_backward_instance_count(); ++i) {
+    const seqops::AttentionBackwardInstance& instance = seqops::attention_backward_instance(i);
+    py::dict entry;
+    entry["head_dim"] = instance.head_dim;
+    entry["dtype"] = static_cast<int>(instance.dtype);
+    entry["kv_block_n"] = instance.kv_block_n;
+    entry["kv_block_m"] = instance.kv_block_m;
+    entry["kv_threads"] = instance.kv_threads;
+    entry["kv_smem_bytes"] = instance.kv_smem_bytes;
+    entry["q_block_m"] = instance.q_block_m;
+    entry["q_block_n"] = instance.q_block_n;
+    entry["q_threads"] = instance.q_threads;
+    entry["q_smem_bytes"] = instance.q_smem_bytes;
+    out.append(entry);
+  }
+  return out;
+}
+
+// The tiles one CTA of the attention kernels visits, as the kernels compute them
+// (attention/schedule.h): for "keys", the key tiles of query block `block` (the forward
+// and dQ); for "queries", the query tiles of key block `block` (dK/dV). Each as
+// (tile, needs_mask), in the order given by the schedule's range (ascending).
+py::list attention_schedule(const std::string& kind, int64_t block, int64_t block_m, int64_t block_n, int64_t len_q,
+                            int64_t len_kv, bool causal, int64_t causal_offset) {
+  if (kind != "keys" && kind != "queries") {
+    throw std::invalid_argument("attention_schedule: kind must be 'keys' or 'queries', got '" + kind + "'");
+  }
+  if (block < 0 || block_m < 1 || block_n < 1 || len_q < 1 || len_kv < 1 || len_q >= (int64_t(1) << 30) ||
+      len_kv >= (int64_t(1) << 30) || block * (kind == "keys" ? block_m : block_n) >= (kind == "keys" ? len_q : len_kv)) {
+    throw std::invalid_argument("attention_schedule: the block must lie inside L (keys) or S (queries), lengths in "
+                                "[1, 2**30), block sizes at least 1");
+  }
+  const int offset = static_cast<int>(seqops::attention::clamp_causal_offset(causal_offset, len_q, len_kv));
+  const int m = static_cast<int>(block_m), n = static_cast<int>(block_n), b = static_cast<int>(block);
+  const int lq = static_cast<int>(len_q), lkv = static_cast<int>(len_kv);
+  py::list out;
+  if (kind == "keys") {
+    const seqops::attention::TileRange range = seqops::attention::key_tiles(b, m, n, lq, lkv, causal, offset);
+    for (int t = range.begin; t < range.end; ++t) {
+      out.append(py::make_tuple(t, seqops::attention::tile_needs_mask(b * m, t * n, n, lkv, causal, offset)));
+    }
+  } else {
+    const seqops::attention::TileRange range = seqops::attention::query_tiles(b, n, m, lq, causal, offset);
+    for (int t = range.begin; t < range.end; ++t) {
+      out.append(py::make_tuple(t, seqops::attention::tile_needs_mask(t * m, b * n, n, lkv, causal, offset)));
+    }
   }
   return out;
 }
@@ -407,6 +510,23 @@ PYBIND11_MODULE(_cuda_ext, m) {
   m.def("attention_forward_instances", &attention_forward_instances,
         "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
         "threads, smem_bytes (dynamic, per CTA)");
+  m.def("attention_backward", &attention_backward,
+        "dq, dk, dv of attention_forward (dk, dv summed over each GQA group), from grad_out, the forward's out "
+        "and lse; delta is an fp32 [B, Hq, L] workspace",
+        py::arg("grad_out"), py::arg("grad_out_strides"), py::arg("q"), py::arg("q_strides"), py::arg("k"),
+        py::arg("k_strides"), py::arg("v"), py::arg("v_strides"), py::arg("out"), py::arg("out_strides"),
+        py::arg("lse"), py::arg("lse_strides"), py::arg("delta"), py::arg("dq"), py::arg("dq_strides"), py::arg("dk"),
+        py::arg("dk_strides"), py::arg("dv"), py::arg("dv_strides"), py::arg("dtype"), py::arg("batch"),
+        py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"), py::arg("head_dim"),
+        py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"), py::arg("stream"));
+  m.def("attention_backward_instances", &attention_backward_instances,
+        "every attention backward instance compiled into this build: head_dim, dtype (code), and per kernel its "
+        "block sizes, threads and dynamic smem bytes");
+  m.def("attention_schedule", &attention_schedule,
+        "the (tile, needs_mask) pairs a CTA of the attention kernels visits: kind 'keys' for query block `block` "
+        "(forward, dQ), 'queries' for key block `block` (dK/dV)",
+        py::arg("kind"), py::arg("block"), py::arg("block_m"), py::arg("block_n"), py::arg("len_q"),
+        py::arg("len_kv"), py::arg("causal"), py::arg("causal_offset"));
   m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);

@@ -1,13 +1,13 @@
-"""The CUDA C++ attention forward (backend "cuda", csrc/attention/) on a GPU, against the
-float64 reference with the 2x-of-torch error rule: both dtypes and head dims it is built
-for, causal or not, L != S both ways (upper-left and bottom-right), lengths that are no
-multiple of its tiles (128 queries, 64 keys), batch and heads of 1, GQA, inputs read in
-place through their strides and inputs it must copy, and rows that see no key (output 0,
-lse -inf). test_attention.py runs its suite on this backend too; what the backend refuses
-(masks, dropout, gradients, float32, other head dims) skips there, saying so.
-
-Forward only: there is no CUDA attention backward yet, so every input here has
-requires_grad False. Every test is marked `cuda` and skips without a GPU."""
+"""The CUDA C++ attention, forward and backward (backend "cuda", csrc/attention/), on a
+GPU, against the float64 reference with the 2x-of-torch error rule, for the output and
+for d query, d key and d value: both dtypes and head dims it is built for, causal or not,
+L != S both ways (upper-left and bottom-right), lengths that are no multiple of its tiles
+(forward: 128 queries, 64 keys; backward: 64 or 128 keys a CTA over 64 or 32 queries,
+64 or 128 queries a CTA over 64 keys), batch and heads of 1, GQA (dk, dv summed over the
+group in the kernel), inputs read in place through their strides and inputs it must copy,
+and rows that see no key (output 0, lse -inf, no gradient). test_attention.py runs its
+suite on this backend too; what the backend refuses (masks, dropout, float32, other head
+dims) skips there, saying so. Every test is marked `cuda` and skips without a GPU."""
 import math
 
 import pytest
@@ -37,10 +37,12 @@ def randn(*shape, dtype):
     return torch.randn(*shape, device=DEVICE, dtype=dtype)
 
 
-def check_forward(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False):
+def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False):
     """seqops on the cuda backend against the float64 reference, with torch's own SDPA in
-    q's dtype as the yardstick. causal_offset != 0 goes through torch's lower-right causal
-    bias (offset S - L), the form the public API takes it in."""
+    q's dtype as the yardstick, for the output and then (through autograd, with a random
+    grad_out) the gradients of q, k and v. causal_offset != 0 goes through torch's
+    lower-right causal bias (offset S - L), the form the public API takes it in."""
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     L, S = q.shape[-2], k.shape[-2]
     if causal_offset:
         from torch.nn.attention.bias import causal_lower_right
@@ -53,13 +55,30 @@ def check_forward(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_
         out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
                                                   enable_gqa=enable_gqa)
     kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, causal_offset=causal_offset)
-    ref = reference.scaled_dot_product_attention(*(t.double().cpu() for t in (q, k, v)), **kwargs)
+    exact_inputs = [t.detach().double().cpu().requires_grad_() for t in (q, k, v)]
+    ref = reference.scaled_dot_product_attention(*exact_inputs, **kwargs)
     # torch gives NaN for a row that sees no key on some paths; seqops and the reference
     # give 0, which is exact, so the yardstick takes 0 there too.
-    theirs = torch_impl.scaled_dot_product_attention(q, k, v, **kwargs).nan_to_num(0.0)
+    with torch.no_grad():
+        theirs = torch_impl.scaled_dot_product_attention(q, k, v, **kwargs).nan_to_num(0.0)
     assert out.shape == ref.shape and out.dtype == q.dtype and out.device == q.device
     assert_within_torch_error("output", out, ref, theirs)
-    return out
+    check_gradients(out, (q, k, v), ref, exact_inputs, kwargs)
+    return out.detach()
+
+
+def check_gradients(out, inputs, ref, exact_inputs, kwargs):
+    """d query, d key, d value of the cuda backend's `out` (from `inputs`) against the
+    float64 reference's (`ref`, from `exact_inputs`), with torch's as the yardstick."""
+    grad_out = torch.randn_like(out)
+    ours = torch.autograd.grad(out, inputs, grad_out)
+    reference_grads = torch.autograd.grad(ref, exact_inputs, grad_out.double().cpu())
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    their_grads = torch.autograd.grad(torch_impl.scaled_dot_product_attention(*leaves, **kwargs), leaves, grad_out)
+    for name, mine, exact, yardstick, t in zip(("d query", "d key", "d value"), ours, reference_grads, their_grads,
+                                               inputs):
+        assert mine.shape == t.shape and mine.dtype == t.dtype, name
+        assert_within_torch_error(name, mine, exact, yardstick.nan_to_num(0.0))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -68,7 +87,7 @@ def check_forward(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
     L, S = lengths
-    check_forward(randn(2, 3, L, head_dim, dtype=dtype), randn(2, 3, S, head_dim, dtype=dtype),
+    check_attention(randn(2, 3, L, head_dim, dtype=dtype), randn(2, 3, S, head_dim, dtype=dtype),
                   randn(2, 3, S, head_dim, dtype=dtype), is_causal=causal)
 
 
@@ -78,7 +97,7 @@ def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
 def test_bottom_right_causal(dtype, head_dim, lengths):
     """Offset S - L: with L > S the first L - S queries see no key and give 0."""
     L, S = lengths
-    out = check_forward(randn(2, 2, L, head_dim, dtype=dtype), randn(2, 2, S, head_dim, dtype=dtype),
+    out = check_attention(randn(2, 2, L, head_dim, dtype=dtype), randn(2, 2, S, head_dim, dtype=dtype),
                         randn(2, 2, S, head_dim, dtype=dtype), is_causal=True, causal_offset=S - L)
     if L > S:
         assert (out[..., : L - S, :] == 0).all()
@@ -86,7 +105,7 @@ def test_bottom_right_causal(dtype, head_dim, lengths):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_batch_and_heads_of_one_over_many_key_tiles(causal):
-    check_forward(randn(1, 1, 1000, 64, dtype=torch.float16), randn(1, 1, 1000, 64, dtype=torch.float16),
+    check_attention(randn(1, 1, 1000, 64, dtype=torch.float16), randn(1, 1, 1000, 64, dtype=torch.float16),
                   randn(1, 1, 1000, 64, dtype=torch.float16), is_causal=causal)
 
 
@@ -94,7 +113,7 @@ def test_batch_and_heads_of_one_over_many_key_tiles(causal):
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_grouped_query_attention(dtype, head_dim, kv_heads):
-    check_forward(randn(2, 4, 70, head_dim, dtype=dtype), randn(2, kv_heads, 90, head_dim, dtype=dtype),
+    check_attention(randn(2, 4, 70, head_dim, dtype=dtype), randn(2, kv_heads, 90, head_dim, dtype=dtype),
                   randn(2, kv_heads, 90, head_dim, dtype=dtype), is_causal=True, enable_gqa=True)
 
 
@@ -110,12 +129,12 @@ def test_input_layouts(dtype, layout):
         "misaligned-offset": lambda n: randn(B, H, n, E + 1, dtype=dtype)[..., 1:],
         "broadcast-batch": lambda n: randn(1, H, n, E, dtype=dtype).expand(B, H, n, E),
     }[layout]
-    check_forward(make(L), make(S), make(S), is_causal=True)
+    check_attention(make(L), make(S), make(S), is_causal=True)
 
 
 @pytest.mark.parametrize("scale", [0.05, 1.0, -0.3])
 def test_scale(scale):
-    check_forward(randn(2, 2, 100, 128, dtype=torch.bfloat16), randn(2, 2, 100, 128, dtype=torch.bfloat16),
+    check_attention(randn(2, 2, 100, 128, dtype=torch.bfloat16), randn(2, 2, 100, 128, dtype=torch.bfloat16),
                   randn(2, 2, 100, 128, dtype=torch.bfloat16), is_causal=True, scale=scale)
 
 
@@ -155,3 +174,19 @@ def test_runs_on_torchs_current_stream():
     with seqops.backend("torch"):
         expected = seqops.scaled_dot_product_attention(q, q, q, is_causal=True)
     assert (out - expected).abs().max().item() < 1e-2
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_backward_is_deterministic(head_dim):
+    """No atomics: every gradient element is summed by one CTA in a fixed order, so two
+    runs give the same bits (GQA, whose dk and dv sum over a group, included)."""
+    q = randn(2, 4, 333, head_dim, dtype=torch.bfloat16).requires_grad_()
+    k, v = (randn(2, 2, 301, head_dim, dtype=torch.bfloat16).requires_grad_() for _ in range(2))
+    grad_out = randn(2, 4, 333, head_dim, dtype=torch.bfloat16)
+    runs = []
+    for _ in range(2):
+        with seqops.backend("cuda"):
+            out = seqops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        runs.append(torch.autograd.grad(out, (q, k, v), grad_out))
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)

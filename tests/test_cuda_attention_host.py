@@ -1,8 +1,10 @@
 """Everything of the CUDA C++ attention that is not a kernel, checked without a GPU: what
-its supports() refuses and why, the plain values filled from strided and GQA tensors,
-the registration (an explicit choice on CPU tensors refuses, auto never picks it), the
-generated instance files against their generator, and the extension's instance table
-and argument checks (through the compiled module's host code)."""
+its supports() refuses and why, the plain values filled from strided and GQA tensors
+(forward and backward), the registration (an explicit choice on CPU tensors refuses,
+auto never picks it), the generated instance files against their generator, the
+extension's instance tables and argument checks, and the tile schedule the kernels walk
+against a brute-force model of which (query, key) pairs are seen (through the compiled
+module's host code)."""
 import importlib.util
 import subprocess
 import sys
@@ -51,7 +53,6 @@ def test_what_it_takes(dtype, head_dim):
     ("bool mask", "no attn_mask"),
     ("float mask", "no attn_mask"),
     ("dropout", "no dropout, got dropout_p=0.1"),
-    ("requires grad", "no backward and query, key or value requires grad"),
 ])
 def test_what_it_refuses_and_why(case, reason):
     q = half(2, 3, 10, 64)
@@ -63,18 +64,16 @@ def test_what_it_refuses_and_why(case, reason):
         "bool mask": lambda: call(q, mask=torch.ones(10, 10, dtype=torch.bool)),
         "float mask": lambda: call(q, mask=torch.zeros(10, 10)),
         "dropout": lambda: call(q, dropout_p=0.1),
-        "requires grad": lambda: call(q, q, q.clone().requires_grad_()),
     }[case]()
     why = cuda_attention.forward_reason(*args)
     assert why is not None and reason in why, why
     assert why.endswith(cuda_attention.NOT_YET)  # a feature still to write: GPU tests skip it
 
 
-def test_inputs_that_require_grad_are_taken_under_no_grad():
+def test_inputs_that_require_grad_are_taken():
+    """There is a backward: a call that needs gradients is the backend's too."""
     q = half(1, 1, 5, 64).requires_grad_()
-    assert cuda_attention.forward_reason(*call(q)) is not None
-    with torch.no_grad():
-        assert cuda_attention.forward_reason(*call(q)) is None
+    assert cuda_attention.forward_reason(*call(q)) is None
 
 
 def test_the_contracts_own_limits_come_first():
@@ -109,6 +108,39 @@ def test_dims_of_one_and_broadcast_dims_give_stride_0():
     values = cuda_attention.forward_values(q, k, k, torch.empty_like(q), torch.empty(1, 1, 9), False, 0, 1.0)
     assert values["q_strides"] == (0, 0, 128) and values["k_strides"] == (0, 0, 128)
     assert values["k"] == k.data_ptr()
+
+
+def test_backward_values_address_the_saved_tensors_in_place_and_write_new_contiguous_gradients():
+    B, Hq, Hkv, L, S, E = 2, 4, 2, 17, 33, 128
+    q = half(B, L, Hq, E).transpose(1, 2)
+    k = half(B, Hkv, S, E)
+    v = half(B, S, Hkv, E).transpose(1, 2)
+    grad_out = half(B, L, Hq, E).transpose(1, 2)  # autograd hands what the next op made
+    out = half(B, Hq, L, E)
+    lse = torch.empty(B, Hq, L)
+    delta = torch.empty(B, Hq, L)
+    dq, dk, dv = torch.empty(q.shape, dtype=q.dtype), torch.empty(k.shape, dtype=k.dtype), torch.empty(v.shape, dtype=v.dtype)
+    values = cuda_attention.backward_values(grad_out, q, k, v, out, lse, delta, dq, dk, dv, True, S - L, 0.125)
+    for name, t in {"grad_out": grad_out, "q": q, "k": k, "v": v, "out": out, "lse": lse, "delta": delta,
+                    "dq": dq, "dk": dk, "dv": dv}.items():
+        assert values[name] == t.data_ptr(), name
+    assert values["grad_out_strides"] == values["q_strides"] == (L * Hq * E, E, Hq * E)
+    assert values["v_strides"] == (S * Hkv * E, E, Hkv * E) and values["k_strides"] == (Hkv * S * E, S * E, E)
+    assert values["dq_strides"] == (Hq * L * E, L * E, E) and values["dv_strides"] == (Hkv * S * E, S * E, E)
+    assert (values["heads_q"], values["heads_kv"], values["len_q"], values["len_kv"]) == (Hq, Hkv, L, S)
+    assert values["causal"] is True and values["causal_offset"] == S - L and values["scale"] == 0.125
+
+
+@pytest.mark.parametrize("lengths", [(0, 5), (5, 0)], ids=str)
+def test_backward_of_empty_lengths_is_zeros_with_no_launch(lengths):
+    """Nothing to sum: zeros in the inputs' shapes, without the extension (CPU tensors)."""
+    L, S = lengths
+    q, k, v = half(2, 4, L, 64), half(2, 2, S, 64), half(2, 2, S, 64)
+    dq, dk, dv, dmask = cuda_attention.attention_backward(half(2, 4, L, 64), q, k, v, half(2, 4, L, 64),
+                                                          torch.empty(2, 4, L), None, 0.0, True, 0, 0.125, 0, False)
+    assert dmask is None
+    for grad, t in zip((dq, dk, dv), (q, k, v)):
+        assert grad.shape == t.shape and grad.dtype == t.dtype and not grad.any()
 
 
 @pytest.mark.parametrize("layout", ["head-dim-strided", "misaligned-offset", "odd-row-stride"])
@@ -237,3 +269,100 @@ def test_bad_arguments_are_refused_before_any_launch(overrides, message):
     _, module = built()
     with pytest.raises(module.CudaError, match="bad argument: attention_forward: .*" + message):
         launch(module, **overrides)
+
+
+def launch_backward(module, head_dim=64, dtype=torch.float16, row_stride=None, pointer=None, **overrides):
+    """attention_backward on a CPU buffer's address: the checks run before any launch."""
+    buffer = torch.empty(4 * head_dim, dtype=torch.float16)
+    address = buffer.data_ptr() if pointer is None else pointer
+    strides = (0, 0, head_dim if row_stride is None else row_stride)
+    args = dict(grad_out=address, grad_out_strides=strides, q=address, q_strides=strides, k=address,
+                k_strides=strides, v=address, v_strides=strides, out=address, out_strides=strides, lse=address,
+                lse_strides=(0, 4), delta=address, dq=address, dq_strides=strides, dk=address, dk_strides=strides,
+                dv=address, dv_strides=strides, dtype=DTYPE_CODES[dtype], batch=1, heads_q=1, heads_kv=1, len_q=4,
+                len_kv=4, head_dim=head_dim, scale=1.0, causal=False, causal_offset=0, device=0, stream=0)
+    args.update(overrides)
+    return module.attention_backward(**args)
+
+
+def test_the_tests_build_links_no_backward_instance_and_refuses_its_calls_by_name():
+    """cuda_build links one forward instance only (each CuTe file is a minute of nvcc);
+    benchmarks/cuda_report compiles the backward's. A call the checks pass then fails on
+    the missing instance, by name, before any launch."""
+    _, module = built()
+    assert module.attention_backward_instances() == []
+    with pytest.raises(module.CudaError, match="attention_backward: no instance for head dim 64 dtype float16"):
+        launch_backward(module)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"dtype": torch.float32}, "the kernels take float16 and bfloat16"),
+    ({"row_stride": 60}, "multiples of 8 elements"),
+    ({"pointer": 8}, "16-byte aligned"),
+    ({"pointer": 0}, "no tensor may be null"),
+    ({"heads_q": 3, "heads_kv": 2}, "key/value heads must divide the query heads"),
+    ({"len_kv": 0}, "at least 1"),
+    ({"len_q": 2**30}, "below 2\\*\\*30"),
+    ({"heads_q": 65536}, "at most 65535"),
+])
+def test_bad_backward_arguments_are_refused_before_any_launch(overrides, message):
+    _, module = built()
+    with pytest.raises(module.CudaError, match="bad argument: attention_backward: .*" + message):
+        launch_backward(module, **overrides)
+
+
+# -- the tile schedule --
+
+def seen_pairs(L, S, causal, offset):
+    """[L, S]: whether query i sees key j."""
+    i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
+    return j <= i + offset if causal else torch.ones(L, S, dtype=torch.bool)
+
+
+def model_schedule(kind, block, block_m, block_n, L, S, causal, offset):
+    """Brute force: the tiles holding a pair that a real query sees, each with whether it
+    holds any pair a real query does not see (keys past S count as unseen)."""
+    seen = seen_pairs(L, S, causal, offset)
+    if kind == "keys":  # query block `block` against key tiles
+        rows = seen[block * block_m:(block + 1) * block_m]
+        tiles = [torch.nn.functional.pad(rows, (0, -S % block_n))[:, t * block_n:(t + 1) * block_n]
+                 for t in range(-(-S // block_n))]
+    else:  # key block `block` against query tiles
+        cols = torch.nn.functional.pad(seen[:, block * block_n:(block + 1) * block_n],
+                                       (0, block_n - seen[:, block * block_n:(block + 1) * block_n].shape[1]))
+        tiles = [cols[t * block_m:(t + 1) * block_m] for t in range(-(-L // block_m))]
+    return [(t, not bool(tile.all())) for t, tile in enumerate(tiles) if tile.any()]
+
+
+# (block_m, block_n): the instances' (forward 128 x 64; dK/dV 64 x 64 and 32 x 128; dQ
+# 64 x 64 and 128 x 64) and small awkward ones.
+GEOMETRIES = [(128, 64), (64, 64), (32, 128), (3, 5), (8, 4)]
+
+
+@pytest.mark.parametrize("block_m, block_n", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("kind", ["keys", "queries"])
+def test_the_kernels_visit_exactly_the_tiles_with_a_seen_pair_and_mask_those_with_an_unseen_one(
+        kind, block_m, block_n):
+    """Whatever a query sees is visited (else a gradient or an output term is lost),
+    nothing else is (work), and every visited tile with a pair not seen is masked (else a
+    masked key leaks in); lengths off the tiles both ways, every causal offset class."""
+    _, module = built()
+    scale = max(block_m, block_n) // 8 + 1  # lengths around a few tiles of this geometry
+    for L, S in [(1, 1), (7 * scale, 37 * scale), (37 * scale, 7 * scale), (16 * scale + 1, 16 * scale - 1)]:
+        offsets = sorted({-L - 5, -L, -L + 1, -block_m, -1, 0, 1, block_n - 1, block_n, S - L, S, S + 5})
+        for causal in (False, True):
+            for offset in offsets if causal else [0]:
+                blocks = -(-L // block_m) if kind == "keys" else -(-S // block_n)
+                for block in range(blocks):
+                    expected = model_schedule(kind, block, block_m, block_n, L, S, causal, offset)
+                    got = [tuple(t) for t in module.attention_schedule(kind, block, block_m, block_n, L, S, causal,
+                                                                       offset)]
+                    assert got == expected, (kind, block, L, S, causal, offset)
+
+
+def test_the_schedule_refuses_a_block_outside_the_lengths():
+    _, module = built()
+    with pytest.raises(ValueError, match="must lie inside"):
+        module.attention_schedule("keys", 2, 64, 64, 100, 100, False, 0)
+    with pytest.raises(ValueError, match="kind must be"):
+        module.attention_schedule("rows", 0, 64, 64, 100, 100, False, 0)

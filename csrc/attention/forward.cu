@@ -5,55 +5,32 @@
 
 #include <cstdint>
 
+#include "attention/addressing.h"
+#include "attention/instance_table.h"
+
 namespace seqops {
 
 namespace {
 
-// Head dims x dtypes, with room to spare; filled during static initialisation (one
-// thread), read-only after.
-constexpr int kMaxInstances = 32;
-
-struct ForwardTable {
-  AttentionForwardInstance entries[kMaxInstances];
-  int count = 0;
-};
+using attention::aligned16;
+using attention::kMaxGridDim;
+using attention::kMaxLength;
+using attention::strides_aligned;
 
 // A function-local static: built on first use, so the instance files may register in any
 // order of static initialisation across translation units.
-ForwardTable& forward_table() {
-  static ForwardTable table;
+attention::InstanceTable<AttentionForwardInstance>& forward_table() {
+  static attention::InstanceTable<AttentionForwardInstance> table;
   return table;
 }
 
-constexpr int64_t kMaxLength = int64_t(1) << 30;  // positions and their sums stay in int
-constexpr int64_t kMaxGridDim = 65535;            // grid y (heads) and z (batch)
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// 16-byte cp.async loads: every row must start 16-byte aligned.
-bool strides_aligned(const HeadStrides& s) { return s.batch % 8 == 0 && s.head % 8 == 0 && s.row % 8 == 0; }
-
 }  // namespace
 
-bool register_attention_forward(const AttentionForwardInstance& instance) {
-  ForwardTable& table = forward_table();
-  for (int i = 0; i < table.count; ++i) {
-    if (table.entries[i].head_dim == instance.head_dim && table.entries[i].dtype == instance.dtype) {
-      table.entries[i] = instance;
-      return true;
-    }
-  }
-  if (table.count == kMaxInstances) return false;
-  table.entries[table.count++] = instance;
-  return true;
-}
+bool register_attention_forward(const AttentionForwardInstance& instance) { return forward_table().add(instance); }
 
 AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype) {
-  const ForwardTable& table = forward_table();
-  for (int i = 0; i < table.count; ++i) {
-    if (table.entries[i].head_dim == head_dim && table.entries[i].dtype == dtype) return table.entries[i].launcher;
-  }
-  return nullptr;
+  const AttentionForwardInstance* instance = forward_table().find(head_dim, dtype);
+  return instance == nullptr ? nullptr : instance->launcher;
 }
 
 int attention_forward_instance_count() { return forward_table().count; }

@@ -20,14 +20,12 @@
 
 #include <cuda_runtime_api.h>
 
-#include <cute/tensor.hpp>
-#include <cutlass/numeric_types.h>
-
 #include <cmath>
-#include <type_traits>
 
 #include "attention/launchers.h"
 #include "attention/params.h"
+#include "attention/schedule.h"
+#include "attention/tiles.cuh"
 #include "common/status.h"
 
 namespace seqops {
@@ -36,122 +34,23 @@ namespace attention {
 using namespace cute;
 
 template <int kHeadDim_, typename Element_>
-struct ForwardTraits {
-  using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;  // queries per CTA
-  static constexpr int kBlockN = 64;   // keys per tile
+struct ForwardTraits : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
   // Warps, each owning 16-row slices of the query block: 8 at head dim 128 so that a
   // thread's share of O (64 fp32) and of S (32) fit in 255 registers; 4 warps (O 128
   // a thread) spill there.
-  static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
-  static constexpr int kThreads = kWarps * 32;
-  static_assert(kHeadDim % 64 == 0, "smem rows are 64 elements wide");
+  using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
+  static constexpr int kBlockM = 128;  // queries per CTA (two 16-row slices a warp at head dim 64)
+  static constexpr int kBlockN = 64;   // keys per tile
 
-  using MmaOp = std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
-                                   SM80_16x8x16_F32BF16BF16F32_TN>;
-  // Warps stacked along M; N and K tiled by 16 so that the x4 ldmatrix fills two 8-wide
-  // B atoms at once, and so that two neighbouring 16x8 accumulators form one 16x16 A tile.
-  using TiledMma = TiledMMA<MMA_Atom<MmaOp>, Layout<Shape<Int<kWarps>, _1, _1>>, Tile<Int<16 * kWarps>, _16, _16>>;
-
-  // 8 rows of 64 elements (128 bytes): the swizzle XORs the 16-byte chunk index with the
-  // row, so the 8 rows one ldmatrix phase reads sit in 8 different bank groups.
-  using SmemAtom = decltype(composition(Swizzle<3, 3, 3>{}, Layout<Shape<_8, _64>, Stride<_64, _1>>{}));
-  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  using SmemLayoutKV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;
+  using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;
   // V seen as [head dim, keys]: the B operand of O += P V, read with transposing ldmatrix.
-  using SmemLayoutVt =
-      decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
-  using SmemLayoutVtShape = decltype(get_nonswizzle_portion(SmemLayoutVt{}));  // for the fragment's shape
-
-  // gmem -> smem: 16 bytes (8 elements) per thread per copy, 8 threads per 64-wide row.
-  using GmemThreads = Layout<Shape<Int<kThreads / 8>, _8>, Stride<_8, _1>>;
-  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, Element>{},
-                                                 GmemThreads{}, Layout<Shape<_1, _8>>{}));
-  using SmemCopyAtom = Copy_Atom<SM75_U32x4_LDSM_N, Element>;
-  using SmemCopyAtomTransposed = Copy_Atom<SM75_U16x8_LDSM_T, Element>;
+  using SmemLayoutVt = typename Base::template SmemRowsTransposed<kBlockN>;
+  using SmemLayoutVtShape = typename Base::template SmemRowsTransposedShape<kBlockN>;
 
   static constexpr int kSmemBytes =
-      int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(Element));
+      int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(typename Base::Element));
 };
-
-// An accumulator (4, MMA_M, MMA_N) of 16x8 atoms viewed as (rows, cols): each thread's
-// 4 values of an atom are (2 cols) x (2 rows 8 apart).
-template <class Layout>
-__device__ __forceinline__ constexpr auto accumulator_rows_cols(Layout layout) {
-  static_assert(decltype(size<0>(layout))::value == 4 && decltype(rank(layout))::value == 3);
-  auto split = logical_divide(layout, Shape<_2>{});  // ((2 cols, 2 rows), MMA_M, MMA_N)
-  return make_layout(make_layout(get<0, 1>(split), get<1>(split)), make_layout(get<0, 0>(split), get<2>(split)));
-}
-
-// The same accumulator as the A operand of a 16x8x16 mma: two neighbouring 16x8 tiles
-// hold a thread's 8 values of one 16x16 A tile, in the register order the mma takes.
-template <class Layout>
-__device__ __forceinline__ constexpr auto accumulator_as_a_operand(Layout layout) {
-  static_assert(decltype(size<0>(layout))::value == 4 && decltype(rank(layout))::value == 3);
-  auto split = logical_divide(layout, Shape<Underscore, Underscore, _2>{});  // (4, MMA_M, (2, MMA_N / 2))
-  return make_layout(make_layout(get<0>(split), get<2, 0>(split)), get<1>(split), get<2, 1>(split));
-}
-
-// Copies the rows of a (CPY, CPY_ROWS, CPY_COLS) partition whose row coordinate (from the
-// identity partition `coords`) is below `rows`, and zero-fills the others.
-template <class TiledCopy, class Src, class Dst, class Coords>
-__device__ __forceinline__ void copy_rows_or_zero(TiledCopy const& tiled_copy, Src const& src, Dst& dst,
-                                                  Coords const& coords, int rows) {
-  CUTE_UNROLL
-  for (int m = 0; m < size<1>(src); ++m) {
-    if (get<0>(coords(0, m, 0)) < rows) {
-      CUTE_UNROLL
-      for (int k = 0; k < size<2>(src); ++k) copy(tiled_copy, src(_, m, k), dst(_, m, k));
-    } else {
-      clear(dst(_, m, _));
-    }
-  }
-}
-
-// acc += A B^T with both operands in smem, read k-slice by k-slice into registers (the
-// next slice's ldmatrix issued before this slice's mma).
-template <class Acc, class FragA, class FragB, class SmemA, class SmemB, class Mma, class CopyA, class ThrCopyA,
-          class CopyB, class ThrCopyB>
-__device__ __forceinline__ void gemm_smem_smem(Acc& acc, FragA& rA, FragB& rB, SmemA const& sA, SmemB const& sB,
-                                               Mma const& mma, CopyA const& copy_a, ThrCopyA const& thr_a,
-                                               CopyB const& copy_b, ThrCopyB const& thr_b) {
-  Tensor rA_view = thr_a.retile_D(rA);
-  Tensor rB_view = thr_b.retile_D(rB);
-  copy(copy_a, sA(_, _, _0{}), rA_view(_, _, _0{}));
-  copy(copy_b, sB(_, _, _0{}), rB_view(_, _, _0{}));
-  CUTE_UNROLL
-  for (int k = 0; k < size<2>(rA); ++k) {
-    if (k + 1 < size<2>(rA)) {
-      copy(copy_a, sA(_, _, k + 1), rA_view(_, _, k + 1));
-      copy(copy_b, sB(_, _, k + 1), rB_view(_, _, k + 1));
-    }
-    gemm(mma, rA(_, _, k), rB(_, _, k), acc);
-  }
-}
-
-// acc += A B^T with A already in registers, B in smem.
-template <class Acc, class FragA, class FragB, class SmemB, class Mma, class CopyB, class ThrCopyB>
-__device__ __forceinline__ void gemm_regs_smem(Acc& acc, FragA const& rA, FragB& rB, SmemB const& sB,
-                                               Mma const& mma, CopyB const& copy_b, ThrCopyB const& thr_b) {
-  Tensor rB_view = thr_b.retile_D(rB);
-  copy(copy_b, sB(_, _, _0{}), rB_view(_, _, _0{}));
-  CUTE_UNROLL
-  for (int k = 0; k < size<2>(rA); ++k) {
-    if (k + 1 < size<2>(rA)) copy(copy_b, sB(_, _, k + 1), rB_view(_, _, k + 1));
-    gemm(mma, rA(_, _, k), rB(_, _, k), acc);
-  }
-}
-
-// The 4 threads of a quad share the rows of an mma accumulator.
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 // grid (ceil(L / kBlockM), Hq, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
 // checked and narrowed to int by the launcher (positions stay below 2**30, the offset is
@@ -176,11 +75,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const bool causal = params.causal;
 
   // Key tiles 0 .. n_tiles-1 hold every key a query of this block sees.
-  int n_tiles = (len_kv + kBlockN - 1) / kBlockN;
-  if (causal) {
-    const int last_key = m0 + kBlockM - 1 + causal_offset;  // the block's last row's last key
-    n_tiles = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
-  }
+  const int n_tiles = key_tiles(m_block, kBlockM, kBlockN, len_q, len_kv, causal, causal_offset).end;
 
   const Element* q_ptr = static_cast<const Element*>(params.q) + batch * params.q_strides.batch +
                          head * params.q_strides.head;
@@ -281,8 +176,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     CUTE_UNROLL
     for (int i = 0; i < size(s); ++i) s(i) *= scale_log2;
     // After the scale, so that a negative or zero scale cannot turn the -inf around.
-    const bool needs_mask = n0 + kBlockN > len_kv || (causal && n0 + kBlockN - 1 > m0 + causal_offset);
-    if (needs_mask) {
+    if (tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset)) {
       CUTE_UNROLL
       for (int r = 0; r < size<0>(s); ++r) {
         const int row = m0 + get<0>(tScS_rc(r, 0));
@@ -325,9 +219,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(r, c) *= rescale;
     }
 
-    Tensor p = make_fragment_like<Element>(acc_s);
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_s); ++i) p(i) = static_cast<Element>(acc_s(i));
+    Tensor p = rounded<Element>(acc_s);
     Tensor tOrP = make_tensor(p.data(), accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, MMA_N / 2)
     gemm_regs_smem(acc_o, tOrP, tOrVt, tOsVt, mma, smem_copy_v, smem_thr_v);
   }
@@ -372,10 +264,7 @@ Status launch_attention_forward(const AttentionForwardParams& params, cudaStream
   }
   const int len_q = static_cast<int>(params.len_q);
   const int len_kv = static_cast<int>(params.len_kv);
-  // Past either end the offset changes nothing: every key, or none, is seen.
-  const int64_t offset = params.causal_offset < -params.len_q ? -params.len_q
-                         : params.causal_offset > params.len_kv ? params.len_kv
-                                                                : params.causal_offset;
+  const int64_t offset = clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv);
   const dim3 grid(static_cast<unsigned>((len_q + Traits::kBlockM - 1) / Traits::kBlockM),
                   static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
   kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params, len_q, len_kv, static_cast<int>(offset),

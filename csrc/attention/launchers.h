@@ -1,7 +1,7 @@
-// Host side of the attention kernels: the params' checks, the launch, and the table of
-// compiled instances the launch looks in. No torch, no Python.
+// Host side of the attention kernels: the params' checks, the launch, and the tables of
+// compiled instances the launches look in. No torch, no Python.
 //
-// Each (head dim, dtype) instance of the forward kernel is compiled in its own generated
+// Each (head dim, dtype) instance of the forward (and of the backward) is compiled in its own generated
 // file under instances/ (generate_instances.py writes them), which adds its launcher to the
 // table at static-initialisation time (when the extension is loaded). A build made from a
 // subset of those files therefore still links and imports; a call for an instance it
@@ -42,5 +42,25 @@ const AttentionForwardInstance& attention_forward_instance(int i);
 Status check_attention_forward(const AttentionForwardParams& params);
 
 Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream);
+
+// The backward: backward.cu's delta kernel, then the instance's dK/dV and dQ kernels.
+using AttentionBackwardLauncher = Status (*)(const AttentionBackwardParams&, cudaStream_t);
+
+struct AttentionBackwardInstance {
+  int head_dim = 0;
+  DType dtype = DType::float16;
+  int kv_block_n = 0, kv_block_m = 0, kv_threads = 0, kv_smem_bytes = 0;  // keys per CTA, queries per tile
+  int q_block_m = 0, q_block_n = 0, q_threads = 0, q_smem_bytes = 0;      // queries per CTA, keys per tile
+  AttentionBackwardLauncher launcher = nullptr;  // the dK/dV and dQ kernels (delta already written)
+};
+
+bool register_attention_backward(const AttentionBackwardInstance& instance);
+AttentionBackwardLauncher find_attention_backward(int head_dim, DType dtype);
+int attention_backward_instance_count();
+const AttentionBackwardInstance& attention_backward_instance(int i);
+
+Status check_attention_backward(const AttentionBackwardParams& params);
+
+Status attention_backward(const AttentionBackwardParams& params, cudaStream_t stream);
 
 }  // namespace seqops

@@ -1,7 +1,8 @@
 // What the attention launchers take: plain pointers, a dtype code, sizes and int64
 // strides, filled by the Python CUDA Impl (seqops/backends/cuda_attention.py) from the
 // fused contract's tensors: q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, E],
-// out [B, Hq, L, E], lse [B, Hq, L] (fp32). The head dim has stride 1 in every tensor;
+// out [B, Hq, L, E], lse [B, Hq, L] (fp32), and for the backward grad_out like out, and
+// dq, dk, dv like q, k, v. The head dim has stride 1 in every tensor;
 // the other strides are taken as given. GQA is by index: query head h reads key/value
 // head h / (Hq / Hkv), nothing is copied.
 #pragma once
@@ -34,6 +35,28 @@ struct AttentionForwardParams {
   // bottom-right). With an offset below 0 the first rows see no key: their output is 0.
   bool causal = false;
   int64_t causal_offset = 0;
+};
+
+struct AttentionBackwardParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* out = nullptr;       // the forward's output
+  const void* grad_out = nullptr;  // dL/d out
+  const float* lse = nullptr;      // the forward's, natural log; -inf for a row that sees no key
+  float* delta = nullptr;          // workspace [B, Hq, L], contiguous: rowsum(grad_out * out), written first
+  void* dq = nullptr;              // outputs, in the inputs' dtype; dk and dv summed over
+  void* dk = nullptr;              // the query heads of a GQA group
+  void* dv = nullptr;
+  DType dtype = DType::float16;    // of every tensor above but lse and delta
+  int64_t batch = 0, heads_q = 0, heads_kv = 0;
+  int64_t len_q = 0, len_kv = 0;
+  int64_t head_dim = 0;
+  HeadStrides q_strides, k_strides, v_strides, out_strides, grad_out_strides, dq_strides, dk_strides, dv_strides;
+  int64_t lse_batch_stride = 0, lse_head_stride = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  int64_t causal_offset = 0;  // as in the forward
 };
 
 }  // namespace seqops

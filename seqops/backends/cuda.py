@@ -64,8 +64,8 @@ dispatch.register(dispatch.Impl(
     {"forward": _function("cuda_recurrent", "lstm_cell_forward"),
      "backward": _function("cuda_recurrent", "lstm_cell_backward")},
     supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
-# Forward only, never run on a GPU: cuda_attention.forward_reason refuses what it lacks
-# (float32, head dims other than 64/128, masks, dropout, calls that need gradients).
+# Forward and backward, never run on a GPU: cuda_attention.forward_reason refuses what
+# it lacks (float32, head dims other than 64/128, masks, dropout).
 dispatch.register(dispatch.Impl(
     "attention", "cuda", "fused",
     {"forward": _function("cuda_attention", "attention_forward"),

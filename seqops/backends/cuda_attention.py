@@ -1,16 +1,18 @@
-"""The CUDA C++ attention forward (csrc/attention/) behind the fused contract of
-seqops/ops/attention/contract.py: tensors in, plain values to the extension, tensors out.
+"""The CUDA C++ attention, forward and backward (csrc/attention/), behind the fused
+contract of seqops/ops/attention/contract.py: tensors in, plain values to the extension,
+tensors out.
 
 The kernels read q [B, Hq, L, E], k and v [B, Hkv, S, E] in place with the strides they
 come with (GQA by index: query head h reads key/value head h // (Hq // Hkv)), provided the
 head dim has stride 1 and every row starts 16 bytes aligned (their 16-byte cp.async
 loads); a tensor that is not so is copied once, contiguous. They write out [B, Hq, L, E]
-in q's dtype and lse [B, Hq, L] in fp32, both new and contiguous.
+in q's dtype and lse [B, Hq, L] in fp32, both new and contiguous; the backward writes
+dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
 
-What they do not do yet is refused by `forward_reason` (the Impl's supports), so that
-`seqops.backend("cuda")` raises BackendUnavailable naming it and `auto` never gets here
-for it: float32, head dims other than 64 and 128, Ev != E, masks, dropout, and any call
-that needs gradients (there is no CUDA attention backward yet).
+What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
+decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
+BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
+than 64 and 128, Ev != E, masks and dropout.
 """
 from __future__ import annotations
 
@@ -52,9 +54,6 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
         return f"the CUDA attention takes is_causal and causal biases, no attn_mask: {NOT_YET}"
     if dropout_p > 0:
         return f"the CUDA attention has no dropout, got dropout_p={dropout_p}: {NOT_YET}"
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
-        return (f"the CUDA attention has no backward and query, key or value requires grad (run it under "
-                f"torch.no_grad()): {NOT_YET}")
     if max(query.shape[-2], key.shape[-2]) >= MAX_LENGTH:
         return f"the CUDA attention takes lengths below 2**30, got L={query.shape[-2]} and S={key.shape[-2]}"
     lead = contract.scores_shape(query, key, value, enable_gqa)[:-2]  # as the op flattens it: [batch, heads]
@@ -128,6 +127,45 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
     return out, lse
 
 
-def attention_backward(*args, **kwargs):
-    """Never reached: forward_reason refuses every call that needs gradients."""
-    raise NotImplementedError("the CUDA attention has no backward yet")
+def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                    lse: torch.Tensor, delta: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
+                    is_causal: bool, causal_offset: int, scale: float) -> LaunchValues:
+    """The extension's attention_backward arguments (all but device and stream): the
+    forward's operands read in place where the kernels can, delta an fp32 [B, Hq, L]
+    contiguous workspace, dq, dk, dv new tensors in q's, k's and v's shapes."""
+    grad_out, q, k, v, out = (_readable(t) for t in (grad_out, q, k, v, out))
+    B, Hq, L, E = q.shape
+    return LaunchValues({
+        "grad_out": grad_out.data_ptr(), "grad_out_strides": _head_strides(grad_out),
+        "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
+        "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
+        "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "delta": delta.data_ptr(),
+        "dq": dq.data_ptr(), "dq_strides": _head_strides(dq), "dk": dk.data_ptr(), "dk_strides": _head_strides(dk),
+        "dv": dv.data_ptr(), "dv_strides": _head_strides(dv), "dtype": dtype_code(q),
+        "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
+        "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
+    }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv])
+
+
+def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       out: torch.Tensor, lse: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float,
+                       is_causal: bool, causal_offset: int, scale: float, seed: int,
+                       mask_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+    """The fused contract's backward: (dq, dk, dv, None), contiguous, in q's, k's and v's
+    shapes and dtype. mask and dropout never reach here (forward_reason refuses them), so
+    there is never a mask gradient."""
+    B, Hq, L, _ = q.shape
+    S = k.shape[2]
+    if B * Hq * L == 0 or S == 0:  # nothing to sum: every gradient is 0 (the kernels take no empty tensor)
+        return (torch.zeros(q.shape, dtype=q.dtype, device=q.device), torch.zeros(k.shape, dtype=k.dtype, device=k.device),
+                torch.zeros(v.shape, dtype=v.dtype, device=v.device), None)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    delta = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
+    from seqops import _ext  # here, as in attention_forward
+
+    values = backward_values(grad_out.to(q.dtype), q, k, v, out, lse, delta, dq, dk, dv, is_causal, causal_offset,
+                             scale)  # holds any copy it points into
+    _ext.load().attention_backward(**values, **launch_place(q.device))
+    return dq, dk, dv, None

@@ -1,0 +1,526 @@
+// The attention backward in CuTe for sm80 (sm90 runs the same mma.sync and cp.async), in
+// two kernels that recompute the probabilities from the forward's logsumexp, as
+// flash-attention 2 does, but with no atomics: every output element is summed by one CTA
+// in a fixed order, so the gradients are the same bits from run to run.
+//
+//   - dK/dV kernel, grid (ceil(S / kBlockN), Hkv, B): a CTA holds kBlockN keys and their
+//     values in smem and dK, dV in registers, and walks the query tiles that see them, for
+//     every query head of its GQA group in turn (so a group's sum needs no second pass):
+//       S^T = K Q^T,  dP^T = V dO^T,  P^T = exp2(S^T * scale log2 e - lse log2 e),
+//       dS^T = P^T (dP^T - delta),  dV += P^T dO,  dK += dS^T Q.
+//     Computing the transposes puts keys on the mma's M, where a warp owns whole rows, so
+//     P^T and dS^T go from accumulators to A operands in registers, as P does in the
+//     forward; Q and dO (with their lse and delta) are double-buffered in smem.
+//   - dQ kernel, grid (ceil(L / kBlockM), Hq, B): a CTA holds kBlockM queries, their dO,
+//     lse and delta, and walks the key tiles they see (the forward's schedule):
+//       S = Q K^T,  dP = dO V^T,  dS = P (dP - delta),  dQ += dS K;
+//     K and V are double-buffered.
+//   That is seven products per (query, key) tile where flash-attention's atomic dQ takes
+//   five: the price of determinism without a dQ workspace in fp32.
+//   - delta = rowsum(dO * O) comes first, from backward.cu's plain kernel.
+// Rows past L or S are zero-filled; a query row past L or one that sees no key (lse -inf)
+// gets lse +inf here, so its probabilities are exp2(-inf) = 0 and it adds nothing.
+// Compiled only through csrc/attention/instances/backward_*.cu, which register their
+// launcher in backward.cu's table.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+
+#include "attention/launchers.h"
+#include "attention/params.h"
+#include "attention/schedule.h"
+#include "attention/tiles.cuh"
+#include "common/status.h"
+
+namespace seqops {
+namespace attention {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int kHeadDim_, typename Element_>
+struct BackwardTraits {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+
+  // dK/dV: 16 keys a warp. A thread holds dK and dV (2 x 16 x E / 32 fp32: 64 or 128) and
+  // S^T, dP^T (2 x 16 x kQueryTile / 32: 64, or 32 at head dim 128, whose tiles of 32
+  // queries keep it under 255 registers).
+  struct KeyValue : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
+    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
+    static constexpr int kBlockN = 16 * Base::kWarps;       // keys per CTA: 64, or 128 at head dim 128
+    static constexpr int kBlockM = kHeadDim_ <= 64 ? 64 : 32;  // queries per tile
+    static constexpr int kStages = 2;                         // Q, dO, lse and delta buffers
+    using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;
+    using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;  // Q or dO, one stage
+    using SmemLayoutQt = typename Base::template SmemRowsTransposed<kBlockM>;
+    using SmemLayoutQtShape = typename Base::template SmemRowsTransposedShape<kBlockM>;
+    static constexpr int kStageElements = int(cosize(SmemLayoutQ{}));
+    static constexpr int kSmemBytes = int(2 * cosize(SmemLayoutKV{}) + 2 * kStages * kStageElements) *
+                                          int(sizeof(Element_)) +
+                                      2 * kStages * kBlockM * int(sizeof(float));
+    static_assert(kBlockM % Base::kGmemRows == 0 && kBlockN % Base::kGmemRows == 0);
+  };
+
+  // dQ: 16 queries a warp, as the forward at head dim 128; key tiles of 64. A thread holds
+  // dQ (16 x E / 32: 32 or 64 fp32) and S, dP (2 x 16 x 64 / 32 = 64).
+  struct Query : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
+    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
+    static constexpr int kBlockM = 16 * Base::kWarps;  // queries per CTA
+    static constexpr int kBlockN = 64;                 // keys per tile
+    static constexpr int kStages = 2;                  // K and V buffers
+    using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;  // Q or dO
+    using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;  // K or V, one stage
+    using SmemLayoutKt = typename Base::template SmemRowsTransposed<kBlockN>;
+    using SmemLayoutKtShape = typename Base::template SmemRowsTransposedShape<kBlockN>;
+    static constexpr int kStageElements = int(cosize(SmemLayoutKV{}));
+    static constexpr int kSmemBytes =
+        int(2 * cosize(SmemLayoutQ{}) + 2 * kStages * kStageElements) * int(sizeof(Element_));
+    static_assert(kBlockM % Base::kGmemRows == 0 && kBlockN % Base::kGmemRows == 0);
+  };
+};
+
+// The pointer to row 0 of (batch, head) in a [B, H, rows, E] tensor.
+template <class Element>
+__device__ __forceinline__ Element* head_rows(Element* base, const HeadStrides& strides, int batch, int head) {
+  return base + batch * strides.batch + head * strides.head;
+}
+
+// Writes the rows below `rows` of an fp32 accumulator tile (viewed rows x cols, with each
+// value's tile position in `coords`) times `scale`, column pairs as one 4-byte store (the
+// pair is adjacent in the accumulator; rows start 16-byte aligned, see the launcher checks).
+template <class Element, class Acc, class Coords>
+__device__ __forceinline__ void store_rows(Acc const& acc_rc, Coords const& coords_rc, Element* tile,
+                                           int64_t row_stride, int rows, float scale) {
+  struct alignas(2 * sizeof(Element)) ElementPair {
+    Element first, second;
+  };
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(acc_rc); ++r) {
+    const int row = get<0>(coords_rc(r, 0));
+    if (row < rows) {
+      Element* out_row = tile + row * row_stride;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_rc); c += 2) {
+        const ElementPair pair{static_cast<Element>(acc_rc(r, c) * scale),
+                               static_cast<Element>(acc_rc(r, c + 1) * scale)};
+        *reinterpret_cast<ElementPair*>(out_row + get<1>(coords_rc(r, c))) = pair;
+      }
+    }
+  }
+}
+
+// A row's lse in base 2 for the recomputation: +inf for a row past L or one that sees no
+// key, whose probabilities are then all exp2(-inf) = 0 (and never exp2(-inf - -inf)).
+__device__ __forceinline__ float lse_log2_or_inf(const float* lse, int row, int len_q) {
+  if (row >= len_q) return INFINITY;
+  const float value = lse[row];
+  return value == -INFINITY ? INFINITY : value * kLog2e;
+}
+
+// grid (ceil(S / kBlockN), Hkv, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
+// checked and narrowed to int by the launcher, the offset clamped to [-L, S].
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    attention_backward_kv_kernel(const AttentionBackwardParams params, int len_q, int len_kv, int causal_offset,
+                                 int group) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kStageElements = Traits::kStageElements;
+
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int n_block = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const int batch = blockIdx.z;
+  const int tid = threadIdx.x;
+  const int n0 = n_block * kBlockN;
+  const bool causal = params.causal;
+
+  const TileRange tiles = query_tiles(n_block, kBlockN, kBlockM, len_q, causal, causal_offset);
+  const int tiles_per_head = tiles.end > tiles.begin ? tiles.end - tiles.begin : 0;
+  const int steps = tiles_per_head * group;  // (query head of the group, query tile) pairs
+
+  const Element* k_ptr = head_rows(static_cast<const Element*>(params.k), params.k_strides, batch, kv_head);
+  const Element* v_ptr = head_rows(static_cast<const Element*>(params.v), params.v_strides, batch, kv_head);
+  Element* dk_ptr = head_rows(static_cast<Element*>(params.dk), params.dk_strides, batch, kv_head);
+  Element* dv_ptr = head_rows(static_cast<Element*>(params.dv), params.dv_strides, batch, kv_head);
+
+  // smem: K, V, then kStages x (Q, dO), then kStages x (lse log2, delta) in fp32.
+  Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutKV{});
+  Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
+  Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutQ{});  // stage 0; stage s at + s * 2 * kStageElements
+  Tensor sdO = make_tensor(sQ.data() + kStageElements, typename Traits::SmemLayoutQ{});
+  Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutQt{});
+  Tensor sQtShape = make_tensor(sQ.data(), typename Traits::SmemLayoutQtShape{});
+  float* s_lse = reinterpret_cast<float*>(smem + (2 * size(sK) + 2 * Traits::kStages * kStageElements) *
+                                                     sizeof(Element));  // [stage][kBlockM]
+  float* s_delta = s_lse + Traits::kStages * kBlockM;
+  constexpr int kStageStride = 2 * kStageElements;  // elements from one stage's Q to the next's
+
+  typename Traits::GmemTiledCopy gmem_copy;
+  auto gmem_thr = gmem_copy.get_thread_slice(tid);
+  Tensor tKsK = gmem_thr.partition_D(sK);
+  Tensor tVsV = gmem_thr.partition_D(sV);
+  Tensor tQsQ = gmem_thr.partition_D(sQ);
+  Tensor tdOsdO = gmem_thr.partition_D(sdO);
+  Tensor tKVcKV = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  Tensor tQcQ = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+
+  typename Traits::TiledMma mma;
+  auto thr_mma = mma.get_thread_slice(tid);
+  Tensor tSrK = thr_mma.partition_fragment_A(sK);           // (MMA, MMA_N, MMA_E): keys on the mma's M
+  Tensor tSrQ = thr_mma.partition_fragment_B(sQ);           // (MMA, MMA_M, MMA_E)
+  Tensor tdPrV = thr_mma.partition_fragment_A(sV);
+  Tensor tdPrdO = thr_mma.partition_fragment_B(sdO);
+  Tensor tdVrdOt = thr_mma.partition_fragment_B(sQtShape);  // (MMA, MMA_E, MMA_M): dO^T (and Q^T) as B
+  Tensor tdKrQt = thr_mma.partition_fragment_B(sQtShape);
+  Tensor acc_dk = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kHeadDim>>{});  // (MMA, MMA_N, MMA_E)
+  Tensor acc_dv = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kHeadDim>>{});
+  clear(acc_dk);
+  clear(acc_dv);
+
+  auto smem_copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_a = smem_copy_a.get_thread_slice(tid);
+  Tensor tSsK = smem_thr_a.partition_S(sK);
+  Tensor tdPsV = smem_thr_a.partition_S(sV);
+  auto smem_copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_b = smem_copy_b.get_thread_slice(tid);
+  Tensor tSsQ = smem_thr_b.partition_S(sQ);
+  Tensor tdPsdO = smem_thr_b.partition_S(sdO);
+  auto smem_copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma);
+  auto smem_thr_bt = smem_copy_bt.get_thread_slice(tid);
+  Tensor tdVsdOt = smem_thr_bt.partition_S(sdOt);
+  Tensor tdKsQt = smem_thr_bt.partition_S(sQt);
+
+  // Each S^T value's (key, query) in its tile, and each dK/dV value's (key, column).
+  Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rows_cols(tScS.layout()));
+  Tensor tKcK = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  Tensor tKcK_rc = make_tensor(tKcK.data(), accumulator_rows_cols(tKcK.layout()));
+
+  // Step t's query head and tile, into stage t % 2: Q and dO by cp.async (rows past L
+  // zero-filled), lse and delta by plain loads.
+  const auto load_step = [&](int step, int stage) {
+    const int head = kv_head * group + step / tiles_per_head;
+    const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
+    const Element* q_tile =
+        head_rows(static_cast<const Element*>(params.q), params.q_strides, batch, head) + m0 * params.q_strides.row;
+    const Element* do_tile = head_rows(static_cast<const Element*>(params.grad_out), params.grad_out_strides, batch,
+                                       head) + m0 * params.grad_out_strides.row;
+    Tensor tQgQ = gmem_thr.partition_S(gmem_rows<kBlockM, kHeadDim>(q_tile, params.q_strides.row));
+    Tensor tdOgdO = gmem_thr.partition_S(gmem_rows<kBlockM, kHeadDim>(do_tile, params.grad_out_strides.row));
+    Tensor q_dst = in_stage(tQsQ, stage, kStageStride);
+    Tensor do_dst = in_stage(tdOsdO, stage, kStageStride);
+    copy_rows_or_zero(gmem_copy, tQgQ, q_dst, tQcQ, len_q - m0);
+    copy_rows_or_zero(gmem_copy, tdOgdO, do_dst, tQcQ, len_q - m0);
+    if (tid < kBlockM) {
+      const float* lse = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
+      const float* delta = params.delta + (batch * params.heads_q + head) * len_q;
+      const int row = m0 + tid;
+      s_lse[stage * kBlockM + tid] = lse_log2_or_inf(lse, row, len_q);
+      s_delta[stage * kBlockM + tid] = row < len_q ? delta[row] : 0.0f;
+    }
+  };
+
+  // A key block no query sees (causal) loads nothing and writes zeros: no copy is left in
+  // flight at exit.
+  if (steps > 0) {
+    copy_rows_or_zero(gmem_copy,
+                      gmem_thr.partition_S(gmem_rows<kBlockN, kHeadDim>(k_ptr + n0 * params.k_strides.row,
+                                                                        params.k_strides.row)),
+                      tKsK, tKVcKV, len_kv - n0);
+    copy_rows_or_zero(gmem_copy,
+                      gmem_thr.partition_S(gmem_rows<kBlockN, kHeadDim>(v_ptr + n0 * params.v_strides.row,
+                                                                        params.v_strides.row)),
+                      tVsV, tKVcKV, len_kv - n0);
+    cp_async_fence();
+    load_step(0, 0);
+    cp_async_fence();
+  }
+
+  const float scale_log2 = params.scale * kLog2e;
+
+  CUTE_NO_UNROLL
+  for (int step = 0; step < steps; ++step) {
+    const int stage = step % 2;
+    if (step + 1 < steps) {
+      load_step(step + 1, stage ^ 1);  // that stage was last read in step - 1, which ended in a barrier
+      cp_async_fence();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this step's Q, dO, lse and delta (and K, V) landed for all
+
+    const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
+    const float* stage_lse = s_lse + stage * kBlockM;
+    const float* stage_delta = s_delta + stage * kBlockM;
+
+    Tensor acc_st = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kBlockM>>{});  // S^T: (keys, queries)
+    clear(acc_st);
+    gemm_smem_smem(acc_st, tSrK, tSrQ, tSsK, in_stage(tSsQ, stage, kStageStride), mma, smem_copy_a, smem_thr_a,
+                   smem_copy_b, smem_thr_b);
+    Tensor acc_dpt = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kBlockM>>{});  // dP^T
+    clear(acc_dpt);
+    gemm_smem_smem(acc_dpt, tdPrV, tdPrdO, tdPsV, in_stage(tdPsdO, stage, kStageStride), mma, smem_copy_a,
+                   smem_thr_a, smem_copy_b, smem_thr_b);
+
+    Tensor st = make_tensor(acc_st.data(), accumulator_rows_cols(acc_st.layout()));    // (keys, queries)
+    Tensor dpt = make_tensor(acc_dpt.data(), accumulator_rows_cols(acc_dpt.layout()));
+    const bool needs_mask = tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset);
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(st); ++r) {
+      const int key = n0 + get<0>(tScS_rc(r, 0));
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(st); ++c) {
+        const int col = get<1>(tScS_rc(r, c));
+        float p = exp2f(st(r, c) * scale_log2 - stage_lse[col]);
+        if (needs_mask && (key >= len_kv || (causal && key > m0 + col + causal_offset))) p = 0.0f;
+        st(r, c) = p;
+        dpt(r, c) = p * (dpt(r, c) - stage_delta[col]);
+      }
+    }
+
+    // dV += P^T dO and dK += dS^T Q, the rounded accumulators as A operands.
+    Tensor pt = rounded<Element>(acc_st);
+    gemm_regs_smem(acc_dv, make_tensor(pt.data(), accumulator_as_a_operand(pt.layout())), tdVrdOt,
+                   in_stage(tdVsdOt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
+    Tensor dst = rounded<Element>(acc_dpt);
+    gemm_regs_smem(acc_dk, make_tensor(dst.data(), accumulator_as_a_operand(dst.layout())), tdKrQt,
+                   in_stage(tdKsQt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
+    __syncthreads();  // every thread is done reading this stage before step + 2's loads land in it
+  }
+
+  // dK carries the score scale (dS is the gradient of scale * q.k); keys past S are not written.
+  Tensor dk_rc = make_tensor(acc_dk.data(), accumulator_rows_cols(acc_dk.layout()));
+  Tensor dv_rc = make_tensor(acc_dv.data(), accumulator_rows_cols(acc_dv.layout()));
+  store_rows(dk_rc, tKcK_rc, dk_ptr + n0 * params.dk_strides.row, params.dk_strides.row, len_kv - n0, params.scale);
+  store_rows(dv_rc, tKcK_rc, dv_ptr + n0 * params.dv_strides.row, params.dv_strides.row, len_kv - n0, 1.0f);
+}
+
+// grid (ceil(L / kBlockM), Hq, B), arguments as the dK/dV kernel's.
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    attention_backward_q_kernel(const AttentionBackwardParams params, int len_q, int len_kv, int causal_offset,
+                                int group) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kStageElements = Traits::kStageElements;
+
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int m_block = blockIdx.x;
+  const int head = blockIdx.y;
+  const int batch = blockIdx.z;
+  const int kv_head = head / group;
+  const int tid = threadIdx.x;
+  const int m0 = m_block * kBlockM;
+  const bool causal = params.causal;
+
+  const TileRange tiles = key_tiles(m_block, kBlockM, kBlockN, len_q, len_kv, causal, causal_offset);
+
+  const Element* q_ptr = head_rows(static_cast<const Element*>(params.q), params.q_strides, batch, head);
+  const Element* do_ptr = head_rows(static_cast<const Element*>(params.grad_out), params.grad_out_strides, batch, head);
+  const Element* k_ptr = head_rows(static_cast<const Element*>(params.k), params.k_strides, batch, kv_head);
+  const Element* v_ptr = head_rows(static_cast<const Element*>(params.v), params.v_strides, batch, kv_head);
+  Element* dq_ptr = head_rows(static_cast<Element*>(params.dq), params.dq_strides, batch, head);
+  const float* lse = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
+  const float* delta = params.delta + (batch * params.heads_q + head) * len_q;
+
+  // smem: Q, dO, then kStages x (K, V).
+  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
+  Tensor sdO = make_tensor(sQ.data() + size(sQ), typename Traits::SmemLayoutQ{});
+  Tensor sK = make_tensor(sdO.data() + size(sdO), typename Traits::SmemLayoutKV{});  // stage s at + s * 2 * kStageElements
+  Tensor sV = make_tensor(sK.data() + kStageElements, typename Traits::SmemLayoutKV{});
+  Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKt{});
+  Tensor sKtShape = make_tensor(sK.data(), typename Traits::SmemLayoutKtShape{});
+  constexpr int kStageStride = 2 * kStageElements;
+
+  typename Traits::GmemTiledCopy gmem_copy;
+  auto gmem_thr = gmem_copy.get_thread_slice(tid);
+  Tensor tQsQ = gmem_thr.partition_D(sQ);
+  Tensor tdOsdO = gmem_thr.partition_D(sdO);
+  Tensor tKsK = gmem_thr.partition_D(sK);
+  Tensor tVsV = gmem_thr.partition_D(sV);
+  Tensor tQcQ = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tKVcKV = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+
+  typename Traits::TiledMma mma;
+  auto thr_mma = mma.get_thread_slice(tid);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);         // (MMA, MMA_M, MMA_E)
+  Tensor tSrK = thr_mma.partition_fragment_B(sK);         // (MMA, MMA_N, MMA_E)
+  Tensor tdPrdO = thr_mma.partition_fragment_A(sdO);
+  Tensor tdPrV = thr_mma.partition_fragment_B(sV);
+  Tensor tdQrKt = thr_mma.partition_fragment_B(sKtShape);  // (MMA, MMA_E, MMA_N): K^T as B
+  Tensor acc_dq = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc_dq);
+
+  auto smem_copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_a = smem_copy_a.get_thread_slice(tid);
+  Tensor tSsQ = smem_thr_a.partition_S(sQ);
+  Tensor tdPsdO = smem_thr_a.partition_S(sdO);
+  auto smem_copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma);
+  auto smem_thr_b = smem_copy_b.get_thread_slice(tid);
+  Tensor tSsK = smem_thr_b.partition_S(sK);
+  Tensor tdPsV = smem_thr_b.partition_S(sV);
+  auto smem_copy_bt = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma);
+  auto smem_thr_bt = smem_copy_bt.get_thread_slice(tid);
+  Tensor tdQsKt = smem_thr_bt.partition_S(sKt);
+
+  Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rows_cols(tScS.layout()));
+  Tensor tQcQ_mma = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tQcQ_rc = make_tensor(tQcQ_mma.data(), accumulator_rows_cols(tQcQ_mma.layout()));
+
+  // This thread's rows' lse (base 2, +inf for none) and delta.
+  constexpr int kRows = decltype(size<0>(tScS_rc))::value;
+  float row_lse[kRows];
+  float row_delta[kRows];
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    const int row = m0 + get<0>(tScS_rc(r, 0));
+    row_lse[r] = lse_log2_or_inf(lse, row, len_q);
+    row_delta[r] = row < len_q ? delta[row] : 0.0f;
+  }
+
+  const auto load_keys = [&](int n, int stage) {
+    const int n0 = n * kBlockN;
+    Tensor tKgK = gmem_thr.partition_S(gmem_rows<kBlockN, kHeadDim>(k_ptr + n0 * params.k_strides.row,
+                                                                    params.k_strides.row));
+    Tensor tVgV = gmem_thr.partition_S(gmem_rows<kBlockN, kHeadDim>(v_ptr + n0 * params.v_strides.row,
+                                                                    params.v_strides.row));
+    Tensor k_dst = in_stage(tKsK, stage, kStageStride);
+    Tensor v_dst = in_stage(tVsV, stage, kStageStride);
+    copy_rows_or_zero(gmem_copy, tKgK, k_dst, tKVcKV, len_kv - n0);
+    copy_rows_or_zero(gmem_copy, tVgV, v_dst, tKVcKV, len_kv - n0);
+  };
+
+  // Key tiles from the last one seen down to the first, as in the forward: only the first
+  // few visited cross the causal diagonal or the end of S.
+  const int visits = tiles.end > tiles.begin ? tiles.end - tiles.begin : 0;
+  if (visits > 0) {
+    copy_rows_or_zero(gmem_copy, gmem_thr.partition_S(gmem_rows<kBlockM, kHeadDim>(q_ptr + m0 * params.q_strides.row,
+                                                                                   params.q_strides.row)),
+                      tQsQ, tQcQ, len_q - m0);
+    copy_rows_or_zero(gmem_copy,
+                      gmem_thr.partition_S(gmem_rows<kBlockM, kHeadDim>(do_ptr + m0 * params.grad_out_strides.row,
+                                                                        params.grad_out_strides.row)),
+                      tdOsdO, tQcQ, len_q - m0);
+    load_keys(tiles.end - 1, 0);
+    cp_async_fence();
+  }
+
+  const float scale_log2 = params.scale * kLog2e;
+
+  CUTE_NO_UNROLL
+  for (int visit = 0; visit < visits; ++visit) {
+    const int n = tiles.end - 1 - visit;
+    const int n0 = n * kBlockN;
+    const int stage = visit % 2;
+    if (visit + 1 < visits) {
+      load_keys(n - 1, stage ^ 1);  // that stage was last read in visit - 1, which ended in a barrier
+      cp_async_fence();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this tile's K and V (and Q, dO) landed for all
+
+    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+    gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, in_stage(tSsK, stage, kStageStride), mma, smem_copy_a, smem_thr_a,
+                   smem_copy_b, smem_thr_b);
+    Tensor acc_dp = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_dp);
+    gemm_smem_smem(acc_dp, tdPrdO, tdPrV, tdPsdO, in_stage(tdPsV, stage, kStageStride), mma, smem_copy_a,
+                   smem_thr_a, smem_copy_b, smem_thr_b);
+
+    Tensor s = make_tensor(acc_s.data(), accumulator_rows_cols(acc_s.layout()));  // (queries, keys)
+    Tensor dp = make_tensor(acc_dp.data(), accumulator_rows_cols(acc_dp.layout()));
+    const bool needs_mask = tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset);
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(s); ++r) {
+      const int row = m0 + get<0>(tScS_rc(r, 0));
+      const int visible = causal ? min(len_kv, row + causal_offset + 1) : len_kv;  // keys j < visible
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(s); ++c) {
+        float p = exp2f(s(r, c) * scale_log2 - row_lse[r]);
+        if (needs_mask && n0 + get<1>(tScS_rc(r, c)) >= visible) p = 0.0f;
+        dp(r, c) = p * (dp(r, c) - row_delta[r]);
+      }
+    }
+
+    // dQ += dS K, dS rounded as the A operand.
+    Tensor ds = rounded<Element>(acc_dp);
+    gemm_regs_smem(acc_dq, make_tensor(ds.data(), accumulator_as_a_operand(ds.layout())), tdQrKt,
+                   in_stage(tdQsKt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
+    __syncthreads();  // every thread is done reading this stage before visit + 2's loads land in it
+  }
+
+  Tensor dq_rc = make_tensor(acc_dq.data(), accumulator_rows_cols(acc_dq.layout()));
+  store_rows(dq_rc, tQcQ_rc, dq_ptr + m0 * params.dq_strides.row, params.dq_strides.row, len_q - m0, params.scale);
+}
+
+// The host side of one instance: both kernels' geometry, the opt-in to more than 48 KiB
+// of smem, the launches (after backward.cu's delta kernel, on the same stream). The
+// params are checked by check_attention_backward (backward.cu) before.
+template <class Kernel>
+cudaError_t allow_smem(Kernel kernel, int smem_bytes) {
+  if (smem_bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+}
+
+template <int kHeadDim, typename Element>
+Status launch_attention_backward(const AttentionBackwardParams& params, cudaStream_t stream) {
+  using KeyValue = typename BackwardTraits<kHeadDim, Element>::KeyValue;
+  using Query = typename BackwardTraits<kHeadDim, Element>::Query;
+  const auto kv_kernel = &attention_backward_kv_kernel<KeyValue>;
+  const auto q_kernel = &attention_backward_q_kernel<Query>;
+  cudaError_t error = allow_smem(kv_kernel, KeyValue::kSmemBytes);
+  if (error == cudaSuccess) error = allow_smem(q_kernel, Query::kSmemBytes);
+  if (error != cudaSuccess) return Status::from_cuda(error);
+
+  const int len_q = static_cast<int>(params.len_q);
+  const int len_kv = static_cast<int>(params.len_kv);
+  const int offset = static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv));
+  const int group = static_cast<int>(params.heads_q / params.heads_kv);
+  const dim3 kv_grid(static_cast<unsigned>((len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN),
+                     static_cast<unsigned>(params.heads_kv), static_cast<unsigned>(params.batch));
+  kv_kernel<<<kv_grid, KeyValue::kThreads, KeyValue::kSmemBytes, stream>>>(params, len_q, len_kv, offset, group);
+  error = cudaGetLastError();
+  if (error != cudaSuccess) return Status::from_cuda(error);
+  const dim3 q_grid(static_cast<unsigned>((len_q + Query::kBlockM - 1) / Query::kBlockM),
+                    static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
+  q_kernel<<<q_grid, Query::kThreads, Query::kSmemBytes, stream>>>(params, len_q, len_kv, offset, group);
+  return Status::from_cuda(cudaGetLastError());
+}
+
+// The table entry (launchers.h) of one instance.
+template <int kHeadDim, typename Element>
+AttentionBackwardInstance backward_instance(DType dtype) {
+  using KeyValue = typename BackwardTraits<kHeadDim, Element>::KeyValue;
+  using Query = typename BackwardTraits<kHeadDim, Element>::Query;
+  AttentionBackwardInstance instance;
+  instance.head_dim = kHeadDim;
+  instance.dtype = dtype;
+  instance.kv_block_n = KeyValue::kBlockN;
+  instance.kv_block_m = KeyValue::kBlockM;
+  instance.kv_threads = KeyValue::kThreads;
+  instance.kv_smem_bytes = KeyValue::kSmemBytes;
+  instance.q_block_m = Query::kBlockM;
+  instance.q_block_n = Query::kBlockN;
+  instance.q_threads = Query::kThreads;
+  instance.q_smem_bytes = Query::kSmemBytes;
+  instance.launcher = &launch_attention_backward<kHeadDim, Element>;
+  return instance;
+}
+
+}  // namespace attention
+}  // namespace seqops
