@@ -135,12 +135,31 @@ const char* dtype_name(seqops::DType dtype) {
 
 seqops::HeadStrides head_strides(const HeadStrideArray& s) { return {s[0], s[1], s[2]}; }
 
+// An attn_mask's plain values: kind 0 none, 1 bool (bytes), 2 additive (mask_dtype's code);
+// strides (batch, head, row, col) of it broadcast to [B, Hq, L, S].
+seqops::MaskParams mask_params(const char* call, uintptr_t mask, int kind, int dtype, const Strides& strides) {
+  if (kind < 0 || kind > 2) {
+    throw CudaError(std::string("seqops CUDA extension, ") + call + ": unknown mask kind " + std::to_string(kind));
+  }
+  seqops::MaskParams m;
+  m.ptr = reinterpret_cast<const void*>(mask);
+  m.kind = static_cast<seqops::MaskKind>(kind);
+  m.dtype = kind == 2 ? dtype_of(call, "the mask", dtype) : seqops::DType::float32;
+  m.batch = strides[0];
+  m.head = strides[1];
+  m.row = strides[2];
+  m.col = strides[3];
+  return m;
+}
+
 void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t k, const HeadStrideArray& k_strides,
                        uintptr_t v, const HeadStrideArray& v_strides, uintptr_t out, const HeadStrideArray& out_strides,
                        uintptr_t lse, const MatrixStrides& lse_strides, int dtype, int64_t batch, int64_t heads_q,
                        int64_t heads_kv, int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
-                       int64_t causal_offset, int device, uintptr_t stream) {
+                       int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
+                       int mask_dtype, const Strides& mask_strides) {
   seqops::AttentionForwardParams p;
+  p.mask = mask_params("attention_forward", mask, mask_kind, mask_dtype, mask_strides);
   p.q = reinterpret_cast<const void*>(q);
   p.k = reinterpret_cast<const void*>(k);
   p.v = reinterpret_cast<const void*>(v);
@@ -196,8 +215,10 @@ void attention_backward(uintptr_t grad_out, const HeadStrideArray& grad_out_stri
                         const HeadStrideArray& dq_strides, uintptr_t dk, const HeadStrideArray& dk_strides, uintptr_t dv,
                         const HeadStrideArray& dv_strides, int dtype, int64_t batch, int64_t heads_q, int64_t heads_kv,
                         int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
-                        int64_t causal_offset, int device, uintptr_t stream) {
+                        int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
+                        int mask_dtype, const Strides& mask_strides) {
   seqops::AttentionBackwardParams p;
+  p.mask = mask_params("attention_backward", mask, mask_kind, mask_dtype, mask_strides);
   p.grad_out = reinterpret_cast<const void*>(grad_out);
   p.q = reinterpret_cast<const void*>(q);
   p.k = reinterpret_cast<const void*>(k);
@@ -500,13 +521,14 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("dx_strides"), py::arg("n_rows"), py::arg("n_cols"), py::arg("rows_b"), py::arg("rows_c"),
         py::arg("causal_rows"), py::arg("scale"), py::arg("device"), py::arg("stream"));
   m.def("attention_forward", &attention_forward,
-        "out = softmax(scale * q k^T, causal if asked) v and lse (fp32, natural log, -inf for a row that sees no "
+        "out = softmax(scale * q k^T + mask, causal if asked) v and lse (fp32, natural log, -inf for a row that sees no "
         "key), per (batch, query head); GQA by index",
         py::arg("q"), py::arg("q_strides"), py::arg("k"), py::arg("k_strides"), py::arg("v"), py::arg("v_strides"),
         py::arg("out"), py::arg("out_strides"), py::arg("lse"), py::arg("lse_strides"), py::arg("dtype"),
         py::arg("batch"), py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"),
         py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
-        py::arg("stream"));
+        py::arg("stream"), py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
+        py::arg("mask_strides") = Strides{0, 0, 0, 0});
   m.def("attention_forward_instances", &attention_forward_instances,
         "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
         "threads, smem_bytes (dynamic, per CTA)");
@@ -518,7 +540,9 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("lse"), py::arg("lse_strides"), py::arg("delta"), py::arg("dq"), py::arg("dq_strides"), py::arg("dk"),
         py::arg("dk_strides"), py::arg("dv"), py::arg("dv_strides"), py::arg("dtype"), py::arg("batch"),
         py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"), py::arg("head_dim"),
-        py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"), py::arg("stream"));
+        py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"), py::arg("stream"),
+        py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
+        py::arg("mask_strides") = Strides{0, 0, 0, 0});
   m.def("attention_backward_instances", &attention_backward_instances,
         "every attention backward instance compiled into this build: head_dim, dtype (code), and per kernel its "
         "block sizes, threads and dynamic smem bytes");

@@ -5,9 +5,10 @@ L != S both ways (upper-left and bottom-right), lengths that are no multiple of 
 (forward: 128 queries, 64 keys; backward: 64 or 128 keys a CTA over 64 or 32 queries,
 64 or 128 queries a CTA over 64 keys), batch and heads of 1, GQA (dk, dv summed over the
 group in the kernel), inputs read in place through their strides and inputs it must copy,
-and rows that see no key (output 0, lse -inf, no gradient). test_attention.py runs its
-suite on this backend too; what the backend refuses (masks, dropout, float32, other head
-dims) skips there, saying so. Every test is marked `cuda` and skips without a GPU."""
+rows that see no key (output 0, lse -inf, no gradient), and bool and additive masks of
+the shapes models pass. test_attention.py runs its suite on this backend too; what the
+backend refuses (dropout, a mask gradient, float32, other head dims) skips there, saying
+so. Every test is marked `cuda` and skips without a GPU."""
 import math
 
 import pytest
@@ -37,26 +38,31 @@ def randn(*shape, dtype):
     return torch.randn(*shape, device=DEVICE, dtype=dtype)
 
 
-def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False):
+def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False, attn_mask=None):
     """seqops on the cuda backend against the float64 reference, with torch's own SDPA in
     q's dtype as the yardstick, for the output and then (through autograd, with a random
     grad_out) the gradients of q, k and v. causal_offset != 0 goes through torch's
-    lower-right causal bias (offset S - L), the form the public API takes it in."""
+    lower-right causal bias (offset S - L), the form the public API takes it in; it and
+    attn_mask do not go together here."""
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     L, S = q.shape[-2], k.shape[-2]
     if causal_offset:
         from torch.nn.attention.bias import causal_lower_right
 
         assert causal_offset == S - L
+        assert attn_mask is None
         mask, causal = causal_lower_right(L, S), False
     else:
-        mask, causal = None, is_causal
+        mask, causal = attn_mask, is_causal
     with seqops.backend("cuda"):
         out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
                                                   enable_gqa=enable_gqa)
     kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, causal_offset=causal_offset)
+    exact_kwargs = dict(kwargs, attn_mask=None if attn_mask is None else attn_mask.cpu().double()
+                        if attn_mask.dtype.is_floating_point else attn_mask.cpu())
+    kwargs["attn_mask"] = attn_mask
     exact_inputs = [t.detach().double().cpu().requires_grad_() for t in (q, k, v)]
-    ref = reference.scaled_dot_product_attention(*exact_inputs, **kwargs)
+    ref = reference.scaled_dot_product_attention(*exact_inputs, **exact_kwargs)
     # torch gives NaN for a row that sees no key on some paths; seqops and the reference
     # give 0, which is exact, so the yardstick takes 0 there too.
     with torch.no_grad():
@@ -190,3 +196,40 @@ def test_backward_is_deterministic(head_dim):
         runs.append(torch.autograd.grad(out, (q, k, v), grad_out))
     for first, second in zip(*runs):
         assert torch.equal(first, second)
+
+
+def masks(kind, B, H, L, S, dtype):
+    """attn_mask of the forms models pass: BERT's key padding (bool [B, 1, 1, S], and its
+    additive form), a learned-bias shape (float [1, H, L, S]), a full bool mask with rows
+    that see nothing, and a float32 mask on 16-bit inputs with -inf entries."""
+    lengths = torch.tensor([S, S // 3 + 1])[:B].to(DEVICE)
+    padding = torch.arange(S, device=DEVICE)[None, :] < lengths[:, None]  # [B, S]
+    if kind == "bool-key-padding":
+        return padding[:, None, None, :]
+    if kind == "additive-key-padding":
+        return torch.zeros(B, 1, 1, S, device=DEVICE, dtype=dtype).masked_fill(~padding[:, None, None, :],
+                                                                                torch.finfo(dtype).min)
+    if kind == "float-bias":
+        return randn(1, H, L, S, dtype=dtype)
+    if kind == "bool-rows-hidden":
+        mask = torch.rand(B, H, L, S, device=DEVICE) < 0.7
+        mask[:, :, ::5] = False  # every fifth query sees no key: output and gradient 0
+        return mask
+    if kind == "float32-with-inf":
+        mask = randn(B, 1, L, S, dtype=torch.float32)
+        return mask.masked_fill(torch.rand(B, 1, L, S, device=DEVICE) < 0.3, float("-inf"))
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["bool-key-padding", "additive-key-padding", "float-bias", "bool-rows-hidden",
+                                  "float32-with-inf"])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_masks(dtype, head_dim, kind, causal):
+    """Read in place, broadcast by stride 0; no gradient to the mask (one that requires it
+    is refused)."""
+    B, H, L, S = 2, 3, 70, 150
+    check_attention(randn(B, H, L, head_dim, dtype=dtype), randn(B, H, S, head_dim, dtype=dtype),
+                    randn(B, H, S, head_dim, dtype=dtype), is_causal=causal,
+                    attn_mask=masks(kind, B, H, L, S, dtype))

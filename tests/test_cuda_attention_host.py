@@ -50,9 +50,8 @@ def test_what_it_takes(dtype, head_dim):
     ("head dim 96", "takes head dims 64 and 128, got 96"),
     ("head dim 32", "takes head dims 64 and 128, got 32"),
     ("Ev != E", "value head dim equal to the query's, got E=64 and Ev=128"),
-    ("bool mask", "no attn_mask"),
-    ("float mask", "no attn_mask"),
     ("dropout", "no dropout, got dropout_p=0.1"),
+    ("mask requires grad", "gives attn_mask no gradient, and this one requires grad"),
 ])
 def test_what_it_refuses_and_why(case, reason):
     q = half(2, 3, 10, 64)
@@ -61,13 +60,38 @@ def test_what_it_refuses_and_why(case, reason):
         "head dim 96": lambda: call(half(2, 3, 10, 96)),
         "head dim 32": lambda: call(half(2, 3, 10, 32)),
         "Ev != E": lambda: call(q, q, half(2, 3, 10, 128)),
-        "bool mask": lambda: call(q, mask=torch.ones(10, 10, dtype=torch.bool)),
-        "float mask": lambda: call(q, mask=torch.zeros(10, 10)),
+        "mask requires grad": lambda: call(q, mask=torch.zeros(10, 10, requires_grad=True)),
         "dropout": lambda: call(q, dropout_p=0.1),
     }[case]()
     why = cuda_attention.forward_reason(*args)
     assert why is not None and reason in why, why
     assert why.endswith(cuda_attention.NOT_YET)  # a feature still to write: GPU tests skip it
+
+
+@pytest.mark.parametrize("mask", [torch.ones(10, 10, dtype=torch.bool), torch.zeros(3, 1, 10), torch.zeros(10, 10).half()],
+                         ids=["bool", "float32", "float16"])
+def test_masks_are_taken(mask):
+    assert cuda_attention.forward_reason(*call(half(2, 3, 10, 64), mask=mask)) is None
+    with torch.no_grad():  # a mask that requires grad gets none here
+        assert cuda_attention.forward_reason(*call(half(2, 3, 10, 64), mask=mask.clone().requires_grad_(
+            mask.dtype != torch.bool))) is None
+
+
+def test_mask_values_read_in_place_with_broadcast_dims_at_stride_0():
+    B, Hq, L, S = 2, 4, 5, 7
+    padding = torch.ones(B, 1, 1, S, dtype=torch.bool)
+    values, held = cuda_attention.mask_values(padding, (B, Hq, L, S))
+    assert values == {"mask": padding.data_ptr(), "mask_kind": cuda_attention.MASK_BOOL, "mask_dtype": 0,
+                      "mask_strides": (S, 0, 0, 1)}
+    bias = torch.randn(Hq, S, L, dtype=torch.bfloat16).transpose(1, 2)[None]  # [1, Hq, L, S], transposed
+    values, held = cuda_attention.mask_values(bias, (B, Hq, L, S))
+    assert values["mask"] == bias.data_ptr() and values["mask_kind"] == cuda_attention.MASK_ADDITIVE
+    assert values["mask_dtype"] == DTYPE_CODES[torch.bfloat16] and values["mask_strides"] == (0, S * L, 1, L)
+    wide = torch.randn(1, 1, L, S, dtype=torch.float64)  # rounded to float32 once, held until the launch
+    values, held = cuda_attention.mask_values(wide, (B, Hq, L, S))
+    assert held[0].dtype == torch.float32 and values["mask"] == held[0].data_ptr() != wide.data_ptr()
+    assert values["mask_dtype"] == DTYPE_CODES[torch.float32] and torch.equal(held[0], wide.float())
+    assert cuda_attention.mask_values(None, (B, Hq, L, S))[0]["mask_kind"] == cuda_attention.MASK_NONE
 
 
 def test_inputs_that_require_grad_are_taken():
@@ -264,10 +288,12 @@ def test_a_missing_instance_is_refused_by_name():
     ({"heads_q": 3, "heads_kv": 2}, "key/value heads must divide the query heads"),
     ({"len_kv": 2**30}, "below 2\\*\\*30"),
     ({"batch": 65536}, "at most 65535"),
+    ({"mask_kind": 1}, "the mask must be none, bool"),
+    ({"mask_kind": 2, "mask": 64, "mask_dtype": DTYPE_CODES[torch.float32] + 7}, "unknown dtype code"),
 ])
 def test_bad_arguments_are_refused_before_any_launch(overrides, message):
     _, module = built()
-    with pytest.raises(module.CudaError, match="bad argument: attention_forward: .*" + message):
+    with pytest.raises(module.CudaError, match="(bad argument: )?attention_forward: .*" + message):
         launch(module, **overrides)
 
 
@@ -304,6 +330,7 @@ def test_the_tests_build_links_no_backward_instance_and_refuses_its_calls_by_nam
     ({"len_kv": 0}, "at least 1"),
     ({"len_q": 2**30}, "below 2\\*\\*30"),
     ({"heads_q": 65536}, "at most 65535"),
+    ({"mask_kind": 2, "mask": 0, "mask_dtype": DTYPE_CODES[torch.float16]}, "the mask must be none, bool"),
 ])
 def test_bad_backward_arguments_are_refused_before_any_launch(overrides, message):
     _, module = built()

@@ -16,6 +16,7 @@ namespace {
 using attention::aligned16;
 using attention::kMaxGridDim;
 using attention::kMaxLength;
+using attention::mask_readable;
 using attention::strides_aligned;
 
 attention::InstanceTable<AttentionBackwardInstance>& backward_table() {
@@ -98,6 +99,9 @@ Status check_attention_backward(const AttentionBackwardParams& p) {
       !strides_aligned(p.dv_strides)) {
     return Status::bad_argument("attention_backward: the batch, head and row strides of q, k, v, grad_out, dq, dk "
                                 "and dv must be multiples of 8 elements (16 bytes)");
+  }
+  if (!mask_readable(p.mask)) {
+    return Status::bad_argument("attention_backward: the mask must be none, bool, or float32, float16 or bfloat16, and not null");
   }
   return Status::ok();
 }

@@ -29,6 +29,7 @@
 #include <cmath>
 
 #include "attention/launchers.h"
+#include "attention/mask.cuh"
 #include "attention/params.h"
 #include "attention/schedule.h"
 #include "attention/tiles.cuh"
@@ -258,6 +259,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     __syncthreads();  // this step's Q, dO, lse and delta (and K, V) landed for all
 
     const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
+    const MaskView mask = mask_view(params.mask, batch, kv_head * group + step / tiles_per_head);
     const float* stage_lse = s_lse + stage * kBlockM;
     const float* stage_delta = s_delta + stage * kBlockM;
 
@@ -279,8 +281,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       CUTE_UNROLL
       for (int c = 0; c < size<1>(st); ++c) {
         const int col = get<1>(tScS_rc(r, c));
-        float p = exp2f(st(r, c) * scale_log2 - stage_lse[col]);
-        if (needs_mask && (key >= len_kv || (causal && key > m0 + col + causal_offset))) p = 0.0f;
+        const int query = m0 + col;
+        float score = st(r, c) * scale_log2;
+        if (mask.present() && key < len_kv && query < len_q) score += mask.bias_log2(query, key);
+        float p = exp2f(score - stage_lse[col]);
+        if (needs_mask && (key >= len_kv || (causal && key > query + causal_offset))) p = 0.0f;
         st(r, c) = p;
         dpt(r, c) = p * (dpt(r, c) - stage_delta[col]);
       }
@@ -333,6 +338,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Element* dq_ptr = head_rows(static_cast<Element*>(params.dq), params.dq_strides, batch, head);
   const float* lse = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
   const float* delta = params.delta + (batch * params.heads_q + head) * len_q;
+  const MaskView mask = mask_view(params.mask, batch, head);
 
   // smem: Q, dO, then kStages x (K, V).
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
@@ -451,8 +457,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int visible = causal ? min(len_kv, row + causal_offset + 1) : len_kv;  // keys j < visible
       CUTE_UNROLL
       for (int c = 0; c < size<1>(s); ++c) {
-        float p = exp2f(s(r, c) * scale_log2 - row_lse[r]);
-        if (needs_mask && n0 + get<1>(tScS_rc(r, c)) >= visible) p = 0.0f;
+        const int col = n0 + get<1>(tScS_rc(r, c));
+        float score = s(r, c) * scale_log2;
+        if (mask.present() && row < len_q && col < len_kv) score += mask.bias_log2(row, col);
+        float p = exp2f(score - row_lse[r]);
+        if (needs_mask && col >= visible) p = 0.0f;
         dp(r, c) = p * (dp(r, c) - row_delta[r]);
       }
     }

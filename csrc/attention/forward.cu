@@ -15,6 +15,7 @@ namespace {
 using attention::aligned16;
 using attention::kMaxGridDim;
 using attention::kMaxLength;
+using attention::mask_readable;
 using attention::strides_aligned;
 
 // A function-local static: built on first use, so the instance files may register in any
@@ -63,6 +64,9 @@ Status check_attention_forward(const AttentionForwardParams& p) {
       !strides_aligned(p.out_strides)) {
     return Status::bad_argument("attention_forward: the batch, head and row strides of q, k, v and out must be "
                                 "multiples of 8 elements (16 bytes)");
+  }
+  if (!mask_readable(p.mask)) {
+    return Status::bad_argument("attention_forward: the mask must be none, bool, or float32, float16 or bfloat16, and not null");
   }
   return Status::ok();
 }

@@ -1,5 +1,5 @@
 // The attention forward in CuTe for sm80 (and sm90, which runs the same mma.sync and
-// cp.async): one CTA of 4 warps (8 at head dim 128) per block of 128 queries of one (batch, head), looping
+// cp.async): one CTA of 8 warps per block of 128 queries of one (batch, head), looping
 // over key tiles with an online softmax in registers, as flash-attention 2 does.
 //
 //   - Q, K and V tiles go gmem -> smem with 16-byte cp.async into a swizzled layout (rows
@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "attention/launchers.h"
+#include "attention/mask.cuh"
 #include "attention/params.h"
 #include "attention/schedule.h"
 #include "attention/tiles.cuh"
@@ -34,12 +35,13 @@ namespace attention {
 using namespace cute;
 
 template <int kHeadDim_, typename Element_>
-struct ForwardTraits : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
-  // Warps, each owning 16-row slices of the query block: 8 at head dim 128 so that a
-  // thread's share of O (64 fp32) and of S (32) fit in 255 registers; 4 warps (O 128
-  // a thread) spill there.
-  using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
-  static constexpr int kBlockM = 128;  // queries per CTA (two 16-row slices a warp at head dim 64)
+struct ForwardTraits : TileTypes<kHeadDim_, Element_, 8> {
+  // 8 warps, each owning a 16-row slice of the query block, so that a thread's share of O
+  // (64 fp32 at head dim 128) and of S (32) fit in 255 registers. With 4 warps (two slices
+  // each) head dim 128 spills, and head dim 64 sat at 255 registers until the mask's reads
+  // pushed it over.
+  using Base = TileTypes<kHeadDim_, Element_, 8>;
+  static constexpr int kBlockM = 128;  // queries per CTA
   static constexpr int kBlockN = 64;   // keys per tile
 
   using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;
@@ -86,6 +88,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Element* o_ptr = static_cast<Element*>(params.out) + batch * params.out_strides.batch +
                    head * params.out_strides.head;
   float* lse_ptr = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
+  const MaskView mask = mask_view(params.mask, batch, head);
 
   const auto row_major = [](auto ptr, int rows, int64_t row_stride) {
     return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}), make_stride(row_stride, _1{}));
@@ -175,15 +178,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor s = make_tensor(acc_s.data(), accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
     CUTE_UNROLL
     for (int i = 0; i < size(s); ++i) s(i) *= scale_log2;
-    // After the scale, so that a negative or zero scale cannot turn the -inf around.
-    if (tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset)) {
+    // After the scale, so that a negative or zero scale cannot turn the -inf around. An
+    // attn_mask applies to every tile, the causal and length masks to the crossing ones.
+    if (mask.present() || tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset)) {
       CUTE_UNROLL
       for (int r = 0; r < size<0>(s); ++r) {
         const int row = m0 + get<0>(tScS_rc(r, 0));
         const int visible = causal ? min(len_kv, row + causal_offset + 1) : len_kv;  // keys j < visible
         CUTE_UNROLL
         for (int c = 0; c < size<1>(s); ++c) {
-          if (n0 + get<1>(tScS_rc(r, c)) >= visible) s(r, c) = -INFINITY;
+          const int col = n0 + get<1>(tScS_rc(r, c));
+          if (col >= visible) {
+            s(r, c) = -INFINITY;
+          } else if (mask.present() && row < len_q) {
+            s(r, c) += mask.bias_log2(row, col);
+          }
         }
       }
     }

@@ -18,6 +18,21 @@ struct HeadStrides {
   int64_t batch = 0, head = 0, row = 0;
 };
 
+enum class MaskKind : int {
+  none = 0,
+  boolean = 1,  // bytes, 0 hides the key
+  additive = 2,  // float32, float16 or bfloat16, added to the scaled scores
+};
+
+// An attn_mask broadcast to [B, Hq, L, S] by its element strides (0 on a broadcast dim).
+// The kernels read it only at positions below L and S.
+struct MaskParams {
+  const void* ptr = nullptr;
+  MaskKind kind = MaskKind::none;
+  DType dtype = DType::float32;  // of an additive mask
+  int64_t batch = 0, head = 0, row = 0, col = 0;
+};
+
 struct AttentionForwardParams {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -35,6 +50,7 @@ struct AttentionForwardParams {
   // bottom-right). With an offset below 0 the first rows see no key: their output is 0.
   bool causal = false;
   int64_t causal_offset = 0;
+  MaskParams mask;  // with or without causal
 };
 
 struct AttentionBackwardParams {
@@ -57,6 +73,7 @@ struct AttentionBackwardParams {
   float scale = 1.0f;
   bool causal = false;
   int64_t causal_offset = 0;  // as in the forward
+  MaskParams mask;            // as in the forward (no gradient flows to it)
 };
 
 }  // namespace seqops

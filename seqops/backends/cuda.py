@@ -65,7 +65,7 @@ dispatch.register(dispatch.Impl(
      "backward": _function("cuda_recurrent", "lstm_cell_backward")},
     supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
 # Forward and backward, never run on a GPU: cuda_attention.forward_reason refuses what
-# it lacks (float32, head dims other than 64/128, masks, dropout).
+# it lacks (float32, head dims other than 64/128, dropout, a mask that needs a gradient).
 dispatch.register(dispatch.Impl(
     "attention", "cuda", "fused",
     {"forward": _function("cuda_attention", "attention_forward"),

@@ -12,7 +12,9 @@ dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64 and 128, Ev != E, masks and dropout.
+than 64 and 128, Ev != E, dropout, and a mask that needs a gradient. Masks are read in
+place, broadcast by their strides: bool, or additive in float32, float16 or bfloat16 (a
+float64 one is rounded to float32 once).
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
         return f"the CUDA attention takes value head dim equal to the query's, got E={E} and Ev={Ev}: {NOT_YET}"
     if E not in HEAD_DIMS:
         return f"the CUDA attention takes head dims {' and '.join(map(str, HEAD_DIMS))}, got {E}: {NOT_YET}"
-    if attn_mask is not None:
-        return f"the CUDA attention takes is_causal and causal biases, no attn_mask: {NOT_YET}"
+    if attn_mask is not None and attn_mask.requires_grad and torch.is_grad_enabled():
+        return f"the CUDA attention gives attn_mask no gradient, and this one requires grad: {NOT_YET}"
     if dropout_p > 0:
         return f"the CUDA attention has no dropout, got dropout_p={dropout_p}: {NOT_YET}"
     if max(query.shape[-2], key.shape[-2]) >= MAX_LENGTH:
@@ -84,33 +86,54 @@ def _readable(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 and aligned else t.contiguous()
 
 
+MASK_NONE, MASK_BOOL, MASK_ADDITIVE = 0, 1, 2  # csrc/attention/params.h's MaskKind
+
+
+def mask_values(mask: Optional[torch.Tensor], shape: tuple) -> tuple[dict, list]:
+    """The extension's mask arguments for a 4-D mask broadcastable to `shape` [B, Hq, L, S]
+    (its dims full or 1): read in place, broadcast dims at stride 0; and the tensors they
+    point into (a float64 mask's float32 copy)."""
+    if mask is None:
+        return {"mask": 0, "mask_kind": MASK_NONE, "mask_dtype": 0, "mask_strides": (0, 0, 0, 0)}, []
+    if mask.dtype == torch.bool:
+        kind, dtype = MASK_BOOL, 0
+    else:
+        if mask.dtype not in DTYPES + (torch.float32,):
+            mask = mask.float()
+        kind, dtype = MASK_ADDITIVE, dtype_code(mask)
+    strides = tuple(0 if size == 1 else stride for size, stride in zip(mask.shape, mask.stride()))
+    return {"mask": mask.data_ptr(), "mask_kind": kind, "mask_dtype": dtype, "mask_strides": strides}, [mask]
+
+
 def _head_strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, row) strides; 0 for a dim of size 1, whose stride nothing reads."""
     return tuple(0 if size == 1 else stride for size, stride in zip(t.shape[:3], t.stride()[:3]))
 
 
 def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-                   is_causal: bool, causal_offset: int, scale: float) -> LaunchValues:
+                   is_causal: bool, causal_offset: int, scale: float,
+                   mask: Optional[torch.Tensor] = None) -> LaunchValues:
     """The extension's attention_forward arguments (all but device and stream) for the
-    fused contract's 4-D q [B, Hq, L, E], k, v [B, Hkv, S, E] into out [B, Hq, L, E] and
-    lse [B, Hq, L]."""
+    fused contract's 4-D q [B, Hq, L, E], k, v [B, Hkv, S, E] (and mask) into
+    out [B, Hq, L, E] and lse [B, Hq, L]."""
     q, k, v = (_readable(t) for t in (q, k, v))
     B, Hq, L, E = q.shape
-    return LaunchValues({
+    masks, mask_operands = mask_values(mask, (B, Hq, L, k.shape[2]))
+    return LaunchValues({**masks,
         "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
         "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
         "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
-    }, [q, k, v, out, lse])
+    }, [q, k, v, out, lse, *mask_operands])
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                       dropout_p: float, is_causal: bool, causal_offset: int, scale: float,
                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused contract's forward: (out [B, Hq, L, E] in q's dtype, lse [B, Hq, L] fp32,
-    natural log, -inf for a row that sees no key). mask and dropout never reach here
-    (forward_reason refuses them)."""
+    natural log, -inf for a row that sees no key). Dropout never reaches here
+    (forward_reason refuses it)."""
     B, Hq, L, _ = q.shape
     out = torch.empty((B, Hq, L, v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
@@ -122,20 +145,22 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
     # the extension's builder off `import seqops`.
     from seqops import _ext
 
-    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale)  # holds any copy it points into
+    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask)  # holds any copy it points into
     _ext.load().attention_forward(**values, **launch_place(q.device))
     return out, lse
 
 
 def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                     lse: torch.Tensor, delta: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
-                    is_causal: bool, causal_offset: int, scale: float) -> LaunchValues:
+                    is_causal: bool, causal_offset: int, scale: float,
+                    mask: Optional[torch.Tensor] = None) -> LaunchValues:
     """The extension's attention_backward arguments (all but device and stream): the
     forward's operands read in place where the kernels can, delta an fp32 [B, Hq, L]
     contiguous workspace, dq, dk, dv new tensors in q's, k's and v's shapes."""
     grad_out, q, k, v, out = (_readable(t) for t in (grad_out, q, k, v, out))
     B, Hq, L, E = q.shape
-    return LaunchValues({
+    masks, mask_operands = mask_values(mask, (B, Hq, L, k.shape[2]))
+    return LaunchValues({**masks,
         "grad_out": grad_out.data_ptr(), "grad_out_strides": _head_strides(grad_out),
         "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
         "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
@@ -144,7 +169,7 @@ def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
         "dv": dv.data_ptr(), "dv_strides": _head_strides(dv), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
-    }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv])
+    }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv, *mask_operands])
 
 
 def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -152,8 +177,10 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                        is_causal: bool, causal_offset: int, scale: float, seed: int,
                        mask_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
     """The fused contract's backward: (dq, dk, dv, None), contiguous, in q's, k's and v's
-    shapes and dtype. mask and dropout never reach here (forward_reason refuses them), so
-    there is never a mask gradient."""
+    shapes and dtype. Dropout and a mask that needs a gradient never reach here
+    (forward_reason refuses them)."""
+    if mask_needs_grad:  # forward_reason refuses such a call: never give it a silent zero
+        raise RuntimeError("the CUDA attention gives attn_mask no gradient; this call should have been refused")
     B, Hq, L, _ = q.shape
     S = k.shape[2]
     if B * Hq * L == 0 or S == 0:  # nothing to sum: every gradient is 0 (the kernels take no empty tensor)
@@ -166,6 +193,6 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     from seqops import _ext  # here, as in attention_forward
 
     values = backward_values(grad_out.to(q.dtype), q, k, v, out, lse, delta, dq, dk, dv, is_causal, causal_offset,
-                             scale)  # holds any copy it points into
+                             scale, mask)  # holds any copy it points into
     _ext.load().attention_backward(**values, **launch_place(q.device))
     return dq, dk, dv, None
