@@ -157,8 +157,12 @@ void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t 
                        uintptr_t lse, const MatrixStrides& lse_strides, int dtype, int64_t batch, int64_t heads_q,
                        int64_t heads_kv, int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
                        int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
-                       int mask_dtype, const Strides& mask_strides) {
+                       int mask_dtype, const Strides& mask_strides, int64_t splits, uintptr_t partial_out,
+                       uintptr_t partial_lse) {
   seqops::AttentionForwardParams p;
+  p.splits = splits;
+  p.partial_out = reinterpret_cast<float*>(partial_out);
+  p.partial_lse = reinterpret_cast<float*>(partial_lse);
   p.mask = mask_params("attention_forward", mask, mask_kind, mask_dtype, mask_strides);
   p.q = reinterpret_cast<const void*>(q);
   p.k = reinterpret_cast<const void*>(k);
@@ -283,9 +287,13 @@ py::list attention_backward_instances() {
 // The tiles one CTA of the attention kernels visits, as the kernels compute them
 // (attention/schedule.h): for "keys", the key tiles of query block `block` (the forward
 // and dQ); for "queries", the query tiles of key block `block` (dK/dV). Each as
-// (tile, needs_mask), in the order given by the schedule's range (ascending).
+// (tile, needs_mask), in the order given by the schedule's range (ascending); for "keys",
+// split `split` of `splits` of them (split-KV).
 py::list attention_schedule(const std::string& kind, int64_t block, int64_t block_m, int64_t block_n, int64_t len_q,
-                            int64_t len_kv, bool causal, int64_t causal_offset) {
+                            int64_t len_kv, bool causal, int64_t causal_offset, int64_t split, int64_t splits) {
+  if (splits < 1 || split < 0 || split >= splits || (kind != "keys" && splits != 1)) {
+    throw std::invalid_argument("attention_schedule: split must be in [0, splits), and splits 1 for 'queries'");
+  }
   if (kind != "keys" && kind != "queries") {
     throw std::invalid_argument("attention_schedule: kind must be 'keys' or 'queries', got '" + kind + "'");
   }
@@ -299,7 +307,9 @@ py::list attention_schedule(const std::string& kind, int64_t block, int64_t bloc
   const int lq = static_cast<int>(len_q), lkv = static_cast<int>(len_kv);
   py::list out;
   if (kind == "keys") {
-    const seqops::attention::TileRange range = seqops::attention::key_tiles(b, m, n, lq, lkv, causal, offset);
+    const seqops::attention::TileRange range = seqops::attention::split_tiles(
+        seqops::attention::key_tiles(b, m, n, lq, lkv, causal, offset), static_cast<int>(split),
+        static_cast<int>(splits));
     for (int t = range.begin; t < range.end; ++t) {
       out.append(py::make_tuple(t, seqops::attention::tile_needs_mask(b * m, t * n, n, lkv, causal, offset)));
     }
@@ -528,7 +538,8 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("batch"), py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"),
         py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
         py::arg("stream"), py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
-        py::arg("mask_strides") = Strides{0, 0, 0, 0});
+        py::arg("mask_strides") = Strides{0, 0, 0, 0}, py::arg("splits") = 1, py::arg("partial_out") = 0,
+        py::arg("partial_lse") = 0);
   m.def("attention_forward_instances", &attention_forward_instances,
         "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
         "threads, smem_bytes (dynamic, per CTA)");
@@ -550,7 +561,7 @@ PYBIND11_MODULE(_cuda_ext, m) {
         "the (tile, needs_mask) pairs a CTA of the attention kernels visits: kind 'keys' for query block `block` "
         "(forward, dQ), 'queries' for key block `block` (dK/dV)",
         py::arg("kind"), py::arg("block"), py::arg("block_m"), py::arg("block_n"), py::arg("len_q"),
-        py::arg("len_kv"), py::arg("causal"), py::arg("causal_offset"));
+        py::arg("len_kv"), py::arg("causal"), py::arg("causal_offset"), py::arg("split") = 0, py::arg("splits") = 1);
   m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan, "the launch geometry the softmax kernels take for rows of n_cols",
         py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false);

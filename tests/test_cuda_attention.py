@@ -233,3 +233,18 @@ def test_masks(dtype, head_dim, kind, causal):
     check_attention(randn(B, H, L, head_dim, dtype=dtype), randn(B, H, S, head_dim, dtype=dtype),
                     randn(B, H, S, head_dim, dtype=dtype), is_causal=causal,
                     attn_mask=masks(kind, B, H, L, S, dtype))
+
+
+@pytest.mark.parametrize("lengths", [(1, 4097), (5, 1000), (16, 2111)], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_decode_steps_split_the_keys(dtype, head_dim, lengths):
+    """A few queries against a long KV cache (bottom-right causal, GQA, one batch): split
+    over CTAs and combined by logsumexp (cuda_attention.decode_splits), output, lse and
+    gradients as one CTA's would be."""
+    from seqops.backends.cuda_attention import _processors, decode_splits
+
+    L, S = lengths
+    assert decode_splits(4, L, S, _processors(torch.cuda.current_device())) > 1, "this case must split"
+    check_attention(randn(1, 4, L, head_dim, dtype=dtype), randn(1, 2, S, head_dim, dtype=dtype),
+                    randn(1, 2, S, head_dim, dtype=dtype), is_causal=True, causal_offset=S - L, enable_gqa=True)

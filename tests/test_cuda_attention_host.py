@@ -288,6 +288,9 @@ def test_a_missing_instance_is_refused_by_name():
     ({"heads_q": 3, "heads_kv": 2}, "key/value heads must divide the query heads"),
     ({"len_kv": 2**30}, "below 2\\*\\*30"),
     ({"batch": 65536}, "at most 65535"),
+    ({"splits": 0}, "splits must be in \\[1, 256\\]"),
+    ({"splits": 257}, "splits must be in \\[1, 256\\]"),
+    ({"splits": 2}, "a split launch needs partial_out and partial_lse"),
     ({"mask_kind": 1}, "the mask must be none, bool"),
     ({"mask_kind": 2, "mask": 64, "mask_dtype": DTYPE_CODES[torch.float32] + 7}, "unknown dtype code"),
 ])
@@ -393,3 +396,49 @@ def test_the_schedule_refuses_a_block_outside_the_lengths():
         module.attention_schedule("keys", 2, 64, 64, 100, 100, False, 0)
     with pytest.raises(ValueError, match="kind must be"):
         module.attention_schedule("rows", 0, 64, 64, 100, 100, False, 0)
+
+
+# -- split-KV (decode) --
+
+@pytest.mark.parametrize("batch_heads, len_q, len_kv, processors, splits", [
+    (8, 1, 8192, 132, 32),      # 128 key tiles / 4, under two CTAs a processor (ceil(264 / 8) = 33)
+    (8, 16, 8192, 132, 32),     # up to 16 queries is a decode step
+    (8, 17, 8192, 132, 1),      # 17 is not
+    (132, 1, 8192, 132, 1),     # the (batch, head) pairs fill the processors already
+    (1, 1, 100_000, 132, 64),   # at most 64
+    (8, 1, 1000, 132, 4),       # at least 4 key tiles (256 keys) a split: 16 tiles / 4
+    (8, 1, 200, 132, 1),        # too few keys to split
+])
+def test_decode_splits(batch_heads, len_q, len_kv, processors, splits):
+    assert cuda_attention.decode_splits(batch_heads, len_q, len_kv, processors) == splits
+
+
+def test_split_values_carry_a_workspace_of_fp32_partials():
+    q, k = half(2, 4, 3, 64), half(2, 4, 900, 64)
+    out, lse = torch.empty(2, 4, 3, 64, dtype=torch.float16), torch.empty(2, 4, 3)
+    values = cuda_attention.forward_values(q, k, k, out, lse, True, 897, 0.125, splits=5)
+    partial_out, partial_lse = values.operands[-2:]
+    assert values["splits"] == 5 and values["partial_out"] == partial_out.data_ptr()
+    assert partial_out.shape == (5, 2, 4, 3, 64) and partial_out.dtype == torch.float32 and partial_out.is_contiguous()
+    assert values["partial_lse"] == partial_lse.data_ptr() and partial_lse.shape == (5, 2, 4, 3)
+    single = cuda_attention.forward_values(q, k, k, out, lse, True, 897, 0.125)
+    assert (single["splits"], single["partial_out"], single["partial_lse"]) == (1, 0, 0)
+
+
+def test_the_forward_key_tile_is_the_instances():
+    _, module = built()
+    assert {i["block_n"] for i in module.attention_forward_instances()} == {cuda_attention.FORWARD_KEY_TILE}
+
+
+@pytest.mark.parametrize("splits", [2, 3, 7, 40])
+def test_splits_share_a_query_blocks_key_tiles_once_each_in_order(splits):
+    """Concatenated over the splits, the key tiles are the unsplit schedule's: none lost,
+    none twice (the combine would count it twice), with the same masks."""
+    _, module = built()
+    for L, S, causal, offset in [(1, 1000, False, 0), (16, 4097, True, 4081), (5, 300, True, 0), (3, 64, True, -10)]:
+        whole = [tuple(t) for t in module.attention_schedule("keys", 0, 128, 64, L, S, causal, offset)]
+        parts = [[tuple(t) for t in module.attention_schedule("keys", 0, 128, 64, L, S, causal, offset, split, splits)]
+                 for split in range(splits)]
+        assert [t for part in parts for t in part] == whole, (L, S, causal, offset)
+    with pytest.raises(ValueError, match="split must be in"):
+        module.attention_schedule("keys", 0, 128, 64, 4, 100, False, 0, 3, 3)

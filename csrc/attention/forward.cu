@@ -3,10 +3,12 @@
 // generated files under instances/.
 #include "attention/launchers.h"
 
+#include <cmath>
 #include <cstdint>
 
 #include "attention/addressing.h"
 #include "attention/instance_table.h"
+#include "common/dispatch.cuh"
 
 namespace seqops {
 
@@ -23,6 +25,56 @@ using attention::strides_aligned;
 attention::InstanceTable<AttentionForwardInstance>& forward_table() {
   static attention::InstanceTable<AttentionForwardInstance> table;
   return table;
+}
+
+constexpr int kCombineWarps = 8;  // rows per CTA of the combine kernel, one warp each
+constexpr int64_t kMaxSplits = 256;
+
+// Split-KV's second step: per row (b, h, i), the splits' partial outputs weighted by
+// exp(lse_s - lse), lse = log sum_s exp(lse_s); a row no split saw writes 0 and -inf.
+// `rows` = B * H * L; partials are [splits, rows(, E)], contiguous.
+template <typename T>
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    attention_combine_kernel(const float* partial_out, const float* partial_lse, int splits, T* out,
+                             HeadStrides out_strides, float* lse, int64_t lse_batch_stride, int64_t lse_head_stride,
+                             int64_t heads, int64_t len_q, int64_t rows, int head_dim) {
+  const int64_t row = int64_t(blockIdx.x) * kCombineWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const int64_t i = row % len_q;
+  const int64_t h = (row / len_q) % heads;
+  const int64_t b = row / (len_q * heads);
+  float max_lse = -INFINITY;
+  for (int s = 0; s < splits; ++s) max_lse = fmaxf(max_lse, partial_lse[s * rows + row]);
+  float total = 0.0f;
+  if (max_lse != -INFINITY) {
+    for (int s = 0; s < splits; ++s) total += expf(partial_lse[s * rows + row] - max_lse);  // exp(-inf) = 0
+  }
+  T* out_row = out + b * out_strides.batch + h * out_strides.head + i * out_strides.row;
+  for (int e = lane; e < head_dim; e += 32) {
+    float value = 0.0f;
+    if (total > 0.0f) {
+      for (int s = 0; s < splits; ++s) {
+        const float weight = expf(partial_lse[s * rows + row] - max_lse);
+        if (weight > 0.0f) value += weight * partial_out[(s * rows + row) * head_dim + e];
+      }
+      value /= total;
+    }
+    out_row[e] = from_float<T>(value);
+  }
+  if (lane == 0) lse[b * lse_batch_stride + h * lse_head_stride + i] = total > 0.0f ? max_lse + logf(total) : -INFINITY;
+}
+
+Status launch_combine(const AttentionForwardParams& p, cudaStream_t stream) {
+  const int64_t rows = p.batch * p.heads_q * p.len_q;
+  const unsigned blocks = static_cast<unsigned>((rows + kCombineWarps - 1) / kCombineWarps);
+  with_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    attention_combine_kernel<T><<<blocks, kCombineWarps * 32, 0, stream>>>(
+        p.partial_out, p.partial_lse, static_cast<int>(p.splits), static_cast<T*>(p.out), p.out_strides, p.lse,
+        p.lse_batch_stride, p.lse_head_stride, p.heads_q, p.len_q, rows, static_cast<int>(p.head_dim));
+  });
+  return Status::from_cuda(cudaGetLastError());
 }
 
 }  // namespace
@@ -68,6 +120,12 @@ Status check_attention_forward(const AttentionForwardParams& p) {
   if (!mask_readable(p.mask)) {
     return Status::bad_argument("attention_forward: the mask must be none, bool, or float32, float16 or bfloat16, and not null");
   }
+  if (p.splits < 1 || p.splits > kMaxSplits) {
+    return Status::bad_argument("attention_forward: splits must be in [1, 256]");
+  }
+  if (p.splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) {
+    return Status::bad_argument("attention_forward: a split launch needs partial_out and partial_lse");
+  }
   return Status::ok();
 }
 
@@ -78,7 +136,9 @@ Status attention_forward(const AttentionForwardParams& params, cudaStream_t stre
   if (launcher == nullptr) {
     return Status::bad_argument("attention_forward: no instance for this head dim and dtype in this build");
   }
-  return launcher(params, stream);
+  const Status launched = launcher(params, stream);
+  if (!launched.is_ok() || params.splits == 1) return launched;
+  return launch_combine(params, stream);
 }
 
 }  // namespace seqops

@@ -54,7 +54,7 @@ struct ForwardTraits : TileTypes<kHeadDim_, Element_, 8> {
       int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(typename Base::Element));
 };
 
-// grid (ceil(L / kBlockM), Hq, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
+// grid (ceil(L / kBlockM) * splits, Hq, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
 // checked and narrowed to int by the launcher (positions stay below 2**30, the offset is
 // clamped to [-L, S]); pointers and strides are offset in int64.
 template <class Traits>
@@ -68,7 +68,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   extern __shared__ __align__(128) unsigned char smem[];
 
-  const int m_block = blockIdx.x;
+  const int splits = static_cast<int>(params.splits);
+  const int m_block = blockIdx.x / splits;
+  const int split = blockIdx.x % splits;
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int kv_head = head / group;
@@ -76,8 +78,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int m0 = m_block * kBlockM;
   const bool causal = params.causal;
 
-  // Key tiles 0 .. n_tiles-1 hold every key a query of this block sees.
-  const int n_tiles = key_tiles(m_block, kBlockM, kBlockN, len_q, len_kv, causal, causal_offset).end;
+  // The key tiles holding every key a query of this block sees (this split's share of them).
+  const TileRange tiles =
+      split_tiles(key_tiles(m_block, kBlockM, kBlockN, len_q, len_kv, causal, causal_offset), split, splits);
 
   const Element* q_ptr = static_cast<const Element*>(params.q) + batch * params.q_strides.batch +
                          head * params.q_strides.head;
@@ -156,14 +159,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   // A block that sees no key (S = 0, or a causal offset below -m0 - kBlockM + 1) loads
   // nothing and writes its zeros and -inf below; no copy is left in flight at exit.
-  if (n_tiles > 0) {
+  if (tiles.end > tiles.begin) {
     copy_rows_or_zero(gmem_copy, tQgQ, tQsQ, tQcQ, len_q - m0);
-    copy_rows_or_zero(gmem_copy, tKgK(_, _, _, n_tiles - 1), tKsK, tKVcKV, len_kv - (n_tiles - 1) * kBlockN);
+    copy_rows_or_zero(gmem_copy, tKgK(_, _, _, tiles.end - 1), tKsK, tKVcKV, len_kv - (tiles.end - 1) * kBlockN);
     cp_async_fence();
   }
 
   CUTE_NO_UNROLL
-  for (int n = n_tiles - 1; n >= 0; --n) {
+  for (int n = tiles.end - 1; n >= tiles.begin; --n) {
     const int n0 = n * kBlockN;
     Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
     clear(acc_s);
@@ -199,7 +202,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     cp_async_wait<0>();
     __syncthreads();  // V(n) landed for all; every thread is done reading K(n)
-    if (n > 0) {
+    if (n > tiles.begin) {
       copy_rows_or_zero(gmem_copy, tKgK(_, _, _, n - 1), tKsK, tKVcKV, len_kv - (n - 1) * kBlockN);
       cp_async_fence();
     }
@@ -236,18 +239,29 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // Normalise, then write lse (one thread of each quad per row) and the output rows below
   // L, row by row: one row address each, and column pairs as one 4-byte store (the pair
   // is adjacent in the accumulator; rows start 16-byte aligned, see the launcher checks).
+  // A split writes its fp32 partials instead, for the combine kernel (forward.cu).
   struct alignas(2 * sizeof(Element)) ElementPair {
     Element first, second;
   };
+  const int64_t partial_rows = ((int64_t(split) * params.batch + batch) * params.heads_q + head) * len_q;
   CUTE_UNROLL
   for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(row_sum[r]);
     const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // a row that saw no key writes 0
     const int row = m0 + get<0>(tOcO_rc(r, 0));
     if (row < len_q) {
-      if (get<1>(tOcO_rc(r, 0)) == 0) {
-        lse_ptr[row] = sum > 0.0f ? row_max[r] * 0.6931471805599453f + logf(sum) : -INFINITY;
+      const float row_lse = sum > 0.0f ? row_max[r] * 0.6931471805599453f + logf(sum) : -INFINITY;
+      if (splits > 1) {
+        if (get<1>(tOcO_rc(r, 0)) == 0) params.partial_lse[partial_rows + row] = row_lse;
+        float* out_row = params.partial_out + (partial_rows + row) * kHeadDim;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(acc_o_rc); c += 2) {
+          *reinterpret_cast<float2*>(out_row + get<1>(tOcO_rc(r, c))) =
+              make_float2(acc_o_rc(r, c) * inverse, acc_o_rc(r, c + 1) * inverse);
+        }
+        continue;
       }
+      if (get<1>(tOcO_rc(r, 0)) == 0) lse_ptr[row] = row_lse;
       Element* out_row = o_ptr + row * params.out_strides.row;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(acc_o_rc); c += 2) {
@@ -274,7 +288,7 @@ Status launch_attention_forward(const AttentionForwardParams& params, cudaStream
   const int len_q = static_cast<int>(params.len_q);
   const int len_kv = static_cast<int>(params.len_kv);
   const int64_t offset = clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv);
-  const dim3 grid(static_cast<unsigned>((len_q + Traits::kBlockM - 1) / Traits::kBlockM),
+  const dim3 grid(static_cast<unsigned>((len_q + Traits::kBlockM - 1) / Traits::kBlockM * params.splits),
                   static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
   kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params, len_q, len_kv, static_cast<int>(offset),
                                                          static_cast<int>(params.heads_q / params.heads_kv));

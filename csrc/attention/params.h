@@ -51,6 +51,13 @@ struct AttentionForwardParams {
   bool causal = false;
   int64_t causal_offset = 0;
   MaskParams mask;  // with or without causal
+  // Split-KV, for decode steps (few queries, long S): splits > 1 divides each query
+  // block's key tiles into that many contiguous chunks, one CTA each, which write fp32
+  // partials (normalised output and logsumexp per chunk); the combine kernel merges them
+  // by their logsumexp into out and lse. Rows of a chunk that sees no key have lse -inf.
+  int64_t splits = 1;
+  float* partial_out = nullptr;  // [splits, B, Hq, L, E], contiguous
+  float* partial_lse = nullptr;  // [splits, B, Hq, L], contiguous
 };
 
 struct AttentionBackwardParams {

@@ -57,6 +57,16 @@ SEQOPS_HOST_DEVICE TileRange query_tiles(int n_block, int block_n, int block_m, 
   return {begin, end};
 }
 
+// Chunk `split` of `splits` of a tile range, for split-KV: contiguous chunks of
+// ceil(count / splits) tiles in order, so that the last ones may be short or empty.
+SEQOPS_HOST_DEVICE TileRange split_tiles(TileRange range, int split, int splits) {
+  const int count = range.end > range.begin ? range.end - range.begin : 0;
+  const int per_split = (count + splits - 1) / splits;
+  const int begin = range.begin + split * per_split < range.end ? range.begin + split * per_split : range.end;
+  const int end = begin + per_split < range.end ? begin + per_split : range.end;
+  return {begin, end};
+}
+
 // Whether a visited tile (queries from m0, keys n0 .. n0 + block_n - 1) holds a pair a
 // query below len_q does not see: a key past len_kv, or one right of the causal diagonal.
 // Query rows past len_q are not masked here; the kernels zero them by other means.

@@ -18,6 +18,8 @@ float64 one is rounded to float32 once).
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import Optional
 
 import torch
@@ -32,6 +34,14 @@ HEAD_DIMS = (64, 128)
 MAX_LENGTH = 2**30  # the kernels count positions in int
 MAX_GRID = 65535    # batch and query heads are grid dims z and y
 ALIGN_BYTES = 16
+# Split-KV for decode steps (csrc/attention/params.h): a call of at most DECODE_MAX_QUERIES
+# queries whose batch x heads leave processors idle splits each (batch, head)'s key tiles
+# (FORWARD_KEY_TILE keys, the forward's kBlockN) over several CTAs, each keeping at least
+# MIN_TILES_PER_SPLIT of them, at most MAX_SPLITS (the launcher's limit is 256).
+DECODE_MAX_QUERIES = 16
+FORWARD_KEY_TILE = 64
+MIN_TILES_PER_SPLIT = 4
+MAX_SPLITS = 64
 # Ends every refusal of a feature still to be written (not a limit), so that tests run over
 # every backend skip it on a GPU instead of failing (tests/conftest.py, CUDA_LACKS).
 NOT_YET = "not in the CUDA backend yet"
@@ -66,6 +76,22 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if heads > MAX_GRID or batch > MAX_GRID:
         return f"the CUDA attention takes batch and heads up to {MAX_GRID} each, got {batch} and {heads}"
     return None
+
+
+def decode_splits(batch_heads: int, len_q: int, len_kv: int, processors: int) -> int:
+    """How many CTAs share each (batch, head)'s keys: 1 unless this is a decode step (at
+    most DECODE_MAX_QUERIES queries, one query block) with fewer (batch, head) pairs than
+    processors; then enough to give every processor about two, each split keeping at least
+    MIN_TILES_PER_SPLIT key tiles."""
+    if len_q > DECODE_MAX_QUERIES or batch_heads >= processors:
+        return 1
+    key_tiles = -(-len_kv // FORWARD_KEY_TILE)
+    return max(1, min(MAX_SPLITS, -(-2 * processors // batch_heads), key_tiles // MIN_TILES_PER_SPLIT))
+
+
+@functools.lru_cache(maxsize=None)
+def _processors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 class LaunchValues(dict):
@@ -111,21 +137,27 @@ def _head_strides(t: torch.Tensor) -> tuple[int, int, int]:
 
 
 def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-                   is_causal: bool, causal_offset: int, scale: float,
-                   mask: Optional[torch.Tensor] = None) -> LaunchValues:
+                   is_causal: bool, causal_offset: int, scale: float, mask: Optional[torch.Tensor] = None,
+                   splits: int = 1) -> LaunchValues:
     """The extension's attention_forward arguments (all but device and stream) for the
     fused contract's 4-D q [B, Hq, L, E], k, v [B, Hkv, S, E] (and mask) into
-    out [B, Hq, L, E] and lse [B, Hq, L]."""
+    out [B, Hq, L, E] and lse [B, Hq, L]; with splits > 1, the fp32 partials' workspace."""
     q, k, v = (_readable(t) for t in (q, k, v))
     B, Hq, L, E = q.shape
     masks, mask_operands = mask_values(mask, (B, Hq, L, k.shape[2]))
-    return LaunchValues({**masks,
-        "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
+    partials = []
+    if splits > 1:
+        partials = [torch.empty((splits, B, Hq, L, E), dtype=torch.float32, device=q.device),
+                    torch.empty((splits, B, Hq, L), dtype=torch.float32, device=q.device)]
+    split_values = {"splits": splits, "partial_out": partials[0].data_ptr() if partials else 0,
+                    "partial_lse": partials[1].data_ptr() if partials else 0}
+    return LaunchValues({
+        **masks, **split_values, "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
         "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
         "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
-    }, [q, k, v, out, lse, *mask_operands])
+    }, [q, k, v, out, lse, *mask_operands, *partials])
 
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
@@ -145,7 +177,9 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
     # the extension's builder off `import seqops`.
     from seqops import _ext
 
-    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask)  # holds any copy it points into
+    splits = decode_splits(B * Hq, L, k.shape[2], _processors(q.device.index if q.device.index is not None
+                                                              else torch.cuda.current_device()))
+    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask, splits)  # holds its copies
     _ext.load().attention_forward(**values, **launch_place(q.device))
     return out, lse
 
