@@ -15,7 +15,9 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "attention/dropout.h"
 #include "attention/launchers.h"
 #include "attention/schedule.h"
 #include "common/dtypes.h"
@@ -158,8 +160,10 @@ void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t 
                        int64_t heads_kv, int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
                        int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
                        int mask_dtype, const Strides& mask_strides, int64_t splits, uintptr_t partial_out,
-                       uintptr_t partial_lse) {
+                       uintptr_t partial_lse, double dropout_p, int64_t seed) {
   seqops::AttentionForwardParams p;
+  p.dropout_p = static_cast<float>(dropout_p);
+  p.seed = seed;
   p.splits = splits;
   p.partial_out = reinterpret_cast<float*>(partial_out);
   p.partial_lse = reinterpret_cast<float*>(partial_lse);
@@ -220,8 +224,12 @@ void attention_backward(uintptr_t grad_out, const HeadStrideArray& grad_out_stri
                         const HeadStrideArray& dv_strides, int dtype, int64_t batch, int64_t heads_q, int64_t heads_kv,
                         int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
                         int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
-                        int mask_dtype, const Strides& mask_strides) {
+                        int mask_dtype, const Strides& mask_strides, double dropout_p, int64_t seed,
+                        uintptr_t dscores) {
   seqops::AttentionBackwardParams p;
+  p.dscores = reinterpret_cast<float*>(dscores);
+  p.dropout_p = static_cast<float>(dropout_p);
+  p.seed = seed;
   p.mask = mask_params("attention_backward", mask, mask_kind, mask_dtype, mask_strides);
   p.grad_out = reinterpret_cast<const void*>(grad_out);
   p.q = reinterpret_cast<const void*>(q);
@@ -319,6 +327,13 @@ py::list attention_schedule(const std::string& kind, int64_t block, int64_t bloc
       out.append(py::make_tuple(t, seqops::attention::tile_needs_mask(t * m, b * n, n, lkv, causal, offset)));
     }
   }
+  return out;
+}
+
+py::list attention_dropout_uniform(int64_t seed, int64_t batch_head, const std::vector<int64_t>& counters) {
+  const int32_t stream = seqops::attention::dropout_stream(seed, batch_head);
+  py::list out;
+  for (const int64_t counter : counters) out.append(seqops::attention::dropout_uniform(stream, counter));
   return out;
 }
 
@@ -539,7 +554,7 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
         py::arg("stream"), py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
         py::arg("mask_strides") = Strides{0, 0, 0, 0}, py::arg("splits") = 1, py::arg("partial_out") = 0,
-        py::arg("partial_lse") = 0);
+        py::arg("partial_lse") = 0, py::arg("dropout_p") = 0.0, py::arg("seed") = 0);
   m.def("attention_forward_instances", &attention_forward_instances,
         "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
         "threads, smem_bytes (dynamic, per CTA)");
@@ -553,7 +568,12 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("heads_q"), py::arg("heads_kv"), py::arg("len_q"), py::arg("len_kv"), py::arg("head_dim"),
         py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"), py::arg("stream"),
         py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
-        py::arg("mask_strides") = Strides{0, 0, 0, 0});
+        py::arg("mask_strides") = Strides{0, 0, 0, 0}, py::arg("dropout_p") = 0.0, py::arg("seed") = 0,
+        py::arg("dscores") = 0);
+  m.def("attention_dropout_uniform", &attention_dropout_uniform,
+        "the attention kernels' dropout draws (in [0, 1); kept when >= dropout_p) for one (seed, batch * Hq + "
+        "head) at the given counters (query * S + key)",
+        py::arg("seed"), py::arg("batch_head"), py::arg("counters"));
   m.def("attention_backward_instances", &attention_backward_instances,
         "every attention backward instance compiled into this build: head_dim, dtype (code), and per kernel its "
         "block sizes, threads and dynamic smem bytes");

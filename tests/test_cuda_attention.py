@@ -5,10 +5,10 @@ L != S both ways (upper-left and bottom-right), lengths that are no multiple of 
 (forward: 128 queries, 64 keys; backward: 64 or 128 keys a CTA over 64 or 32 queries,
 64 or 128 queries a CTA over 64 keys), batch and heads of 1, GQA (dk, dv summed over the
 group in the kernel), inputs read in place through their strides and inputs it must copy,
-rows that see no key (output 0, lse -inf, no gradient), and bool and additive masks of
-the shapes models pass. test_attention.py runs its suite on this backend too; what the
-backend refuses (dropout, a mask gradient, float32, other head dims) skips there, saying
-so. Every test is marked `cuda` and skips without a GPU."""
+rows that see no key (output 0, lse -inf, no gradient), bool and additive masks of the
+shapes models pass, decode steps split over CTAs, and dropout drawing the Triton
+backend's mask for the same seed. test_attention.py runs its suite on this backend too; what the
+backend refuses (float32, other head dims) skips there, saying so. Every test is marked `cuda` and skips without a GPU."""
 import math
 
 import pytest
@@ -227,8 +227,7 @@ def masks(kind, B, H, L, S, dtype):
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_masks(dtype, head_dim, kind, causal):
-    """Read in place, broadcast by stride 0; no gradient to the mask (one that requires it
-    is refused)."""
+    """Read in place, broadcast by stride 0."""
     B, H, L, S = 2, 3, 70, 150
     check_attention(randn(B, H, L, head_dim, dtype=dtype), randn(B, H, S, head_dim, dtype=dtype),
                     randn(B, H, S, head_dim, dtype=dtype), is_causal=causal,
@@ -248,3 +247,66 @@ def test_decode_steps_split_the_keys(dtype, head_dim, lengths):
     assert decode_splits(4, L, S, _processors(torch.cuda.current_device())) > 1, "this case must split"
     check_attention(randn(1, 4, L, head_dim, dtype=dtype), randn(1, 2, S, head_dim, dtype=dtype),
                     randn(1, 2, S, head_dim, dtype=dtype), is_causal=True, causal_offset=S - L, enable_gqa=True)
+
+
+def dropout_keep(module, seed, B, Hq, L, S):
+    """bool [B, Hq, L, S]: the probabilities the kernels keep at dropout_p 0.3 for this
+    seed, drawn on the host by the extension's copy of their Philox (a CPU test checks it
+    against the Triton backend's draw)."""
+    counters = [i * S + j for i in range(L) for j in range(S)]
+    draws = [module.attention_dropout_uniform(seed, bh, counters) for bh in range(B * Hq)]
+    return torch.tensor(draws).view(B, Hq, L, S) >= 0.3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dropout_draws_the_triton_backends_mask(dtype, head_dim, causal):
+    """Output and gradients against the float64 reference run with the mask the kernels
+    draw for the call's seed, the Triton backend (same seed, same mask) as the yardstick:
+    a different draw would be off by far more than rounding."""
+    from seqops import _ext
+
+    B, Hq, L, S, p = 2, 3, 70, 150, 0.3
+    q, k, v = (randn(B, Hq, n, head_dim, dtype=dtype).requires_grad_() for n in (L, S, S))
+    grad_out = randn(B, Hq, L, head_dim, dtype=dtype)
+    results = {}
+    for backend in ("cuda", "triton"):
+        torch.manual_seed(123)
+        with seqops.backend(backend):
+            out = seqops.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+        results[backend] = (out, *torch.autograd.grad(out, (q, k, v), grad_out))
+    torch.manual_seed(123)  # the seed the op draws, as attention_forward draws it
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    keep = dropout_keep(_ext.load(), seed, B, Hq, L, S)
+    exact = [t.detach().double().cpu().requires_grad_() for t in (q, k, v)]
+    ref = reference.scaled_dot_product_attention(*exact, dropout_p=p, is_causal=causal, dropout_keep=keep)
+    expected = (ref, *torch.autograd.grad(ref, exact, grad_out.double().cpu()))
+    for i, name in enumerate(("output", "d query", "d key", "d value")):
+        assert_within_torch_error(name, results["cuda"][i], expected[i], results["triton"][i])
+
+
+@pytest.mark.parametrize("shape", ["1-heads-queries-keys", "batch-1-1-keys", "full"])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_float_mask_gradient(dtype, head_dim, shape):
+    """A learned bias (T5's relative positions: [1, H, L, S]) and other broadcast shapes
+    get their gradient, summed over the dims they broadcast along, against float64 with
+    torch's as the yardstick."""
+    B, H, L, S = 2, 3, 70, 150
+    mask_shape = {"1-heads-queries-keys": (1, H, L, S), "batch-1-1-keys": (B, 1, 1, S), "full": (B, H, L, S)}[shape]
+    q, k, v = (randn(B, H, n, head_dim, dtype=dtype).requires_grad_() for n in (L, S, S))
+    mask = randn(*mask_shape, dtype=dtype).requires_grad_()
+    grad_out = randn(B, H, L, head_dim, dtype=dtype)
+    with seqops.backend("cuda"):
+        out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True)
+    ours = torch.autograd.grad(out, (q, k, v, mask), grad_out)
+    exact = [t.detach().double().cpu().requires_grad_() for t in (q, k, v, mask)]
+    ref = reference.scaled_dot_product_attention(*exact[:3], attn_mask=exact[3], is_causal=True)
+    expected = torch.autograd.grad(ref, exact, grad_out.double().cpu())
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, mask)]
+    theirs_out = torch_impl.scaled_dot_product_attention(*leaves[:3], attn_mask=leaves[3], is_causal=True)
+    theirs = torch.autograd.grad(theirs_out, leaves, grad_out)
+    for name, mine, exact_grad, yardstick in zip(("d query", "d key", "d value", "d mask"), ours, expected, theirs):
+        assert mine.shape == exact_grad.shape and mine.dtype == yardstick.dtype, name
+        assert_within_torch_error(name, mine, exact_grad, yardstick.nan_to_num(0.0))

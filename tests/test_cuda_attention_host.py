@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import seqops
 from cuda_build import built
+from devices import skip_unless_runnable
 from seqops import dispatch
 from seqops.backends import cuda_attention
 from seqops.backends.cuda_values import DTYPE_CODES
+from seqops.kernels.attention.common import dropout_keep
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCES = ROOT / "csrc" / "attention" / "instances"
@@ -50,8 +54,6 @@ def test_what_it_takes(dtype, head_dim):
     ("head dim 96", "takes head dims 64 and 128, got 96"),
     ("head dim 32", "takes head dims 64 and 128, got 32"),
     ("Ev != E", "value head dim equal to the query's, got E=64 and Ev=128"),
-    ("dropout", "no dropout, got dropout_p=0.1"),
-    ("mask requires grad", "gives attn_mask no gradient, and this one requires grad"),
 ])
 def test_what_it_refuses_and_why(case, reason):
     q = half(2, 3, 10, 64)
@@ -60,8 +62,6 @@ def test_what_it_refuses_and_why(case, reason):
         "head dim 96": lambda: call(half(2, 3, 10, 96)),
         "head dim 32": lambda: call(half(2, 3, 10, 32)),
         "Ev != E": lambda: call(q, q, half(2, 3, 10, 128)),
-        "mask requires grad": lambda: call(q, mask=torch.zeros(10, 10, requires_grad=True)),
-        "dropout": lambda: call(q, dropout_p=0.1),
     }[case]()
     why = cuda_attention.forward_reason(*args)
     assert why is not None and reason in why, why
@@ -72,9 +72,20 @@ def test_what_it_refuses_and_why(case, reason):
                          ids=["bool", "float32", "float16"])
 def test_masks_are_taken(mask):
     assert cuda_attention.forward_reason(*call(half(2, 3, 10, 64), mask=mask)) is None
-    with torch.no_grad():  # a mask that requires grad gets none here
-        assert cuda_attention.forward_reason(*call(half(2, 3, 10, 64), mask=mask.clone().requires_grad_(
-            mask.dtype != torch.bool))) is None
+    # A float mask that requires grad gets one (the dQ kernel writes the score gradient).
+    assert cuda_attention.forward_reason(*call(half(2, 3, 10, 64), mask=mask.clone().requires_grad_(
+        mask.dtype != torch.bool))) is None
+
+
+def test_the_mask_gradient_sums_the_score_gradient_over_the_masks_broadcast_dims():
+    dscores = torch.randn(2, 3, 5, 7, dtype=torch.float64).float()
+    for shape, dims in [((2, 3, 5, 7), []), ((1, 3, 5, 7), [0]), ((2, 1, 1, 7), [1, 2]), ((1, 1, 1, 1), [0, 1, 2, 3])]:
+        mask = torch.zeros(shape, dtype=torch.bfloat16)
+        grad = cuda_attention.mask_gradient(dscores, mask)
+        expected = dscores.sum(dim=dims, keepdim=True) if dims else dscores
+        assert grad.shape == mask.shape and grad.dtype == torch.bfloat16
+        assert torch.equal(grad, expected.to(torch.bfloat16))
+    assert cuda_attention.mask_gradient(None, None) is None
 
 
 def test_mask_values_read_in_place_with_broadcast_dims_at_stride_0():
@@ -145,6 +156,12 @@ def test_backward_values_address_the_saved_tensors_in_place_and_write_new_contig
     delta = torch.empty(B, Hq, L)
     dq, dk, dv = torch.empty(q.shape, dtype=q.dtype), torch.empty(k.shape, dtype=k.dtype), torch.empty(v.shape, dtype=v.dtype)
     values = cuda_attention.backward_values(grad_out, q, k, v, out, lse, delta, dq, dk, dv, True, S - L, 0.125)
+    assert values["dscores"] == 0 and values["dropout_p"] == 0.0  # no mask gradient, no dropout
+    dscores = torch.zeros(B, Hq, L, S)
+    with_grad = cuda_attention.backward_values(grad_out, q, k, v, out, lse, delta, dq, dk, dv, True, S - L, 0.125,
+                                               dscores=dscores, dropout_p=0.25, seed=77)
+    assert with_grad["dscores"] == dscores.data_ptr()
+    assert (with_grad["dropout_p"], with_grad["seed"]) == (0.25, 77)
     for name, t in {"grad_out": grad_out, "q": q, "k": k, "v": v, "out": out, "lse": lse, "delta": delta,
                     "dq": dq, "dk": dk, "dv": dv}.items():
         assert values[name] == t.data_ptr(), name
@@ -442,3 +459,41 @@ def test_splits_share_a_query_blocks_key_tiles_once_each_in_order(splits):
         assert [t for part in parts for t in part] == whole, (L, S, causal, offset)
     with pytest.raises(ValueError, match="split must be in"):
         module.attention_schedule("keys", 0, 128, 64, 4, 100, False, 0, 3, 3)
+
+
+# -- dropout --
+
+@triton.jit
+def _triton_dropout_draw(uniform_ptr, keep_ptr, seed, bh, row0, S, dropout_p, ROWS: tl.constexpr,
+                         COLS: tl.constexpr, INT64: tl.constexpr):
+    """The Triton attention kernels' draw for rows row0.. and keys 0..COLS-1: tl.rand as
+    they call it, and their own dropout_keep."""
+    offs_m = row0 + tl.arange(0, ROWS)
+    offs_n = tl.arange(0, COLS)
+    queries = offs_m.to(tl.int64) if INT64 else offs_m
+    at = tl.arange(0, ROWS)[:, None] * COLS + offs_n[None, :]
+    tl.store(uniform_ptr + at, tl.rand(seed + bh, queries[:, None] * S + offs_n[None, :]))
+    tl.store(keep_ptr + at, dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64).to(tl.int8))
+
+
+@pytest.mark.parametrize("seed, batch_head, first_row, S, int64", [
+    (1234, 0, 0, 45, False),
+    (987654321, 7, 3, 129, False),
+    (2**31 - 3, 5, 0, 33, False),            # seed + batch * Hq + head wraps in int32, on both sides
+    (42, 3, 2**31 // 1000 + 5, 1000, True),  # counters past 2**31: the int64 path
+])
+def test_the_dropout_draw_is_the_triton_backends(seed, batch_head, first_row, S, int64):
+    """The CUDA kernels' draw (csrc/attention/dropout.h, through the bindings) against the
+    Triton kernels' own dropout_keep and tl.rand under the interpreter: the same uniform
+    numbers, so the same kept probabilities for every dropout_p, for the same seed."""
+    skip_unless_runnable("cpu", "triton")
+    _, module = built()
+    rows, cols = 4, 32
+    uniform = torch.empty(rows, cols)
+    for p in (0.1, 0.5, 0.9):
+        keep = torch.empty(rows, cols, dtype=torch.int8)
+        _triton_dropout_draw[(1,)](uniform, keep, seed, batch_head, first_row, S, p, ROWS=rows, COLS=cols, INT64=int64)
+        counters = [(first_row + i) * S + j for i in range(rows) for j in range(cols)]
+        ours = torch.tensor(module.attention_dropout_uniform(seed, batch_head, counters)).view(rows, cols)
+        assert torch.equal(ours, uniform), (ours - uniform).abs().max()
+        assert torch.equal(ours >= p, keep.bool())

@@ -13,7 +13,8 @@
 //     forward; Q and dO (with their lse and delta) are double-buffered in smem.
 //   - dQ kernel, grid (ceil(L / kBlockM), Hq, B): a CTA holds kBlockM queries, their dO,
 //     lse and delta, and walks the key tiles they see (the forward's schedule):
-//       S = Q K^T,  dP = dO V^T,  dS = P (dP - delta),  dQ += dS K;
+//       S = Q K^T,  dP = dO V^T,  dS = P (dP - delta),  dQ += dS K,
+//     and for a mask's gradient it writes dS out (params.dscores);
 //     K and V are double-buffered.
 //   That is seven products per (query, key) tile where flash-attention's atomic dQ takes
 //   five: the price of determinism without a dQ workspace in fp32.
@@ -29,6 +30,7 @@
 #include <cmath>
 
 #include "attention/launchers.h"
+#include "attention/dropout.h"
 #include "attention/mask.cuh"
 #include "attention/params.h"
 #include "attention/schedule.h"
@@ -245,6 +247,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
 
   const float scale_log2 = params.scale * kLog2e;
+  const bool dropout = params.dropout_p > 0.0f;
+  const float keep_scale = dropout ? 1.0f / (1.0f - params.dropout_p) : 1.0f;
 
   CUTE_NO_UNROLL
   for (int step = 0; step < steps; ++step) {
@@ -259,7 +263,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     __syncthreads();  // this step's Q, dO, lse and delta (and K, V) landed for all
 
     const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
-    const MaskView mask = mask_view(params.mask, batch, kv_head * group + step / tiles_per_head);
+    const int head = kv_head * group + step / tiles_per_head;
+    const MaskView mask = mask_view(params.mask, batch, head);
+    const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
     const float* stage_lse = s_lse + stage * kBlockM;
     const float* stage_delta = s_delta + stage * kBlockM;
 
@@ -286,8 +292,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         if (mask.present() && key < len_kv && query < len_q) score += mask.bias_log2(query, key);
         float p = exp2f(score - stage_lse[col]);
         if (needs_mask && (key >= len_kv || (causal && key > query + causal_offset))) p = 0.0f;
-        st(r, c) = p;
-        dpt(r, c) = p * (dpt(r, c) - stage_delta[col]);
+        float dp = dpt(r, c);
+        if (dropout) {  // the forward's draw: P^T as it multiplied V, and dP^T through the same mask
+          const bool keep = dropout_uniform(dropout_stream_id, int64_t(query) * len_kv + key) >= params.dropout_p;
+          st(r, c) = keep ? p * keep_scale : 0.0f;
+          dp = keep ? dp * keep_scale : 0.0f;
+        } else {
+          st(r, c) = p;
+        }
+        dpt(r, c) = p * (dp - stage_delta[col]);
       }
     }
 
@@ -339,6 +352,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const float* lse = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
   const float* delta = params.delta + (batch * params.heads_q + head) * len_q;
   const MaskView mask = mask_view(params.mask, batch, head);
+  const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
+  float* dscores = params.dscores == nullptr
+                       ? nullptr
+                       : params.dscores + (int64_t(batch) * params.heads_q + head) * len_q * int64_t(len_kv);
 
   // smem: Q, dO, then kStages x (K, V).
   Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
@@ -424,6 +441,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
 
   const float scale_log2 = params.scale * kLog2e;
+  const bool dropout = params.dropout_p > 0.0f;
+  const float keep_scale = dropout ? 1.0f / (1.0f - params.dropout_p) : 1.0f;
 
   CUTE_NO_UNROLL
   for (int visit = 0; visit < visits; ++visit) {
@@ -462,7 +481,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         if (mask.present() && row < len_q && col < len_kv) score += mask.bias_log2(row, col);
         float p = exp2f(score - row_lse[r]);
         if (needs_mask && col >= visible) p = 0.0f;
-        dp(r, c) = p * (dp(r, c) - row_delta[r]);
+        float dp_used = dp(r, c);
+        if (dropout) {
+          const bool keep = dropout_uniform(dropout_stream_id, int64_t(row) * len_kv + col) >= params.dropout_p;
+          dp_used = keep ? dp_used * keep_scale : 0.0f;
+        }
+        dp(r, c) = p * (dp_used - row_delta[r]);
+        if (dscores != nullptr && row < len_q && col < len_kv) dscores[int64_t(row) * len_kv + col] = dp(r, c);
       }
     }
 

@@ -34,7 +34,7 @@ constexpr int64_t kMaxSplits = 256;
 // exp(lse_s - lse), lse = log sum_s exp(lse_s); a row no split saw writes 0 and -inf.
 // `rows` = B * H * L; partials are [splits, rows(, E)], contiguous.
 template <typename T>
-__global__ void __launch_bounds__(kCombineWarps * 32)
+__global__ void __launch_bounds__(kCombineWarps * 32, 1)
     attention_combine_kernel(const float* partial_out, const float* partial_lse, int splits, T* out,
                              HeadStrides out_strides, float* lse, int64_t lse_batch_stride, int64_t lse_head_stride,
                              int64_t heads, int64_t len_q, int64_t rows, int head_dim) {

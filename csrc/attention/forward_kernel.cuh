@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "attention/launchers.h"
+#include "attention/dropout.h"
 #include "attention/mask.cuh"
 #include "attention/params.h"
 #include "attention/schedule.h"
@@ -156,6 +157,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   clear(acc_o);
 
   const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
+  const bool dropout = params.dropout_p > 0.0f;
+  const float keep_scale = dropout ? 1.0f / (1.0f - params.dropout_p) : 1.0f;
+  const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
 
   // A block that sees no key (S = 0, or a causal offset below -m0 - kBlockM + 1) loads
   // nothing and writes its zeros and -inf below; no copy is left in flight at exit.
@@ -231,6 +235,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(r, c) *= rescale;
     }
 
+    // Dropout after the denominator took every probability: out = dropout(P) V / sum.
+    if (dropout) {
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(s); ++r) {
+        const int64_t counter_row = int64_t(m0 + get<0>(tScS_rc(r, 0))) * len_kv;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(s); ++c) {
+          const bool keep = dropout_uniform(dropout_stream_id, counter_row + n0 + get<1>(tScS_rc(r, c))) >=
+                            params.dropout_p;
+          s(r, c) = keep ? s(r, c) * keep_scale : 0.0f;
+        }
+      }
+    }
     Tensor p = rounded<Element>(acc_s);
     Tensor tOrP = make_tensor(p.data(), accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, MMA_N / 2)
     gemm_regs_smem(acc_o, tOrP, tOrVt, tOsVt, mma, smem_copy_v, smem_thr_v);

@@ -51,6 +51,10 @@ struct AttentionForwardParams {
   bool causal = false;
   int64_t causal_offset = 0;
   MaskParams mask;  // with or without causal
+  // Dropout on the probabilities (attention/dropout.h: the Triton backend's draw for the
+  // same seed), kept ones scaled by 1 / (1 - dropout_p); 0 for none.
+  float dropout_p = 0.0f;
+  int64_t seed = 0;
   // Split-KV, for decode steps (few queries, long S): splits > 1 divides each query
   // block's key tiles into that many contiguous chunks, one CTA each, which write fp32
   // partials (normalised output and logsumexp per chunk); the combine kernel merges them
@@ -80,7 +84,12 @@ struct AttentionBackwardParams {
   float scale = 1.0f;
   bool causal = false;
   int64_t causal_offset = 0;  // as in the forward
-  MaskParams mask;            // as in the forward (no gradient flows to it)
+  MaskParams mask;            // as in the forward
+  float dropout_p = 0.0f;     // as in the forward, with its seed
+  int64_t seed = 0;
+  // For an additive mask's gradient: the dQ kernel writes dS, the gradient of the scores
+  // (scale * q.k + mask), into this zero-filled fp32 [B, Hq, L, S] (contiguous); null for none.
+  float* dscores = nullptr;
 };
 
 }  // namespace seqops

@@ -12,7 +12,10 @@ dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64 and 128, Ev != E, dropout, and a mask that needs a gradient. Masks are read in
+than 64 and 128, and Ev != E. Dropout draws the Triton backend's mask for the same seed
+(csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
+the score gradient [B, Hq, L, S] in fp32, summed here over the mask's broadcast dims (an
+L x S buffer per (batch, head), as torch's own kernels take for a bias gradient). Masks are read in
 place, broadcast by their strides: bool, or additive in float32, float16 or bfloat16 (a
 float64 one is rounded to float32 once).
 """
@@ -62,10 +65,6 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
         return f"the CUDA attention takes value head dim equal to the query's, got E={E} and Ev={Ev}: {NOT_YET}"
     if E not in HEAD_DIMS:
         return f"the CUDA attention takes head dims {' and '.join(map(str, HEAD_DIMS))}, got {E}: {NOT_YET}"
-    if attn_mask is not None and attn_mask.requires_grad and torch.is_grad_enabled():
-        return f"the CUDA attention gives attn_mask no gradient, and this one requires grad: {NOT_YET}"
-    if dropout_p > 0:
-        return f"the CUDA attention has no dropout, got dropout_p={dropout_p}: {NOT_YET}"
     if max(query.shape[-2], key.shape[-2]) >= MAX_LENGTH:
         return f"the CUDA attention takes lengths below 2**30, got L={query.shape[-2]} and S={key.shape[-2]}"
     lead = contract.scores_shape(query, key, value, enable_gqa)[:-2]  # as the op flattens it: [batch, heads]
@@ -138,7 +137,7 @@ def _head_strides(t: torch.Tensor) -> tuple[int, int, int]:
 
 def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
                    is_causal: bool, causal_offset: int, scale: float, mask: Optional[torch.Tensor] = None,
-                   splits: int = 1) -> LaunchValues:
+                   splits: int = 1, dropout_p: float = 0.0, seed: int = 0) -> LaunchValues:
     """The extension's attention_forward arguments (all but device and stream) for the
     fused contract's 4-D q [B, Hq, L, E], k, v [B, Hkv, S, E] (and mask) into
     out [B, Hq, L, E] and lse [B, Hq, L]; with splits > 1, the fp32 partials' workspace."""
@@ -157,6 +156,7 @@ def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
         "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
+        "dropout_p": float(dropout_p), "seed": int(seed),
     }, [q, k, v, out, lse, *mask_operands, *partials])
 
 
@@ -164,8 +164,8 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
                       dropout_p: float, is_causal: bool, causal_offset: int, scale: float,
                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused contract's forward: (out [B, Hq, L, E] in q's dtype, lse [B, Hq, L] fp32,
-    natural log, -inf for a row that sees no key). Dropout never reaches here
-    (forward_reason refuses it)."""
+    natural log, -inf for a row that sees no key); dropout keeps the probabilities the
+    Triton backend keeps for the same seed."""
     B, Hq, L, _ = q.shape
     out = torch.empty((B, Hq, L, v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
@@ -179,15 +179,17 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
 
     splits = decode_splits(B * Hq, L, k.shape[2], _processors(q.device.index if q.device.index is not None
                                                               else torch.cuda.current_device()))
-    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask, splits)  # holds its copies
+    values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask, splits, dropout_p,
+                            seed)  # holds its copies
     _ext.load().attention_forward(**values, **launch_place(q.device))
     return out, lse
 
 
 def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                     lse: torch.Tensor, delta: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
-                    is_causal: bool, causal_offset: int, scale: float,
-                    mask: Optional[torch.Tensor] = None) -> LaunchValues:
+                    is_causal: bool, causal_offset: int, scale: float, mask: Optional[torch.Tensor] = None,
+                    dropout_p: float = 0.0, seed: int = 0,
+                    dscores: Optional[torch.Tensor] = None) -> LaunchValues:
     """The extension's attention_backward arguments (all but device and stream): the
     forward's operands read in place where the kernels can, delta an fp32 [B, Hq, L]
     contiguous workspace, dq, dk, dv new tensors in q's, k's and v's shapes."""
@@ -203,23 +205,23 @@ def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
         "dv": dv.data_ptr(), "dv_strides": _head_strides(dv), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
+        "dropout_p": float(dropout_p), "seed": int(seed), "dscores": 0 if dscores is None else dscores.data_ptr(),
     }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv, *mask_operands])
 
 
 def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        out: torch.Tensor, lse: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float,
                        is_causal: bool, causal_offset: int, scale: float, seed: int,
-                       mask_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
-    """The fused contract's backward: (dq, dk, dv, None), contiguous, in q's, k's and v's
-    shapes and dtype. Dropout and a mask that needs a gradient never reach here
-    (forward_reason refuses them)."""
-    if mask_needs_grad:  # forward_reason refuses such a call: never give it a silent zero
-        raise RuntimeError("the CUDA attention gives attn_mask no gradient; this call should have been refused")
+                       mask_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The fused contract's backward: (dq, dk, dv, dmask), contiguous, in q's, k's, v's and
+    (when mask_needs_grad) the mask's shapes and dtypes, through the forward's dropout draw
+    (the same seed)."""
     B, Hq, L, _ = q.shape
     S = k.shape[2]
+    dscores = torch.zeros((B, Hq, L, S), dtype=torch.float32, device=q.device) if mask_needs_grad else None
     if B * Hq * L == 0 or S == 0:  # nothing to sum: every gradient is 0 (the kernels take no empty tensor)
         return (torch.zeros(q.shape, dtype=q.dtype, device=q.device), torch.zeros(k.shape, dtype=k.dtype, device=k.device),
-                torch.zeros(v.shape, dtype=v.dtype, device=v.device), None)
+                torch.zeros(v.shape, dtype=v.dtype, device=v.device), mask_gradient(dscores, mask))
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
@@ -227,6 +229,16 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     from seqops import _ext  # here, as in attention_forward
 
     values = backward_values(grad_out.to(q.dtype), q, k, v, out, lse, delta, dq, dk, dv, is_causal, causal_offset,
-                             scale, mask)  # holds any copy it points into
+                             scale, mask, dropout_p, seed, dscores)  # holds any copy it points into
     _ext.load().attention_backward(**values, **launch_place(q.device))
-    return dq, dk, dv, None
+    return dq, dk, dv, mask_gradient(dscores, mask)
+
+
+def mask_gradient(dscores: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The float mask's gradient from the score gradient [B, Hq, L, S] (fp32): summed over
+    the dims the 4-D mask broadcasts along, in its shape and dtype. None without one."""
+    if dscores is None:
+        return None
+    dims = [d for d in range(4) if mask.shape[d] == 1 and dscores.shape[d] != 1]
+    summed = dscores.sum(dim=dims, keepdim=True) if dims else dscores
+    return summed.to(mask.dtype).reshape(mask.shape).contiguous()
