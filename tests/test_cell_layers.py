@@ -41,9 +41,16 @@ def test_lstm_on_cells_bidirectional_two_layers(triton_cell_layers, packed):
     config = dict(bias=True, batch_first=False, bidirectional=True, proj_size=0, num_layers=2)
     modules = twins(torch.nn.LSTM, seqops.nn.LSTM, 5, 9, device="cpu", dtype=torch.float32, **config)
     make, call = lstm_inputs(config, packed, T=4, B=3, I=5, H=9, device="cpu")
-    with LaunchCounter(cell_kernel_modules()) as launches:
-        compare("triton", modules, make, call, torch.float32, 9, variant="cells")
+    # Pooled over 8 trials: a bias gradient sums 12 terms into each of 36 entries, and one
+    # trial's error ratio to torch scattered past 2 (3.1 for d bias_ih_l0_reverse, packed,
+    # at seed 524714209 in CI).
+    compare("triton", modules, make, call, torch.float32, 9, min_trials=8, variant="cells")
     # The cell kernel alone, once a step, layer and direction (4 x 2 x 2), forward and backward.
+    ours = modules[2]
+    inputs = [t.requires_grad_() for t in make()]
+    with seqops.backend("triton", variant="cells"), LaunchCounter(cell_kernel_modules()) as launches:
+        outs = call(ours, *inputs)
+        torch.autograd.grad(sum(o.sum() for o in outs), inputs + list(ours.parameters()))
     assert launches.counts == {"lstm_step_forward_kernel": 16, "lstm_step_backward_kernel": 16}
 
 
