@@ -61,7 +61,7 @@ setup(
     extras_require={
         # pybind11 and nvidia-cutlass (CuTe headers): CI builds the CUDA extension and its
         # CuTe instance files (tests/test_cuda_build.py) without a GPU.
-        "test": ["pytest", "pytest-benchmark", "pybind11", "nvidia-cutlass", "transformers"],
+        "test": ["pytest", "pytest-xdist", "pytest-benchmark", "pybind11", "nvidia-cutlass", "transformers"],
         # To build the CUDA C++ extension: pybind11, and CUTLASS/CuTe headers.
         "cuda": ["nvidia-cutlass", "pybind11"],
         "bench": ["pytest-benchmark", "matplotlib"],

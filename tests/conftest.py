@@ -1,11 +1,21 @@
 """Shared test set-up: a fresh random seed per test (printed, so a failure can be rerun
-with SEQOPS_TEST_SEED), the `cuda` marker skipping cleanly without a GPU, and the CUDA
-C++ backend's missing ops skipped where tests run every backend."""
+with SEQOPS_TEST_SEED), the `cuda` marker skipping cleanly without a GPU, the CUDA
+C++ backend's missing ops skipped where tests run every backend, and torch's CPU threads
+shared out between pytest-xdist's workers."""
 import os
 import random
 
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (README's test command runs `-n auto`), each worker is a process of
+    # its own: left alone, every one would start a torch thread per core and they would fight
+    # over the cores. Give each worker its share instead.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_collection_modifyitems(config, items):

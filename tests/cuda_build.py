@@ -15,6 +15,9 @@ import pytest
 from seqops import _ext
 
 ARCHS = ("80", "90a")
+# The build is cached per process, so under pytest-xdist every test that uses it should run
+# on one worker: each file that calls built() sets `pytestmark = ONE_BUILD`.
+ONE_BUILD = pytest.mark.xdist_group("cuda_extension_build")
 # The one instance file (csrc/*/instances/) linked into the tests' build, to show that an
 # instance registers itself; every instance file's compile is checked by benchmarks/cuda_report.
 LINKED_INSTANCE = "forward_hd64_fp16.cu"

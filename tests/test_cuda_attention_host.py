@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 import seqops
-from cuda_build import built
+from cuda_build import ONE_BUILD, built
 from devices import skip_unless_runnable
 from seqops import dispatch
 from seqops.backends import cuda_attention
@@ -24,6 +24,7 @@ from seqops.backends.cuda_values import DTYPE_CODES
 from seqops.kernels.attention.common import dropout_keep
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = ONE_BUILD
 INSTANCES = ROOT / "csrc" / "attention" / "instances"
 
 

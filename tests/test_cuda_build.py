@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cuda_build import ARCHS, built
+from cuda_build import ARCHS, ONE_BUILD, built
 from seqops import _ext
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = ONE_BUILD
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a package of the repository, not of the install
 from benchmarks.cuda_report.ptxas_log import KernelReport, ptxas_reports  # noqa: E402
 

@@ -11,13 +11,14 @@ import setuptools
 import torch
 
 import seqops
-from cuda_build import built
+from cuda_build import ONE_BUILD, built
 from seqops import _ext, dispatch
 from seqops.backends import cuda_softmax
 from seqops.backends.cuda_values import DTYPE_CODES
 from seqops.kernels.layout import softmax_row_operands
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = ONE_BUILD
 
 
 # -- tables and geometry (through the compiled module's host code) --
