@@ -163,11 +163,14 @@ class Build:
 
 # PTX instruction families that say whether a kernel uses the hardware it was tiled for:
 # Hopper's warpgroup MMA and tensor-memory (TMA) copies, Ampere's warp MMA and cp.async.
+# An instruction may carry a predicate (`@%p3 cp.async.bulk.tensor...`: Triton predicates
+# its TMA copies on the issuing thread).
+_PREDICATE = r"^\s*(?:@!?%\w+\s+)?"
 INSTRUCTIONS = {
-    "wgmma": re.compile(r"^\s*wgmma\.mma_async", re.M),
-    "mma_sync": re.compile(r"^\s*mma\.sync", re.M),
-    "tma": re.compile(r"^\s*cp\.async\.bulk\.tensor", re.M),
-    "cp_async": re.compile(r"^\s*cp\.async\.c[ag]", re.M),
+    "wgmma": re.compile(_PREDICATE + r"wgmma\.mma_async", re.M),
+    "mma_sync": re.compile(_PREDICATE + r"mma\.sync", re.M),
+    "tma": re.compile(_PREDICATE + r"cp\.async\.bulk\.tensor", re.M),
+    "cp_async": re.compile(_PREDICATE + r"cp\.async\.c[ag]", re.M),
 }
 
 

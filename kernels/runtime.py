@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Optional
 
 import torch
@@ -143,3 +144,36 @@ def interpreter_problem() -> Optional[str]:
         with _outside_the_caller():
             _probe_result.append(_probe_interpreter())
     return _probe_result[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def tensor_descriptors_run(device: torch.device) -> bool:
+    """Whether a kernel launched on `device` can read through tensor descriptors: on a GPU
+    with TMA (sm_90 and later), and under the interpreter, which runs them as loads (so
+    that the tests run the same kernel code)."""
+    if INTERPRETED:
+        return True
+    if device.type != "cuda":
+        return False
+    return _has_tma(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _torch_scratch(size: int, alignment: int, stream: Optional[int]) -> torch.Tensor:
+    # torch's caching allocator aligns every block to 512 bytes, more than Triton asks for.
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_scratch_allocator() -> None:
+    """A kernel that builds tensor descriptors on the device writes them to global scratch
+    that Triton asks its allocator for at launch. Give Triton torch's caching allocator,
+    unless one is set already in this context (the caller's own stays)."""
+    if INTERPRETED:
+        return
+    from triton.runtime import _allocation
+
+    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+        triton.set_allocator(_torch_scratch)

@@ -44,11 +44,11 @@ class RecordedFlags:
         return launch
 
 
-def launch_flags(monkeypatch, module, launch) -> dict:
-    """{kernel name: INT64_OFFSETS} of every kernel `launch()` launches through `module`."""
+def launch_flags(monkeypatch, module, launch, flag: str = "INT64_OFFSETS") -> dict:
+    """{kernel name: its `flag`} of every kernel `launch()` launches through `module`."""
     flags = {}
     for name in [n for n in vars(module) if n.endswith("_kernel")]:
-        monkeypatch.setattr(module, name, RecordedFlags(name, flags))
+        monkeypatch.setattr(module, name, RecordedFlags(name, flags, flag))
     launch()
     assert flags, "the launcher launched no kernel"
     return flags

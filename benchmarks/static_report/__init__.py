@@ -10,5 +10,6 @@ Run without TRITON_INTERPRET. The committed report
 compile-cache key (kernel sources and everything they call, signature, constants,
 options, Triton and ptxas versions), so a check compiles only the launches whose key the
 report lacks: those of kernels changed since it was written. The check fails when a
-build does not compile, a fixed launch spills registers, or a 16-bit attention tile of
-64 rows or more has no wgmma on sm_90 (report.Entry.verdict)."""
+build does not compile, a fixed launch spills registers, a 16-bit attention tile of
+64 rows or more has no wgmma on sm_90, or a launch that reads through tensor descriptors
+has no TMA load on sm_90 (report.Entry.verdict)."""

@@ -44,17 +44,19 @@ def drive_softmax():
 
 
 def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: bool, dropout: float,
-                  query_row_stride: int = 0):
+                  query_row_stride: int = 0, tensor_descriptors: bool = False):
     """One forward and backward through the attention launchers, on contiguous
     [B, H, L, E] tensors as a model passes them; with query_row_stride, q's rows are that
-    many elements apart instead (a meta tensor: launches are recorded, not run)."""
+    many elements apart instead (a meta tensor: launches are recorded, not run); with
+    tensor_descriptors, the forward reads q, k and v through them, as it does on sm_90."""
     B, H, L, S = 1, 2, 64, 64
     q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
     if query_row_stride:
         q = torch.empty_strided((B, H, L, head_dim), (0, head_dim, query_row_stride, 1), dtype=dtype, device="meta")
     mask = {"none": None, "bool": torch.ones(B, 1, L, S, dtype=torch.bool),
             "float": torch.zeros(1, H, 1, S, dtype=dtype)}[mask_kind]
-    out, lse = attention_kernels.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1)
+    out, lse = attention_forward.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1,
+                                                   tensor_descriptors=tensor_descriptors)
     attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0, 0.1, 1,
                                          mask_kind == "float")
 
@@ -70,6 +72,12 @@ def drive_attention():
         for head_dim in head_dims:
             for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
                 run_attention(dtype, head_dim, mask_kind, True, dropout)
+    # The forward's tensor-descriptor variant, which sm_90 launches take (TMA loads), for
+    # every 16-bit head-dim class, plain (causal or not) and heavy.
+    for dtype in (torch.float16, torch.bfloat16):
+        for head_dim in (64, 128, 256):
+            for mask_kind, causal, dropout in (("none", False, 0.0), ("none", True, 0.0), ("float", True, 0.1)):
+                run_attention(dtype, head_dim, mask_kind, causal, dropout, tensor_descriptors=True)
     # The kernels' int64-offset variants, which launches only take past 2**31 elements: q
     # rows 2**23 elements apart (a slice of 64 rows then spans 2**29; padded to the
     # longest tile, more than 2**31), for the plain path and the heaviest one.

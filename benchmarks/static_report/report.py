@@ -19,6 +19,8 @@ COMMAND = "python -m benchmarks.static_report --write"
 # over 4 warps or a multiple; fp32 dots run on FMA units on every arch).
 WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel")
 WGMMA_MIN_BLOCK_M = 64
+# A launch with TENSOR_DESCRIPTORS on must load through TMA on sm_90 (cp.async.bulk.tensor):
+# without it, the compiler fell back to ordinary loads.
 
 # Fixed launches known to spill, by kernel: (which launches, why they are let through).
 # Each is listed as KNOWN-SPILL in the report, never as ok; a spill of any other fixed
@@ -51,6 +53,8 @@ class Entry:
             return "spills" if self.launch.autotuned else "KNOWN-SPILL" if self.known_spill() else "SPILLS"
         if self.needs_wgmma() and not build.instructions.get("wgmma"):
             return "NO-WGMMA"
+        if self.needs_tma() and not build.instructions.get("tma"):
+            return "NO-TMA"
         return "ok"
 
     def known_spill(self) -> Optional[str]:
@@ -68,8 +72,11 @@ class Entry:
         return (self.arch == 90 and launch.kernel.fn.__name__ in WGMMA_KERNELS and sixteen_bit
                 and constants.get("BLOCK_M", 0) >= WGMMA_MIN_BLOCK_M and launch.options.get("num_warps", 4) % 4 == 0)
 
+    def needs_tma(self) -> bool:
+        return self.arch == 90 and self.launch.constants().get("TENSOR_DESCRIPTORS") is True
+
     def failed(self) -> bool:
-        return self.verdict() in ("FAILED", "SPILLS", "NO-WGMMA")
+        return self.verdict() in ("FAILED", "SPILLS", "NO-WGMMA", "NO-TMA")
 
     def record(self) -> dict:
         launch, build = self.launch, self.build
@@ -113,7 +120,8 @@ def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
         "Each launch the launchers make over benchmarks/static_report/drivers.py's inputs (of an autotuned kernel, "
         "its tile with the most elements a thread), compiled for sm_80 and sm_90 and passed through ptxas. "
         "Instruction counts are static counts in the PTX. CI (tests/test_triton_compile.py) fails on a build that "
-        "does not compile, a fixed launch that spills, or a 16-bit attention tile of 64+ rows without wgmma on sm_90.",
+        "does not compile, a fixed launch that spills, a 16-bit attention tile of 64+ rows without wgmma on sm_90, "
+        "or a launch reading through tensor descriptors (TENSOR_DESCRIPTORS) without TMA loads on sm_90.",
         "",
         "| kernel | arch | dtypes | tile and flags | warps | stages | registers | spilled B | shared KiB "
         "| wgmma | mma.sync | TMA | cp.async | verdict |",

@@ -115,6 +115,35 @@ def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols
 
 
 @triton.jit
+def row_source(base, n_rows, n_cols, stride_row, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+               TENSOR_DESCRIPTORS: tl.constexpr):
+    """What load_block reads [BLOCK_ROWS, BLOCK_COLS] tiles of a (batch, head) slice from:
+    with TENSOR_DESCRIPTORS, a tensor descriptor of the [n_rows, n_cols] slice (TMA loads
+    on sm_90; the launcher checked the alignment they need, tensor_descriptors_fit), else
+    the slice's pointer."""
+    # One return, of whichever value the constexpr branch made: the compiler rejects a
+    # function whose return statements differ in type, the one not taken included.
+    if TENSOR_DESCRIPTORS:
+        source = tl.make_tensor_descriptor(base, shape=[n_rows, n_cols], strides=[stride_row, 1],
+                                           block_shape=[BLOCK_ROWS, BLOCK_COLS])
+    else:
+        source = base
+    return source
+
+
+@triton.jit
+def load_block(source, start, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols,
+               INT64_OFFSETS: tl.constexpr, TENSOR_DESCRIPTORS: tl.constexpr):
+    """The tile of rows offs_rows = start + arange and columns offs_cols = arange of a
+    row_source, zeros outside [n_rows, n_cols]: one descriptor load, or masked loads."""
+    if TENSOR_DESCRIPTORS:
+        tile = source.load([start, 0])
+    else:
+        tile = load_rows(source, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols, INT64_OFFSETS)
+    return tile
+
+
+@triton.jit
 def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_row_stride, mask_col_stride, L, S,
                  qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                  MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, CHECK_KEYS: tl.constexpr,
@@ -152,6 +181,27 @@ def mask_operand(mask: Optional[torch.Tensor], shape: tuple, fallback: torch.Ten
         mask = mask.view(torch.uint8)
     expanded = mask.expand(shape)
     return kind, expanded, expanded.stride()
+
+
+# A tensor descriptor (TMA on sm_90) needs its base address and every stride but the
+# last, in bytes, to be multiples of 16, and the last stride to be 1.
+DESCRIPTOR_ALIGNMENT = 16
+
+
+def tensor_descriptors_fit(operands: Sequence[torch.Tensor]) -> bool:
+    """Whether every (batch, head) slice of each 4-D operand [B, H, rows, cols] can be read
+    through a tensor descriptor: contiguous rows of at least DESCRIPTOR_ALIGNMENT bytes, a
+    positive row stride (the descriptor's) and the slices' base addresses (the data pointer plus
+    batch and head steps; a dim of extent 1 is never stepped along) in multiples of it."""
+    for operand in operands:
+        size = operand.element_size()
+        rows_apart = operand.stride(2) * size
+        batches_apart, heads_apart = (stride * size if extent > 1 else 0
+                                      for extent, stride in zip(operand.shape[:2], operand.stride()[:2]))
+        if (operand.stride(3) != 1 or operand.shape[3] * size < DESCRIPTOR_ALIGNMENT or rows_apart <= 0
+                or any(n % DESCRIPTOR_ALIGNMENT for n in (operand.data_ptr(), rows_apart, batches_apart, heads_apart))):
+            return False
+    return True
 
 
 INT32_MAX = 2**31 - 1

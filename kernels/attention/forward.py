@@ -9,27 +9,30 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range
-from ..runtime import cast_rounded, ceil_div, dot
-from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_rows, mask_operand,
-                     needs_int64_offsets, query_block_of_program, score_units, scores, tile_pointers)
+from ..runtime import cast_rounded, ceil_div, dot, ensure_scratch_allocator, tensor_descriptors_run
+from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_block, mask_operand,
+                     needs_int64_offsets, query_block_of_program, row_source, score_units, scores,
+                     tensor_descriptors_fit, tile_pointers)
 from .tuning import autotune, length_bucket
 
 
 @triton.jit
 def _forward_key_blocks(
-    acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+    acc, m_i, l_i, q, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr, TENSOR_DESCRIPTORS: tl.constexpr,
 ):
     """The online softmax over key blocks [lo, hi): causal and key-bound masks only when MASKED.
-    *_base: the (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
+    k_source, v_source: row_sources of the (batch, head) slices; mask_base: the mask's
+    slice; *_strides: the tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS)
+        k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
+                       TENSOR_DESCRIPTORS)
         s = scores(q, k, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S, qk_scale, mask_scale,
                    causal_offset, MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -42,7 +45,8 @@ def _forward_key_blocks(
         if DROPOUT:
             keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
             p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
-        v = load_rows(v_base, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS)
+        v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
+                       TENSOR_DESCRIPTORS)
         acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -57,22 +61,27 @@ def attention_forward_kernel(
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    TENSOR_DESCRIPTORS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """out = softmax(scale * q k^T + mask) v for one block of BLOCK_M queries of one
     (batch, head); lse = the logsumexp of each row's scores (natural log; -inf for a row
     with every key masked, whose output is 0, as torch gives). Each *_strides is its
     tensor's (batch, head, row, column) strides. length_bucket: the autotuner's key
-    (tuning.length_bucket), not read here."""
+    (tuning.length_bucket), not read here. TENSOR_DESCRIPTORS: q, k and v are read through
+    tensor descriptors (TMA on sm_90), not pointers."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q = load_rows(head_slice(q_ptr, q_strides, b, h), offs_m, tl.arange(0, BLOCK_D), q_strides[2], q_strides[3],
-                  L, HEAD_DIM, INT64_OFFSETS)
-    k_base = head_slice(k_ptr, k_strides, b, h_kv)
-    v_base = head_slice(v_ptr, v_strides, b, h_kv)
+    q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
+                          TENSOR_DESCRIPTORS)
+    q = load_block(q_source, start_m, offs_m, tl.arange(0, BLOCK_D), q_strides[2], q_strides[3], L, HEAD_DIM,
+                   INT64_OFFSETS, TENSOR_DESCRIPTORS)
+    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
+                          TENSOR_DESCRIPTORS)
+    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
+                          TENSOR_DESCRIPTORS)
     mask_base = head_slice(mask_ptr, mask_strides, b, h)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -86,13 +95,15 @@ def attention_forward_kernel(
         hi = S
         unmasked_end = (S // BLOCK_N) * BLOCK_N
     acc, m_i, l_i = _forward_key_blocks(
-        acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+        acc, m_i, l_i, q, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS,
+        TENSOR_DESCRIPTORS)
     acc, m_i, l_i = _forward_key_blocks(
-        acc, m_i, l_i, q, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+        acc, m_i, l_i, q, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
+        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS,
+        TENSOR_DESCRIPTORS)
 
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -112,6 +123,7 @@ def attention_forward_kernel(
 def attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
     dropout_p: float, is_causal: bool, causal_offset: int, scale: float, seed: int,
+    tensor_descriptors: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused attention forward.
 
@@ -119,6 +131,10 @@ def attention_forward(
     mask: None, or bool/float 4-D broadcastable to [B, Hq, L, S]; is_causal: query i sees
     key j <= i + causal_offset; dropout_p in [0, 1), with the Philox `seed`. Returns out [B, Hq, L, Ev] (q's dtype, contiguous) and
     lse [B, Hq, L] fp32 (natural log; -inf for rows with every key masked).
+    tensor_descriptors: read q, k and v through tensor descriptors (TMA); None: where the
+    device runs them (runtime.tensor_descriptors_run) and the operands' alignment lets
+    them (common.tensor_descriptors_fit). Both read the same values: the choice changes
+    how, not what.
     """
     B, Hq, L, E = q.shape
     Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
@@ -131,6 +147,10 @@ def attention_forward(
     mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
     int64_offsets = needs_int64_offsets([q, k, v, out] + ([mask_arg] if mask_kind else []),
                                         (L, S) if dropout_p > 0 else None)
+    if tensor_descriptors is None:
+        tensor_descriptors = tensor_descriptors_run(q.device) and tensor_descriptors_fit([q, k, v])
+    if tensor_descriptors:
+        ensure_scratch_allocator()
     grid = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
@@ -139,5 +159,6 @@ def attention_forward(
         float(scale), float(dropout_p), int(seed), int(causal_offset),
         HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),
         MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
+        TENSOR_DESCRIPTORS=bool(tensor_descriptors),
     )
     return out, lse

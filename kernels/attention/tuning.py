@@ -98,7 +98,8 @@ LONGEST_TILE_EDGE = max(
 # GPU, how long each runs) while every length of one class does not need its own timing.
 # Its choices are cached on disk (cache_results), so that a second process does not
 # autotune again.
-AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT", "INT64_OFFSETS", "length_bucket"]
+AUTOTUNE_KEY = ["HEAD_DIM", "HEAD_DIM_V", "CAUSAL", "MASK_KIND", "DROPOUT", "INT64_OFFSETS", "TENSOR_DESCRIPTORS",
+                "length_bucket"]
 SHORTEST_LENGTH_BUCKET, LONGEST_LENGTH_BUCKET = 128, 16384
 
 
