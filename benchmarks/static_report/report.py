@@ -135,9 +135,49 @@ def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
                      f"| {options.get('num_warps', 4)} | {options.get('num_stages', '')} | {build.registers} "
                      f"| {build.spilled_bytes} | {build.shared_bytes / 1024:.1f} | " + " | ".join(map(str, counts))
                      + f" | {entry.verdict()} |")
+    lines += modelled_forward(entries)
     if KNOWN_SPILLS:
         lines += ["", "Fixed launches let spill (KNOWN-SPILL above; report.KNOWN_SPILLS):", ""]
         lines += [f"- `{name}`: {reason}" for name, (_, reason) in KNOWN_SPILLS.items()]
     else:
         lines += ["", "No fixed launch is let spill (report.KNOWN_SPILLS is empty)."]
     return "\n".join(lines) + "\n"
+
+
+def modelled_forward(entries: Iterable[Entry]) -> list[str]:
+    """The markdown section of the attention forward's modelled time (model.py) on the GPU
+    whose ceilings are committed, for each sm_90 16-bit plain launch (no mask, no dropout)
+    whose head dim fills its tile, at the FA3 paper's shapes (L = S = 8192)."""
+    from .model import fa3_shape, measured_device, predict
+
+    device = measured_device()
+    lines = [
+        "", f"## Modelled attention forward on an {device.name} (benchmarks/static_report/model.py)", "",
+        f"Ceilings measured there ({device.source}): bf16 matmul {device.matmul_tflops:.1f} TFLOP/s, copy "
+        f"{device.copy_gb_per_s:.0f} GB/s; {device.multiprocessors} SMs at {device.clock_ghz:.2f} GHz. `serial`: the "
+        "block's matrix products, exp2 and other float work one after another (this kernel); `overlapped`: softmax "
+        "hidden behind the other warpgroup's matrix products (FA3's ping-pong, not written). x roofline: modelled "
+        "time over the matrix-rate floor. A model, not a measurement: GPU figures are in benchmarks/results/<device>/.",
+        "",
+        "| dtype | tile and flags | warps | registers | shared KiB | CTAs/SM | shape | block us (mma, exp, other) "
+        "| serial TFLOP/s | x roofline | overlapped TFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in sorted(entries, key=lambda e: e.launch.describe()):
+        constants, build = entry.launch.constants(), entry.build
+        if (entry.arch != 90 or entry.launch.kernel.fn.__name__ != "attention_forward_kernel" or build.error
+                or not any(kind in ("*fp16", "*bf16") for name, kind in entry.launch.signature.items() if name == "q_ptr")
+                or constants.get("MASK_KIND") or constants.get("DROPOUT") or constants.get("INT64_OFFSETS")
+                or constants.get("HEAD_DIM") != constants.get("BLOCK_D")):
+            continue
+        shape = fa3_shape(constants["HEAD_DIM"], bool(constants.get("CAUSAL")))
+        warps = entry.launch.options.get("num_warps", 4)
+        args = (device, shape, constants["BLOCK_M"], constants["BLOCK_N"], warps, build.registers, build.shared_bytes)
+        serial, overlapped = predict(*args), predict(*args, overlapped=True)
+        if serial is None:
+            continue
+        dtype = entry.launch.signature["q_ptr"].lstrip("*")
+        lines.append(f"| {dtype} | {_tile(entry)} | {warps} | {build.registers} | {build.shared_bytes / 1024:.1f} "
+                     f"| {serial.ctas_per_sm} | {shape.label()} | {', '.join(f'{t:.2f}' for t in serial.block_us)} "
+                     f"| {serial.tflops:.0f} | {serial.roofline_ratio:.2f} | {overlapped.tflops:.0f} |")
+    return lines
