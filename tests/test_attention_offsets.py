@@ -40,7 +40,8 @@ class RecordedFlags:
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.flags[self.name] = kwargs[self.flag]
+            if self.flag in kwargs:  # kernels without the flag are left out
+                self.flags[self.name] = kwargs[self.flag]
         return launch
 
 

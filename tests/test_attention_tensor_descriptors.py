@@ -1,10 +1,11 @@
-"""The attention forward's tensor-descriptor loads (TMA on sm_90): the launcher takes them
-exactly where the operands' alignment lets a descriptor address every (batch, head)
-slice, and they read the same values as the pointer loads, so that both give bitwise
-the same output and logsumexp, at ragged lengths, head dims that are not a power of two,
-GQA, masks, causality and dropout. Under the interpreter descriptors run as loads, so
-these tests run the descriptor code path on the CPU; the static report checks that it
-compiles to TMA loads on sm_90 (benchmarks/static_report)."""
+"""The attention kernels' tensor-descriptor loads (TMA on sm_90), in the forward and the
+backward's dK/dV and dQ kernels: the launchers take them exactly where the operands'
+alignment lets a descriptor address every (batch, head) slice, and they read the same
+values as the pointer loads, so that both give bitwise the same outputs and gradients at
+ragged lengths, head dims that are not a power of two, GQA, masks, causality and dropout.
+Under the interpreter descriptors run as loads, so these tests run the descriptor code
+path on the CPU; the static report checks that it compiles to TMA loads on sm_90
+(benchmarks/static_report)."""
 import pytest
 import torch
 
@@ -102,3 +103,67 @@ def test_descriptor_loads_give_the_pointer_loads_result(forward, device, dtype, 
     else:  # compiled, the two may schedule the arithmetic apart: within a rounding
         torch.testing.assert_close(out, out_pointers)
         torch.testing.assert_close(lse, lse_pointers)
+
+
+@pytest.mark.parametrize("layout", ["projection-transposed", "storage-offset"])
+def test_backward_takes_descriptors_for_its_matmul_kernels_where_they_fit(monkeypatch, layout):
+    from seqops.kernels.attention import backward
+    from seqops.kernels.runtime import tensor_descriptors_run
+
+    if not tensor_descriptors_run(torch.device("cpu")):
+        pytest.skip("kernels are not interpreted here")
+    q = PER_TENSOR[layout]("cpu", torch.float16, L).detach()
+    k, v = (torch.randn(2, 3, S, E, dtype=torch.float16) for _ in range(2))
+    out = torch.randn(2, 3, L, E, dtype=torch.float16)
+    lse = torch.randn(2, 3, L)
+    flags = launch_flags(monkeypatch, backward, lambda: backward.attention_backward(
+        torch.randn_like(out), q, k, v, out, lse, None, 0.0, False, 0, 0.1, 0, False), flag="TENSOR_DESCRIPTORS")
+    assert flags == {"attention_backward_dkdv_kernel": FITS[layout], "attention_backward_dq_kernel": FITS[layout]}
+
+
+@pytest.mark.parametrize("case", ["gqa-causal", "bottom-right-causal-bool-mask", "float-mask-dropout"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_descriptor_loads_give_the_pointer_loads_gradients(device, dtype, case):
+    skip_unless_runnable(device, "triton")
+    from seqops.kernels.attention import backward, forward
+    from seqops.kernels.runtime import tensor_descriptors_run
+
+    if not tensor_descriptors_run(torch.device(device)):
+        pytest.skip("this GPU has no TMA (sm_90 and later)")
+    Lq, S_, E_, Ev, Hq, Hkv, mask_kind, causal, offset, dropout = CASES[case]
+    q = torch.randn(2, Hq, Lq, E_, device=device, dtype=dtype)
+    k = torch.randn(2, Hkv, S_, E_, device=device, dtype=dtype)
+    v = torch.randn(2, Hkv, S_, Ev, device=device, dtype=dtype)
+    mask = {None: None,
+            "bool": torch.rand(2, 1, Lq, S_, device=device) > 0.3,
+            "float": torch.randn(1, Hq, Lq, S_, device=device, dtype=dtype)}[mask_kind]
+    scale, seed = E_ ** -0.5, 99
+    out, lse = forward.attention_forward(q, k, v, mask, dropout, causal, offset, scale, seed)
+    grad_out = torch.randn_like(out)
+    assert forward.tensor_descriptors_fit([q, k, v, grad_out])
+    args = (grad_out, q, k, v, out, lse, mask, dropout, causal, offset, scale, seed, mask_kind == "float")
+    with_descriptors = backward.attention_backward(*args, tensor_descriptors=True)
+    with_pointers = backward.attention_backward(*args, tensor_descriptors=False)
+    for name, a, b in zip(("dq", "dk", "dv", "dmask"), with_descriptors, with_pointers):
+        if b is None:
+            assert a is None
+            continue
+        assert a.isfinite().all(), name
+        if device == "cpu":
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def test_backward_keeps_head_dims_past_128_on_pointer_loads(monkeypatch):
+    from seqops.kernels.attention import backward
+
+    def launched_flags(head_dim):
+        q, k, v, out = (torch.randn(1, 2, 8, head_dim, dtype=torch.bfloat16) for _ in range(4))
+        return launch_flags(monkeypatch, backward, lambda: backward.attention_backward(
+            torch.randn_like(out), q, k, v, out, torch.randn(1, 2, 8), None, 0.0, False, 0, 0.1, 0, False,
+            tensor_descriptors=True), flag="TENSOR_DESCRIPTORS")
+
+    assert set(launched_flags(backward.DESCRIPTOR_MAX_BLOCK_D).values()) == {True}
+    assert set(launched_flags(backward.DESCRIPTOR_MAX_BLOCK_D + 8).values()) == {False}

@@ -48,7 +48,8 @@ def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: boo
     """One forward and backward through the attention launchers, on contiguous
     [B, H, L, E] tensors as a model passes them; with query_row_stride, q's rows are that
     many elements apart instead (a meta tensor: launches are recorded, not run); with
-    tensor_descriptors, the forward reads q, k and v through them, as it does on sm_90."""
+    tensor_descriptors, the forward and the backward's dK/dV and dQ kernels read q, k, v (and
+    dO) through them, as they do on sm_90."""
     B, H, L, S = 1, 2, 64, 64
     q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
     if query_row_stride:
@@ -58,7 +59,7 @@ def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: boo
     out, lse = attention_forward.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1,
                                                    tensor_descriptors=tensor_descriptors)
     attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0, 0.1, 1,
-                                         mask_kind == "float")
+                                         mask_kind == "float", tensor_descriptors=tensor_descriptors)
 
 
 def drive_attention():
@@ -72,7 +73,7 @@ def drive_attention():
         for head_dim in head_dims:
             for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
                 run_attention(dtype, head_dim, mask_kind, True, dropout)
-    # The forward's tensor-descriptor variant, which sm_90 launches take (TMA loads), for
+    # The tensor-descriptor variants, which sm_90 launches take (TMA loads), for
     # every 16-bit head-dim class, plain (causal or not) and heavy.
     for dtype in (torch.float16, torch.bfloat16):
         for head_dim in (64, 128, 256):

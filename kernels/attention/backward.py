@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range, causal_query_range
-from ..runtime import cast_rounded, ceil_div, dot
-from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_rows, mask_operand, needs_int64_offsets,
-                     query_block_of_program, score_units, tile_pointers)
+from ..runtime import cast_rounded, ceil_div, dot, ensure_scratch_allocator, tensor_descriptors_run
+from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_block, load_rows, mask_operand,
+                     needs_int64_offsets, query_block_of_program, row_source, score_units, tensor_descriptors_fit,
+                     tile_pointers)
 from .tuning import autotune, delta_rows, dmask_tile, length_bucket
 
 
@@ -80,20 +81,23 @@ def attention_backward_delta_from_probs_kernel(
 
 @triton.jit
 def _dkdv_query_blocks(
-    dk, dv, k, v, q_base, do_base, lse_base, delta_base, mask_base, q_strides, do_strides, mask_strides,
+    dk, dv, k, v, q_source, do_source, lse_base, delta_base, mask_base, q_strides, do_strides, mask_strides,
     offs_n, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
-    EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
+    EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr, TENSOR_DESCRIPTORS: tl.constexpr,
 ):
-    """dK, dV contributions of query blocks [lo, hi) to one block of keys. *_base: the
-    (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
+    """dK, dV contributions of query blocks [lo, hi) to one block of keys. q_source,
+    do_source: row_sources of the (batch, head) slices; *_base: the slices of the others;
+    *_strides: the tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = load_rows(q_base, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS)
-        do = load_rows(do_base, offs_m, offs_dv, do_strides[2], do_strides[3], L, HEAD_DIM_V, INT64_OFFSETS)
+        q = load_block(q_source, start_m, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS,
+                       TENSOR_DESCRIPTORS)
+        do = load_block(do_source, start_m, offs_m, offs_dv, do_strides[2], do_strides[3], L, HEAD_DIM_V,
+                        INT64_OFFSETS, TENSOR_DESCRIPTORS)
         lse = tl.load(lse_base + offs_m, mask=offs_m < L, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=offs_m < L, other=0.0)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
@@ -113,12 +117,13 @@ def attention_backward_dkdv_kernel(
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    TENSOR_DESCRIPTORS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dK, dV for one block of BLOCK_N keys of one (batch, key/value head), summed over
     the query heads of its GQA group and over their query blocks (no atomics). Each
     *_strides is its tensor's (batch, head, row, column) strides. length_bucket: the
-    autotuner's key (tuning.length_bucket), not read here."""
+    autotuner's key (tuning.length_bucket), not read here. TENSOR_DESCRIPTORS: q, k, v and
+    dO are read through tensor descriptors (TMA on sm_90), not pointers."""
     n_blocks = tl.cdiv(S, BLOCK_N)
     start_n = (tl.program_id(0) % n_blocks) * BLOCK_N
     bh_kv = tl.program_id(0) // n_blocks
@@ -132,10 +137,14 @@ def attention_backward_dkdv_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    k = load_rows(head_slice(k_ptr, k_strides, b, h_kv), offs_n, offs_d, k_strides[2], k_strides[3],
-                  S, HEAD_DIM, INT64_OFFSETS)
-    v = load_rows(head_slice(v_ptr, v_strides, b, h_kv), offs_n, offs_dv, v_strides[2], v_strides[3],
-                  S, HEAD_DIM_V, INT64_OFFSETS)
+    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
+                          TENSOR_DESCRIPTORS)
+    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
+                          TENSOR_DESCRIPTORS)
+    k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
+                   TENSOR_DESCRIPTORS)
+    v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
+                   TENSOR_DESCRIPTORS)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     if CAUSAL:
@@ -148,19 +157,23 @@ def attention_backward_dkdv_kernel(
     for g in range(group_size):
         h = h_kv * group_size + g
         bh = b * n_heads + h
-        q_base = head_slice(q_ptr, q_strides, b, h)
-        do_base = head_slice(do_ptr, do_strides, b, h)
+        q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
+                              TENSOR_DESCRIPTORS)
+        do_source = row_source(head_slice(do_ptr, do_strides, b, h), L, HEAD_DIM_V, do_strides[2], BLOCK_M,
+                               BLOCK_DV, TENSOR_DESCRIPTORS)
         mask_base = head_slice(mask_ptr, mask_strides, b, h)
         dk, dv = _dkdv_query_blocks(
-            dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
+            dk, dv, k, v, q_source, do_source, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
             q_strides, do_strides, mask_strides, offs_n, lo, unmasked_start, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
-            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT, INT64_OFFSETS)
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, CAUSAL, DROPOUT, EXACT, INT64_OFFSETS,
+            TENSOR_DESCRIPTORS)
         dk, dv = _dkdv_query_blocks(
-            dk, dv, k, v, q_base, do_base, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
+            dk, dv, k, v, q_source, do_source, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
             q_strides, do_strides, mask_strides, offs_n, unmasked_start, L, L, S,
             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh.to(tl.int32),
-            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT, INT64_OFFSETS)
+            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_M, MASK_KIND, False, DROPOUT, EXACT, INT64_OFFSETS,
+            TENSOR_DESCRIPTORS)
     key_ok = (offs_n < S)[:, None]
     dk_ptrs = tile_pointers(head_slice(dk_ptr, dk_strides, b, h_kv), offs_n, offs_d, dk_strides[2], dk_strides[3],
                             INT64_OFFSETS)
@@ -172,20 +185,23 @@ def attention_backward_dkdv_kernel(
 
 @triton.jit
 def _dq_key_blocks(
-    dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+    dq, q, do, lse, delta, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
     offs_m, lo, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
+    DROPOUT: tl.constexpr, EXACT: tl.constexpr, INT64_OFFSETS: tl.constexpr, TENSOR_DESCRIPTORS: tl.constexpr,
 ):
-    """dQ contributions of key blocks [lo, hi) to one block of queries. *_base: the
-    (batch, head) slices; *_strides: the tensors' (batch, head, row, column)."""
+    """dQ contributions of key blocks [lo, hi) to one block of queries. k_source, v_source:
+    row_sources of the (batch, head) slices; mask_base: the mask's slice; *_strides: the
+    tensors' (batch, head, row, column)."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_rows(k_base, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS)
-        v = load_rows(v_base, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS)
+        k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
+                       TENSOR_DESCRIPTORS)
+        v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
+                       TENSOR_DESCRIPTORS)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT, INT64_OFFSETS)
@@ -202,25 +218,32 @@ def attention_backward_dq_kernel(
     scale, dropout_p, seed, causal_offset,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     MASK_KIND: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, INT64_OFFSETS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    TENSOR_DESCRIPTORS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ for one block of BLOCK_M queries of one (batch, head), over its key blocks. Each
     *_strides is its tensor's (batch, head, row, column) strides. length_bucket: the
-    autotuner's key (tuning.length_bucket), not read here."""
+    autotuner's key (tuning.length_bucket), not read here. TENSOR_DESCRIPTORS: q, k, v and
+    dO are read through tensor descriptors (TMA on sm_90), not pointers."""
     start_m, bh, b, h, h_kv = query_block_of_program(n_heads, group_size, L, BLOCK_M)
     EXACT: tl.constexpr = q_ptr.dtype.element_ty == tl.float32
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q = load_rows(head_slice(q_ptr, q_strides, b, h), offs_m, offs_d, q_strides[2], q_strides[3],
-                  L, HEAD_DIM, INT64_OFFSETS)
-    do = load_rows(head_slice(do_ptr, do_strides, b, h), offs_m, tl.arange(0, BLOCK_DV), do_strides[2], do_strides[3],
-                   L, HEAD_DIM_V, INT64_OFFSETS)
+    q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
+                          TENSOR_DESCRIPTORS)
+    do_source = row_source(head_slice(do_ptr, do_strides, b, h), L, HEAD_DIM_V, do_strides[2], BLOCK_M, BLOCK_DV,
+                           TENSOR_DESCRIPTORS)
+    q = load_block(q_source, start_m, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS,
+                   TENSOR_DESCRIPTORS)
+    do = load_block(do_source, start_m, offs_m, tl.arange(0, BLOCK_DV), do_strides[2], do_strides[3], L, HEAD_DIM_V,
+                    INT64_OFFSETS, TENSOR_DESCRIPTORS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
-    k_base = head_slice(k_ptr, k_strides, b, h_kv)
-    v_base = head_slice(v_ptr, v_strides, b, h_kv)
+    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
+                          TENSOR_DESCRIPTORS)
+    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
+                          TENSOR_DESCRIPTORS)
     mask_base = head_slice(mask_ptr, mask_strides, b, h)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
@@ -229,12 +252,14 @@ def attention_backward_dq_kernel(
     else:
         hi = S
         unmasked_end = (S // BLOCK_N) * BLOCK_N
-    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
                         offs_m, 0, unmasked_end, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS)
-    dq = _dq_key_blocks(dq, q, do, lse, delta, k_base, v_base, mask_base, k_strides, v_strides, mask_strides,
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, False, DROPOUT, EXACT, INT64_OFFSETS,
+                        TENSOR_DESCRIPTORS)
+    dq = _dq_key_blocks(dq, q, do, lse, delta, k_source, v_source, mask_base, k_strides, v_strides, mask_strides,
                         offs_m, unmasked_end, hi, L, S, qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
-                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS)
+                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS,
+                        TENSOR_DESCRIPTORS)
     dq_ptrs = tile_pointers(head_slice(dq_ptr, dq_strides, b, h), offs_m, offs_d, dq_strides[2], dq_strides[3],
                             INT64_OFFSETS)
     tl.store(dq_ptrs, cast_rounded(dq * scale, dq_ptr.dtype.element_ty),
@@ -316,13 +341,22 @@ def attention_backward_dmask_kernel(
              mask=(rows < rows_end)[:, None] & (cols < cols_end)[None, :])
 
 
+# The widest head (BLOCK_D, BLOCK_DV) the backward reads through tensor descriptors: at
+# 256 the sm_90 compile of its dK/dV kernel spilled 0.8-2.8 KB with them (none without;
+# benchmarks/results/static/triton_kernels.md), so 256 stays on pointer loads.
+DESCRIPTOR_MAX_BLOCK_D = 128
+
+
 def attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float, is_causal: bool, causal_offset: int,
-    scale: float, seed: int, mask_needs_grad: bool,
+    scale: float, seed: int, mask_needs_grad: bool, tensor_descriptors: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Gradients of attention_forward: dq, dk, dv (contiguous, in the inputs' shapes and
-    dtype) and, when mask_needs_grad (a float mask), dmask in the mask's own shape."""
+    dtype) and, when mask_needs_grad (a float mask), dmask in the mask's own shape.
+    tensor_descriptors: the dK/dV and dQ kernels read q, k, v and grad_out through tensor
+    descriptors (TMA), up to head dims of DESCRIPTOR_MAX_BLOCK_D; None: as attention_forward
+    decides it."""
     B, Hq, L, E = q.shape
     Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
     dq = torch.zeros(q.shape, dtype=q.dtype, device=q.device)
@@ -339,6 +373,12 @@ def attention_backward(
     dims = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev))
     flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets)
     common = (float(scale), float(dropout_p), int(seed), int(causal_offset))
+    if tensor_descriptors is None:
+        tensor_descriptors = tensor_descriptors_run(q.device) and tensor_descriptors_fit([q, k, v, grad_out])
+    tensor_descriptors = tensor_descriptors and max(dims["BLOCK_D"], dims["BLOCK_DV"]) <= DESCRIPTOR_MAX_BLOCK_D
+    if tensor_descriptors:
+        ensure_scratch_allocator()
+    matmul_flags = dict(flags, TENSOR_DESCRIPTORS=bool(tensor_descriptors))
     delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
     if dmask is None:
         delta_block = delta_rows(head_block(Ev))
@@ -360,14 +400,14 @@ def attention_backward(
         q, k, v, mask_arg, grad_out, lse, delta, dk, dv,
         Hq, Hq // Hkv, L, S, length_bucket(L, S),
         q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dk.stride(), dv.stride(),
-        *common, **dims, **flags,
+        *common, **dims, **matmul_flags,
     )
     grid_queries = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_backward_dq_kernel[grid_queries](
         q, k, v, mask_arg, grad_out, lse, delta, dq,
         Hq, Hq // Hkv, L, S, length_bucket(L, S),
         q.stride(), k.stride(), v.stride(), mask_strides, grad_out.stride(), dq.stride(),
-        *common, **dims, **flags,
+        *common, **dims, **matmul_flags,
     )
     if dmask is not None:
         Bm, Hm, Lm, Sm = mask.shape
