@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Iterator, Optional
 
 import torch
@@ -146,6 +147,11 @@ def interpreter_problem() -> Optional[str]:
     return _probe_result[0]
 
 
+# SEQOPS_TENSOR_DESCRIPTORS=0 (read at import) keeps every launch on pointer loads: a switch
+# to tell, on a GPU, whether a problem comes from the descriptor (TMA) path.
+TENSOR_DESCRIPTORS_ALLOWED: bool = os.environ.get("SEQOPS_TENSOR_DESCRIPTORS", "1") != "0"
+
+
 @functools.lru_cache(maxsize=None)
 def _has_tma(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 9
@@ -154,7 +160,9 @@ def _has_tma(device_index: int) -> bool:
 def tensor_descriptors_run(device: torch.device) -> bool:
     """Whether a kernel launched on `device` can read through tensor descriptors: on a GPU
     with TMA (sm_90 and later), and under the interpreter, which runs them as loads (so
-    that the tests run the same kernel code)."""
+    that the tests run the same kernel code); never with SEQOPS_TENSOR_DESCRIPTORS=0."""
+    if not TENSOR_DESCRIPTORS_ALLOWED:
+        return False
     if INTERPRETED:
         return True
     if device.type != "cuda":

@@ -167,3 +167,11 @@ def test_backward_keeps_head_dims_past_128_on_pointer_loads(monkeypatch):
 
     assert set(launched_flags(backward.DESCRIPTOR_MAX_BLOCK_D).values()) == {True}
     assert set(launched_flags(backward.DESCRIPTOR_MAX_BLOCK_D + 8).values()) == {False}
+
+
+def test_the_switch_keeps_every_launch_on_pointer_loads(monkeypatch):
+    from seqops.kernels import runtime
+
+    monkeypatch.setattr(runtime, "TENSOR_DESCRIPTORS_ALLOWED", False)
+    assert not runtime.tensor_descriptors_run(torch.device("cpu"))
+    assert not runtime.tensor_descriptors_run(torch.device("cuda"))
