@@ -92,16 +92,19 @@ def test_sequence_projection_several_slices_bidirectional_two_layers(device, pac
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_projection_weights_on_chip(device):
-    """H = 9, proj_size 5: one slice each, W_hh [36, 5] loaded once, reversed and packed."""
+    """H = 9, proj_size 5: one slice each, W_hh [36, 5] loaded once, reversed and packed.
+    Each weight-gradient entry sums about T x B terms: pool 8 trials (as test_cell_layers)."""
     config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=5, num_layers=1)
-    check_sequence(device, config, True, T=5, B=4, I=6, H=9)
+    check_sequence(device, config, True, T=5, B=4, I=6, H=9, min_trials=8)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_weights_on_chip_batch_first_no_bias(device):
-    """H = 9 fits one slice: W_hh is loaded once, before the time loop."""
+    """H = 9 fits one slice: W_hh is loaded once, before the time loop. Each weight-gradient
+    entry sums about T x B terms: pool 8 trials (one trial failed at seed 486904617, d
+    weight_hh at 2.6x torch's error of 7.5e-8)."""
     config = dict(bias=False, batch_first=True, bidirectional=True, proj_size=0, num_layers=1)
-    check_sequence(device, config, True, T=6, B=4, I=5, H=9)
+    check_sequence(device, config, True, T=6, B=4, I=5, H=9, min_trials=8)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (4, 1)], ids=lambda s: f"T{s[0]}-B{s[1]}")
