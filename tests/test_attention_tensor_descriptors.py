@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from devices import DEVICES, skip_unless_runnable
+from seqops.kernels.attention.common import tensor_descriptors_fit
 from test_attention_offsets import launch_flags
 from test_attention_strides import E, L, PER_TENSOR, S
 
@@ -39,17 +40,17 @@ FITS = {
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_fit_follows_the_alignment_of_each_layout(forward, layout, dtype):
     q = PER_TENSOR[layout]("cpu", dtype, L).detach()
-    assert forward.tensor_descriptors_fit([q]) is FITS[layout]
+    assert tensor_descriptors_fit([q]) is FITS[layout]
 
 
 def test_fit_refuses_rows_too_short_or_not_advancing(forward):
     short = torch.randn(1, 1, 8, 4, dtype=torch.float16)  # rows of 8 bytes
-    assert not forward.tensor_descriptors_fit([short])
+    assert not tensor_descriptors_fit([short])
     same_row = torch.randn(1, 1, 1, 64).expand(1, 1, 8, 64)  # row stride 0
-    assert not forward.tensor_descriptors_fit([same_row])
-    assert forward.tensor_descriptors_fit([torch.randn(1, 1, 8, 64)])
+    assert not tensor_descriptors_fit([same_row])
+    assert tensor_descriptors_fit([torch.randn(1, 1, 8, 64)])
     # Any one operand that does not fit sends the launch to pointer loads.
-    assert not forward.tensor_descriptors_fit([torch.randn(1, 1, 8, 64), short])
+    assert not tensor_descriptors_fit([torch.randn(1, 1, 8, 64), short])
 
 
 @pytest.mark.parametrize("layout", ["projection-transposed", "storage-offset"])
@@ -76,10 +77,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("device", DEVICES)
-def test_descriptor_loads_give_the_pointer_loads_result(forward, device, dtype, case):
+def case_inputs(case: str, device: str, dtype: torch.dtype):
+    """(q, k, v, mask, forward's arguments after q, k, v, mask) of a CASES entry, fresh."""
     skip_unless_runnable(device, "triton")
     from seqops.kernels.runtime import tensor_descriptors_run
 
@@ -92,17 +91,28 @@ def test_descriptor_loads_give_the_pointer_loads_result(forward, device, dtype, 
     mask = {None: None,
             "bool": torch.rand(2, 1, Lq, S_, device=device) > 0.3,
             "float": torch.randn(1, Hq, Lq, S_, device=device, dtype=dtype)}[mask_kind]
-    assert forward.tensor_descriptors_fit([q, k, v])
-    args = (q, k, v, mask, dropout, causal, offset, E_ ** -0.5, 1234)
-    out, lse = forward.attention_forward(*args, tensor_descriptors=True)
-    out_pointers, lse_pointers = forward.attention_forward(*args, tensor_descriptors=False)
-    assert out.isfinite().all()
-    if device == "cpu":  # the interpreter: the same values through the same arithmetic
-        assert torch.equal(out, out_pointers)
-        assert torch.equal(lse, lse_pointers)
+    return q, k, v, mask, (dropout, causal, offset, E_ ** -0.5, 1234)
+
+
+def assert_same(name: str, through_descriptors, through_pointers, finite: bool = True):
+    """Descriptor and pointer results agree (and, when `finite`, hold no inf or NaN)."""
+    assert not finite or through_descriptors.isfinite().all(), name
+    if through_descriptors.device.type == "cpu":  # the interpreter: the same values through the same arithmetic
+        assert torch.equal(through_descriptors, through_pointers), name
     else:  # compiled, the two may schedule the arithmetic apart: within a rounding
-        torch.testing.assert_close(out, out_pointers)
-        torch.testing.assert_close(lse, lse_pointers)
+        torch.testing.assert_close(through_descriptors, through_pointers, msg=name)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_descriptor_loads_give_the_pointer_loads_result(forward, device, dtype, case):
+    q, k, v, mask, rest = case_inputs(case, device, dtype)
+    assert tensor_descriptors_fit([q, k, v])
+    out, lse = forward.attention_forward(q, k, v, mask, *rest, tensor_descriptors=True)
+    out_pointers, lse_pointers = forward.attention_forward(q, k, v, mask, *rest, tensor_descriptors=False)
+    assert_same("out", out, out_pointers)
+    assert_same("lse", lse, lse_pointers, finite=False)  # -inf for a row with every key masked
 
 
 @pytest.mark.parametrize("layout", ["projection-transposed", "storage-offset"])
@@ -125,35 +135,20 @@ def test_backward_takes_descriptors_for_its_matmul_kernels_where_they_fit(monkey
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_backward_descriptor_loads_give_the_pointer_loads_gradients(device, dtype, case):
-    skip_unless_runnable(device, "triton")
     from seqops.kernels.attention import backward, forward
-    from seqops.kernels.runtime import tensor_descriptors_run
 
-    if not tensor_descriptors_run(torch.device(device)):
-        pytest.skip("this GPU has no TMA (sm_90 and later)")
-    Lq, S_, E_, Ev, Hq, Hkv, mask_kind, causal, offset, dropout = CASES[case]
-    q = torch.randn(2, Hq, Lq, E_, device=device, dtype=dtype)
-    k = torch.randn(2, Hkv, S_, E_, device=device, dtype=dtype)
-    v = torch.randn(2, Hkv, S_, Ev, device=device, dtype=dtype)
-    mask = {None: None,
-            "bool": torch.rand(2, 1, Lq, S_, device=device) > 0.3,
-            "float": torch.randn(1, Hq, Lq, S_, device=device, dtype=dtype)}[mask_kind]
-    scale, seed = E_ ** -0.5, 99
-    out, lse = forward.attention_forward(q, k, v, mask, dropout, causal, offset, scale, seed)
+    q, k, v, mask, rest = case_inputs(case, device, dtype)
+    out, lse = forward.attention_forward(q, k, v, mask, *rest)
     grad_out = torch.randn_like(out)
-    assert forward.tensor_descriptors_fit([q, k, v, grad_out])
-    args = (grad_out, q, k, v, out, lse, mask, dropout, causal, offset, scale, seed, mask_kind == "float")
+    assert tensor_descriptors_fit([q, k, v, grad_out])
+    args = (grad_out, q, k, v, out, lse, mask, *rest, mask is not None and mask.dtype != torch.bool)
     with_descriptors = backward.attention_backward(*args, tensor_descriptors=True)
     with_pointers = backward.attention_backward(*args, tensor_descriptors=False)
     for name, a, b in zip(("dq", "dk", "dv", "dmask"), with_descriptors, with_pointers):
         if b is None:
             assert a is None
-            continue
-        assert a.isfinite().all(), name
-        if device == "cpu":
-            assert torch.equal(a, b), name
         else:
-            torch.testing.assert_close(a, b, msg=name)
+            assert_same(name, a, b)
 
 
 def test_backward_keeps_head_dims_past_128_on_pointer_loads(monkeypatch):

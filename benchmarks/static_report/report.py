@@ -19,8 +19,6 @@ COMMAND = "python -m benchmarks.static_report --write"
 # over 4 warps or a multiple; fp32 dots run on FMA units on every arch).
 WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel")
 WGMMA_MIN_BLOCK_M = 64
-# A launch with TENSOR_DESCRIPTORS on must load through TMA on sm_90 (cp.async.bulk.tensor):
-# without it, the compiler fell back to ordinary loads.
 
 # Fixed launches known to spill, by kernel: (which launches, why they are let through).
 # Each is listed as KNOWN-SPILL in the report, never as ok; a spill of any other fixed
@@ -68,11 +66,16 @@ class Entry:
     def needs_wgmma(self) -> bool:
         launch = self.launch
         constants = launch.constants()
-        sixteen_bit = any(kind in ("*fp16", "*bf16") for name, kind in launch.signature.items() if name == "q_ptr")
-        return (self.arch == 90 and launch.kernel.fn.__name__ in WGMMA_KERNELS and sixteen_bit
+        return (self.arch == 90 and launch.kernel.fn.__name__ in WGMMA_KERNELS and self.sixteen_bit()
                 and constants.get("BLOCK_M", 0) >= WGMMA_MIN_BLOCK_M and launch.options.get("num_warps", 4) % 4 == 0)
 
+    def sixteen_bit(self) -> bool:
+        """Whether an attention launch's q is fp16 or bf16 (its dots on tensor cores)."""
+        return self.launch.signature.get("q_ptr") in ("*fp16", "*bf16")
+
     def needs_tma(self) -> bool:
+        """A launch with TENSOR_DESCRIPTORS on must load through TMA on sm_90
+        (cp.async.bulk.tensor): without it, the compiler fell back to ordinary loads."""
         return self.arch == 90 and self.launch.constants().get("TENSOR_DESCRIPTORS") is True
 
     def failed(self) -> bool:
@@ -166,7 +169,7 @@ def modelled_forward(entries: Iterable[Entry]) -> list[str]:
     for entry in sorted(entries, key=lambda e: e.launch.describe()):
         constants, build = entry.launch.constants(), entry.build
         if (entry.arch != 90 or entry.launch.kernel.fn.__name__ != "attention_forward_kernel" or build.error
-                or not any(kind in ("*fp16", "*bf16") for name, kind in entry.launch.signature.items() if name == "q_ptr")
+                or not entry.sixteen_bit()
                 or constants.get("MASK_KIND") or constants.get("DROPOUT") or constants.get("INT64_OFFSETS")
                 or constants.get("HEAD_DIM") != constants.get("BLOCK_D")):
             continue

@@ -6,8 +6,10 @@ Forward: per block of queries, an online softmax over blocks of keys; key blocks
 query of the block sees run unmasked, the causal diagonal band and the ragged last block
 run masked, and blocks past the diagonal are skipped. Only the logsumexp of each row is
 saved. On sm_90 and later, q, k and v are read through tensor descriptors (TMA) where
-their alignment allows (common.tensor_descriptors_fit), through pointers elsewhere; so
-are q, k, v and dO in the backward's dK/dV and dQ kernels, up to head dim 128. Backward: delta = rowsum(dO * O); then dK, dV per block of keys (looping over the
+their alignment allows (common.descriptor_loads), through pointers elsewhere; so are q,
+k, v and dO in the backward's dK/dV and dQ kernels, up to head dim 128.
+
+Backward: delta = rowsum(dO * O); then dK, dV per block of keys (looping over the
 query blocks, and over the query heads of a GQA group) and dQ per block of queries, with P
 recomputed from the logsumexp: no atomics, so the gradients are deterministic. A float
 mask that needs a gradient gets its own kernel, reducing dS over the dims the mask

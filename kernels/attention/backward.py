@@ -9,9 +9,9 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range, causal_query_range
-from ..runtime import cast_rounded, ceil_div, dot, ensure_scratch_allocator, tensor_descriptors_run
-from .common import (MASK_FLOAT, grad_scores, head_block, head_slice, load_block, load_rows, mask_operand,
-                     needs_int64_offsets, query_block_of_program, row_source, score_units, tensor_descriptors_fit,
+from ..runtime import cast_rounded, ceil_div, dot
+from .common import (MASK_FLOAT, descriptor_loads, grad_scores, head_block, head_slice, load_block, load_rows,
+                     mask_operand, needs_int64_offsets, query_block_of_program, row_source, score_units,
                      tile_pointers)
 from .tuning import autotune, delta_rows, dmask_tile, length_bucket
 
@@ -94,10 +94,9 @@ def _dkdv_query_blocks(
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = load_block(q_source, start_m, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS,
-                       TENSOR_DESCRIPTORS)
-        do = load_block(do_source, start_m, offs_m, offs_dv, do_strides[2], do_strides[3], L, HEAD_DIM_V,
-                        INT64_OFFSETS, TENSOR_DESCRIPTORS)
+        q = load_block(q_source, q_strides, start_m, offs_m, offs_d, L, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
+        do = load_block(do_source, do_strides, start_m, offs_m, offs_dv, L, HEAD_DIM_V, INT64_OFFSETS,
+                        TENSOR_DESCRIPTORS)
         lse = tl.load(lse_base + offs_m, mask=offs_m < L, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=offs_m < L, other=0.0)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
@@ -137,14 +136,10 @@ def attention_backward_dkdv_kernel(
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
-                          TENSOR_DESCRIPTORS)
-    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
-                          TENSOR_DESCRIPTORS)
-    k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
-                   TENSOR_DESCRIPTORS)
-    v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
-                   TENSOR_DESCRIPTORS)
+    k_source = row_source(k_ptr, k_strides, b, h_kv, S, HEAD_DIM, BLOCK_N, BLOCK_D, TENSOR_DESCRIPTORS)
+    v_source = row_source(v_ptr, v_strides, b, h_kv, S, HEAD_DIM_V, BLOCK_N, BLOCK_DV, TENSOR_DESCRIPTORS)
+    k = load_block(k_source, k_strides, start_n, offs_n, offs_d, S, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
+    v = load_block(v_source, v_strides, start_n, offs_n, offs_dv, S, HEAD_DIM_V, INT64_OFFSETS, TENSOR_DESCRIPTORS)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     if CAUSAL:
@@ -157,10 +152,8 @@ def attention_backward_dkdv_kernel(
     for g in range(group_size):
         h = h_kv * group_size + g
         bh = b * n_heads + h
-        q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
-                              TENSOR_DESCRIPTORS)
-        do_source = row_source(head_slice(do_ptr, do_strides, b, h), L, HEAD_DIM_V, do_strides[2], BLOCK_M,
-                               BLOCK_DV, TENSOR_DESCRIPTORS)
+        q_source = row_source(q_ptr, q_strides, b, h, L, HEAD_DIM, BLOCK_M, BLOCK_D, TENSOR_DESCRIPTORS)
+        do_source = row_source(do_ptr, do_strides, b, h, L, HEAD_DIM_V, BLOCK_M, BLOCK_DV, TENSOR_DESCRIPTORS)
         mask_base = head_slice(mask_ptr, mask_strides, b, h)
         dk, dv = _dkdv_query_blocks(
             dk, dv, k, v, q_source, do_source, lse_ptr + bh * L, delta_ptr + bh * L, mask_base,
@@ -198,10 +191,8 @@ def _dq_key_blocks(
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
-                       TENSOR_DESCRIPTORS)
-        v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
-                       TENSOR_DESCRIPTORS)
+        k = load_block(k_source, k_strides, start_n, offs_n, offs_d, S, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
+        v = load_block(v_source, v_strides, start_n, offs_n, offs_dv, S, HEAD_DIM_V, INT64_OFFSETS, TENSOR_DESCRIPTORS)
         p, ds = grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S,
                             qk_scale, mask_scale, causal_offset, dropout_p, seed, bh,
                             MASK_KIND, CAUSAL and MASKED, MASKED, DROPOUT, EXACT, INT64_OFFSETS)
@@ -230,20 +221,15 @@ def attention_backward_dq_kernel(
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
-                          TENSOR_DESCRIPTORS)
-    do_source = row_source(head_slice(do_ptr, do_strides, b, h), L, HEAD_DIM_V, do_strides[2], BLOCK_M, BLOCK_DV,
-                           TENSOR_DESCRIPTORS)
-    q = load_block(q_source, start_m, offs_m, offs_d, q_strides[2], q_strides[3], L, HEAD_DIM, INT64_OFFSETS,
-                   TENSOR_DESCRIPTORS)
-    do = load_block(do_source, start_m, offs_m, tl.arange(0, BLOCK_DV), do_strides[2], do_strides[3], L, HEAD_DIM_V,
-                    INT64_OFFSETS, TENSOR_DESCRIPTORS)
+    q_source = row_source(q_ptr, q_strides, b, h, L, HEAD_DIM, BLOCK_M, BLOCK_D, TENSOR_DESCRIPTORS)
+    do_source = row_source(do_ptr, do_strides, b, h, L, HEAD_DIM_V, BLOCK_M, BLOCK_DV, TENSOR_DESCRIPTORS)
+    q = load_block(q_source, q_strides, start_m, offs_m, offs_d, L, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
+    do = load_block(do_source, do_strides, start_m, offs_m, tl.arange(0, BLOCK_DV), L, HEAD_DIM_V, INT64_OFFSETS,
+                    TENSOR_DESCRIPTORS)
     lse = tl.load(lse_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=float("inf"))
     delta = tl.load(delta_ptr + bh.to(tl.int64) * L + offs_m, mask=offs_m < L, other=0.0)
-    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
-                          TENSOR_DESCRIPTORS)
-    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
-                          TENSOR_DESCRIPTORS)
+    k_source = row_source(k_ptr, k_strides, b, h_kv, S, HEAD_DIM, BLOCK_N, BLOCK_D, TENSOR_DESCRIPTORS)
+    v_source = row_source(v_ptr, v_strides, b, h_kv, S, HEAD_DIM_V, BLOCK_N, BLOCK_DV, TENSOR_DESCRIPTORS)
     mask_base = head_slice(mask_ptr, mask_strides, b, h)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
@@ -373,12 +359,9 @@ def attention_backward(
     dims = dict(HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev))
     flags = dict(MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets)
     common = (float(scale), float(dropout_p), int(seed), int(causal_offset))
-    if tensor_descriptors is None:
-        tensor_descriptors = tensor_descriptors_run(q.device) and tensor_descriptors_fit([q, k, v, grad_out])
-    tensor_descriptors = tensor_descriptors and max(dims["BLOCK_D"], dims["BLOCK_DV"]) <= DESCRIPTOR_MAX_BLOCK_D
-    if tensor_descriptors:
-        ensure_scratch_allocator()
-    matmul_flags = dict(flags, TENSOR_DESCRIPTORS=bool(tensor_descriptors))
+    if max(dims["BLOCK_D"], dims["BLOCK_DV"]) > DESCRIPTOR_MAX_BLOCK_D:
+        tensor_descriptors = False
+    matmul_flags = dict(flags, TENSOR_DESCRIPTORS=descriptor_loads(tensor_descriptors, [q, k, v, grad_out]))
     delta = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
     if dmask is None:
         delta_block = delta_rows(head_block(Ev))

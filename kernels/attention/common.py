@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_visible
-from ..runtime import dot, exp_accurate, next_power_of_2
+from ..runtime import dot, ensure_scratch_allocator, exp_accurate, next_power_of_2, tensor_descriptors_run
 from .tuning import LONGEST_TILE_EDGE
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -115,16 +115,17 @@ def load_rows(base, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols
 
 
 @triton.jit
-def row_source(base, n_rows, n_cols, stride_row, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+def row_source(ptr, strides, batch, head, n_rows, n_cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
                TENSOR_DESCRIPTORS: tl.constexpr):
-    """What load_block reads [BLOCK_ROWS, BLOCK_COLS] tiles of a (batch, head) slice from:
-    with TENSOR_DESCRIPTORS, a tensor descriptor of the [n_rows, n_cols] slice (TMA loads
-    on sm_90; the launcher checked the alignment they need, tensor_descriptors_fit), else
-    the slice's pointer."""
+    """What load_block reads [BLOCK_ROWS, BLOCK_COLS] tiles of the (batch, head) slice of a
+    4-D tensor from (strides as head_slice takes them): with TENSOR_DESCRIPTORS, a tensor
+    descriptor of the [n_rows, n_cols] slice (TMA loads on sm_90; the launcher checked the
+    alignment they need, tensor_descriptors_fit), else the slice's pointer."""
+    base = head_slice(ptr, strides, batch, head)
     # One return, of whichever value the constexpr branch made: the compiler rejects a
     # function whose return statements differ in type, the one not taken included.
     if TENSOR_DESCRIPTORS:
-        source = tl.make_tensor_descriptor(base, shape=[n_rows, n_cols], strides=[stride_row, 1],
+        source = tl.make_tensor_descriptor(base, shape=[n_rows, n_cols], strides=[strides[2], 1],
                                            block_shape=[BLOCK_ROWS, BLOCK_COLS])
     else:
         source = base
@@ -132,14 +133,15 @@ def row_source(base, n_rows, n_cols, stride_row, BLOCK_ROWS: tl.constexpr, BLOCK
 
 
 @triton.jit
-def load_block(source, start, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols,
-               INT64_OFFSETS: tl.constexpr, TENSOR_DESCRIPTORS: tl.constexpr):
+def load_block(source, strides, start, offs_rows, offs_cols, n_rows, n_cols, INT64_OFFSETS: tl.constexpr,
+               TENSOR_DESCRIPTORS: tl.constexpr):
     """The tile of rows offs_rows = start + arange and columns offs_cols = arange of a
-    row_source, zeros outside [n_rows, n_cols]: one descriptor load, or masked loads."""
+    row_source (of a tensor with these strides), zeros outside [n_rows, n_cols]: one
+    descriptor load, or masked loads."""
     if TENSOR_DESCRIPTORS:
         tile = source.load([start, 0])
     else:
-        tile = load_rows(source, offs_rows, offs_cols, stride_row, stride_col, n_rows, n_cols, INT64_OFFSETS)
+        tile = load_rows(source, offs_rows, offs_cols, strides[2], strides[3], n_rows, n_cols, INT64_OFFSETS)
     return tile
 
 
@@ -202,6 +204,17 @@ def tensor_descriptors_fit(operands: Sequence[torch.Tensor]) -> bool:
                 or any(n % DESCRIPTOR_ALIGNMENT for n in (operand.data_ptr(), rows_apart, batches_apart, heads_apart))):
             return False
     return True
+
+
+def descriptor_loads(requested: Optional[bool], operands: Sequence[torch.Tensor]) -> bool:
+    """Whether a launch reads `operands` through tensor descriptors: as `requested`, or
+    where the device runs them and the operands fit (None); then with Triton's scratch
+    allocator set, which descriptors built on the device need."""
+    use = requested if requested is not None else (
+        tensor_descriptors_run(operands[0].device) and tensor_descriptors_fit(operands))
+    if use:
+        ensure_scratch_allocator()
+    return bool(use)
 
 
 INT32_MAX = 2**31 - 1

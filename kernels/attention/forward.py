@@ -9,10 +9,10 @@ import triton
 import triton.language as tl
 
 from ..masks import causal_key_range
-from ..runtime import cast_rounded, ceil_div, dot, ensure_scratch_allocator, tensor_descriptors_run
-from .common import (LN2, dropout_keep, exp_units, head_block, head_slice, load_block, mask_operand,
-                     needs_int64_offsets, query_block_of_program, row_source, score_units, scores,
-                     tensor_descriptors_fit, tile_pointers)
+from ..runtime import cast_rounded, ceil_div, dot
+from .common import (LN2, descriptor_loads, dropout_keep, exp_units, head_block, head_slice, load_block,
+                     mask_operand, needs_int64_offsets, query_block_of_program, row_source, score_units, scores,
+                     tile_pointers)
 from .tuning import autotune, length_bucket
 
 
@@ -31,8 +31,7 @@ def _forward_key_blocks(
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_block(k_source, start_n, offs_n, offs_d, k_strides[2], k_strides[3], S, HEAD_DIM, INT64_OFFSETS,
-                       TENSOR_DESCRIPTORS)
+        k = load_block(k_source, k_strides, start_n, offs_n, offs_d, S, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
         s = scores(q, k, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S, qk_scale, mask_scale,
                    causal_offset, MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -45,8 +44,7 @@ def _forward_key_blocks(
         if DROPOUT:
             keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
             p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
-        v = load_block(v_source, start_n, offs_n, offs_dv, v_strides[2], v_strides[3], S, HEAD_DIM_V, INT64_OFFSETS,
-                       TENSOR_DESCRIPTORS)
+        v = load_block(v_source, v_strides, start_n, offs_n, offs_dv, S, HEAD_DIM_V, INT64_OFFSETS, TENSOR_DESCRIPTORS)
         acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -74,14 +72,11 @@ def attention_forward_kernel(
     qk_scale, mask_scale = score_units(scale, EXACT)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    q_source = row_source(head_slice(q_ptr, q_strides, b, h), L, HEAD_DIM, q_strides[2], BLOCK_M, BLOCK_D,
-                          TENSOR_DESCRIPTORS)
-    q = load_block(q_source, start_m, offs_m, tl.arange(0, BLOCK_D), q_strides[2], q_strides[3], L, HEAD_DIM,
-                   INT64_OFFSETS, TENSOR_DESCRIPTORS)
-    k_source = row_source(head_slice(k_ptr, k_strides, b, h_kv), S, HEAD_DIM, k_strides[2], BLOCK_N, BLOCK_D,
-                          TENSOR_DESCRIPTORS)
-    v_source = row_source(head_slice(v_ptr, v_strides, b, h_kv), S, HEAD_DIM_V, v_strides[2], BLOCK_N, BLOCK_DV,
-                          TENSOR_DESCRIPTORS)
+    q_source = row_source(q_ptr, q_strides, b, h, L, HEAD_DIM, BLOCK_M, BLOCK_D, TENSOR_DESCRIPTORS)
+    q = load_block(q_source, q_strides, start_m, offs_m, tl.arange(0, BLOCK_D), L, HEAD_DIM, INT64_OFFSETS,
+                   TENSOR_DESCRIPTORS)
+    k_source = row_source(k_ptr, k_strides, b, h_kv, S, HEAD_DIM, BLOCK_N, BLOCK_D, TENSOR_DESCRIPTORS)
+    v_source = row_source(v_ptr, v_strides, b, h_kv, S, HEAD_DIM_V, BLOCK_N, BLOCK_DV, TENSOR_DESCRIPTORS)
     mask_base = head_slice(mask_ptr, mask_strides, b, h)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -132,9 +127,8 @@ def attention_forward(
     key j <= i + causal_offset; dropout_p in [0, 1), with the Philox `seed`. Returns out [B, Hq, L, Ev] (q's dtype, contiguous) and
     lse [B, Hq, L] fp32 (natural log; -inf for rows with every key masked).
     tensor_descriptors: read q, k and v through tensor descriptors (TMA); None: where the
-    device runs them (runtime.tensor_descriptors_run) and the operands' alignment lets
-    them (common.tensor_descriptors_fit). Both read the same values: the choice changes
-    how, not what.
+    device runs them and the operands' alignment lets them (common.descriptor_loads).
+    Both read the same values: the choice changes how, not what.
     """
     B, Hq, L, E = q.shape
     Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
@@ -147,10 +141,7 @@ def attention_forward(
     mask_kind, mask_arg, mask_strides = mask_operand(mask, (B, Hq, L, S), q)
     int64_offsets = needs_int64_offsets([q, k, v, out] + ([mask_arg] if mask_kind else []),
                                         (L, S) if dropout_p > 0 else None)
-    if tensor_descriptors is None:
-        tensor_descriptors = tensor_descriptors_run(q.device) and tensor_descriptors_fit([q, k, v])
-    if tensor_descriptors:
-        ensure_scratch_allocator()
+    tensor_descriptors = descriptor_loads(tensor_descriptors, [q, k, v])
     grid = lambda meta: (ceil_div(L, meta["BLOCK_M"]) * B * Hq,)
     attention_forward_kernel[grid](
         q, k, v, mask_arg, out, lse,
@@ -159,6 +150,6 @@ def attention_forward(
         float(scale), float(dropout_p), int(seed), int(causal_offset),
         HEAD_DIM=E, HEAD_DIM_V=Ev, BLOCK_D=head_block(E), BLOCK_DV=head_block(Ev),
         MASK_KIND=mask_kind, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0, INT64_OFFSETS=int64_offsets,
-        TENSOR_DESCRIPTORS=bool(tensor_descriptors),
+        TENSOR_DESCRIPTORS=tensor_descriptors,
     )
     return out, lse
