@@ -3,7 +3,8 @@
 (BLOCK_M, BLOCK_N, num_warps) its autotuner may try.
 
 Generated from benchmarks/results/static/attention_tiles.json
-(measured by `python -m benchmarks.tiles measure --archs 90 80`, triton 3.6.0)
+(measured by `python -m benchmarks.tiles measure --archs 90 80 --kernels backward_fused`, triton
+3.6.0)
 by `python -m benchmarks.tiles generate`; do not edit it by hand.
 Rule: a candidate tile is kept for a class when, compiled for sm_90 at its kernel's deepest pipeline
 (the most num_stages it is tried at: the most shared memory), it compiled, spilled no registers and
@@ -46,5 +47,17 @@ TILES = {
         ('fp32', 64, 'plain'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
         ('fp32', 128, 'heavy'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 8), (32, 64, 8)],
         ('fp32', 128, 'plain'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8)],
+    },
+    'backward_fused': {
+        ('16-bit', 64, 'heavy'): [(16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (128, 32, 8)],
+        ('16-bit', 64, 'plain'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (32, 128, 8), (64, 32, 4), (64, 32, 8), (64, 64, 8), (128, 32, 8), (128, 64, 8)],
+        ('16-bit', 128, 'heavy'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 64, 8)],
+        ('16-bit', 128, 'plain'): [(16, 16, 4), (16, 16, 8), (32, 32, 4), (32, 32, 8), (32, 64, 8)],
+        ('16-bit', 256, 'heavy'): [(16, 16, 4), (16, 16, 8)],
+        ('16-bit', 256, 'plain'): [(16, 16, 4), (16, 16, 8), (32, 32, 8)],
+        ('fp32', 64, 'heavy'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 8), (32, 64, 8)],
+        ('fp32', 64, 'plain'): [(16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 8)],
+        ('fp32', 128, 'heavy'): [(16, 16, 4), (16, 16, 8)],
+        ('fp32', 128, 'plain'): [(16, 16, 8)],
     },
 }

@@ -115,8 +115,12 @@ def test_descriptor_loads_give_the_pointer_loads_result(forward, device, dtype, 
     assert_same("lse", lse, lse_pointers, finite=False)  # -inf for a row with every key masked
 
 
+@pytest.mark.parametrize("schedule, kernels", [
+    ("fused", ["attention_backward_fused_kernel"]),
+    ("split", ["attention_backward_dkdv_kernel", "attention_backward_dq_kernel"]),
+])
 @pytest.mark.parametrize("layout", ["projection-transposed", "storage-offset"])
-def test_backward_takes_descriptors_for_its_matmul_kernels_where_they_fit(monkeypatch, layout):
+def test_backward_takes_descriptors_for_its_matmul_kernels_where_they_fit(monkeypatch, layout, schedule, kernels):
     from seqops.kernels.attention import backward
     from seqops.kernels.runtime import tensor_descriptors_run
 
@@ -127,8 +131,9 @@ def test_backward_takes_descriptors_for_its_matmul_kernels_where_they_fit(monkey
     out = torch.randn(2, 3, L, E, dtype=torch.float16)
     lse = torch.randn(2, 3, L)
     flags = launch_flags(monkeypatch, backward, lambda: backward.attention_backward(
-        torch.randn_like(out), q, k, v, out, lse, None, 0.0, False, 0, 0.1, 0, False), flag="TENSOR_DESCRIPTORS")
-    assert flags == {"attention_backward_dkdv_kernel": FITS[layout], "attention_backward_dq_kernel": FITS[layout]}
+        torch.randn_like(out), q, k, v, out, lse, None, 0.0, False, 0, 0.1, 0, False, schedule=schedule),
+        flag="TENSOR_DESCRIPTORS")
+    assert flags == {kernel: FITS[layout] for kernel in kernels}
 
 
 @pytest.mark.parametrize("case", ["gqa-causal", "bottom-right-causal-bool-mask", "float-mask-dropout"])

@@ -15,6 +15,6 @@ def test_length_bucket(L, S, bucket):
 
 
 @pytest.mark.parametrize("kernel", [forward.attention_forward_kernel, backward.attention_backward_dkdv_kernel,
-                                    backward.attention_backward_dq_kernel])
+                                    backward.attention_backward_dq_kernel, backward.attention_backward_fused_kernel])
 def test_autotuned_kernels_key_on_the_length_class(kernel):
     assert "length_bucket" in kernel.keys and "length_bucket" in kernel.arg_names

@@ -34,8 +34,9 @@ def keys(seed, causal_offset, group_size):
     mask = torch.zeros(1, H, 1, S, dtype=torch.bfloat16)
     def drive():
         out, lse = attention.attention_forward(q, k, v, mask, 0.1, True, causal_offset, 0.125, seed)
-        attention.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, 0.1, True, causal_offset,
-                                     0.125, seed, True)
+        for schedule in backward.SCHEDULES:
+            attention.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, 0.1, True, causal_offset,
+                                         0.125, seed, True, schedule=schedule)
     launches = record_launches((forward, backward), drive, hungriest_config)
     return {launch.name: repr(launch.key) for launch in launches}
 
@@ -59,7 +60,8 @@ def test_seed_and_causal_offset_do_not_make_new_kernel_variants():
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     grouped = runs.pop("grouped heads")
     first_name, first = next(iter(runs.items()))
-    assert {"attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel"} <= set(first)
+    assert {"attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel",
+            "attention_backward_fused_kernel"} <= set(first)
     for name, launch_keys in runs.items():
         for kernel, key in launch_keys.items():
             assert key == first[kernel], f"{kernel}: {name} compiles another variant than {first_name}"

@@ -18,6 +18,9 @@ def main(argv=None) -> int:
     measure.add_argument("--all-stages", action="store_true",
                          help="every num_stages a kernel is tried at, not only its deepest")
     measure.add_argument("--out", type=Path, default=MEASUREMENT, help=f"default: {MEASUREMENT}")
+    measure.add_argument("--kernels", nargs="+", metavar="KERNEL",
+                         help="measure only these kernels (tuning names, e.g. backward_fused) and replace their "
+                              "builds in the measurement at --out, keeping the others'")
     generate = steps.add_parser("generate", help="write the tile table from the recorded measurement")
     generate.add_argument("--measurement", type=Path, default=MEASUREMENT, help=f"default: {MEASUREMENT}")
     generate.add_argument("--out", type=Path, default=TABLE, help=f"default: {TABLE}")
@@ -27,7 +30,7 @@ def main(argv=None) -> int:
 
         if 90 not in args.archs:
             parser.error("--archs must include 90: the table's rule reads sm_90")
-        return measuring.main(args.archs, args.jobs, args.all_stages, args.out)
+        return measuring.main(args.archs, args.jobs, args.all_stages, args.out, args.kernels)
     from . import generate as generating
 
     return generating.main(args.measurement, args.out)

@@ -33,6 +33,11 @@ DTYPES = {"16-bit": torch.bfloat16, "fp32": torch.float32}
 # head dim 128: 850 KB spilled, 9 minutes).
 FP32_MAX_TILE_SCORES = 64 * 64
 NOT_COMPILED = f"not compiled: fp32 tiles of more than {FP32_MAX_TILE_SCORES} scores spill kilobytes"
+# The fused backward holds all that the dK/dV kernel holds (k, v, the dK and dV
+# accumulators, a tile of scores and their gradient) and a dQ tile more, so it is
+# compiled only at the tiles the dK/dV kernel's table keeps for the class.
+BOUNDED_BY = {"backward_fused": "backward_dkdv"}
+NOT_COMPILED_BOUNDED = "not compiled: the table of {} drops this tile for this class"
 MAX_HEAD_DIMS = {"16-bit": attention_kernels.MAX_HEAD_DIM, "fp32": attention_kernels.FP32_MAX_HEAD_DIM}
 
 
@@ -45,15 +50,17 @@ def admitted_classes() -> list[tuple[str, int, str]]:
 
 
 def class_launch(dtype_class: str, head_class: int, weight: str):
-    """One forward and backward through the launchers at the launch standing for a class."""
+    """One forward and backward (each schedule) through the launchers at the launch
+    standing for a class."""
     B, H, L, S = SHAPE
     dtype = DTYPES[dtype_class]
     q, k, v = (torch.randn(B, H, n, head_class, dtype=dtype) for n in (L, S, S))
     inputs = WEIGHT_INPUTS[weight]
     mask = torch.zeros(1, H, 1, S, dtype=dtype) if inputs["mask"] == "float" else None
     out, lse = attention_kernels.attention_forward(q, k, v, mask, inputs["dropout"], True, 0, 0.1, 1)
-    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, inputs["dropout"], True, 0,
-                                         0.1, 1, mask is not None)
+    for schedule in attention_backward.SCHEDULES:
+        attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, inputs["dropout"], True,
+                                             0, 0.1, 1, mask is not None, schedule=schedule)
 
 
 def kernel_of(launch) -> str:
@@ -61,10 +68,13 @@ def kernel_of(launch) -> str:
     return launch.name.removeprefix("attention_").removesuffix("_kernel")
 
 
-def builds_to_measure(archs: list[int], all_stages: bool) -> list[tuple[dict, Optional[BuildTask]]]:
-    """(what is measured, how to compile it, or None where it is not compiled) for every
-    candidate config of every autotuned kernel, class and arch: the autotuners' prune
-    (the tile table itself) is bypassed."""
+def builds_to_measure(archs: list[int], all_stages: bool,
+                      kernels: Optional[list[str]] = None) -> list[tuple[dict, Optional[BuildTask], Optional[str]]]:
+    """(what is measured, how to compile it, or None and why it is not compiled) for
+    every candidate config of every autotuned kernel (or of `kernels`), class and arch:
+    the autotuners' prune (the tile table itself) is bypassed."""
+    from seqops.kernels.tiles import TILES
+
     builds = []
     for key in admitted_classes():
         launches = record_launches((attention_forward, attention_backward), lambda: class_launch(*key),
@@ -74,32 +84,36 @@ def builds_to_measure(archs: list[int], all_stages: bool) -> list[tuple[dict, Op
                 continue
             kernel = kernel_of(launch)
             stages = launch.options["num_stages"]
-            if not all_stages and stages != max(tuning.STAGES[kernel]):
+            if (kernels and kernel not in kernels) or (not all_stages and stages != max(tuning.STAGES[kernel])):
                 continue
             constants = launch.constants()
             tile = [constants["BLOCK_M"], constants["BLOCK_N"], launch.options["num_warps"]]
-            compiled = key[0] != "fp32" or tile[0] * tile[1] <= FP32_MAX_TILE_SCORES
+            skipped = None
+            if key[0] == "fp32" and tile[0] * tile[1] > FP32_MAX_TILE_SCORES:
+                skipped = NOT_COMPILED
+            elif kernel in BOUNDED_BY and tuple(tile) not in TILES[BOUNDED_BY[kernel]].get(key, []):
+                skipped = NOT_COMPILED_BOUNDED.format(BOUNDED_BY[kernel])
             for arch in archs:
                 what = {"kernel": kernel, "class": list(key), "tile": tile, "stages": stages, "arch": arch}
-                builds.append((what, launch.build(arch) if compiled else None))
-    kernels = list(tuning.STAGES)
-    order = lambda item: (kernels.index(item[0]["kernel"]), admitted_classes().index(tuple(item[0]["class"])),
+                builds.append((what, None if skipped else launch.build(arch), skipped))
+    kernel_order = list(tuning.STAGES)
+    order = lambda item: (kernel_order.index(item[0]["kernel"]), admitted_classes().index(tuple(item[0]["class"])),
                           tuning.CANDIDATE_TILES.index(tuple(item[0]["tile"])), item[0]["stages"], -item[0]["arch"])
     return sorted(builds, key=order)
 
 
-def measure(archs: list[int], jobs: int, all_stages: bool) -> dict:
+def measure(archs: list[int], jobs: int, all_stages: bool, kernels: Optional[list[str]] = None) -> dict:
     """The measurement: its provenance, what was measured, and one record per build."""
-    builds = builds_to_measure(archs, all_stages)
-    tasks = [task for _, task in builds if task is not None]
+    builds = builds_to_measure(archs, all_stages, kernels)
+    tasks = [task for _, task, _ in builds if task is not None]
     print(f"compiling {len(tasks)} launches with {jobs} processes ({len(builds) - len(tasks)} not compiled)",
           flush=True)
     records = []
     started = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
         results = iter(pool.map(compile_build, tasks))
-        for done, (what, task) in enumerate(builds, 1):
-            build = next(results) if task is not None else Build(error=NOT_COMPILED)
+        for done, (what, task, skipped) in enumerate(builds, 1):
+            build = next(results) if task is not None else Build(error=skipped)
             if build.error:
                 record = {**what, "registers": None, "spilled_bytes": None, "shared_bytes": None, "error": build.error}
             else:
@@ -140,14 +154,30 @@ def write_measurement(measurement: dict, path: Path = MEASUREMENT):
     path.write_text(text)
 
 
-def main(archs: list[int], jobs: int, all_stages: bool, out: Path) -> int:
+def merged(measured: dict, previous: dict, kernels: list[str]) -> dict:
+    """`previous` with the builds of `kernels` replaced by those of `measured` (a
+    measurement of those kernels only) and the header of `measured`; the command and the
+    source digest of each earlier measurement stay on record under "earlier"."""
+    kept = [build for build in previous["builds"] if build["kernel"] not in kernels]
+    earlier = previous.get("earlier", []) + [{"command": previous["command"],
+                                              "kernel_sources_sha256": previous["kernel_sources_sha256"],
+                                              "kernels kept": sorted({build["kernel"] for build in kept})}]
+    order = list(tuning.STAGES)
+    builds = sorted(kept + measured["builds"], key=lambda build: order.index(build["kernel"]))
+    return {**measured, "earlier": earlier, "builds": builds}
+
+
+def main(archs: list[int], jobs: int, all_stages: bool, out: Path, kernels: Optional[list[str]] = None) -> int:
     if runtime.INTERPRETED:
         print("measure: run without TRITON_INTERPRET (kernels are interpreted here)")
         return 2
-    measurement = measure(archs, jobs, all_stages)
+    measurement = measure(archs, jobs, all_stages, kernels)
+    if kernels:
+        measurement["command"] += " --kernels " + " ".join(kernels)
+        measurement = merged(measurement, json.loads(out.read_text()), kernels)
     write_measurement(measurement, out)
     errors = [record["error"] for record in measurement["builds"] if record["error"] is not None]
-    skipped = errors.count(NOT_COMPILED)
+    skipped = sum(error.startswith("not compiled") for error in errors)
     print(f"wrote {out} ({len(measurement['builds'])} builds: {skipped} not compiled, "
           f"{len(errors) - skipped} failed to compile)")
     return 0

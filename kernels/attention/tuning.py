@@ -22,8 +22,11 @@ CANDIDATE_TILES = [
     (16, 16, 4), (16, 16, 8), (16, 32, 4), (32, 32, 4), (32, 32, 8), (32, 64, 4), (32, 64, 8), (64, 32, 4),
     (64, 32, 8), (64, 64, 4), (64, 64, 8), (32, 128, 8), (128, 32, 8), (128, 64, 8), (64, 128, 8), (128, 128, 8),
 ]
+# The shortest block of queries of any tile (the interpreter's included): the fused
+# backward's turn counters are allocated for it, before the autotuner picks a tile.
+SMALLEST_BLOCK_M = min(block_m for block_m, _, _ in CANDIDATE_TILES)
 # Pipeline depths (num_stages) each autotuned kernel's candidates are tried at.
-STAGES = {"forward": (2, 3), "backward_dkdv": (1, 2), "backward_dq": (1, 2)}
+STAGES = {"forward": (2, 3), "backward_dkdv": (1, 2), "backward_dq": (1, 2), "backward_fused": (1, 2)}
 HEAD_DIM_CLASSES = (64, 128, 256)
 
 
@@ -110,8 +113,10 @@ def length_bucket(L: int, S: int) -> int:
     return min(max(1 << (longer - 1).bit_length(), SHORTEST_LENGTH_BUCKET), LONGEST_LENGTH_BUCKET)
 
 
-def autotune(kernel: str):
+def autotune(kernel: str, reset_to_zero=None):
     """The autotune decorator of an attention kernel (the length_bucket argument, which
-    the kernel itself ignores, is marked do_not_specialize by its jit)."""
+    the kernel itself ignores, is marked do_not_specialize by its jit). reset_to_zero:
+    arguments the kernel needs zeroed on entry, zeroed again before each timed run and
+    after the last one."""
     return triton.autotune(configs=autotune_configs(kernel), key=AUTOTUNE_KEY, prune_configs_by=pruned_to_table(kernel),
-                           cache_results=True)
+                           reset_to_zero=reset_to_zero, cache_results=True)
