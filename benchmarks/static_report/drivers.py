@@ -45,11 +45,11 @@ def drive_softmax():
 
 def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: bool, dropout: float,
                   query_row_stride: int = 0, tensor_descriptors: bool = False):
-    """One forward and backward through the attention launchers, on contiguous
-    [B, H, L, E] tensors as a model passes them; with query_row_stride, q's rows are that
-    many elements apart instead (a meta tensor: launches are recorded, not run); with
-    tensor_descriptors, the forward and the backward's dK/dV and dQ kernels read q, k, v (and
-    dO) through them, as they do on sm_90."""
+    """One forward and backward (each schedule) through the attention launchers, on
+    contiguous [B, H, L, E] tensors as a model passes them; with query_row_stride, q's rows
+    are that many elements apart instead (a meta tensor: launches are recorded, not run);
+    with tensor_descriptors, the forward and the backward's product kernels read q, k, v
+    (and dO) through them, as they do on sm_90."""
     B, H, L, S = 1, 2, 64, 64
     q, k, v = (torch.randn(B, H, n, head_dim, dtype=dtype) for n in (L, S, S))
     if query_row_stride:
@@ -58,8 +58,10 @@ def run_attention(dtype: torch.dtype, head_dim: int, mask_kind: str, causal: boo
             "float": torch.zeros(1, H, 1, S, dtype=dtype)}[mask_kind]
     out, lse = attention_forward.attention_forward(q, k, v, mask, dropout, causal, 0, 0.1, 1,
                                                    tensor_descriptors=tensor_descriptors)
-    attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0, 0.1, 1,
-                                         mask_kind == "float", tensor_descriptors=tensor_descriptors)
+    for schedule in attention_backward.SCHEDULES:
+        attention_kernels.attention_backward(torch.randn_like(out), q, k, v, out, lse, mask, dropout, causal, 0, 0.1, 1,
+                                             mask_kind == "float", tensor_descriptors=tensor_descriptors,
+                                             schedule=schedule)
 
 
 def drive_attention():

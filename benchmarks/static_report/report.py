@@ -17,7 +17,8 @@ COMMAND = "python -m benchmarks.static_report --write"
 # Attention kernels whose dots must run on Hopper's warpgroup MMA: 16-bit operands and a
 # tile of at least one warpgroup's 64 rows (Triton issues wgmma only from BLOCK_M = 64,
 # over 4 warps or a multiple; fp32 dots run on FMA units on every arch).
-WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel")
+WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "attention_backward_dq_kernel",
+                 "attention_backward_fused_kernel")
 WGMMA_MIN_BLOCK_M = 64
 
 # Fixed launches known to spill, by kernel: (which launches, why they are let through).
@@ -139,6 +140,7 @@ def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
                      f"| {build.spilled_bytes} | {build.shared_bytes / 1024:.1f} | " + " | ".join(map(str, counts))
                      + f" | {entry.verdict()} |")
     lines += modelled_forward(entries)
+    lines += modelled_dq_turns(entries)
     if KNOWN_SPILLS:
         lines += ["", "Fixed launches let spill (KNOWN-SPILL above; report.KNOWN_SPILLS):", ""]
         lines += [f"- `{name}`: {reason}" for name, (_, reason) in KNOWN_SPILLS.items()]
@@ -183,4 +185,46 @@ def modelled_forward(entries: Iterable[Entry]) -> list[str]:
         lines.append(f"| {dtype} | {_tile(entry)} | {warps} | {build.registers} | {build.shared_bytes / 1024:.1f} "
                      f"| {serial.ctas_per_sm} | {shape.label()} | {', '.join(f'{t:.2f}' for t in serial.block_us)} "
                      f"| {serial.tflops:.0f} | {serial.roofline_ratio:.2f} | {overlapped.tflops:.0f} |")
+    return lines
+
+
+# The shapes the dQ turns are modelled at: FA3's 2 x 16 heads, at two lengths.
+TURNS_HEADS, TURNS_LENGTHS = 32, (1024, 4096)
+
+
+def modelled_dq_turns(entries: Iterable[Entry]) -> list[str]:
+    """The markdown section of what the fused backward's dQ turns cost (turns_model.py),
+    for each sm_90 16-bit plain launch of it whose head dim fills its tile, on as many
+    slots as the committed GPU's SMs and the build's CTAs an SM give."""
+    from .model import ctas_per_sm, measured_device
+    from .turns_model import predict_turns
+
+    device = measured_device()
+    lines = [
+        "", "## Modelled cost of the fused attention backward's dQ turns (benchmarks/static_report/turns_model.py)",
+        "",
+        f"Programs in ticket order on {device.multiprocessors} SMs x CTAs an SM, one time unit a tile; efficiency: "
+        "the time of the same programs running free (as with atomic dQ adds, not deterministic) over the time with "
+        f"turns. {TURNS_HEADS} (batch x heads) at L = S. A model, not a measurement.",
+        "",
+        "| dtype | tile and flags | warps | CTAs/SM | " + " | ".join(f"efficiency at L = {length}"
+                                                            for length in TURNS_LENGTHS) + " |",
+        "|---|---|---|---|" + "---|" * len(TURNS_LENGTHS),
+    ]
+    for entry in sorted(entries, key=lambda e: e.launch.describe()):
+        constants, build = entry.launch.constants(), entry.build
+        if (entry.arch != 90 or entry.launch.kernel.fn.__name__ != "attention_backward_fused_kernel" or build.error
+                or not entry.sixteen_bit() or constants.get("MASK_KIND") or constants.get("DROPOUT")
+                or constants.get("INT64_OFFSETS") or constants.get("HEAD_DIM") != constants.get("BLOCK_D")):
+            continue
+        warps = entry.launch.options.get("num_warps", 4)
+        ctas = ctas_per_sm(device, warps, build.registers, build.shared_bytes)
+        if not ctas:
+            continue
+        efficiencies = [predict_turns(TURNS_HEADS, length, constants["BLOCK_M"], constants["BLOCK_N"],
+                                      device.multiprocessors * ctas, bool(constants.get("CAUSAL"))).efficiency
+                        for length in TURNS_LENGTHS]
+        dtype = entry.launch.signature["q_ptr"].lstrip("*")
+        lines.append(f"| {dtype} | {_tile(entry)} | {warps} | {ctas} | "
+                     + " | ".join(f"{e:.2f}" for e in efficiencies) + " |")
     return lines
