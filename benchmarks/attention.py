@@ -95,6 +95,36 @@ def _seqops_provider(backend: str) -> Provider:
     return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, attention), unavailable)
 
 
+def _triton_schedule_provider(schedule: str) -> Provider:
+    """seqops' Triton backend with its backward held on one schedule ("fused": five
+    products a tile, dQ added in turns between programs; "split": a dK/dV and a dQ
+    kernel, seven), where seqops[triton] times both and keeps the faster
+    (kernels/attention/backward_schedule.py): forward+backward cases only, the forward
+    being the same."""
+    triton_provider = _seqops_provider("triton")
+
+    def prepare(case: Case, device: torch.device) -> Callable[[], object]:
+        from seqops.kernels.attention import backward_schedule
+
+        run = triton_provider.prepare(case, device)
+
+        def on_schedule():
+            forced, backward_schedule.FORCED = backward_schedule.FORCED, schedule
+            try:
+                return run()
+            finally:
+                backward_schedule.FORCED = forced
+
+        return on_schedule
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if case.direction != "forward+backward":
+            return "the forward is seqops[triton]'s"
+        return triton_provider.unavailable(case, device)
+
+    return Provider(f"seqops[triton {schedule} backward]", prepare, unavailable)
+
+
 def _torch_provider(name: str, sdpa_backend) -> Provider:
     def attention(q, k, v, causal):
         context = torch.nn.attention.sdpa_kernel(sdpa_backend) if sdpa_backend is not None else contextlib.nullcontext()
@@ -130,6 +160,7 @@ def _flash_attn_provider() -> Provider:
 def providers(device: torch.device) -> list[Provider]:
     backends = torch.nn.attention.SDPBackend
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        *(_triton_schedule_provider(schedule) for schedule in ("fused", "split")),
         _torch_provider("torch.sdpa", None),
         _torch_provider("torch.sdpa[flash]", backends.FLASH_ATTENTION),
         _torch_provider("torch.sdpa[efficient]", backends.EFFICIENT_ATTENTION),
