@@ -65,6 +65,37 @@ def _seqops_provider(backend: str) -> Provider:
     return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, softmax), unavailable)
 
 
+def _unbounded_online_provider() -> Provider:
+    """seqops' Triton backend with the grid of its online kernels (rows past
+    MAX_ONE_PASS_COLS) left at a program a row, so that a row's second sweep may come from
+    DRAM: beside seqops[triton], whose grid is bounded so that it comes from L2
+    (kernels/softmax/rows.py, online_programs), it tells whether the bound pays."""
+    triton_provider = _seqops_provider("triton")
+
+    def prepare(case: Case, device: torch.device) -> Callable[[], object]:
+        from seqops.kernels.softmax import rows
+
+        run = triton_provider.prepare(case, device)
+
+        def unbounded():
+            share, rows.L2_SHARE = rows.L2_SHARE, 0.0  # no programs fit: no bound
+            try:
+                return run()
+            finally:
+                rows.L2_SHARE = share
+
+        return unbounded
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        from seqops.kernels.softmax import rows
+
+        if case.shape[-1] <= rows.MAX_ONE_PASS_COLS:
+            return "rows this short are held whole: the same launch as seqops[triton]'s"
+        return triton_provider.unavailable(case, device)
+
+    return Provider("seqops[triton, a program a row]", prepare, unavailable)
+
+
 def _liger_provider() -> Provider:
     """Liger-Kernel's Triton softmax (last dim), where liger-kernel is installed: a peer."""
     def prepare(case: Case, device: torch.device) -> Callable[[], object]:
@@ -82,6 +113,7 @@ def _liger_provider() -> Provider:
 
 def providers(device: torch.device) -> list[Provider]:
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        _unbounded_online_provider(),
         Provider("torch.softmax", lambda case, device: _timed(case, device, lambda x: torch.softmax(x, -1))),
         _liger_provider(),
         Provider("reference", lambda case, device: _timed(case, device, lambda x: reference.softmax(x, -1))),

@@ -25,6 +25,8 @@ def kernels(device):
 def tilings(kernels):
     return {
         "online-16": kernels.Plan(one_pass=False, block_m=1, block_n=16, num_warps=4),
+        # Two programs, each taking every other row (as a grid bounded by the L2 runs).
+        "online-16-two-programs": kernels.Plan(one_pass=False, block_m=1, block_n=16, num_warps=4, max_programs=2),
         "one-pass-8-rows": kernels.Plan(one_pass=True, block_m=8, block_n=128, num_warps=4),
     }
 
@@ -41,7 +43,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("tiling", ["online-16", "one-pass-8-rows"])
+@pytest.mark.parametrize("tiling", ["online-16", "online-16-two-programs", "one-pass-8-rows"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_forced_tiling(kernels, device, dtype, tiling, case):
@@ -75,3 +77,50 @@ def test_thresholds_the_other_tests_straddle(kernels, device):
     one-pass limit; moving the limit must move those tests."""
     assert kernels.MAX_ONE_PASS_COLS == 16384
     assert kernels.plan(3, 16384).one_pass and not kernels.plan(3, 16385).one_pass
+
+
+def test_online_grid_keeps_the_rows_in_flight_within_half_the_l2():
+    from seqops.kernels.softmax import rows
+
+    l2, sms = 50 * 2**20, 132
+    # fp32 in and out, 20000 columns: 160000 bytes a row; half of 50 MiB holds 163 rows.
+    assert rows.online_programs(20000 * 8, l2, sms) == 163
+    # 65536 columns: 50 rows, still a quarter of 132 SMs or more; 2**17 columns: 25, fewer,
+    # so no bound (a program a row).
+    assert rows.online_programs(65536 * 8, l2, sms) == 50
+    assert rows.online_programs(2**17 * 8, l2, sms) is None
+    plan = rows.plan(1000, 20000, 20000 * 8)  # no device: an H100's L2 and SMs
+    assert not plan.one_pass and plan.max_programs == 163 and plan.grid(1000) == (163,)
+    assert plan.grid(100) == (100,)  # fewer rows than that: one program each
+    assert rows.plan(1000, 2**17, 2**17 * 8).grid(1000) == (1000,)
+    assert rows.plan(8, 1000).max_programs is None  # one-pass launches are not bounded
+    # What the launchers count a row's operands as: every tensor read or written, and the mask.
+    x, y, mask = torch.empty(2, 3, dtype=torch.bfloat16), torch.empty(2, 3), torch.ones(3, dtype=torch.bool)
+    assert rows.row_operand_bytes([x, y], None) == 6 and rows.row_operand_bytes([x, y], mask) == 7
+    assert rows.gpu_size(torch.device("cpu")) == rows.DEFAULT_GPU_SIZE == (l2, sms)
+
+
+def test_launchers_bound_the_online_grid_by_their_operands(monkeypatch):
+    from seqops.kernels.softmax import backward, forward
+
+    grids = {}
+
+    class Recorded:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                grids[self.name] = grid
+            return launch
+
+    monkeypatch.setattr(forward, "softmax_forward_online_kernel", Recorded("forward"))
+    monkeypatch.setattr(backward, "softmax_backward_online_kernel", Recorded("backward"))
+    x = torch.empty(300, 16385)
+    forward.softmax_forward(x, None, 1, 1.0, False, torch.float32)
+    # x and y in fp32: 8 bytes a column, 131080 a row; 25 MiB holds 199 such rows.
+    assert grids["forward"] == (199,)
+    # dy, y and dx in bf16 with a bool mask: 7 bytes a column, 114695 a row: 228 rows.
+    y = torch.empty(300, 16385, dtype=torch.bfloat16)
+    backward.softmax_backward(y, y, torch.ones(16385, dtype=torch.bool), 1, 1.0, False, torch.bfloat16)
+    assert grids["backward"] == (228,)

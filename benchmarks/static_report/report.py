@@ -141,6 +141,7 @@ def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
                      + f" | {entry.verdict()} |")
     lines += modelled_forward(entries)
     lines += modelled_dq_turns(entries)
+    lines += modelled_softmax_traffic()
     if KNOWN_SPILLS:
         lines += ["", "Fixed launches let spill (KNOWN-SPILL above; report.KNOWN_SPILLS):", ""]
         lines += [f"- `{name}`: {reason}" for name, (_, reason) in KNOWN_SPILLS.items()]
@@ -227,4 +228,35 @@ def modelled_dq_turns(entries: Iterable[Entry]) -> list[str]:
         dtype = entry.launch.signature["q_ptr"].lstrip("*")
         lines.append(f"| {dtype} | {_tile(entry)} | {warps} | {ctas} | "
                      + " | ".join(f"{e:.2f}" for e in efficiencies) + " |")
+    return lines
+
+
+# The softmax widths the traffic is modelled at, on as many rows as an H100 has SMs x 8.
+SOFTMAX_WIDTHS, SOFTMAX_ROWS = (1024, 16384, 16385, 65536, 262144, 1 << 20, 1 << 23), 1056
+
+
+def modelled_softmax_traffic() -> list[str]:
+    """The markdown section of the softmax forward's device-memory traffic by width
+    (softmax_model.py), on the L2 the launchers assume without a GPU."""
+    from seqops.kernels.softmax import rows
+    from .model import measured_device
+    from .softmax_model import forward_traffic
+
+    device = measured_device()
+    lines = [
+        "", "## Modelled device-memory traffic of the softmax forward (benchmarks/static_report/softmax_model.py)", "",
+        f"{SOFTMAX_ROWS} rows, no mask, on an L2 of {rows.DEFAULT_GPU_SIZE[0] >> 20} MiB and "
+        f"{rows.DEFAULT_GPU_SIZE[1]} SMs (an H100's or H200's); per "
+        "element of the input: reads from device memory, re-reads served by L2, writes. Programs: at once. A model, "
+        "not a measurement.",
+        "",
+        "| dtype | width | plan | programs | DRAM reads | L2 re-reads | writes | programs >= SMs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dtype, size in (("fp32", 4), ("bf16", 2)):
+        for width in SOFTMAX_WIDTHS:
+            t = forward_traffic(SOFTMAX_ROWS, width, size, size)
+            lines.append(f"| {dtype} | {width} | {'one pass' if t.one_pass else 'online'} | {t.programs} "
+                         f"| {t.dram_reads:g} | {t.l2_reads:g} | {t.writes:g} "
+                         f"| {'yes' if t.programs >= device.multiprocessors else 'no'} |")
     return lines

@@ -9,7 +9,7 @@ import triton.language as tl
 
 from ..runtime import cast_rounded
 from ..layout import softmax_row_operands
-from .rows import Plan, plan, row_offsets, rows_need_int64
+from .rows import Plan, plan, row_offsets, row_operand_bytes, rows_need_int64
 
 
 @triton.jit
@@ -56,32 +56,33 @@ def softmax_backward_online_kernel(
     HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over one long row a program;
-    strides as in softmax_backward_kernel."""
-    row = tl.program_id(0)
-    y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
-    dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_strides)
-    m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
-    dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_strides)
-    lane_dot = tl.zeros([BLOCK_N], tl.float32)
-    for start in range(0, n_cols, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
-        in_bounds = cols < n_cols
-        y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-        lane_dot += y * dy
-    dot = tl.sum(lane_dot, axis=0)
-    for start in range(0, n_cols, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
-        in_bounds = cols < n_cols
-        y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-        dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-        dx = scale * y * (dy - dot)
-        if CAUSAL:
-            dx = tl.where(cols <= row % causal_rows, dx, 0.0)
-        if HAS_MASK:
-            dx = tl.where(tl.load(m_row + cols * mask_strides[3], mask=in_bounds, other=0) != 0, dx, 0.0)
-        tl.store(dx_row + cols * dx_strides[3], cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
+    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over long rows, one row at a
+    time in two sweeps, every num_programs-th row a program (the grid bounded as the
+    forward's); strides as in softmax_backward_kernel."""
+    for row in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
+        dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_strides)
+        m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
+        dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_strides)
+        lane_dot = tl.zeros([BLOCK_N], tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
+            in_bounds = cols < n_cols
+            y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+            lane_dot += y * dy
+        dot = tl.sum(lane_dot, axis=0)
+        for start in range(0, n_cols, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
+            in_bounds = cols < n_cols
+            y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
+            dx = scale * y * (dy - dot)
+            if CAUSAL:
+                dx = tl.where(cols <= row % causal_rows, dx, 0.0)
+            if HAS_MASK:
+                dx = tl.where(tl.load(m_row + cols * mask_strides[3], mask=in_bounds, other=0) != 0, dx, 0.0)
+            tl.store(dx_row + cols * dx_strides[3], cast_rounded(dx, dx_ptr.dtype.element_ty), mask=in_bounds)
 
 
 def softmax_backward(
@@ -106,7 +107,8 @@ def softmax_backward(
         [grad_y, y, dx], mask, causal, dim, target=2
     )
     causal, causal_rows = causal_rows > 0, max(causal_rows, 1)  # 1 (unused without causal) compiles as a constant
-    p = tiling or plan(layout.n_rows, layout.n_cols)
+    p = tiling or plan(layout.n_rows, layout.n_cols, layout.n_cols * row_operand_bytes([grad_y, y, dx], mask_rows),
+                       y.device)
     no_mask_strides = (0, 0, 0, 0)
     args = (
         dy_rows, y_rows, y_rows if mask_rows is None else mask_rows, dx_rows,
