@@ -14,6 +14,15 @@ from devices import device_backend_params, skip_unless_runnable
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
+def skip_most_fp16_when_interpreted(device, dtype, case, kept) -> None:
+    """fp16 and bf16 run the same kernels, differing only in the element type they load,
+    multiply and store; the matrices of lengths, mask shapes and dropout are blind to it.
+    Under the interpreter (CI's CPU time) fp16 takes the `kept` part of such a matrix while
+    fp32 and bf16 walk it whole; on a GPU every dtype runs all of it."""
+    if device == "cpu" and dtype == torch.float16 and case not in kept:
+        pytest.skip("fp16 under the interpreter runs a part of this matrix (fp32 and bf16 run all of it)")
+
+
 def randn(*shape, device, dtype=torch.float32):
     return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
 
@@ -90,6 +99,7 @@ LENGTHS = [(1, 1), (1, 129), (17, 1), (17, 17), (17, 127), (127, 129), (129, 17)
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_lengths(device, backend, dtype, lengths, causal):
     skip_unless_runnable(device, backend)
+    skip_most_fp16_when_interpreted(device, dtype, lengths, [(17, 127), (127, 129), (129, 17)])
     L, S = lengths
     q, k, v = (randn(2, 3, n, 40, device=device, dtype=dtype) for n in (L, S, S))
     check_attention(backend, q, k, v, is_causal=causal)
@@ -137,6 +147,7 @@ MASK_SHAPES = {
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_bool_mask(device, backend, dtype, mask_shape):
     skip_unless_runnable(device, backend)
+    skip_most_fp16_when_interpreted(device, dtype, mask_shape, ["batch-1-queries-keys", "full"])
     q, k, v = (randn(2, 3, n, 40, device=device, dtype=dtype) for n in (33, 47, 47))
     mask = torch.rand(MASK_SHAPES[mask_shape], device=device) > 0.3
     check_attention(backend, q, k, v, attn_mask=mask)
@@ -150,6 +161,7 @@ def test_float_mask_with_gradient(device, backend, dtype, mask_shape):
     along. (A mask broadcast along the keys only shifts whole rows, which softmax
     ignores: its gradient is exactly 0, so those shapes have no error to measure.)"""
     skip_unless_runnable(device, backend)
+    skip_most_fp16_when_interpreted(device, dtype, mask_shape, ["queries-keys", "full"])
     shape = MASK_SHAPES[mask_shape]
     # A mask broadcast over the queries has few gradient entries (47 to 141), each a sum
     # of many dS: in fp32 its error ratio to torch's reached 1.83 in 3 seeds (d attn_mask
@@ -288,6 +300,7 @@ def dropped_probabilities(backend, q, k, p, causal, seed):
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_dropout_is_reproducible_and_keeps_the_right_share(device, backend, dtype, causal):
     skip_unless_runnable(device, backend)
+    skip_most_fp16_when_interpreted(device, dtype, causal, [True])
     q, k, v = (randn(2, 3, n, 40, device=device, dtype=dtype) for n in (70, 45, 45))
     p = 0.3
     outs = []
@@ -310,6 +323,7 @@ def test_dropout_is_reproducible_and_keeps_the_right_share(device, backend, dtyp
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_dropout_backward_uses_the_forward_mask(device, backend, dtype, causal):
     skip_unless_runnable(device, backend)
+    skip_most_fp16_when_interpreted(device, dtype, causal, [False])
     if backend in ("torch", "reference", "auto"):
         pytest.skip("torch's dropout cannot be read out through the identity trick; its own tests cover it")
     q, k, v = (randn(2, 3, n, 40, device=device, dtype=dtype) for n in (70, 45, 45))

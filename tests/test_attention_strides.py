@@ -82,8 +82,11 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_query_key_value_layouts(device, dtype, layout):
-    """q, k and v each in the layout (v with its own head dim), causal."""
+    """q, k and v each in the layout (v with its own head dim), causal. (A layout is blind
+    to the element type: under the interpreter fp32 and bf16 show it, a GPU runs fp16 too.)"""
     skip_unless_runnable(device, "triton")
+    if device == "cpu" and dtype == torch.float16:
+        pytest.skip("fp16 under the interpreter: fp32 and bf16 run these layouts")
     make = PER_TENSOR[layout]
     q, k, v = make(device, dtype, L), make(device, dtype, S), make(device, dtype, S, EV)
     check_attention("triton", q, k, v, is_causal=True)

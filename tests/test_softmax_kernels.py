@@ -41,12 +41,19 @@ CASES = {
     "dim-0": ((61, 40), 0, (61, 40), (slice(None), 4), False),
 }
 
+# The cases the two-program grid (each program taking every other row) runs under the
+# interpreter: its row loop is all it adds to online-16, and these give it rows of both
+# parities with a causal offset, an emptied row and a strided dim.
+TWO_PROGRAM_CASES = ("causal-more-keys", "mask-empties-rows", "dim-0")
+
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("tiling", ["online-16", "online-16-two-programs", "one-pass-8-rows"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_forced_tiling(kernels, device, dtype, tiling, case):
+    if device == "cpu" and tiling == "online-16-two-programs" and case not in TWO_PROGRAM_CASES:
+        pytest.skip("under the interpreter the two-program grid takes a part of the cases (online-16 runs them all)")
     shape, dim, mask_shape, emptied, causal = CASES[case]
     x = torch.randn(shape, device=device, dtype=dtype)
     mask = None
