@@ -9,10 +9,16 @@ H = 64, 128 in fp32, and are re-read from L2 every step above), each named with 
 launches per layer and direction. On a GPU the sweep opens with issue 11's target, B=16,
 T=1024, H=768 in bf16, one layer, where cuDNN runs the forward in 2.0 ms and forward and
 backward in 5.2 ms on an H100 (shared/ANCHORS.md): fused LSTMs and torch only (ANCHOR).
+
+fp32 on a GPU is timed with TF32 products for every provider: torch's nn.LSTM (cuDNN)
+takes them by default (torch.backends.cudnn.allow_tf32), so the others get them too,
+through torch's fp32 matmul precision "high" (cuBLAS for torch's LSTMCell, and seqops'
+recurrent kernels, which read it). Panels say "float32 (TF32)".
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -60,20 +66,50 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
                 for kind, layers, T in [("step", 1, 1)] + [("sequence", n, steps) for n in layer_counts]:
                     for hidden in hidden_sizes:
                         flops = 8 * batch * hidden * 2 * hidden * T * layers * (3 if direction != "forward" else 1)
-                        panel = (f"{kind} {direction}, {str(dtype).removeprefix('torch.')}, batch {batch}"
+                        panel = (f"{kind} {direction}, {_dtype_name(dtype, device)}, batch {batch}"
                                  + (f", {layers} layer{'s' * (layers > 1)}, T={T}" if kind == "sequence" else ""))
                         out.append(Case("lstm", direction, dtype, (T, batch, hidden), hidden, flops=flops, panel=panel,
                                         params={"kind": kind, "layers": layers}))
     return out
 
 
+def _tf32_products(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a case runs with TF32 products: fp32 on a GPU, as cuDNN's LSTM does by default."""
+    return dtype == torch.float32 and device.type == "cuda"
+
+
+def _dtype_name(dtype: torch.dtype, device: torch.device) -> str:
+    name = str(dtype).removeprefix("torch.")
+    return f"{name} (TF32)" if _tf32_products(dtype, device) else name
+
+
+@contextlib.contextmanager
+def _matmul_precision(precision: str) -> Iterator[None]:
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def _timed(case: Case, device: torch.device, make: Callable) -> Callable[[], object]:
-    """make(case, device) -> (run, inputs): run(*inputs) gives the tensors to differentiate."""
+    """make(case, device) -> (run, inputs): run(*inputs) gives the tensors to differentiate.
+    An fp32 case on a GPU runs under matmul precision "high" (module docstring)."""
     run, inputs = make(case, device)
     if case.direction == "forward":
-        return lambda: run(*inputs)
-    leaves = [t for t in inputs if t.requires_grad]
-    return lambda: torch.autograd.grad(sum(o.float().sum() for o in run(*inputs)), leaves)
+        call = lambda: run(*inputs)  # noqa: E731
+    else:
+        leaves = [t for t in inputs if t.requires_grad]
+        call = lambda: torch.autograd.grad(sum(o.float().sum() for o in run(*inputs)), leaves)  # noqa: E731
+    if not _tf32_products(case.dtype, device):
+        return call
+
+    def with_tf32():
+        with _matmul_precision("high"):
+            return call()
+
+    return with_tf32
 
 
 def _state(case, device, size):

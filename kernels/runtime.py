@@ -185,3 +185,35 @@ def ensure_scratch_allocator() -> None:
 
     if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
         triton.set_allocator(_torch_scratch)
+
+
+def fp32_products_in_tf32(dtype: torch.dtype) -> bool:
+    """Whether a launch's fp32 products may run on tensor cores as TF32: only when the
+    operands are fp32 and torch's own setting for fp32 matrix products allows it
+    (`torch.set_float32_matmul_precision("high")` or `torch.backends.cuda.matmul.allow_tf32
+    = True`; the default, "highest", keeps them exact). Read at each launch, so a kernel's
+    products follow the same rule as the torch GEMMs around it (a layer's input projection,
+    the weight gradients). The interpreter honours it too, rounding as a GPU would
+    (dot_tf32_allowed), so that CI tests that path."""
+    return dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
+
+
+@triton.jit
+def round_to_tf32(x):
+    """fp32 x rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as
+    the GPU's cvt.rna.tf32.f32 does; NaN stays NaN. Exact on the interpreter too."""
+    bits = x.to(tl.uint32, bitcast=True)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return tl.where(x != x, x, rounded)
+
+
+@triton.jit
+def dot_tf32_allowed(a, b, TF32: tl.constexpr):
+    """dot(a, b); with TF32 (fp32_products_in_tf32), fp32 operands are first rounded to TF32
+    and multiplied on tensor cores. The rounding is ours: Triton's "tf32" dot hands the
+    fp32 bits to the MMA, which drops the low 13 (truncation, about twice the error of the
+    rounding cuBLAS does for torch's TF32 GEMMs; triton-lang/triton#4574). Under the
+    interpreter the dot of the rounded operands is exact, accumulated in fp32."""
+    if TF32 and a.dtype == tl.float32:
+        return tl.dot(round_to_tf32(a), round_to_tf32(b), input_precision="tf32")
+    return dot(a, b)

@@ -53,6 +53,22 @@ def test_verdicts():
         assert _entry(**exempt, **no_wgmma).verdict() == "ok", exempt
 
 
+def test_recurrent_gate_products_need_tensor_cores():
+    """A recurrent launch with 16-bit weights, or fp32 ones and TF32 on, fails without
+    mma.sync or wgmma; exact fp32 products run on FMA units and need neither."""
+    def launch(dtype, tf32, instructions):
+        entry = _entry(kernel="lstm_sequence_backward_kernel", arch=80, autotuned=False, constants={"TF32": tf32},
+                       instructions=instructions)
+        entry.launch.signature = {"w_hh_ptr": dtype}
+        return entry
+
+    fma_only, with_mma = {"wgmma": 0, "mma_sync": 0}, {"wgmma": 0, "mma_sync": 32}
+    for dtype, tf32 in (("*bf16", False), ("*fp16", False), ("*fp32", True)):
+        assert launch(dtype, tf32, fma_only).verdict() == "NO-MMA" and launch(dtype, tf32, fma_only).failed()
+        assert launch(dtype, tf32, with_mma).verdict() == "ok"
+    assert launch("*fp32", False, fma_only).verdict() == "ok"
+
+
 def test_only_the_listed_spills_are_let_through(monkeypatch):
     pytest.importorskip("triton.backends.nvidia")
     from benchmarks.static_report import report

@@ -4,6 +4,8 @@ state, int64 offsets) and the extreme tiles each launcher picks, while
 benchmarks/kernel_launches.py records the launches instead of running them."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
 import seqops.kernels.additive as additive_kernels
@@ -89,11 +91,25 @@ def drive_attention():
             run_attention(dtype, 128, mask_kind, True, dropout, query_row_stride=2**23)
 
 
+def _recurrent_dtypes() -> Iterator[torch.dtype]:
+    """fp32 twice, with exact products (torch's default fp32 matmul precision) and with TF32
+    ones ("high", which the recurrent launchers read: a kernel of its own), then fp16 and
+    bf16; each precision set while the caller drives that dtype."""
+    for dtype, precision in ((torch.float32, "highest"), (torch.float32, "high"), (torch.float16, "highest"),
+                             (torch.bfloat16, "highest")):
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(precision)
+        try:
+            yield dtype
+        finally:
+            torch.set_float32_matmul_precision(previous)
+
+
 def drive_lstm():
     """The cell (input GEMM, biases, bias gradients) and the layer's steps (projected
     input, carried state, both carries in the backward), per dtype and hidden size, at
     the batch sizes that change the tiling; and the sequence kernels (packed, reversed)."""
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    for dtype in _recurrent_dtypes():
         for hidden in (64, 1024):
             for batch in (1, 64):
                 w_ih, w_hh = torch.randn(4 * hidden, 32, dtype=dtype), torch.randn(4 * hidden, hidden, dtype=dtype)
@@ -117,7 +133,7 @@ def drive_lstm():
         # chip: one that is not a multiple of the 16-unit slice, and the largest; each
         # also with a projection (proj_size half the hidden size); and at 768, whose
         # slices re-read W_hh from L2 every step.
-        for hidden in (24, recurrent_sequence.MAX_ON_CHIP_HIDDEN[dtype], 768):
+        for hidden in (24, recurrent_sequence.max_on_chip_hidden(dtype), 768):
             for features in (hidden, hidden // 2) if hidden < 768 else (hidden,):
                 xw = torch.randn(5, 4 * hidden, dtype=dtype)
                 h, c = torch.randn(3, features, dtype=dtype), torch.randn(3, hidden, dtype=dtype)
@@ -134,7 +150,7 @@ def drive_gru_rnn():
     """The GRU and RNN cells (tanh and relu: input GEMM, biases) and their layers' steps
     (projected input, carried state, gradient carries), per dtype, at a small batch and
     hidden size and at a large one: the two forward tilings."""
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    for dtype in _recurrent_dtypes():
         for batch, hidden in ((1, 64), (64, 1024)):
             x, h = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
             for gates, forward, backward in (

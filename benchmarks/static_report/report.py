@@ -21,6 +21,13 @@ WGMMA_KERNELS = ("attention_forward_kernel", "attention_backward_dkdv_kernel", "
                  "attention_backward_fused_kernel")
 WGMMA_MIN_BLOCK_M = 64
 
+# Recurrent kernels whose gate products must run on tensor cores (mma.sync, or wgmma):
+# with 16-bit weights, and with fp32 ones when TF32 is on (torch's fp32 matmul precision
+# "high"); exact fp32 products run on FMA units.
+TENSOR_CORE_KERNELS = ("lstm_step_forward_kernel", "lstm_step_backward_kernel", "lstm_sequence_forward_kernel",
+                       "lstm_sequence_backward_kernel", "gru_step_forward_kernel", "gru_step_backward_kernel",
+                       "rnn_step_forward_kernel", "rnn_step_backward_kernel")
+
 # Fixed launches known to spill, by kernel: (which launches, why they are let through).
 # Each is listed as KNOWN-SPILL in the report, never as ok; a spill of any other fixed
 # launch fails the check.
@@ -54,6 +61,8 @@ class Entry:
             return "NO-WGMMA"
         if self.needs_tma() and not build.instructions.get("tma"):
             return "NO-TMA"
+        if self.needs_tensor_cores() and not (build.instructions.get("mma_sync") or build.instructions.get("wgmma")):
+            return "NO-MMA"
         return "ok"
 
     def known_spill(self) -> Optional[str]:
@@ -74,13 +83,20 @@ class Entry:
         """Whether an attention launch's q is fp16 or bf16 (its dots on tensor cores)."""
         return self.launch.signature.get("q_ptr") in ("*fp16", "*bf16")
 
+    def needs_tensor_cores(self) -> bool:
+        """A recurrent launch with 16-bit weights, or fp32 ones and TF32 on."""
+        launch = self.launch
+        if launch.kernel.fn.__name__ not in TENSOR_CORE_KERNELS:
+            return False
+        return launch.signature.get("w_hh_ptr") in ("*fp16", "*bf16") or launch.constants().get("TF32") is True
+
     def needs_tma(self) -> bool:
         """A launch with TENSOR_DESCRIPTORS on must load through TMA on sm_90
         (cp.async.bulk.tensor): without it, the compiler fell back to ordinary loads."""
         return self.arch == 90 and self.launch.constants().get("TENSOR_DESCRIPTORS") is True
 
     def failed(self) -> bool:
-        return self.verdict() in ("FAILED", "SPILLS", "NO-WGMMA", "NO-TMA")
+        return self.verdict() in ("FAILED", "SPILLS", "NO-WGMMA", "NO-TMA", "NO-MMA")
 
     def record(self) -> dict:
         launch, build = self.launch, self.build
@@ -125,7 +141,9 @@ def render_markdown(entries: Iterable[Entry], meta: dict) -> str:
         "its tile with the most elements a thread), compiled for sm_80 and sm_90 and passed through ptxas. "
         "Instruction counts are static counts in the PTX. CI (tests/test_triton_compile.py) fails on a build that "
         "does not compile, a fixed launch that spills, a 16-bit attention tile of 64+ rows without wgmma on sm_90, "
-        "or a launch reading through tensor descriptors (TENSOR_DESCRIPTORS) without TMA loads on sm_90.",
+        "a launch reading through tensor descriptors (TENSOR_DESCRIPTORS) without TMA loads on sm_90, "
+        "or a recurrent launch whose gate products should run on tensor cores (16-bit weights, or fp32 ones with "
+        "TF32 on) without mma.sync or wgmma.",
         "",
         "| kernel | arch | dtypes | tile and flags | warps | stages | registers | spilled B | shared KiB "
         "| wgmma | mma.sync | TMA | cp.async | verdict |",

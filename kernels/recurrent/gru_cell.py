@@ -10,7 +10,8 @@ Gate order r, z, n, as torch. One step, for x [B, I] and h [B, H]:
 The forward saves r, z, n and hn = h W_hn^T + b_hn (fp32, [B, 4H]): n's recurrent part
 is gated by r, so its gradient differs on the input side (dn) and on the recurrent side
 (dn * r), and the backward needs hn for r's. Arithmetic is fp32; h and the weights keep
-their dtype (fp32, fp16, bf16) and products accumulate in fp32.
+their dtype (fp32, fp16, bf16) and products accumulate in fp32 (fp32 ones in TF32 where torch's
+fp32 matmul precision allows it, as step.py's).
 
 The step kernels serve a single cell (gru_cell_forward/backward: input GEMM, both biases)
 and the steps of a layer (hidden_layer.py: projected input, previous h from the step
@@ -24,13 +25,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded, ceil_div, dot, sigmoid_accurate, tanh_accurate
+from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
 from .step import StepState, _backward_tiles, _forward_tiles, _load_state, _load_tile, _store_state
 
 
 @triton.jit
 def _accumulate_three(acc_r, acc_z, acc_n, prev_ptr, init_ptr, w_ptr, rows, units, n_carried, n_rows, H, K,
-                      prev_sr, prev_sc, init_sr, init_sc, w_sr, w_sc, BLOCK_K: tl.constexpr):
+                      prev_sr, prev_sc, init_sr, init_sc, w_sr, w_sc, BLOCK_K: tl.constexpr,
+                      TF32: tl.constexpr):
     """acc_q += a @ W[q*H + units, :]^T for the three gates q: a [rows, K] (rows < n_carried
     from `prev`, the rest from `init`), W [3H, K]."""
     for k0 in range(0, K, BLOCK_K):
@@ -41,9 +43,9 @@ def _accumulate_three(acc_r, acc_z, acc_n, prev_ptr, init_ptr, w_ptr, rows, unit
         w_z = _load_tile(w_ptr + H * w_sr, cols, units, w_sc, w_sr, K, H)
         w_n = _load_tile(w_ptr + 2 * H * w_sr, cols, units, w_sc, w_sr, K, H)
         a = cast_rounded(a, w_r.dtype)  # exact: a holds values of that dtype
-        acc_r += dot(a, w_r)
-        acc_z += dot(a, w_z)
-        acc_n += dot(a, w_n)
+        acc_r += dot_tf32_allowed(a, w_r, TF32)
+        acc_z += dot_tf32_allowed(a, w_z, TF32)
+        acc_n += dot_tf32_allowed(a, w_n, TF32)
     return acc_r, acc_z, acc_n
 
 
@@ -54,7 +56,7 @@ def gru_step_forward_kernel(
     x_sr, x_sc, w_ih_sr, w_ih_sc, xw_sr, xw_sc, h_prev_sr, h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc,
     b_ih_s, b_hh_s, h_out_sr, h_out_sc, saved_sr, saved_sc,
     HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, TF32: tl.constexpr,
 ):
     """One GRU step for BLOCK_B rows x BLOCK_H hidden units: h_out [rows, H] and saved
     [rows, 4H] = (r, z, n, hn) in fp32. The input comes as x [rows, I] with W_ih
@@ -69,14 +71,14 @@ def gru_step_forward_kernel(
     acc_hn = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     if HAS_INPUT:
         acc_r, acc_z, acc_in = _accumulate_three(acc_r, acc_z, acc_in, x_ptr, x_ptr, w_ih_ptr, rows, units, 0, n_rows,
-                                                 H, I, x_sr, x_sc, x_sr, x_sc, w_ih_sr, w_ih_sc, BLOCK_K)
+                                                 H, I, x_sr, x_sc, x_sr, x_sc, w_ih_sr, w_ih_sc, BLOCK_K, TF32)
     if HAS_XW:
         acc_r += _load_tile(xw_ptr, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
         acc_z += _load_tile(xw_ptr + H * xw_sc, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
         acc_in += _load_tile(xw_ptr + 2 * H * xw_sc, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
     acc_r, acc_z, acc_hn = _accumulate_three(acc_r, acc_z, acc_hn, h_prev_ptr, h_init_ptr, w_hh_ptr, rows, units,
                                              n_carried, n_rows, H, H, h_prev_sr, h_prev_sc, h_init_sr, h_init_sc,
-                                             w_hh_sr, w_hh_sc, BLOCK_K)
+                                             w_hh_sr, w_hh_sc, BLOCK_K, TF32)
     unit_ok = units < H
     # Biases may be views (strided, or expanded with stride 0): index by their own strides.
     if HAS_B_IH:
@@ -126,7 +128,7 @@ def gru_step_backward_kernel(
     saved_sr, saved_sc, w_hh_sr, w_hh_sc, dgates_sr, dgates_sc, dh_prev_out_sr, dh_prev_out_sc,
     dh_init_out_sr, dh_init_out_sc,
     HAS_DH: tl.constexpr, HAS_DH_CARRY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_J: tl.constexpr,
+    BLOCK_J: tl.constexpr, TF32: tl.constexpr,
 ):
     """Backward of one GRU step for BLOCK_B rows x BLOCK_P features of h.
 
@@ -169,9 +171,9 @@ def gru_step_backward_kernel(
         w_r = _load_tile(w_hh_ptr, units, features, w_hh_sr, w_hh_sc, H, H)
         w_z = _load_tile(w_hh_ptr + H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, H)
         w_n = _load_tile(w_hh_ptr + 2 * H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, H)
-        acc += dot(cast_rounded(d_r, w_r.dtype), w_r)
-        acc += dot(cast_rounded(d_z, w_r.dtype), w_z)
-        acc += dot(cast_rounded(d_hn, w_r.dtype), w_n)
+        acc += dot_tf32_allowed(cast_rounded(d_r, w_r.dtype), w_r, TF32)
+        acc += dot_tf32_allowed(cast_rounded(d_z, w_r.dtype), w_z, TF32)
+        acc += dot_tf32_allowed(cast_rounded(d_hn, w_r.dtype), w_n, TF32)
     _store_state(dh_prev_out_ptr, dh_init_out_ptr, rows, features, dh_prev_out_sr, dh_prev_out_sc, dh_init_out_sr,
                  dh_init_out_sc, n_carried, n_rows, H, acc, True)
 
@@ -200,7 +202,7 @@ def gru_step_forward(
         b_ih.stride(0) if b_ih is not None else 0, b_hh.stride(0) if b_hh is not None else 0,
         *h_out.stride(), *saved.stride(),
         HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None,
-        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=warps,
+        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 
 
@@ -225,7 +227,7 @@ def gru_step_backward(
         *(dh.stride() if dh is not None else (0, 0)), *carry.strides(), *h.strides(), *saved.stride(),
         *w_hh.stride(), *dgates.stride(), *dh_state.strides(),
         HAS_DH=dh is not None, HAS_DH_CARRY=dh_carry is not None, BLOCK_B=block_b, BLOCK_P=block_p,
-        BLOCK_J=block_j, num_warps=warps,
+        BLOCK_J=block_j, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 
 

@@ -4,7 +4,8 @@ pre-activation gradient and its product with W_hh in one kernel).
 
 One step, for x [B, I] and h [B, H]:  h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act tanh
 or relu. The forward saves act's output in fp32 [B, H] (h' itself may be fp16 or bf16,
-too coarse for tanh's derivative 1 - h'^2). Arithmetic is fp32; products accumulate in fp32.
+too coarse for tanh's derivative 1 - h'^2). Arithmetic is fp32; products accumulate in fp32 (fp32 ones in TF32 where
+torch's fp32 matmul precision allows it, as step.py's).
 The step kernels serve a single cell and the steps of a layer (hidden_layer.py), as the
 GRU's do.
 """
@@ -16,20 +17,20 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded, ceil_div, dot, tanh_accurate
+from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, tanh_accurate
 from .step import StepState, _backward_tiles, _forward_tiles, _load_state, _load_tile, _store_state
 
 
 @triton.jit
 def _accumulate(acc, prev_ptr, init_ptr, w_ptr, rows, units, n_carried, n_rows, H, K, prev_sr, prev_sc, init_sr,
-                init_sc, w_sr, w_sc, BLOCK_K: tl.constexpr):
+                init_sc, w_sr, w_sc, BLOCK_K: tl.constexpr, TF32: tl.constexpr):
     """acc += a @ W[units, :]^T: a [rows, K] (rows < n_carried from `prev`, the rest from
     `init`), W [H, K]."""
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         a = _load_state(prev_ptr, init_ptr, rows, cols, prev_sr, prev_sc, init_sr, init_sc, n_carried, n_rows, K)
         w = _load_tile(w_ptr, cols, units, w_sc, w_sr, K, H)  # W[u, k] at (k, u)
-        acc += dot(cast_rounded(a, w.dtype), w)  # exact cast: a holds values of w's dtype
+        acc += dot_tf32_allowed(cast_rounded(a, w.dtype), w, TF32)  # exact cast: a holds values of w's dtype
     return acc
 
 
@@ -40,7 +41,7 @@ def rnn_step_forward_kernel(
     x_sr, x_sc, w_ih_sr, w_ih_sc, xw_sr, xw_sc, h_prev_sr, h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc,
     b_ih_s, b_hh_s, h_out_sr, h_out_sc, saved_sr, saved_sc,
     RELU: tl.constexpr, HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, TF32: tl.constexpr,
 ):
     """One RNN step for BLOCK_B rows x BLOCK_H hidden units: h_out [rows, H] and its fp32
     value saved [rows, H]. The input comes as x [rows, I] with W_ih (HAS_INPUT) or
@@ -51,11 +52,11 @@ def rnn_step_forward_kernel(
     acc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     if HAS_INPUT:
         acc = _accumulate(acc, x_ptr, x_ptr, w_ih_ptr, rows, units, 0, n_rows, H, I, x_sr, x_sc, x_sr, x_sc, w_ih_sr,
-                          w_ih_sc, BLOCK_K)
+                          w_ih_sc, BLOCK_K, TF32)
     if HAS_XW:
         acc += _load_tile(xw_ptr, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
     acc = _accumulate(acc, h_prev_ptr, h_init_ptr, w_hh_ptr, rows, units, n_carried, n_rows, H, H, h_prev_sr,
-                      h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc, BLOCK_K)
+                      h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc, BLOCK_K, TF32)
     unit_ok = units < H
     if HAS_BIAS:
         # Biases may be views (strided, or expanded with stride 0): index by their own strides.
@@ -79,7 +80,7 @@ def rnn_step_backward_kernel(
     dh_sr, dh_sc, dh_next_sr, dh_next_sc, dh_final_sr, dh_final_sc, saved_sr, saved_sc, w_hh_sr, w_hh_sc,
     dpre_sr, dpre_sc, dh_prev_out_sr, dh_prev_out_sc, dh_init_out_sr, dh_init_out_sc,
     RELU: tl.constexpr, HAS_DH: tl.constexpr, HAS_DH_CARRY: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, TF32: tl.constexpr,
 ):
     """Backward of one RNN step for BLOCK_B rows x BLOCK_P features of h: the gradient
     reaching h' is dh (the step's output) plus the carry (from the next processed step for
@@ -110,7 +111,7 @@ def rnn_step_backward_kernel(
         tl.store(dpre_ptr + rows[:, None] * dpre_sr + units[None, :] * dpre_sc,
                  cast_rounded(d_pre, dpre_ptr.dtype.element_ty), mask=ok & writes)
         w = _load_tile(w_hh_ptr, units, features, w_hh_sr, w_hh_sc, H, H)  # W_hh[u, p] at (u, p)
-        acc += dot(cast_rounded(d_pre, w.dtype), w)
+        acc += dot_tf32_allowed(cast_rounded(d_pre, w.dtype), w, TF32)
     _store_state(dh_prev_out_ptr, dh_init_out_ptr, rows, features, dh_prev_out_sr, dh_prev_out_sc, dh_init_out_sr,
                  dh_init_out_sc, n_carried, n_rows, H, acc, True)
 
@@ -139,7 +140,7 @@ def rnn_step_forward(
         b_ih.stride(0) if has_bias else 0, b_hh.stride(0) if has_bias else 0,
         *h_out.stride(), *saved.stride(),
         RELU=relu, HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_BIAS=has_bias,
-        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=warps,
+        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 
 
@@ -163,7 +164,7 @@ def rnn_step_backward(
         *(dh.stride() if dh is not None else (0, 0)), *carry.strides(), *saved.stride(), *w_hh.stride(),
         *d_pre.stride(), *dh_state.strides(),
         RELU=relu, HAS_DH=dh is not None, HAS_DH_CARRY=dh_carry is not None, BLOCK_B=block_b, BLOCK_P=block_p,
-        BLOCK_J=block_j, num_warps=warps,
+        BLOCK_J=block_j, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 
 

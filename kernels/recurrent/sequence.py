@@ -44,7 +44,8 @@ grid of two).
 
 Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
 and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
-accumulated in fp32 (true fp32 for fp32).
+accumulated in fp32 (true fp32 for fp32, or TF32 where torch's fp32 matmul precision
+allows it: runtime.fp32_products_in_tf32).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRETED, cast_rounded, ceil_div, dot, next_power_of_2, sigmoid_accurate, tanh_accurate
+from ..runtime import (INTERPRETED, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, next_power_of_2,
+                       sigmoid_accurate, tanh_accurate)
 from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
 from .step import _load_tile
 
@@ -97,7 +99,7 @@ def _schedule_entry(ptr, index, valid):
 
 @triton.jit
 def _exchanged_product(a_base, a_sr, a_sc, rows, row_ok, K, w_ptr, w_sk, w_sc, cols, n_cols,
-                       BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+                       BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, TF32: tl.constexpr):
     """sum over k < K of a[rows, k] * w[k, cols], fp32 [BLOCK_B, BLOCK_C]: `a` written by
     every program before the last barrier (read from L2), w read BLOCK_R rows at a time,
     a rounded to w's dtype first (a no-op for h_raw, which has it)."""
@@ -106,14 +108,14 @@ def _exchanged_product(a_base, a_sr, a_sc, rows, row_ok, K, w_ptr, w_sk, w_sc, c
         ks = k0 + tl.arange(0, BLOCK_R)
         a = _load_exchanged(a_base, rows, ks, a_sr, a_sc, row_ok[:, None] & (ks < K)[None, :])
         w = _load_tile(w_ptr, ks, cols, w_sk, w_sc, K, n_cols)
-        acc += dot(cast_rounded(a.to(tl.float32), w.dtype), w)
+        acc += dot_tf32_allowed(cast_rounded(a.to(tl.float32), w.dtype), w, TF32)
     return acc
 
 
 @triton.jit
 def _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slices, pid, programs,
                   h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc,
-                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr):
+                  BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, TF32: tl.constexpr):
     """out[step] = h_raw[step] @ w_hr^T for this program's slices of the P features: the
     step's h_raw rows (from offset, n_rows of them), written by every program before the
     last barrier, against w_hr [P, H] as [k, p] tiles."""
@@ -124,7 +126,7 @@ def _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slic
             row_ok = rows < n_rows
             # w_hr [P, H] as [k, p] tiles.
             acc = _exchanged_product(h_raw_ptr + offset * h_raw_sr, h_raw_sr, h_raw_sc, rows, row_ok, H,
-                                     w_hr_ptr, w_hr_sc, w_hr_sr, features, P, BLOCK_B, BLOCK_H, BLOCK_R)
+                                     w_hr_ptr, w_hr_sc, w_hr_sr, features, P, BLOCK_B, BLOCK_H, BLOCK_R, TF32)
             now = offset + rows
             tl.store(out_ptr + now[:, None] * out_sr + features[None, :] * out_sc,
                      cast_rounded(acc, out_ptr.dtype.element_ty), mask=row_ok[:, None] & (features < P)[None, :])
@@ -139,7 +141,7 @@ def lstm_sequence_forward_kernel(
     xw_sr, xw_sc, h0_sr, h0_sc, c0_sr, c0_sc, w_sr, w_sc, w_hr_sr, w_hr_sc,
     out_sr, out_sc, h_raw_sr, h_raw_sc, cells_sr, cells_sc, gates_sr, gates_sc,
     PROJECTED: tl.constexpr, WEIGHTS_ON_CHIP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, TF32: tl.constexpr,
 ):
     """All T steps, in processing order, for the slices of hidden units this program
     owns (slice s = program, program + programs, ...).
@@ -201,10 +203,10 @@ def lstm_sequence_forward_kernel(
                         w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, ks, units, w_sc, w_sr, P, H)
                         w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, ks, units, w_sc, w_sr, P, H)
                     h = cast_rounded(h, w_i.dtype)
-                    acc_i += dot(h, w_i)
-                    acc_f += dot(h, w_f)
-                    acc_g += dot(h, w_g)
-                    acc_o += dot(h, w_o)
+                    acc_i += dot_tf32_allowed(h, w_i, TF32)
+                    acc_f += dot_tf32_allowed(h, w_f, TF32)
+                    acc_g += dot_tf32_allowed(h, w_g, TF32)
+                    acc_o += dot_tf32_allowed(h, w_o, TF32)
                 now = offset + rows
                 ok = row_ok[:, None] & unit_ok[None, :]
                 xw_ptrs = xw_ptr + now[:, None] * xw_sr + units[None, :] * xw_sc
@@ -231,7 +233,8 @@ def lstm_sequence_forward_kernel(
         if PROJECTED:
             _grid_barrier(counter_ptr, (2 * t + 1) * programs, max_spins)
             _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slices, pid, programs,
-                          h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc, BLOCK_B, BLOCK_H, BLOCK_R)
+                          h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc, BLOCK_B, BLOCK_H, BLOCK_R,
+                          TF32)
             if t + 1 < T:
                 _grid_barrier(counter_ptr, (2 * t + 2) * programs, max_spins)
         elif t + 1 < T:
@@ -286,7 +289,7 @@ def lstm_sequence_backward_kernel(
     gates_sr, gates_sc, cells_sr, cells_sc, c0_sr, c0_sc, w_sr, w_sc, w_hr_sr, w_hr_sc,
     HAS_D_OUT: tl.constexpr, HAS_D_H_N: tl.constexpr, HAS_D_C_N: tl.constexpr, PROJECTED: tl.constexpr,
     WEIGHTS_ON_CHIP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_R: tl.constexpr, TF32: tl.constexpr,
 ):
     """Backward through all T steps, for the slices of hidden units this program owns.
 
@@ -361,10 +364,10 @@ def lstm_sequence_backward_kernel(
                     d_f = _load_exchanged(done_gates + H, rows, j, 4 * H, 1, mask)
                     d_g = _load_exchanged(done_gates + 2 * H, rows, j, 4 * H, 1, mask)
                     d_o = _load_exchanged(done_gates + 3 * H, rows, j, 4 * H, 1, mask)
-                    reaching += dot(cast_rounded(d_i, w_i.dtype), w_i)
-                    reaching += dot(cast_rounded(d_f, w_i.dtype), w_f)
-                    reaching += dot(cast_rounded(d_g, w_i.dtype), w_g)
-                    reaching += dot(cast_rounded(d_o, w_i.dtype), w_o)
+                    reaching += dot_tf32_allowed(cast_rounded(d_i, w_i.dtype), w_i, TF32)
+                    reaching += dot_tf32_allowed(cast_rounded(d_f, w_i.dtype), w_f, TF32)
+                    reaching += dot_tf32_allowed(cast_rounded(d_g, w_i.dtype), w_g, TF32)
+                    reaching += dot_tf32_allowed(cast_rounded(d_o, w_i.dtype), w_o, TF32)
                 started = (done_ok & (rows >= done_carried))[:, None] & feature_ok[None, :]
                 tl.store(d_h0_ptr + rows[:, None] * P + features[None, :], reaching, mask=started)
 
@@ -398,7 +401,8 @@ def lstm_sequence_backward_kernel(
                         now = cur_offset + rows
                         # d_total[cur] @ w_hr[:, units], over the P features in chunks.
                         dh = _exchanged_product(d_total_ptr + cur_offset * P, P, 1, rows, row_ok, P,
-                                                w_hr_ptr, w_hr_sr, w_hr_sc, units, H, BLOCK_B, BLOCK_H, BLOCK_R)
+                                                w_hr_ptr, w_hr_sr, w_hr_sc, units, H, BLOCK_B, BLOCK_H, BLOCK_R,
+                                                TF32)
                         continued = (rows < done_carried)[:, None]
                         _gate_gradients(dh, rows, units, row_ok, continued, now, cur_prev, cur_carried, H,
                                         d_c_n_ptr, d_c_n_sr, d_c_n_sc, gates_ptr, gates_sr, gates_sc, cells_ptr,
@@ -430,6 +434,10 @@ SLICE_UNITS = 16
 # before NUM_STAGES, 256 took 192 KB of shared memory in the fp32 backward, more than an
 # A100 has.
 MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
+# fp32 with TF32 products (runtime.fp32_products_in_tf32): W_hh's fp32 tiles in the tensor
+# cores' operand layout spilled at 128 (56 bytes in the sm_80 forward, 80-232 in the
+# backward); at 64 they compile clean, as 16-bit ones do.
+MAX_ON_CHIP_HIDDEN_TF32 = 64
 # No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
 # which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
 # stale L1 line (seen in the sm_90 PTX with the default stages).
@@ -467,14 +475,23 @@ def multiprocessors(device: torch.device) -> int:
     return RECORDED_MULTIPROCESSORS
 
 
-def plan(H: int, dtype: torch.dtype, device: torch.device) -> Plan:
+def max_on_chip_hidden(dtype: torch.dtype) -> int:
+    """The largest hidden size whose W_hh slices stay on chip, for weights of `dtype` and
+    the fp32 products torch's matmul precision allows now."""
+    return MAX_ON_CHIP_HIDDEN_TF32 if fp32_products_in_tf32(dtype) else MAX_ON_CHIP_HIDDEN[dtype]
+
+
+def plan(H: int, dtype: torch.dtype, device: torch.device, projected: bool = False) -> Plan:
     """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
-    on chip when each program has one slice and H is within MAX_ON_CHIP_HIDDEN (else
-    re-read, from L2 on a GPU, in chunks of REREAD_CHUNK features every step)."""
+    on chip when each program has one slice and H is within max_on_chip_hidden (else
+    re-read, from L2 on a GPU, in chunks of REREAD_CHUNK features every step). A forward
+    with a projection and TF32 products re-reads it too: on chip beside the projection's
+    chunks it spilled 28 bytes on sm_90 (H = 64)."""
     slices = ceil_div(H, SLICE_UNITS)
     programs = min(slices, multiprocessors(device))
     padded = max(16, next_power_of_2(H))
-    on_chip = programs == slices and padded <= MAX_ON_CHIP_HIDDEN[dtype]
+    on_chip = (programs == slices and padded <= max_on_chip_hidden(dtype)
+               and not (projected and fp32_products_in_tf32(dtype)))
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else REREAD_CHUNK, 16, 4)
 
 
@@ -538,7 +555,7 @@ def lstm_sequence_forward(
     if N == 0 or H == 0:
         return out, h0.clone(), c0.clone(), gates, cells, h_raw
     (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
-    p = plan(H, w_hh.dtype, device)
+    p = plan(H, w_hh.dtype, device, projected=w_hr is not None)
     _check_phases(len(steps), p.programs)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     raw = h_raw if w_hr is not None else out
@@ -549,7 +566,8 @@ def lstm_sequence_forward(
         *xw.stride(), *h0.stride(), *c0.stride(), *w_hh.stride(), *(w_hr.stride() if w_hr is not None else (0, 0)),
         *out.stride(), *raw.stride(), *cells.stride(), *gates.stride(),
         PROJECTED=w_hr is not None, WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h,
-        BLOCK_K=p.block_k, BLOCK_R=PROJECTION_CHUNK["forward"], num_warps=p.warps, num_stages=NUM_STAGES,
+        BLOCK_K=p.block_k, BLOCK_R=PROJECTION_CHUNK["forward"], TF32=fp32_products_in_tf32(w_hh.dtype),
+        num_warps=p.warps, num_stages=NUM_STAGES,
     )
     _check_barriers(counter, "lstm_sequence_forward", p.programs)
     final = _final_rows(steps, B).to(device)
@@ -601,7 +619,8 @@ def lstm_sequence_backward(
         HAS_D_OUT=d_out is not None, HAS_D_H_N=d_h_n is not None, HAS_D_C_N=d_c_n is not None,
         PROJECTED=w_hr is not None, WEIGHTS_ON_CHIP=p.on_chip and w_hr is None, BLOCK_B=p.block_b,
         BLOCK_H=p.block_h, BLOCK_J=p.block_k if w_hr is None else REREAD_CHUNK,
-        BLOCK_R=PROJECTION_CHUNK["backward"], num_warps=p.warps, num_stages=NUM_STAGES,
+        BLOCK_R=PROJECTION_CHUNK["backward"], TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=p.warps,
+        num_stages=NUM_STAGES,
     )
     _check_barriers(counter, "lstm_sequence_backward", p.programs)
     h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]

@@ -11,7 +11,8 @@ the step before (`*_prev`, the first `n_carried` rows) and rows that start at th
 of a packed, variable-length one, forwards or reversed. The backward writes the
 gradients of that state to the same two places. The cell state, the saved gate
 activations and all arithmetic are fp32; h and the weights keep their dtype (fp32, fp16,
-bf16), products accumulate in fp32 (true fp32 for fp32).
+bf16), products accumulate in fp32: true fp32 for fp32, unless torch's fp32 matmul
+precision allows TF32 (runtime.fp32_products_in_tf32), as it does for torch's own GEMMs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRETED, cast_rounded, ceil_div, dot, next_power_of_2, sigmoid_accurate, tanh_accurate
+from ..runtime import (INTERPRETED, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, next_power_of_2,
+                       sigmoid_accurate, tanh_accurate)
 
 
 @triton.jit
@@ -54,7 +56,7 @@ def _store_state(prev_ptr, init_ptr, rows, cols, prev_sr, prev_sc, init_sr, init
 
 @triton.jit
 def _accumulate_gates(acc_i, acc_f, acc_g, acc_o, a_ptr, w_ptr, rows, units, n_rows, H, K,
-                      a_sr, a_sc, w_sr, w_sc, BLOCK_K: tl.constexpr):
+                      a_sr, a_sc, w_sr, w_sc, BLOCK_K: tl.constexpr, TF32: tl.constexpr):
     """acc_q += a @ W[q*H + units, :]^T for the four gates q: a [rows, K], W [4H, K]."""
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
@@ -65,10 +67,10 @@ def _accumulate_gates(acc_i, acc_f, acc_g, acc_o, a_ptr, w_ptr, rows, units, n_r
         w_g = _load_tile(w_ptr + 2 * H * w_sr, cols, units, w_sc, w_sr, K, H)
         w_o = _load_tile(w_ptr + 3 * H * w_sr, cols, units, w_sc, w_sr, K, H)
         a = a.to(w_i.dtype)
-        acc_i += dot(a, w_i)
-        acc_f += dot(a, w_f)
-        acc_g += dot(a, w_g)
-        acc_o += dot(a, w_o)
+        acc_i += dot_tf32_allowed(a, w_i, TF32)
+        acc_f += dot_tf32_allowed(a, w_f, TF32)
+        acc_g += dot_tf32_allowed(a, w_g, TF32)
+        acc_o += dot_tf32_allowed(a, w_o, TF32)
     return acc_i, acc_f, acc_g, acc_o
 
 
@@ -92,7 +94,7 @@ def lstm_step_forward_kernel(
     b_ih_s, b_hh_s,
     h_out_sr, h_out_sc, c_out_sr, c_out_sc, gates_sr, gates_sc,
     HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, TF32: tl.constexpr,
 ):
     """One step for BLOCK_B rows x BLOCK_H hidden units: the four gate pre-activations
     (input GEMM when HAS_INPUT, projected input when HAS_XW, recurrent GEMM over the P
@@ -106,7 +108,7 @@ def lstm_step_forward_kernel(
     acc_o = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     if HAS_INPUT:
         acc_i, acc_f, acc_g, acc_o = _accumulate_gates(acc_i, acc_f, acc_g, acc_o, x_ptr, w_ih_ptr, rows, units,
-                                                       n_rows, H, I, x_sr, x_sc, w_ih_sr, w_ih_sc, BLOCK_K)
+                                                       n_rows, H, I, x_sr, x_sc, w_ih_sr, w_ih_sc, BLOCK_K, TF32)
     # The recurrent product, over h rows from their two sources.
     for k0 in range(0, P, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
@@ -117,10 +119,10 @@ def lstm_step_forward_kernel(
         w_g = _load_tile(w_hh_ptr + 2 * H * w_hh_sr, cols, units, w_hh_sc, w_hh_sr, P, H)
         w_o = _load_tile(w_hh_ptr + 3 * H * w_hh_sr, cols, units, w_hh_sc, w_hh_sr, P, H)
         h = cast_rounded(h, w_i.dtype)
-        acc_i += dot(h, w_i)
-        acc_f += dot(h, w_f)
-        acc_g += dot(h, w_g)
-        acc_o += dot(h, w_o)
+        acc_i += dot_tf32_allowed(h, w_i, TF32)
+        acc_f += dot_tf32_allowed(h, w_f, TF32)
+        acc_g += dot_tf32_allowed(h, w_g, TF32)
+        acc_o += dot_tf32_allowed(h, w_o, TF32)
     if HAS_XW:
         acc_i += _load_tile(xw_ptr, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
         acc_f += _load_tile(xw_ptr + H * xw_sc, rows, units, xw_sr, xw_sc, n_rows, H).to(tl.float32)
@@ -167,7 +169,7 @@ def lstm_step_backward_kernel(
     dgates_sr, dgates_sc, dc_prev_sr, dc_prev_sc, dc_init_sr, dc_init_sc,
     dh_prev_sr, dh_prev_sc, dh_init_sr, dh_init_sc, dbias_sr, dbias_sc,
     HAS_DH: tl.constexpr, HAS_DH_CARRY: tl.constexpr, HAS_DC_CARRY: tl.constexpr, BIAS_GRAD: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr, TF32: tl.constexpr,
 ):
     """Backward of one step for BLOCK_B rows x BLOCK_P features of h_prev.
 
@@ -229,10 +231,10 @@ def lstm_step_backward_kernel(
         w_f = _load_tile(w_hh_ptr + H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, P)
         w_g = _load_tile(w_hh_ptr + 2 * H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, P)
         w_o = _load_tile(w_hh_ptr + 3 * H * w_hh_sr, units, features, w_hh_sr, w_hh_sc, H, P)
-        acc += dot(cast_rounded(d_i, w_i.dtype), w_i)
-        acc += dot(cast_rounded(d_f, w_i.dtype), w_f)
-        acc += dot(cast_rounded(d_g, w_i.dtype), w_g)
-        acc += dot(cast_rounded(d_o, w_i.dtype), w_o)
+        acc += dot_tf32_allowed(cast_rounded(d_i, w_i.dtype), w_i, TF32)
+        acc += dot_tf32_allowed(cast_rounded(d_f, w_i.dtype), w_f, TF32)
+        acc += dot_tf32_allowed(cast_rounded(d_g, w_i.dtype), w_g, TF32)
+        acc += dot_tf32_allowed(cast_rounded(d_o, w_i.dtype), w_o, TF32)
     _store_state(dh_prev_ptr, dh_init_ptr, rows, features, dh_prev_sr, dh_prev_sc, dh_init_sr, dh_init_sc,
                  n_carried, n_rows, P, acc, True)
 
@@ -246,13 +248,15 @@ def _forward_tiles(n_rows: int, H: int) -> tuple[int, int, int, int]:
     return min(32, max(16, next_power_of_2(n_rows))), 32 if H <= 256 else 64, 32, 8
 
 
-def _backward_tiles() -> tuple[int, int, int, int]:
+def _backward_tiles(tf32: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_B, BLOCK_P, BLOCK_J, num_warps) of a backward step, which holds a dozen
     [rows, units] tiles at once: 16 rows, 32 features, 32-unit chunks, 8 warps is the
-    largest measured that spills nothing on sm_80 and sm_90."""
+    largest measured that spills nothing on sm_80 and sm_90; with TF32 products (fp32
+    tiles in the tensor cores' operand layout) 32-unit chunks spilled 36 bytes on sm_90,
+    16-unit ones do not."""
     if INTERPRETED:
         return 16, 32, 32, 4
-    return 16, 32, 32, 8
+    return 16, 32, 16 if tf32 else 32, 8
 
 
 class StepState:
@@ -296,7 +300,7 @@ def lstm_step_forward(
         b_ih.stride(0) if b_ih is not None else 0, b_hh.stride(0) if b_hh is not None else 0,
         *h_out.stride(), *c_out.stride(), *gates.stride(),
         HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_BIAS=b_ih is not None,
-        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=warps,
+        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 
 
@@ -317,7 +321,8 @@ def lstm_step_backward(
     H, P = c.shape[1], w_hh.shape[1]
     if n_rows == 0 or H == 0:
         return
-    block_b, block_p, block_j, warps = _backward_tiles()
+    tf32 = fp32_products_in_tf32(w_hh.dtype)
+    block_b, block_p, block_j, warps = _backward_tiles(tf32)
     no_carry = StepState(None, gates, 0)
     dh_carry_or = dh_carry or no_carry
     dc_carry_or = dc_carry or no_carry
@@ -332,7 +337,8 @@ def lstm_step_backward(
         *gates.stride(), *c.stride(), *c_state.strides(), *w_hh.stride(),
         *dgates.stride(), *dc_state.strides(), *dh_state.strides(), *(dbias.stride() if dbias is not None else (0, 0)),
         HAS_DH=dh is not None, HAS_DH_CARRY=dh_carry is not None, HAS_DC_CARRY=dc_carry is not None,
-        BIAS_GRAD=dbias is not None, BLOCK_B=block_b, BLOCK_P=block_p, BLOCK_J=block_j, num_warps=warps,
+        BIAS_GRAD=dbias is not None, BLOCK_B=block_b, BLOCK_P=block_p, BLOCK_J=block_j,
+        TF32=tf32, num_warps=warps,
     )
 
 
