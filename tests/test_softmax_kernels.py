@@ -22,11 +22,16 @@ def kernels(device):
     return softmax
 
 
-def tilings(kernels):
+def tilings(kernels, n_cols):
     return {
         "online-16": kernels.Plan(one_pass=False, block_m=1, block_n=16, num_warps=4),
         # Two programs, each taking every other row (as a grid bounded by the L2 runs).
         "online-16-two-programs": kernels.Plan(one_pass=False, block_m=1, block_n=16, num_warps=4, max_programs=2),
+        # Rows in three parts of whole 16-column blocks, two rows at once (rows.split_rows).
+        # The interpreter runs a program at a time: a row's first two parts wait in vain
+        # and sweep the whole row for its statistics, the third combines all three parts'.
+        "online-16-split-3": kernels.Plan(one_pass=False, block_m=1, block_n=16, num_warps=4, max_programs=6,
+                                          splits=3, chunk=-(-n_cols // 48) * 16),
         "one-pass-8-rows": kernels.Plan(one_pass=True, block_m=8, block_n=128, num_warps=4),
     }
 
@@ -41,26 +46,31 @@ CASES = {
     "dim-0": ((61, 40), 0, (61, 40), (slice(None), 4), False),
 }
 
-# The cases the two-program grid (each program taking every other row) runs under the
-# interpreter: its row loop is all it adds to online-16, and these give it rows of both
-# parities with a causal offset, an emptied row and a strided dim.
-TWO_PROGRAM_CASES = ("causal-more-keys", "mask-empties-rows", "dim-0")
+# The cases the two-program grid (each program taking every other row) and the split rows
+# run under the interpreter: their row loop and the parts are what they add to online-16,
+# and these give them rows of both parities with a causal offset (parts past the last
+# column a row sees), an emptied row and a strided dim.
+SHARED_GRID_TILINGS = ("online-16-two-programs", "online-16-split-3")
+SHARED_GRID_CASES = ("causal-more-keys", "mask-empties-rows", "dim-0")
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("tiling", ["online-16", "online-16-two-programs", "one-pass-8-rows"])
+@pytest.mark.parametrize("tiling", ["online-16", "online-16-two-programs", "online-16-split-3", "one-pass-8-rows"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_forced_tiling(kernels, device, dtype, tiling, case):
-    if device == "cpu" and tiling == "online-16-two-programs" and case not in TWO_PROGRAM_CASES:
-        pytest.skip("under the interpreter the two-program grid takes a part of the cases (online-16 runs them all)")
+    if device == "cpu" and tiling in SHARED_GRID_TILINGS and case not in SHARED_GRID_CASES:
+        pytest.skip("under the interpreter the grids that share rows or split them take a part of the cases "
+                    "(online-16 runs them all)")
+    if device == "cpu" and tiling == "online-16-split-3" and dtype == torch.float16:
+        pytest.skip("under the interpreter split rows run in fp32 and bf16 (fp16 is another element type)")
     shape, dim, mask_shape, emptied, causal = CASES[case]
     x = torch.randn(shape, device=device, dtype=dtype)
     mask = None
     if mask_shape is not None:
         mask = torch.rand(mask_shape, device=device) > 0.3
         mask[emptied] = False
-    plan = tilings(kernels)[tiling]
+    plan = tilings(kernels, shape[dim])[tiling]
     extras = dict(scale=0.5, mask=mask, causal=causal)
     dim = dim % len(shape)
 
@@ -105,6 +115,46 @@ def test_online_grid_keeps_the_rows_in_flight_within_half_the_l2():
     x, y, mask = torch.empty(2, 3, dtype=torch.bfloat16), torch.empty(2, 3), torch.ones(3, dtype=torch.bool)
     assert rows.row_operand_bytes([x, y], None) == 6 and rows.row_operand_bytes([x, y], mask) == 7
     assert rows.gpu_size(torch.device("cpu")) == rows.DEFAULT_GPU_SIZE == (l2, sms)
+
+
+def test_rows_past_the_bound_split_into_parts_that_fit_the_l2_side_by_side():
+    from seqops.kernels.softmax import rows
+
+    l2, sms = 50 * 2**20, 132
+    # fp32 in and out, 8 bytes a column: 132 chunks of 24576 columns (6 blocks of 4096)
+    # fill 25.9 MB of the 26.2 MB share; 2**17 columns take 6 parts (5.3 rounded up,
+    # then the chunk evened out), 22 rows at once.
+    assert rows.split_rows(2**17, 8, l2, sms) == (6, 24576, 132)
+    assert rows.split_rows(2**20, 8, l2, sms) == (43, 24576, 129)
+    assert rows.split_rows(2**20, 4, l2, sms) == (22, 49152, 132)  # bf16: twice the columns a chunk
+    # More parts than SMs would be needed (2**23 fp32 columns: 342): none, a program a row.
+    assert rows.split_rows(2**23, 8, l2, sms) is None
+    assert rows.split_rows(2**17, 8, 0, sms) is None  # no share at all (the unbounded benchmark)
+    plan = rows.plan(1000, 2**17, 2**17 * 8, may_split=True)
+    assert (plan.splits, plan.chunk, plan.max_programs, plan.grid(1000)) == (6, 24576, 132, (132,))
+    assert plan.grid(5) == (30,)  # 5 rows: their 30 parts at once
+    # The backward does not split (it reads y and dy twice either way): a program a row.
+    assert rows.plan(1000, 2**17, 2**17 * 12).splits == 1
+    # Rows the bound serves stay whole.
+    assert rows.plan(1000, 65536, 65536 * 8, may_split=True).splits == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32], ids=str)
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_past_the_bound_run_split(kernels, device, dtype):
+    """The launcher's own plan for 2**17 fp32 columns (with the mask, 7 parts; bf16 rows
+    this wide are still served by the bound): two rows, one with a mask that empties its
+    middle parts."""
+    x = torch.randn(2, 2**17, device=device, dtype=dtype) * 4
+    mask = torch.ones(2, 2**17, dtype=torch.bool, device=device)
+    mask[1, 1000:] = False
+    mask[1, 130000:130005] = True
+    from seqops.kernels.softmax import rows
+    splits = rows.plan(2, 2**17, 2**17 * (2 * x.element_size() + 1), x.device, may_split=True).splits
+    assert splits == 7
+    out = kernels.softmax_forward(x, mask, 1, 0.5, False, dtype)
+    ref = reference.softmax(x.double().cpu(), 1, scale=0.5, mask=mask.cpu())
+    assert_within_torch_error("output", out, ref, torch_impl.softmax(x, 1, scale=0.5, mask=mask))
 
 
 def test_launchers_bound_the_online_grid_by_their_operands(monkeypatch):

@@ -250,7 +250,7 @@ def modelled_dq_turns(entries: Iterable[Entry]) -> list[str]:
 
 
 # The softmax widths the traffic is modelled at, on as many rows as an H100 has SMs x 8.
-SOFTMAX_WIDTHS, SOFTMAX_ROWS = (1024, 16384, 16385, 65536, 262144, 1 << 20, 1 << 23), 1056
+SOFTMAX_WIDTHS, SOFTMAX_ROWS = (1024, 16384, 16385, 65536, 131072, 262144, 1 << 20, 1 << 23), 1056
 
 
 def modelled_softmax_traffic() -> list[str]:
@@ -274,7 +274,8 @@ def modelled_softmax_traffic() -> list[str]:
     for dtype, size in (("fp32", 4), ("bf16", 2)):
         for width in SOFTMAX_WIDTHS:
             t = forward_traffic(SOFTMAX_ROWS, width, size, size)
-            lines.append(f"| {dtype} | {width} | {'one pass' if t.one_pass else 'online'} | {t.programs} "
+            kind = "one pass" if t.one_pass else f"online, {t.splits} parts a row" if t.splits > 1 else "online"
+            lines.append(f"| {dtype} | {width} | {kind} | {t.programs} "
                          f"| {t.dram_reads:g} | {t.l2_reads:g} | {t.writes:g} "
                          f"| {'yes' if t.programs >= device.multiprocessors else 'no'} |")
     return lines

@@ -10,11 +10,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded, ceil_div, exp_accurate, next_power_of_2
+from ..runtime import INTERPRETED, cast_rounded, ceil_div, exp_accurate, next_power_of_2
 
 # Longest row held on chip whole: 16 fp32 values a thread at 32 warps. Longer rows
 # spill registers (benchmarks/static_report) and go online, on few enough programs that
-# their second read of a row comes from L2 (online_programs).
+# their second read of a row comes from L2 (online_programs), or, wider still, split
+# into parts that programs sweep side by side (split_rows).
 MAX_ONE_PASS_COLS = 16384
 # fp32 values a thread holds per row tile in the one-pass kernels.
 VALUES_PER_THREAD = 16
@@ -65,6 +66,16 @@ L2_SHARE = 0.5
 MIN_SM_SHARE = 0.25
 # (L2 bytes, multiprocessors) assumed where no GPU can be asked: an H100's or H200's.
 DEFAULT_GPU_SIZE = (50 * 2**20, 132)
+# Polls of a row's arrival counter before a part of a split row stops waiting for the
+# others and reads the whole row itself (split_rows): a wait normally lasts one part's
+# first sweep, microseconds; 2**14 polls of L2 is milliseconds. Under the interpreter,
+# whose programs run one after another, the first parts of a row can never see the last
+# arrive: they give up at once, so that CI runs both ways to the row's statistics.
+SPLIT_MAX_SPINS = 1 << 14
+INTERPRETED_SPLIT_MAX_SPINS = 1
+# Most parts a row is split into: the parts' (max, sum) pairs are combined as one vector of
+# this many lanes (a compile-time size, so one build serves every split).
+MAX_SPLITS = 256
 
 
 @dataclass(frozen=True)
@@ -72,26 +83,40 @@ class Plan:
     """How a launch tiles the rows: whole rows BLOCK_M at a time, or one row at a time in
     sweeps. max_programs (online only; None: no bound): at most this many programs, each
     taking every max_programs-th row, so that the rows in flight fit the L2 share
-    (online_programs)."""
+    (online_programs). splits > 1 (online only): each row in that many parts of `chunk`
+    columns (a multiple of block_n), a program a part, max_programs a multiple of splits
+    (split_rows)."""
 
     one_pass: bool
     block_m: int
     block_n: int
     num_warps: int
     max_programs: Optional[int] = None
+    splits: int = 1
+    chunk: int = 0
 
     def grid(self, n_rows: int) -> tuple[int]:
-        programs = ceil_div(n_rows, self.block_m)
+        programs = ceil_div(n_rows, self.block_m) * self.splits
         return (programs if self.max_programs is None else min(programs, self.max_programs),)
 
 
-def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None) -> Plan:
+def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None,
+         may_split: bool = False) -> Plan:
     """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread; for the online
     kernels, the grid online_programs gives rows of row_bytes (what a row's operands, read
-    and written, take in all) on `device` (None: the defaults of a machine without one)."""
+    and written, take in all) on `device` (None: the defaults of a machine without one),
+    or, past that bound and where the kernel can split rows (may_split: the forward's),
+    split_rows' parts."""
     if n_cols > MAX_ONE_PASS_COLS:
-        return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD),
-                    max_programs=online_programs(row_bytes, *gpu_size(device)))
+        warps = ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD)
+        size = gpu_size(device)
+        bound = online_programs(row_bytes, *size)
+        split = split_rows(n_cols, row_bytes // n_cols, *size) if bound is None and may_split else None
+        if split is not None:
+            splits, chunk, programs = split
+            return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=warps, max_programs=programs,
+                        splits=splits, chunk=chunk)
+        return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=warps, max_programs=bound)
     block_n = next_power_of_2(n_cols)
     block_m = min(next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
     num_warps = min(32, max(4, block_m * block_n // (32 * VALUES_PER_THREAD)))
@@ -108,6 +133,32 @@ def online_programs(row_bytes: int, l2_bytes: int, multiprocessors: int) -> Opti
     read costs (at most 1.5x the bytes)."""
     programs = int(L2_SHARE * l2_bytes) // max(1, row_bytes)
     return programs if programs >= max(1, int(MIN_SM_SHARE * multiprocessors)) else None
+
+
+def split_rows(n_cols: int, col_bytes: int, l2_bytes: int, multiprocessors: int) -> Optional[tuple[int, int, int]]:
+    """(splits, chunk, programs) for rows too wide for online_programs' bound: each row in
+    `splits` parts of `chunk` columns, a program a part, the parts of a row swept side by
+    side. A part's first sweep finds its (max, sum), stored for the others; when all
+    parts have arrived (an atomic counter a row), each combines them and sweeps its part
+    again, which it read moments before: chunks are sized so that one per multiprocessor
+    (`programs` at once, at most one a multiprocessor, so all are resident) fits L2_SHARE
+    of L2, and the second sweep comes from L2. A part that waits in vain (the others not
+    resident; the interpreter) reads the whole row for the statistics instead: slower,
+    never wrong. None where not even ONLINE_BLOCK_N columns a multiprocessor fit the share,
+    or a row would need more parts than there are multiprocessors (or MAX_SPLITS): there
+    each program reads its row twice."""
+    chunk = int(L2_SHARE * l2_bytes) // max(1, multiprocessors * col_bytes) // ONLINE_BLOCK_N * ONLINE_BLOCK_N
+    if chunk == 0:
+        return None
+    splits = ceil_div(n_cols, chunk)
+    if splits > min(multiprocessors, MAX_SPLITS):
+        return None
+    chunk = ceil_div(ceil_div(n_cols, splits), ONLINE_BLOCK_N) * ONLINE_BLOCK_N
+    return splits, chunk, multiprocessors // splits * splits
+
+
+def split_max_spins() -> int:
+    return INTERPRETED_SPLIT_MAX_SPINS if INTERPRETED else SPLIT_MAX_SPINS
 
 
 def gpu_size(device: Optional[torch.device]) -> tuple[int, int]:
