@@ -117,9 +117,10 @@ def softmax_row_operands(
     if len(shape) == 0:
         tensors = [t.reshape(1) for t in tensors]
         mask = None if mask is None else mask.reshape(1)
-    operands = [t.movedim(dim, -1) for t in tensors]
+    last = len(shape) - 1 if len(shape) else 0
+    operands = [t if dim == last else t.movedim(dim, -1) for t in tensors]  # (a view costs a microsecond or two)
     if mask is not None:
-        operands.append(mask.movedim(dim, -1))
+        operands.append(mask if dim == last else mask.movedim(dim, -1))
     operands, layout = row_layout_copying(operands, target)
     n = len(tensors)
     return operands[:n], (operands[n] if mask is not None else None), causal_rows, layout

@@ -55,7 +55,9 @@ _WHERE_IT_RUNS = _where_it_runs()
 
 
 def _platform_reason(device: torch.device) -> Optional[str]:
-    return _WHERE_IT_RUNS.get(device.type, f"Triton kernels need CUDA (or interpreted CPU) tensors, got device {device}")
+    if device.type in _WHERE_IT_RUNS:  # (the message below is formatted only when needed: it costs microseconds)
+        return _WHERE_IT_RUNS[device.type]
+    return f"Triton kernels need CUDA (or interpreted CPU) tensors, got device {device}"
 
 
 def _kernel(module: str, name: str) -> Callable:
