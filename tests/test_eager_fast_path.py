@@ -44,14 +44,24 @@ def test_every_op_family_keeps_the_body_of_its_op():
     assert all(f.body is not None for f in functions)
 
 
-def test_a_call_without_gradients_runs_the_body_and_one_with_them_the_op():
+def test_plain_calls_run_the_body_with_gradients_or_without():
+    """Without gradients the body runs alone; with them, inside the autograd.Function that
+    records the call (its forward and backward both skip the ops' dispatch), and the
+    gradient is the op's."""
     skip_unless_runnable("cpu", "triton")
     x = torch.randn(5, 37)
+    grad = torch.randn(5, 37)
     with seqops.backend("triton"):
         assert dispatched_seqops_ops(lambda: seqops.softmax(x, -1)) == set()
         with torch.no_grad():
             assert dispatched_seqops_ops(lambda: seqops.softmax(x.requires_grad_(), -1)) == set()
-        assert dispatched_seqops_ops(lambda: seqops.softmax(x, -1)) == {"seqops::softmax"}
+        fast = {}
+        assert dispatched_seqops_ops(lambda: fast.update(
+            grad=torch.autograd.grad(seqops.softmax(x, -1), x, grad)[0])) == set()
+        with SeenOps() as mode:
+            (dispatched,) = torch.autograd.grad(seqops.softmax(x, -1), x, grad)
+    assert {"seqops.softmax.default", "seqops.softmax_backward.default"} <= mode.seen, mode.seen
+    assert torch.equal(fast["grad"], dispatched)
 
 
 def test_a_dispatch_mode_sees_the_op_and_gets_the_same_bits():

@@ -69,22 +69,29 @@ def differentiable(name: str, op: Callable, setup_context: Callable, backward: C
     torch.autograd.Function's rules. Without a jvp, forward-mode AD raises a clear error.
     vmap batches the op (the custom op's vmap rule where it has one, else torch's loop).
     """
+    body = op_body(op)
+
+    def run(*args):
+        """The op, or its body where nothing could tell the two apart (_plain_eager_call,
+        and no torch.func transform or forward-mode level, whose tensors the op's own rules
+        must see): the forward of a call autograd records, and a call it does not."""
+        if (body is not None and not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0
+                and _plain_eager_call(args)):
+            return body(*args)
+        return op(*args)
+
     function = type(name, (torch.autograd.Function,), {
         "__doc__": f"{name} for eager calls: torch.func transforms and forward-mode AD.",
-        "forward": staticmethod(lambda *args: op(*args)),
+        "forward": staticmethod(run),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
         "jvp": staticmethod(jvp if jvp is not None else _no_jvp(name)),
         "generate_vmap_rule": True,
     })
 
-    body = op_body(op)
-
     def apply(*args):
         if torch.compiler.is_compiling() or not _differentiating(args):
-            if body is not None and _plain_eager_call(args):
-                return body(*args)
-            return op(*args)
+            return run(*args)
         return function.apply(*args)
 
     apply.function = function
