@@ -257,12 +257,15 @@ def cuda_compile_flags(archs: Sequence[str], ptxas_verbose: bool = False, root: 
 
 def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Optional[int] = None,
           ptxas_verbose: bool = False, root: Path = CSRC,
-          instances: Optional[Callable[[Path], bool]] = None) -> BuildResult:
+          instances: Optional[Callable[[Path], bool]] = None,
+          instance_archs: Optional[Sequence[str]] = None) -> BuildResult:
     """Compile every .cu (for each arch) and bindings.cpp, link them with the CUDA runtime
     static into out_dir/_cuda_ext<EXT_SUFFIX>, and return it with nvcc's output. The module
     appears in out_dir whole or not at all (built aside, then renamed). `instances(path)`
     says which instance files to build (default: all); none are when the CUTLASS headers
-    are not installed (the log says what was left out)."""
+    are not installed (the log says what was left out). `instance_archs` (default: archs)
+    narrows the archs of the instance files, each a minute of nvcc an arch (the tests'
+    build takes one for sm_90a only)."""
     start = time.perf_counter()
     nvcc = find_nvcc()
     if nvcc is None:
@@ -284,6 +287,7 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
         notes.append(f"== left out {len(left_out)} instance files ({why}): "
                      + ", ".join(s.relative_to(root).as_posix() for s in left_out) + "\n")
     cuda_flags = cuda_compile_flags(archs, ptxas_verbose, root)
+    instance_flags = cuda_compile_flags(instance_archs, ptxas_verbose, root) if instance_archs else cuda_flags
     bindings_flags = [*OPTIONS, "-I", str(root), f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"',
                       "-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
     out_dir = Path(out_dir)
@@ -293,7 +297,8 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
         commands = []
         for source in sources:
             obj = work / (source.relative_to(root).as_posix().replace("/", "_") + ".o")
-            flags = cuda_flags if source.suffix == ".cu" else bindings_flags
+            flags = (bindings_flags if source.suffix != ".cu" else instance_flags if is_instance(source, root)
+                     else cuda_flags)
             commands.append(([nvcc, "-c", str(source), "-o", str(obj), *flags], source.relative_to(root).as_posix(), obj))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
             logs = notes + list(pool.map(lambda c: _run(c[0], c[1]), commands))
