@@ -217,3 +217,22 @@ def dot_tf32_allowed(a, b, TF32: tl.constexpr):
     if TF32 and a.dtype == tl.float32:
         return tl.dot(round_to_tf32(a), round_to_tf32(b), input_precision="tf32")
     return dot(a, b)
+
+
+@triton.jit
+def arrive_and_wait(counter_ptr, target, max_spins):
+    """Count this program in at `counter_ptr` and wait, up to max_spins polls, until the
+    count reaches `target`; returns the count last seen (below target: the wait gave up,
+    as it must where the programs awaited are not all resident, or under the interpreter,
+    which runs programs one after another). The CTA barrier orders this program's stores
+    before its release add; the acquire reads, and the barrier after them, order the
+    stores of the programs counted before whatever this program loads next (loads of
+    what they wrote go through L2, ".cg": L1 is not coherent across SMs)."""
+    tl.debug_barrier()
+    arrived = tl.atomic_add(counter_ptr, 1, sem="release") + 1
+    spins = 0
+    while (arrived < target) & (spins < max_spins):
+        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
+        spins += 1
+    tl.debug_barrier()
+    return arrived

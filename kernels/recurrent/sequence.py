@@ -55,8 +55,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import (INTERPRETED, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, next_power_of_2,
-                       sigmoid_accurate, tanh_accurate)
+from ..runtime import (INTERPRETED, arrive_and_wait, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32,
+                       next_power_of_2, sigmoid_accurate, tanh_accurate)
 from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
 from .step import _load_tile
 
@@ -80,15 +80,8 @@ def _grid_barrier(counter_ptr, target, max_spins):
     they never arrive) adds BARRIER_TIMED_OUT to the counter and goes on: every later
     wait then passes at once, the launch ends with garbage, and the launcher, seeing the
     flag, raises instead of returning it. A hang becomes an error."""
-    tl.debug_barrier()
-    arrived = tl.atomic_add(counter_ptr, 1, sem="release") + 1
-    spins = 0
-    while (arrived < target) & (spins < max_spins):
-        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
-        spins += 1
-    if arrived < target:
+    if arrive_and_wait(counter_ptr, target, max_spins) < target:
         tl.atomic_add(counter_ptr, _TIMED_OUT_FLAG, sem="release")
-    tl.debug_barrier()
 
 
 @triton.jit

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded
+from ..runtime import arrive_and_wait, cast_rounded
 from ..layout import softmax_row_operands
 from .rows import (MAX_SPLITS, Plan, exp_for, load_input, plan, row_offsets, row_operand_bytes, rows_need_int64,
                    split_max_spins)
@@ -85,22 +85,6 @@ def _merged(maxes, sums, out_dtype: tl.constexpr):
 
 
 @triton.jit
-def _arrive_and_wait(counter_ptr, parts, max_spins):
-    """Count this part in at its row's counter and wait, up to max_spins polls, for all
-    `parts`; returns how many had arrived. The CTA barrier orders this program's stores
-    before its release add; the acquire reads, and the barrier after them, order the
-    others' stores before what this program loads next."""
-    tl.debug_barrier()
-    arrived = tl.atomic_add(counter_ptr, 1, sem="release") + 1
-    spins = 0
-    while (arrived < parts) & (spins < max_spins):
-        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
-        spins += 1
-    tl.debug_barrier()
-    return arrived
-
-
-@triton.jit
 def softmax_forward_online_kernel(
     x_ptr, y_ptr, mask_ptr, partials_ptr, arrivals_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
@@ -145,7 +129,7 @@ def softmax_forward_online_kernel(
             slots = partials_ptr + (tl.cast(row, tl.int64) * splits) * 2
             tl.store(slots + 2 * part, part_max)
             tl.store(slots + 2 * part + 1, part_sum)
-            all_arrived = _arrive_and_wait(arrivals_ptr + row, splits, max_spins) >= splits
+            all_arrived = arrive_and_wait(arrivals_ptr + row, splits, max_spins) >= splits
             # The row's statistics from the parts' pairs when all arrived, else from a sweep
             # of the whole row; each way as a (max, sum) pair merged with the other's empty
             # one, (-inf, 0), which changes nothing: one code path, no branch.
