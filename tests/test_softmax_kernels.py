@@ -145,16 +145,17 @@ def test_rows_past_the_bound_split_into_parts_that_fit_the_l2_side_by_side():
 @pytest.mark.parametrize("dtype", [torch.float32], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_rows_past_the_bound_run_split(kernels, device, dtype):
-    """The launcher's own plan for 2**17 fp32 columns (with the mask, 7 parts; bf16 rows
-    this wide are still served by the bound): two rows, one with a mask that empties its
-    middle parts."""
+    """The launcher's own plan for 2**17 fp32 columns (with the mask, 7 parts on the
+    default H100/H200 sizes; a GPU plans with its own L2 and SMs; bf16 rows this wide are
+    still served by the bound): two rows, one with a mask that empties its middle parts."""
     x = torch.randn(2, 2**17, device=device, dtype=dtype) * 4
     mask = torch.ones(2, 2**17, dtype=torch.bool, device=device)
     mask[1, 1000:] = False
     mask[1, 130000:130005] = True
     from seqops.kernels.softmax import rows
     splits = rows.plan(2, 2**17, 2**17 * (2 * x.element_size() + 1), x.device, may_split=True).splits
-    assert splits == 7
+    if device == "cpu":
+        assert splits == 7
     out = kernels.softmax_forward(x, mask, 1, 0.5, False, dtype)
     ref = reference.softmax(x.double().cpu(), 1, scale=0.5, mask=mask.cpu())
     assert_within_torch_error("output", out, ref, torch_impl.softmax(x, 1, scale=0.5, mask=mask))
