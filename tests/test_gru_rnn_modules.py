@@ -98,7 +98,11 @@ def test_one_step_batch_one_unbatched_default_state(device, mode):
         assert out.shape == (4, 46) and h_n.shape == (4, 23)
         return out, h_n
 
-    compare("triton", modules, lambda: [torch.randn(4, 33, device=device)], unbatched, torch.float32, 23)
+    # One unbatched sequence is a batch of one too: its weight gradients sum a few outer
+    # products, and one trial's ratio to torch reached 2.13 (d weight_hh_l1_reverse, relu,
+    # seed 1493474247, a fresh-clone CI run). Pool 4, as above.
+    compare("triton", modules, lambda: [torch.randn(4, 33, device=device)], unbatched, torch.float32, 23,
+            min_trials=4)
 
 
 @pytest.mark.parametrize("device", DEVICES)
