@@ -197,10 +197,14 @@ def softmax_forward(
                                                          BLOCK_M=p.block_m, **flags)
         return y
     split = p.splits > 1
-    # A split row's parts' (max, sum) pairs and its arrival counter (rows.split_rows).
-    partials = torch.empty(layout.n_rows * p.splits * 2 if split else 1, dtype=torch.float32, device=x.device)
-    arrivals = torch.zeros(layout.n_rows if split else 1, dtype=torch.int32, device=x.device)
     x_arg, y_arg, mask_arg = args[:3]
+    # A split row's parts' (max, sum) pairs and its arrival counter (rows.split_rows); an
+    # unsplit launch never touches them, so it gets y in their place, not an allocation
+    # and a memset a call.
+    partials, arrivals = y_arg, y_arg
+    if split:
+        partials = torch.empty(layout.n_rows * p.splits * 2, dtype=torch.float32, device=x.device)
+        arrivals = torch.zeros(layout.n_rows, dtype=torch.int32, device=x.device)
     softmax_forward_online_kernel[p.grid(layout.n_rows)](
         x_arg, y_arg, mask_arg, partials, arrivals, *args[3:], p.splits, p.chunk, split_max_spins(),
         SPLIT=split, BLOCK_SPLITS=MAX_SPLITS, **flags)
