@@ -6,7 +6,7 @@ import torch
 
 from seqops import dispatch
 from seqops.ops.softmax import reference, torch_impl
-from accuracy import assert_within_torch_error
+from accuracy import PooledResult, assert_within_torch_error
 from devices import DEVICES
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -147,18 +147,26 @@ def test_rows_past_the_bound_split_into_parts_that_fit_the_l2_side_by_side():
 def test_rows_past_the_bound_run_split(kernels, device, dtype):
     """The launcher's own plan for 2**17 fp32 columns (with the mask, 7 parts on the
     default H100/H200 sizes; a GPU plans with its own L2 and SMs; bf16 rows this wide are
-    still served by the bound): two rows, one with a mask that empties its middle parts."""
-    x = torch.randn(2, 2**17, device=device, dtype=dtype) * 4
+    still served by the bound): two rows, one with a mask that empties its middle parts.
+    The masked row's error is mostly the rounding of its one sum, a single draw a trial
+    (torch's too): their ratio is judged over 4 trials pooled (MIN_ELEMENTS_FOR_RATIO's
+    reason; one trial failed at 2.5x, seed 1577906285, where the mean over 40 seeds is
+    0.7x torch's)."""
     mask = torch.ones(2, 2**17, dtype=torch.bool, device=device)
     mask[1, 1000:] = False
     mask[1, 130000:130005] = True
     from seqops.kernels.softmax import rows
-    splits = rows.plan(2, 2**17, 2**17 * (2 * x.element_size() + 1), x.device, may_split=True).splits
+    row_bytes = 2**17 * (2 * torch.empty(0, dtype=dtype).element_size() + 1)
+    splits = rows.plan(2, 2**17, row_bytes, torch.device(device), may_split=True).splits
     if device == "cpu":
         assert splits == 7
-    out = kernels.softmax_forward(x, mask, 1, 0.5, False, dtype)
-    ref = reference.softmax(x.double().cpu(), 1, scale=0.5, mask=mask.cpu())
-    assert_within_torch_error("output", out, ref, torch_impl.softmax(x, 1, scale=0.5, mask=mask))
+    pooled = PooledResult()
+    for _ in range(4):
+        x = torch.randn(2, 2**17, device=device, dtype=dtype) * 4
+        out = kernels.softmax_forward(x, mask, 1, 0.5, False, dtype)
+        ref = reference.softmax(x.double().cpu(), 1, scale=0.5, mask=mask.cpu())
+        pooled.add("output", out.cpu(), ref, torch_impl.softmax(x, 1, scale=0.5, mask=mask).cpu())
+    pooled.check("triton", "output")
 
 
 def test_launchers_bound_the_online_grid_by_their_operands(monkeypatch):
