@@ -112,7 +112,6 @@ def test_online_grid_keeps_the_rows_in_flight_within_half_the_l2():
     plan = rows.plan(1000, 20000, 20000 * 8)  # no device: an H100's L2 and SMs
     assert not plan.one_pass and plan.max_programs == 163 and plan.grid(1000) == (163,)
     assert plan.grid(100) == (100,)  # fewer rows than that: one program each
-    assert rows.plan(1000, 2**17, 2**17 * 8).grid(1000) == (1000,)
     assert rows.plan(8, 1000).max_programs is None  # one-pass launches are not bounded
     # What the launchers count a row's operands as: every tensor read or written, and the mask.
     x, y, mask = torch.empty(2, 3, dtype=torch.bfloat16), torch.empty(2, 3), torch.ones(3, dtype=torch.bool)
@@ -133,40 +132,55 @@ def test_rows_past_the_bound_split_into_parts_that_fit_the_l2_side_by_side():
     # More parts than SMs would be needed (2**23 fp32 columns: 342): none, a program a row.
     assert rows.split_rows(2**23, 8, l2, sms) is None
     assert rows.split_rows(2**17, 8, 0, sms) is None  # no share at all (the unbounded benchmark)
-    plan = rows.plan(1000, 2**17, 2**17 * 8, may_split=True)
+    plan = rows.plan(1000, 2**17, 2**17 * 8)
     assert (plan.splits, plan.chunk, plan.max_programs, plan.grid(1000)) == (6, 24576, 132, (132,))
     assert plan.grid(5) == (30,)  # 5 rows: their 30 parts at once
-    # The backward does not split (it reads y and dy twice either way): a program a row.
-    assert rows.plan(1000, 2**17, 2**17 * 12).splits == 1
+    # The backward's rows (dy and y read, dx written: 12 bytes a column in fp32) take 8
+    # parts of 16384 columns, 16 rows (128 parts) at once: 25.2 MB of the share.
+    plan = rows.plan(1000, 2**17, 2**17 * 12)
+    assert (plan.splits, plan.chunk, plan.max_programs) == (8, 16384, 128)
+    # Past what MAX_SPLITS parts or the SMs can serve (or with no share of L2, as the
+    # benchmark's unbounded provider runs): a program a row.
+    assert rows.plan(1000, 2**23, 2**23 * 8).grid(1000) == (1000,)
     # Rows the bound serves stay whole.
-    assert rows.plan(1000, 65536, 65536 * 8, may_split=True).splits == 1
+    assert rows.plan(1000, 65536, 65536 * 8).splits == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32], ids=str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_rows_past_the_bound_run_split(kernels, device, dtype):
-    """The launcher's own plan for 2**17 fp32 columns (with the mask, 7 parts on the
-    default H100/H200 sizes; a GPU plans with its own L2 and SMs; bf16 rows this wide are
-    still served by the bound): two rows, one with a mask that empties its middle parts.
-    The masked row's error is mostly the rounding of its one sum, a single draw a trial
-    (torch's too): their ratio is judged over 4 trials pooled (MIN_ELEMENTS_FOR_RATIO's
-    reason; one trial failed at 2.5x, seed 1577906285, where the mean over 40 seeds is
-    0.7x torch's)."""
+    """The launchers' own plans for 2**17 fp32 columns (with the mask, 7 parts forward and
+    11 backward on the default H100/H200 sizes; a GPU plans with its own L2 and SMs; bf16
+    rows this wide are still served by the bound forward): two rows, one with a mask that
+    empties its middle parts. The masked row's error is mostly the rounding of its one
+    sum, a single draw a trial (torch's too): their ratio is judged over 4 trials pooled
+    (MIN_ELEMENTS_FOR_RATIO's reason; one trial failed at 2.5x, seed 1577906285, where the
+    mean over 40 seeds is 0.7x torch's)."""
     mask = torch.ones(2, 2**17, dtype=torch.bool, device=device)
     mask[1, 1000:] = False
     mask[1, 130000:130005] = True
     from seqops.kernels.softmax import rows
-    row_bytes = 2**17 * (2 * torch.empty(0, dtype=dtype).element_size() + 1)
-    splits = rows.plan(2, 2**17, row_bytes, torch.device(device), may_split=True).splits
+    size = torch.empty(0, dtype=dtype).element_size()
+    forward_splits = rows.plan(2, 2**17, 2**17 * (2 * size + 1), torch.device(device)).splits
+    backward_splits = rows.plan(2, 2**17, 2**17 * (3 * size + 1), torch.device(device)).splits
     if device == "cpu":
-        assert splits == 7
-    pooled = PooledResult()
+        assert (forward_splits, backward_splits) == (7, 11)
+    outputs, gradients = PooledResult(), PooledResult()
     for _ in range(4):
         x = torch.randn(2, 2**17, device=device, dtype=dtype) * 4
         out = kernels.softmax_forward(x, mask, 1, 0.5, False, dtype)
-        ref = reference.softmax(x.double().cpu(), 1, scale=0.5, mask=mask.cpu())
-        pooled.add("output", out.cpu(), ref, torch_impl.softmax(x, 1, scale=0.5, mask=mask).cpu())
-    pooled.check("triton", "output")
+        x64 = x.double().cpu().requires_grad_()
+        ref = reference.softmax(x64, 1, scale=0.5, mask=mask.cpu())
+        x_torch = x.clone().requires_grad_()
+        torch_out = torch_impl.softmax(x_torch, 1, scale=0.5, mask=mask)
+        outputs.add("output", out.cpu(), ref, torch_out.cpu())
+        grad_out = torch.randn_like(out)
+        grad_x = kernels.softmax_backward(grad_out, out, mask, 1, 0.5, False, dtype)
+        (grad_ref,) = torch.autograd.grad(ref, x64, grad_out.double().cpu())
+        (grad_torch,) = torch.autograd.grad(torch_out, x_torch, grad_out)
+        gradients.add("input gradient", grad_x.cpu(), grad_ref, grad_torch.cpu())
+    outputs.check("triton", "output")
+    gradients.check("triton", "input gradient")
 
 
 def test_launchers_bound_the_online_grid_by_their_operands(monkeypatch):

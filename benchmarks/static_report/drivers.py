@@ -28,12 +28,14 @@ from seqops.kernels.recurrent.step import StepState, bias_grad_blocks, lstm_step
 def drive_softmax():
     """In each dtype, with and without mask and causal: the one-pass tiles of the fewest
     lanes (8 columns), of several rows a program (1000 columns) and of the widest row
-    (16384 columns, 32 warps: the most registers), the online sweep, and rows split into
-    parts (2**18 columns: past the online bound in every dtype); and the int64
+    (16384 columns, 32 warps: the most registers), the online sweep (20000 columns: within
+    the bound forward and backward in every dtype), and rows split into parts (2**18
+    columns: past the online bound in every dtype; the fp32 backward splits from 70000
+    columns); and the int64
     row indices of a launch of 2**31 rows or more (meta tensors: launches are recorded,
     not run). Every one-pass tile holds at most VALUES_PER_THREAD values a thread, so the
     widths between compile to the same code at other sizes."""
-    for n_cols in (7, 1000, 16384, 70000, 2**18):
+    for n_cols in (7, 1000, 16384, 20000, 70000, 2**18):
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             x = torch.randn(2, 3, n_cols, dtype=dtype)
             for mask, causal in ((None, False), (torch.ones(n_cols, dtype=torch.bool), True)):

@@ -254,28 +254,29 @@ SOFTMAX_WIDTHS, SOFTMAX_ROWS = (1024, 16384, 16385, 65536, 131072, 262144, 1 << 
 
 
 def modelled_softmax_traffic() -> list[str]:
-    """The markdown section of the softmax forward's device-memory traffic by width
-    (softmax_model.py), on the L2 the launchers assume without a GPU."""
+    """The markdown section of the softmax forward's and backward's device-memory traffic
+    by width (softmax_model.py), on the L2 the launchers assume without a GPU."""
     from seqops.kernels.softmax import rows
     from .model import measured_device
-    from .softmax_model import forward_traffic
+    from .softmax_model import backward_traffic, forward_traffic
 
     device = measured_device()
     lines = [
-        "", "## Modelled device-memory traffic of the softmax forward (benchmarks/static_report/softmax_model.py)", "",
+        "", "## Modelled device-memory traffic of the softmax (benchmarks/static_report/softmax_model.py)", "",
         f"{SOFTMAX_ROWS} rows, no mask, on an L2 of {rows.DEFAULT_GPU_SIZE[0] >> 20} MiB and "
         f"{rows.DEFAULT_GPU_SIZE[1]} SMs (an H100's or H200's); per "
-        "element of the input: reads from device memory, re-reads served by L2, writes. Programs: at once. A model, "
-        "not a measurement.",
+        "element of each tensor read (forward: x; backward: dy and y): reads from device memory, re-reads served "
+        "by L2; writes per element of the output. Programs: at once. A model, not a measurement.",
         "",
-        "| dtype | width | plan | programs | DRAM reads | L2 re-reads | writes | programs >= SMs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pass | dtype | width | plan | programs | DRAM reads | L2 re-reads | writes | programs >= SMs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for dtype, size in (("fp32", 4), ("bf16", 2)):
-        for width in SOFTMAX_WIDTHS:
-            t = forward_traffic(SOFTMAX_ROWS, width, size, size)
-            kind = "one pass" if t.one_pass else f"online, {t.splits} parts a row" if t.splits > 1 else "online"
-            lines.append(f"| {dtype} | {width} | {kind} | {t.programs} "
-                         f"| {t.dram_reads:g} | {t.l2_reads:g} | {t.writes:g} "
-                         f"| {'yes' if t.programs >= device.multiprocessors else 'no'} |")
+    for direction, traffic in (("forward", forward_traffic), ("backward", backward_traffic)):
+        for dtype, size in (("fp32", 4), ("bf16", 2)):
+            for width in SOFTMAX_WIDTHS:
+                t = traffic(SOFTMAX_ROWS, width, size, size)
+                kind = "one pass" if t.one_pass else f"online, {t.splits} parts a row" if t.splits > 1 else "online"
+                lines.append(f"| {direction} | {dtype} | {width} | {kind} | {t.programs} "
+                             f"| {t.dram_reads:g} | {t.l2_reads:g} | {t.writes:g} "
+                             f"| {'yes' if t.programs >= device.multiprocessors else 'no'} |")
     return lines

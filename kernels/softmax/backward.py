@@ -1,4 +1,6 @@
-"""Softmax backward kernels, dx = scale * y * (dy - sum(dy * y)), and their launcher."""
+"""Softmax backward kernels, dx = scale * y * (dy - sum(dy * y)) (one pass over whole rows;
+two sweeps over long rows, split into parts swept side by side past what one program per
+row can keep in L2, as the forward's) and their launcher."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,9 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import cast_rounded
+from ..runtime import arrive_and_wait, cast_rounded
 from ..layout import softmax_row_operands
-from .rows import Plan, plan, row_offsets, row_operand_bytes, rows_need_int64
+from .rows import MAX_SPLITS, Plan, plan, row_offsets, row_operand_bytes, rows_need_int64, split_max_spins
 
 
 @triton.jit
@@ -48,33 +50,70 @@ def softmax_backward_kernel(
 
 
 @triton.jit
+def _sweep_dot(dy_row, y_row, lo, hi, dy_col_stride, y_col_stride, BLOCK_N: tl.constexpr):
+    """sum(dy * y) over the columns in [lo, hi) of a row (0 where empty), a running sum a
+    lane, reduced across lanes once at the end. Masked columns need no mask here: y is
+    0 there."""
+    lane_dot = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
+        in_bounds = cols < hi
+        y = tl.load(y_row + cols * y_col_stride, mask=in_bounds, other=0.0).to(tl.float32)
+        dy = tl.load(dy_row + cols * dy_col_stride, mask=in_bounds, other=0.0).to(tl.float32)
+        lane_dot += y * dy
+    return tl.sum(lane_dot, axis=0)
+
+
+@triton.jit
 def softmax_backward_online_kernel(
-    dy_ptr, y_ptr, mask_ptr, dx_ptr,
+    dy_ptr, y_ptr, mask_ptr, dx_ptr, partials_ptr, arrivals_ptr,
     n_rows, n_cols, rows_b, rows_c, causal_rows,
     dy_strides, y_strides, mask_strides, dx_strides,
-    scale,
-    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
+    scale, splits, chunk, max_spins,
+    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, SPLIT: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over long rows, one row at a
-    time in two sweeps, every num_programs-th row a program (the grid bounded as the
-    forward's); strides as in softmax_backward_kernel."""
-    for row in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+    """dx = scale * y * (dy - sum(dy * y)), 0 where masked, over long rows in two sweeps;
+    strides as in softmax_backward_kernel.
+
+    Unsplit: one row at a time, every num_programs-th row a program (the grid bounded as
+    the forward's). SPLIT (rows.split_rows, as the forward): each row in `splits` parts of
+    `chunk` columns, program p sweeping part p % splits of every (num_programs / splits)-th
+    row: its first sweep's sum(dy * y) goes to partials[row, part] (fp32) and the row's
+    arrival counter; once every part has arrived, each adds up the parts' sums, else
+    (max_spins polls in vain) it sweeps the whole row for the sum itself. The second sweep
+    writes the part's columns."""
+    part = 0
+    first = tl.program_id(0)
+    step = tl.num_programs(0)
+    if SPLIT:
+        part = tl.program_id(0) % splits
+        first = tl.program_id(0) // splits
+        step = tl.num_programs(0) // splits
+    for row in tl.range(first, n_rows, step):
         y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
         dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_strides)
         m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
         dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_strides)
-        lane_dot = tl.zeros([BLOCK_N], tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
+        lo = 0
+        hi = n_cols
+        if SPLIT:
+            lo = tl.minimum(tl.cast(part, tl.int64) * chunk, n_cols)
+            hi = tl.minimum(lo + chunk, n_cols)
+            slots = partials_ptr + tl.cast(row, tl.int64) * splits
+            tl.store(slots + part, _sweep_dot(dy_row, y_row, lo, hi, dy_strides[3], y_strides[3], BLOCK_N))
+            all_arrived = arrive_and_wait(arrivals_ptr + row, splits, max_spins) >= splits
+            # The parts' sums when all arrived (read through L2, ".cg": other programs
+            # wrote them), else a sweep of the whole row; each way the other term is 0.
+            parts = tl.arange(0, BLOCK_SPLITS)
+            dots = tl.load(slots + parts, mask=(parts < splits) & all_arrived, other=0.0, cache_modifier=".cg")
+            dot = tl.sum(dots, axis=0) + _sweep_dot(dy_row, y_row, 0, tl.where(all_arrived, 0, n_cols),
+                                                    dy_strides[3], y_strides[3], BLOCK_N)
+        else:
+            dot = _sweep_dot(dy_row, y_row, 0, n_cols, dy_strides[3], y_strides[3], BLOCK_N)
+        for start in range(lo, hi, BLOCK_N):
             cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
-            in_bounds = cols < n_cols
-            y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-            dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
-            lane_dot += y * dy
-        dot = tl.sum(lane_dot, axis=0)
-        for start in range(0, n_cols, BLOCK_N):
-            cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
-            in_bounds = cols < n_cols
+            in_bounds = cols < hi
             y = tl.load(y_row + cols * y_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
             dy = tl.load(dy_row + cols * dy_strides[3], mask=in_bounds, other=0.0).to(tl.float32)
             dx = scale * y * (dy - dot)
@@ -121,6 +160,15 @@ def softmax_backward(
     if p.one_pass:
         softmax_backward_kernel[p.grid(layout.n_rows)](*args, INT64_ROWS=rows_need_int64(layout.n_rows, p.block_m),
                                                           BLOCK_M=p.block_m, **flags)
-    else:
-        softmax_backward_online_kernel[p.grid(layout.n_rows)](*args, **flags)
+        return dx
+    split = p.splits > 1
+    # A split row's parts' sums and its arrival counter (rows.split_rows); an unsplit
+    # launch never touches them and gets dx in their place.
+    partials, arrivals = dx_rows, dx_rows
+    if split:
+        partials = torch.empty(layout.n_rows * p.splits, dtype=torch.float32, device=y.device)
+        arrivals = torch.zeros(layout.n_rows, dtype=torch.int32, device=y.device)
+    softmax_backward_online_kernel[p.grid(layout.n_rows)](
+        *args[:4], partials, arrivals, *args[4:], p.splits, p.chunk, split_max_spins(),
+        SPLIT=split, BLOCK_SPLITS=MAX_SPLITS, **flags)
     return dx

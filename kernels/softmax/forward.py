@@ -183,7 +183,7 @@ def softmax_forward(
     (x_rows, y_rows), mask_rows, causal_rows, layout = softmax_row_operands([x, y], mask, causal, dim, target=1)
     causal, causal_rows = causal_rows > 0, max(causal_rows, 1)  # 1 (unused without causal) compiles as a constant
     p = tiling or plan(layout.n_rows, layout.n_cols, layout.n_cols * row_operand_bytes([x, y], mask_rows),
-                       x.device, may_split=True)
+                       x.device)
     no_mask_strides = (0, 0, 0, 0)
     args = (
         x_rows, y_rows, x_rows if mask_rows is None else mask_rows,

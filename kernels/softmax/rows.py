@@ -100,18 +100,16 @@ class Plan:
         return (programs if self.max_programs is None else min(programs, self.max_programs),)
 
 
-def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None,
-         may_split: bool = False) -> Plan:
+def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None) -> Plan:
     """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread; for the online
     kernels, the grid online_programs gives rows of row_bytes (what a row's operands, read
     and written, take in all) on `device` (None: the defaults of a machine without one),
-    or, past that bound and where the kernel can split rows (may_split: the forward's),
-    split_rows' parts."""
+    or, past that bound, split_rows' parts (forward and backward split alike)."""
     if n_cols > MAX_ONE_PASS_COLS:
         warps = ONLINE_BLOCK_N // (32 * VALUES_PER_THREAD)
         size = gpu_size(device)
         bound = online_programs(row_bytes, *size)
-        split = split_rows(n_cols, row_bytes // n_cols, *size) if bound is None and may_split else None
+        split = split_rows(n_cols, row_bytes // n_cols, *size) if bound is None else None
         if split is not None:
             splits, chunk, programs = split
             return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=warps, max_programs=programs,
