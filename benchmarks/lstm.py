@@ -6,7 +6,8 @@ forward+backward. TFLOP/s count the GEMMs: 8*B*H*(I + H) a step forward, 3x that
 the backward. The Triton LSTM runs as each of its variants: `step` (a launch per time
 step) and `sequence` (a launch per layer and direction; W_hh's slices stay on chip up to
 H = 64, 128 in fp32, and are re-read from L2 every step above), each named with its
-launches per layer and direction. On a GPU the sweep opens with issue 11's target, B=16,
+launches per layer and direction; the CUDA C++ LSTM as its `sequence` variant (one
+cooperative launch, W_hh's slices in shared memory; up to H = 1056 on an H100/H200). On a GPU the sweep opens with issue 11's target, B=16,
 T=1024, H=768 in bf16, one layer, where cuDNN runs the forward in 2.0 ms and forward and
 backward in 5.2 ms on an H100 (shared/ANCHORS.md): fused LSTMs and torch only (ANCHOR).
 
@@ -33,9 +34,12 @@ GPU_HIDDEN = [64, 256, 512, 1024, 2048]
 GPU_STEPS = 256
 CPU_BATCHES, CPU_HIDDEN, CPU_STEPS = [4], [64, 128], 16
 FUSED_BACKENDS = ("triton", "cuda")
-# The Triton LSTM's variants, each forced in turn (seqops.backend(..., variant=)), with how
+# The fused LSTMs' variants, each forced in turn (seqops.backend(..., variant=)), with how
 # many kernel launches one forward of one layer and direction takes over T steps.
-TRITON_LSTM_VARIANTS = {"step": "T launches", "sequence": "1 launch"}
+# (The CUDA C++ step variant is what seqops[cuda] runs where the sequence kernels do not
+# fit; forced everywhere it would spend the budget on a launch a step at T = 1024.)
+LSTM_VARIANTS = {"triton": {"step": "T launches", "sequence": "1 launch"},
+                 "cuda": {"sequence": "1 cooperative launch"}}
 
 # (T, B, H, dtype) of issue 11's comparison with cuDNN.
 ANCHOR = (1024, 16, 768, torch.bfloat16)
@@ -198,7 +202,7 @@ def _seqops_provider(backend: str) -> Provider:
             probe = torch.empty(1, 4, device=device, dtype=case.dtype)
             reason = dispatch.backend_reason("lstm_cell", backend, device, probe, probe, probe, probe, probe, None,
                                              None)
-        else:  # the whole-layer op (the CUDA C++ backend has only the cell so far)
+        else:  # the whole-layer op
             reason = dispatch.backend_reason("lstm", backend, device, *_lstm_call(case, device))
         if reason is None and device.type == "cpu":
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
@@ -218,18 +222,18 @@ def _lstm_call(case: Case, device: torch.device) -> tuple:
     return probe, None, (state, state), weights * layers, True, layers, 0.0, False, False, 0
 
 
-def _triton_variant_provider(variant: str) -> Provider:
-    """seqops.nn.LSTM on the Triton backend with `variant` forced, sequences only."""
-    make = _sequence(seqops.nn.LSTM, "triton", variant)
+def _variant_provider(backend: str, variant: str) -> Provider:
+    """seqops.nn.LSTM on `backend` with `variant` forced, sequences only."""
+    make = _sequence(seqops.nn.LSTM, backend, variant)
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         if case.params["kind"] == "step":
             return "sequences only"
         if device.type == "cpu":
             return "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
-        return dispatch.reason(dispatch.implementation(f"lstm/triton/{variant}"), device, *_lstm_call(case, device))
+        return dispatch.reason(dispatch.implementation(f"lstm/{backend}/{variant}"), device, *_lstm_call(case, device))
 
-    return Provider(f"seqops[triton {variant}: {TRITON_LSTM_VARIANTS[variant]}]",
+    return Provider(f"seqops[{backend} {variant}: {LSTM_VARIANTS[backend][variant]}]",
                     lambda case, device: _timed(case, device, make), unavailable)
 
 
@@ -249,7 +253,7 @@ def providers(device: torch.device) -> list[Provider]:
     only_sequences = lambda case, device: ("sequences only" if case.params["kind"] == "step"
                                            else _not_at_anchor(case, device))
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
-        _triton_variant_provider(variant) for variant in TRITON_LSTM_VARIANTS] + [
+        _variant_provider(backend, variant) for backend in LSTM_VARIANTS for variant in LSTM_VARIANTS[backend]] + [
         Provider("torch", lambda case, device: _timed(case, device, _torch_make)),
         Provider("torch LSTMCell loop", lambda case, device: _timed(case, device, _cell_loop), only_sequences),
         Provider("reference", lambda case, device: _timed(case, device, _reference), _not_at_anchor),

@@ -493,6 +493,116 @@ void hidden_cell_backward(const std::string& cell, uintptr_t d_h1, const MatrixS
                  on_device(device, [&] { return seqops::hidden_cell_backward(p, as_stream(stream)); }));
 }
 
+seqops::LstmSequenceSchedule sequence_schedule(uintptr_t offsets, uintptr_t rows, uintptr_t prev, uintptr_t carried,
+                                               int64_t steps) {
+  seqops::LstmSequenceSchedule s;
+  s.offsets = reinterpret_cast<const int32_t*>(offsets);
+  s.rows = reinterpret_cast<const int32_t*>(rows);
+  s.prev = reinterpret_cast<const int32_t*>(prev);
+  s.carried = reinterpret_cast<const int32_t*>(carried);
+  s.steps = steps;
+  return s;
+}
+
+void lstm_sequence_forward(uintptr_t xw, const MatrixStrides& xw_strides, uintptr_t h0, const MatrixStrides& h0_strides,
+                           uintptr_t c0, const MatrixStrides& c0_strides, uintptr_t w_hh,
+                           const MatrixStrides& w_hh_strides, uintptr_t out, const MatrixStrides& out_strides,
+                           uintptr_t cells, const MatrixStrides& cells_strides, uintptr_t gates,
+                           const MatrixStrides& gates_strides, uintptr_t offsets, uintptr_t rows, uintptr_t prev,
+                           uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden, int device,
+                           uintptr_t stream) {
+  seqops::LstmSequenceForwardParams p;
+  p.xw = reinterpret_cast<const void*>(xw);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.c0 = reinterpret_cast<const void*>(c0);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.out = reinterpret_cast<void*>(out);
+  p.cells = reinterpret_cast<float*>(cells);
+  p.gates = reinterpret_cast<float*>(gates);
+  p.schedule = sequence_schedule(offsets, rows, prev, carried, steps);
+  p.dtype = dtype_of("lstm_sequence_forward", "the layer's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.xw_s = matrix_strides(xw_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.c0_s = matrix_strides(c0_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.out_s = matrix_strides(out_strides);
+  p.cells_s = matrix_strides(cells_strides);
+  p.gates_s = matrix_strides(gates_strides);
+  raise_on_error("lstm_sequence_forward", seqops::check_lstm_sequence_forward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("lstm_sequence_forward",
+                 on_device(device, [&] { return seqops::lstm_sequence_forward(p, as_stream(stream)); }));
+}
+
+void lstm_sequence_backward(uintptr_t d_out, const MatrixStrides& d_out_strides, uintptr_t d_h_n,
+                            const MatrixStrides& d_h_n_strides, uintptr_t d_c_n, const MatrixStrides& d_c_n_strides,
+                            uintptr_t gates, const MatrixStrides& gates_strides, uintptr_t cells,
+                            const MatrixStrides& cells_strides, uintptr_t c0, const MatrixStrides& c0_strides,
+                            uintptr_t w_hh, const MatrixStrides& w_hh_strides, uintptr_t dgates, uintptr_t d_h0,
+                            uintptr_t d_c0, uintptr_t carry, uintptr_t offsets, uintptr_t rows, uintptr_t prev,
+                            uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden, int device,
+                            uintptr_t stream) {
+  seqops::LstmSequenceBackwardParams p;
+  p.d_out = reinterpret_cast<const void*>(d_out);
+  p.d_h_n = reinterpret_cast<const void*>(d_h_n);
+  p.d_c_n = reinterpret_cast<const void*>(d_c_n);
+  p.gates = reinterpret_cast<const float*>(gates);
+  p.cells = reinterpret_cast<const float*>(cells);
+  p.c0 = reinterpret_cast<const void*>(c0);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.dgates = reinterpret_cast<float*>(dgates);
+  p.d_h0 = reinterpret_cast<float*>(d_h0);
+  p.d_c0 = reinterpret_cast<float*>(d_c0);
+  p.carry = reinterpret_cast<float*>(carry);
+  p.schedule = sequence_schedule(offsets, rows, prev, carried, steps);
+  p.dtype = dtype_of("lstm_sequence_backward", "the layer's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.d_out_s = matrix_strides(d_out_strides);
+  p.d_h_n_s = matrix_strides(d_h_n_strides);
+  p.d_c_n_s = matrix_strides(d_c_n_strides);
+  p.gates_s = matrix_strides(gates_strides);
+  p.cells_s = matrix_strides(cells_strides);
+  p.c0_s = matrix_strides(c0_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  raise_on_error("lstm_sequence_backward", seqops::check_lstm_sequence_backward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("lstm_sequence_backward",
+                 on_device(device, [&] { return seqops::lstm_sequence_backward(p, as_stream(stream)); }));
+}
+
+// The sequence kernels' plan for `hidden` units of `dtype`, and why a GPU of these limits
+// cannot run it (None: it can). Host only.
+py::dict lstm_sequence_plan(int64_t hidden, int dtype, int64_t multiprocessors, int64_t max_shared_bytes) {
+  const seqops::SequencePlan plan =
+      seqops::plan_sequence(hidden, seqops::dtype_size(dtype_of("lstm_sequence_plan", "the layer's tensors", dtype)));
+  py::dict out;
+  out["blocks"] = plan.blocks;
+  out["threads"] = plan.threads;
+  out["shared_bytes"] = plan.shared_bytes;
+  out["units_per_block"] = seqops::kSequenceUnits;
+  const char* reason = seqops::sequence_unfit_reason(plan, multiprocessors, max_shared_bytes);
+  out["reason"] = reason == nullptr ? py::object(py::none()) : py::object(py::str(reason));
+  return out;
+}
+
+// What a device offers the cooperative sequence kernels: multiprocessors, the opt-in
+// shared memory a block may have, and whether it takes cooperative launches.
+py::dict device_limits(int device) {
+  int multiprocessors = 0, max_shared = 0, cooperative = 0;
+  cudaError_t error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
+  raise_on_error("device_limits", seqops::Status::from_cuda(error));
+  py::dict out;
+  out["multiprocessors"] = multiprocessors;
+  out["max_shared_bytes"] = max_shared;
+  out["cooperative_launch"] = cooperative != 0;
+  return out;
+}
+
 // What this module's CUDA runtime sees: its version, the driver's, the device count, and
 // the error that stops it using the GPU ("" when none), e.g. a driver older than the
 // runtime linked in.
@@ -603,6 +713,29 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("stream"));
   m.def("lstm_cell_plan", &lstm_cell_plan, "the launch geometry of the LSTM cell kernels", py::arg("batch"),
         py::arg("hidden"));
+  m.def("lstm_sequence_forward", &lstm_sequence_forward,
+        "one direction of one LSTM layer over every step in one cooperative launch: out, the fp32 cell states and "
+        "gate activations, from xw (the input projection, biases included)",
+        py::arg("xw"), py::arg("xw_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("c0"),
+        py::arg("c0_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("out"), py::arg("out_strides"),
+        py::arg("cells"), py::arg("cells_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("offsets"),
+        py::arg("rows"), py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"),
+        py::arg("hidden"), py::arg("device"), py::arg("stream"));
+  m.def("lstm_sequence_backward", &lstm_sequence_backward,
+        "fp32 dgates of every step, d_h0 and d_c0 of lstm_sequence_forward in one cooperative launch; d_out, d_h_n "
+        "or d_c_n 0 is none",
+        py::arg("d_out"), py::arg("d_out_strides"), py::arg("d_h_n"), py::arg("d_h_n_strides"), py::arg("d_c_n"),
+        py::arg("d_c_n_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("cells"),
+        py::arg("cells_strides"), py::arg("c0"), py::arg("c0_strides"), py::arg("w_hh"), py::arg("w_hh_strides"),
+        py::arg("dgates"), py::arg("d_h0"), py::arg("d_c0"), py::arg("carry"), py::arg("offsets"), py::arg("rows"),
+        py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"),
+        py::arg("device"), py::arg("stream"));
+  m.def("lstm_sequence_plan", &lstm_sequence_plan,
+        "the launch geometry of the LSTM sequence kernels and why a GPU of these limits cannot run it (None: it can)",
+        py::arg("hidden"), py::arg("dtype"), py::arg("multiprocessors"), py::arg("max_shared_bytes"));
+  m.def("device_limits", &device_limits,
+        "a device's multiprocessors, opt-in shared memory a block and whether it takes cooperative launches",
+        py::arg("device"));
   m.def("hidden_cell_forward", &hidden_cell_forward,
         "h1 and the fp32 values the backward needs of torch.gru_cell, rnn_tanh_cell or rnn_relu_cell (`cell`); a "
         "bias pointer 0 is no bias",

@@ -1,5 +1,6 @@
-// Host launchers of the recurrent cell kernels (the LSTM cell; the GRU and Elman RNN cells):
-// check the params (touching no GPU), then launch on `stream`. No torch, no Python.
+// Host launchers of the recurrent kernels (the LSTM cell; the GRU and Elman RNN cells; the
+// whole-sequence LSTM): check the params (touching no GPU), then launch on `stream`. No
+// torch, no Python.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -20,5 +21,13 @@ Status check_hidden_cell_backward(const HiddenCellBackwardParams& params);
 
 Status hidden_cell_forward(const HiddenCellForwardParams& params, cudaStream_t stream);
 Status hidden_cell_backward(const HiddenCellBackwardParams& params, cudaStream_t stream);
+
+// The whole-sequence LSTM (one cooperative launch a layer and direction): refused with a
+// bad argument, before any launch, where the GPU cannot hold the plan (plan.h).
+Status check_lstm_sequence_forward(const LstmSequenceForwardParams& params);
+Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& params);
+
+Status lstm_sequence_forward(const LstmSequenceForwardParams& params, cudaStream_t stream);
+Status lstm_sequence_backward(const LstmSequenceBackwardParams& params, cudaStream_t stream);
 
 }  // namespace seqops

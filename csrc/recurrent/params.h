@@ -102,4 +102,59 @@ struct HiddenCellBackwardParams {
   Strides2 d_h1_s, h0_s, saved_s, w_hh_s, dgates_s, d_h0_s;
 };
 
+// One direction of one LSTM layer over a whole packed sequence in one launch (no
+// projection: proj_size is left to the other implementations). The steps, in processing
+// order, as four int32 arrays [T] (seqops/ops/recurrent/packed_steps.py, schedule_tensors):
+// a step's first packed row, its rows, the first row of the step it continues from (-1:
+// none) and how many of its rows continue (the rest start from h0, c0).
+struct LstmSequenceSchedule {
+  const int32_t* offsets = nullptr;
+  const int32_t* rows = nullptr;
+  const int32_t* prev = nullptr;
+  const int32_t* carried = nullptr;
+  int64_t steps = 0;
+};
+
+// From xw [N, 4H] (the input projection of every row, biases included), h0, c0 [B, H],
+// w_hh [4H, H] (all of dtype): out [N, H] (dtype; contiguous rows of H, the Python side's
+// allocation), the cell states [N, H] and gate activations i, f, g, o [N, 4H] (fp32, what
+// the backward needs).
+struct LstmSequenceForwardParams {
+  const void* xw = nullptr;
+  const void* h0 = nullptr;
+  const void* c0 = nullptr;
+  const void* w_hh = nullptr;
+  void* out = nullptr;
+  float* cells = nullptr;
+  float* gates = nullptr;
+  LstmSequenceSchedule schedule;
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 xw_s, h0_s, c0_s, w_hh_s, out_s, cells_s, gates_s;
+};
+
+// Backward through every step of the forward above: from d_out [N, H], d_h_n, d_c_n
+// [B, H] (dtype; each null = zero), the saved gates [N, 4H] and cells [N, H] (fp32), c0
+// [B, H] and w_hh [4H, H] (dtype): the pre-activation gate gradients dgates [N, 4H], and
+// d_h0, d_c0 [B, H], all fp32 and contiguous (the Python side's allocations, d_h0 and
+// d_c0 zeroed); carry [2, B, H] fp32 contiguous, scratch for the cell-state gradient
+// handed from step to step.
+struct LstmSequenceBackwardParams {
+  const void* d_out = nullptr;
+  const void* d_h_n = nullptr;
+  const void* d_c_n = nullptr;
+  const float* gates = nullptr;
+  const float* cells = nullptr;
+  const void* c0 = nullptr;
+  const void* w_hh = nullptr;
+  float* dgates = nullptr;
+  float* d_h0 = nullptr;
+  float* d_c0 = nullptr;
+  float* carry = nullptr;
+  LstmSequenceSchedule schedule;
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 d_out_s, d_h_n_s, d_c_n_s, gates_s, cells_s, c0_s, w_hh_s;
+};
+
 }  // namespace seqops

@@ -1,16 +1,16 @@
 """One direction of one GRU or RNN layer (cells with one state) over a whole (padded or
 packed) sequence on the fused step kernels: the forward through time, one launch a step,
 and the backward through time, one launch a step, with the recurrent weight gradient as
-one batched product over blocks of steps (layer.summed_over_rows). The schedule of steps
-is the LSTM layer's (layer.schedule)."""
+one batched product over blocks of steps (packed_steps.summed_over_rows). The schedule of steps
+is the LSTM layer's (packed_steps.schedule)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 
+from ..packed_steps import final_rows, previous_rows, schedule, summed_over_rows
 from .gru_cell import gru_step_backward, gru_step_forward, split_gate_gradients
-from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
 from .rnn_cell import rnn_step_backward, rnn_step_forward
 from .step import StepState
 
@@ -41,7 +41,7 @@ def hidden_layer_forward(
             rnn_step_forward(h_state, w_hh, step.rows, out[now], saved[now], mode == "rnn_relu", xw=xw[now])
     if N == 0:
         return out, h0.clone(), saved
-    return out, out[_final_rows(steps, B).to(xw.device)], saved
+    return out, out[final_rows(steps, B).to(xw.device)], saved
 
 
 def hidden_layer_backward(
@@ -78,7 +78,7 @@ def hidden_layer_backward(
         d_xw, d_hidden = split_gate_gradients(dgates)
     else:
         d_xw = d_hidden = dgates
-    h_prev = torch.cat([out, h0])[_previous_rows(steps, N).to(device)] if N else out
+    h_prev = torch.cat([out, h0])[previous_rows(steps, N).to(device)] if N else out
     d_w_hh = summed_over_rows(d_hidden.to(w_hh.dtype), h_prev.to(w_hh.dtype)) if N else torch.zeros_like(w_hh)
     d_b_hh = d_hidden.sum(0).to(w_hh.dtype) if has_b_hh else None
     # The GRU's input side is a view into dgates: a fresh, contiguous d_xw, as the op's fake kernel promises.

@@ -55,9 +55,10 @@ import torch
 import triton
 import triton.language as tl
 
+
+from ..packed_steps import final_rows, previous_rows, schedule_tensors, summed_over_rows
 from ..runtime import (INTERPRETED, arrive_and_wait, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32,
                        next_power_of_2, sigmoid_accurate, tanh_accurate)
-from .layer import _final_rows, _previous_rows, schedule, summed_over_rows
 from .step import _load_tile
 
 
@@ -516,19 +517,6 @@ def _check_barriers(counter: torch.Tensor, kernel: str, programs: int) -> None:
             f"seqops.backend('triton', variant='step') runs the LSTM without grid barriers")
 
 
-def _schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device) -> tuple:
-    """The steps in processing order as four int32 tensors [T]: first row, rows, first row
-    of the step continued from (-1: none), rows continued. int32, not int64: with int64
-    entries the 16-bit kernels spill on sm_80 and sm_90 (the kernels widen them to int64
-    before any offset into a tensor)."""
-    if sum(batch_sizes) >= 2**31:
-        raise ValueError(f"the LSTM sequence kernels take packed sequences of fewer than 2**31 rows, got "
-                         f"{sum(batch_sizes)}")
-    steps = schedule(batch_sizes, reverse)
-    table = torch.tensor([[s.offset, s.rows, s.prev, s.n_carried] for s in steps], dtype=torch.int32)
-    return tuple(table.t().contiguous().to(device)), steps
-
-
 def lstm_sequence_forward(
     xw: torch.Tensor, batch_sizes: list[int], h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
     w_hr: Optional[torch.Tensor], reverse: bool,
@@ -547,7 +535,7 @@ def lstm_sequence_forward(
     gates = torch.empty(N, 4 * H, dtype=torch.float32, device=device)
     if N == 0 or H == 0:
         return out, h0.clone(), c0.clone(), gates, cells, h_raw
-    (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
+    (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device, projected=w_hr is not None)
     _check_phases(len(steps), p.programs)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
@@ -563,7 +551,7 @@ def lstm_sequence_forward(
         num_warps=p.warps, num_stages=NUM_STAGES,
     )
     _check_barriers(counter, "lstm_sequence_forward", p.programs)
-    final = _final_rows(steps, B).to(device)
+    final = final_rows(steps, B).to(device)
     return out, out[final], cells[final].to(c0.dtype), gates, cells, h_raw
 
 
@@ -575,7 +563,7 @@ def lstm_sequence_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """lstm_layer_backward (layer.py) with one launch for every step's gate gradients,
     then d_W_hh (and d_W_hr) as one batched product over blocks of steps
-    (layer.summed_over_rows). Shapes as lstm_sequence_forward's; d_out [N, P], d_h_n
+    (packed_steps.summed_over_rows). Shapes as lstm_sequence_forward's; d_out [N, P], d_h_n
     [B, P], d_c_n [B, H] or None. Returns d_xw [N, 4H] (out's dtype), d_h0, d_c0, d_w_hh
     and d_w_hr (None without a projection)."""
     N, H = gates.shape[0], gates.shape[1] // 4
@@ -591,7 +579,7 @@ def lstm_sequence_backward(
             d_c0 += d_c_n
         d_w_hr = torch.zeros_like(w_hr) if w_hr is not None else None
         return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), d_w_hr
-    (offsets, rows, prev, carried), steps = _schedule_tensors(batch_sizes, reverse, device)
+    (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device)
     _check_phases(len(steps), p.programs)
     carry_c = torch.zeros(2, B, H, **fp32)
@@ -616,7 +604,7 @@ def lstm_sequence_backward(
         num_stages=NUM_STAGES,
     )
     _check_barriers(counter, "lstm_sequence_backward", p.programs)
-    h_prev = torch.cat([out, h0.to(out.dtype)])[_previous_rows(steps, N).to(device)]
+    h_prev = torch.cat([out, h0.to(out.dtype)])[previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
     d_w_hr = summed_over_rows(d_total.to(w_hr.dtype), h_raw) if w_hr is not None else None
     return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr

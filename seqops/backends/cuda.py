@@ -77,8 +77,16 @@ for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
         {"forward": _function("cuda_recurrent", f"{_cell}_forward"),
          "backward": _function("cuda_recurrent", f"{_cell}_backward")},
         supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))
-# The layers (nn.LSTM, nn.GRU, nn.RNN on backend("cuda")): torch's layer loop over the
-# cells above, one launch a step. No `auto` priority: a drop-in that runs, unmeasured.
+# nn.LSTM on backend("cuda"): one cooperative launch a layer and direction where the
+# sequence kernels take the call (no projection; W_hh's slices fit the GPU), else torch's
+# layer loop over the cells above, one launch a step. Neither has an `auto` priority
+# (unmeasured, never run on a GPU); registered in that order, the backend tries the
+# sequence variant first, as the Triton backend does.
+dispatch.register(dispatch.Impl(
+    "lstm", "cuda", "sequence",
+    {"forward": _function("cuda_sequence", "lstm_sequence_forward"),
+     "backward": _function("cuda_sequence", "lstm_sequence_backward")},
+    supports=_function("cuda_sequence", "reason")))
 dispatch.register(dispatch.Impl("lstm", "cuda", "step", {"run": cell_layers.lstm_on_cells("lstm_cell/cuda/step")},
                                 supports=cell_layers.lstm_on_cells_reason))
 for _mode in ("gru", "rnn_tanh", "rnn_relu"):
