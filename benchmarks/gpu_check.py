@@ -1042,7 +1042,8 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
          ("triton",)),
         ("lstm_cell forward+backward (fp32)", lstm_cell, True, TRITON_AND_CUDA),
         ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
-        ("LSTM layer forward+backward (fp32, bidirectional)", lstm_layer, True, ("triton",)),
+        ("LSTM layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", lstm_layer, True,
+         TRITON_AND_CUDA),
     ]
 
 
