@@ -57,6 +57,25 @@ def test_backward_geometry_holds_two_tensors_in_blocks_of_at_most_256(n_cols, ke
     assert (plan["kernel"], plan["threads"]) == (kernel, threads)
 
 
+def test_online_grid_keeps_the_rows_in_flight_within_half_the_l2():
+    """As the Triton online kernels' bound (kernels/softmax/rows.py, online_programs), on an
+    H100's or H200's 50 MiB and 132 SMs; the kernels stride over the rows past it."""
+    _, module = built()
+    l2, sms = 50 * 2**20, 132
+    # fp32 in and out, 20000 columns: 160000 bytes a row; half of 50 MiB holds 163 rows.
+    assert module.softmax_plan(4096, 20000, row_bytes=20000 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 163
+    assert module.softmax_plan(100, 20000, row_bytes=20000 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 100
+    # The backward's three tensors at 65536 fp32 columns: 33 rows, a quarter of the SMs: bounded.
+    backward = module.softmax_plan(4096, 65536, backward=True, row_bytes=65536 * 12, l2_bytes=l2,
+                                   multiprocessors=sms)
+    assert (backward["kernel"], backward["blocks"]) == ("online", 33)
+    # 2**17 columns: 25 rows would fill the share, under a quarter of the SMs: a block a row.
+    assert module.softmax_plan(4096, 2**17, row_bytes=2**17 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 4096
+    # Rows held whole in a block, or an unknown GPU: never bounded.
+    assert module.softmax_plan(4096, 16384, row_bytes=16384 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 4096
+    assert module.softmax_plan(4096, 20000, row_bytes=20000 * 8)["blocks"] == 4096
+
+
 def test_launch_geometry_caps_the_grid_and_strides_over_the_rest():
     _, module = built()
     assert module.softmax_plan(2**40, 70000)["blocks"] == 2**30

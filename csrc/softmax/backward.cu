@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "common/device.h"
 #include "common/dispatch.cuh"
 #include "common/reduce.cuh"
 #include "softmax/launchers.h"
@@ -177,7 +178,15 @@ Status softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
   const Status checked = check_softmax_backward(p);
   if (!checked.is_ok()) return checked;
   if (p.shape.n_rows == 0 || p.shape.n_cols == 0) return Status::ok();
-  const SoftmaxPlan plan = plan_softmax_backward(p.shape.n_rows, p.shape.n_cols);
+  SoftmaxPlan plan = plan_softmax_backward(p.shape.n_rows, p.shape.n_cols);
+  if (plan.kernel == SoftmaxKernel::online) {
+    // Every tensor of a row read or written, and the mask: what the grid's bound counts.
+    const DeviceSize size = current_device_size();
+    plan = bounded_online(plan,
+                          p.shape.n_cols * (dtype_size(p.dy_dtype) + dtype_size(p.y_dtype) + dtype_size(p.dx_dtype) +
+                                            (p.mask != nullptr)),
+                          size.l2_bytes, size.multiprocessors);
+  }
   const BackwardVectors vector{vector_aligned(p.dy, p.dy_strides, dtype_size(p.dy_dtype)),
                                vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype)),
                                vector_aligned(p.dx, p.dx_strides, dtype_size(p.dx_dtype)),

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "common/device.h"
 #include "common/dispatch.cuh"
 #include "common/reduce.cuh"
 #include "softmax/launchers.h"
@@ -170,7 +171,13 @@ Status softmax_forward(const SoftmaxForwardParams& p, cudaStream_t stream) {
   const Status checked = check_softmax_forward(p);
   if (!checked.is_ok()) return checked;
   if (p.shape.n_rows == 0 || p.shape.n_cols == 0) return Status::ok();
-  const SoftmaxPlan plan = plan_softmax(p.shape.n_rows, p.shape.n_cols);
+  SoftmaxPlan plan = plan_softmax(p.shape.n_rows, p.shape.n_cols);
+  if (plan.kernel == SoftmaxKernel::online) {
+    // Every tensor of a row read or written, and the mask: what the grid's bound counts.
+    const DeviceSize size = current_device_size();
+    plan = bounded_online(plan, p.shape.n_cols * (dtype_size(p.x_dtype) + dtype_size(p.y_dtype) + (p.mask != nullptr)),
+                          size.l2_bytes, size.multiprocessors);
+  }
   const bool x_vector = vector_aligned(p.x, p.x_strides, dtype_size(p.x_dtype));
   const bool y_vector = vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype));
   const bool mask_vector = p.mask != nullptr && vector_aligned(p.mask, p.mask_strides, 1);

@@ -11,9 +11,12 @@
 //   not 1024.
 // - online (longer rows): a block of 512 threads sweeps a row twice; the first sweep
 //   keeps a running max and a rescaled running sum per thread, merged once at the end,
-//   the second writes. The second read of a row read moments before is mostly served by
-//   L2. (The alternative for sm90a, a cluster sharing a row through distributed
-//   shared memory, waits for a GPU to measure the two against each other.)
+//   the second writes. The grid is bounded (online_block_bound) so that the rows in
+//   flight fill at most half of L2: a row's second sweep re-reads what its first read
+//   moments before from L2, not from DRAM (one DRAM read an element), as the Triton
+//   online kernels' grid is (kernels/softmax/rows.py, online_programs, whose constants
+//   these mirror). (The alternative for sm90a, a cluster sharing a row through
+//   distributed shared memory, waits for a GPU to measure the two against each other.)
 // 16384 columns mirrors the Triton kernels' one-pass limit (kernels/softmax/rows.py).
 #pragma once
 
@@ -34,6 +37,22 @@ constexpr int kSoftmaxOnlineThreads = 512;
 // Blocks of one launch at most; kernels stride over the rows past it.
 constexpr int64_t kSoftmaxMaxBlocks = int64_t(1) << 30;
 
+// The share of L2 the rows of an online launch may fill, and the least share of the
+// multiprocessors a bounded grid may keep busy (below it, a block a row: two DRAM reads,
+// but the whole GPU pulling).
+constexpr int64_t kSoftmaxL2ShareDivisor = 2;  // half
+constexpr int64_t kSoftmaxMinSmShareDivisor = 4;  // a quarter
+
+// Blocks of an online launch whose rows take row_bytes each (every tensor read or written,
+// and the mask) on a GPU of l2_bytes and `multiprocessors`, so that the rows in flight fit
+// the L2 share; 0 where that would leave fewer than a quarter of the multiprocessors
+// busy, or the GPU is not known (l2_bytes 0): no bound.
+inline int64_t online_block_bound(int64_t row_bytes, int64_t l2_bytes, int64_t multiprocessors) {
+  if (l2_bytes <= 0 || row_bytes <= 0) return 0;
+  const int64_t blocks = l2_bytes / kSoftmaxL2ShareDivisor / row_bytes;
+  return blocks >= std::max<int64_t>(1, multiprocessors / kSoftmaxMinSmShareDivisor) ? blocks : 0;
+}
+
 struct SoftmaxPlan {
   SoftmaxKernel kernel = SoftmaxKernel::warp_per_row;
   int threads = 0;           // per block
@@ -41,6 +60,13 @@ struct SoftmaxPlan {
   int rows_per_block = 1;
   int64_t blocks = 0;
 };
+
+// `plan` with an online grid bounded by online_block_bound (other plans unchanged).
+inline SoftmaxPlan bounded_online(SoftmaxPlan plan, int64_t row_bytes, int64_t l2_bytes, int64_t multiprocessors) {
+  const int64_t bound = online_block_bound(row_bytes, l2_bytes, multiprocessors);
+  if (plan.kernel == SoftmaxKernel::online && bound > 0) plan.blocks = std::min(plan.blocks, bound);
+  return plan;
+}
 
 inline SoftmaxPlan plan_softmax(int64_t n_rows, int64_t n_cols) {
   SoftmaxPlan plan;
