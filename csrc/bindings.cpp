@@ -619,13 +619,14 @@ py::dict cuda_status() {
   return out;
 }
 
-// row_bytes, l2_bytes, multiprocessors: as seqops::online_block_bound (0: the unbounded
-// plan; the launchers pass the device's).
-py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward, int64_t row_bytes, int64_t l2_bytes,
+// col_bytes (a column's bytes over every tensor read or written, and the mask), l2_bytes,
+// multiprocessors: as seqops::bounded_online (0: the unbounded plan; the launchers pass
+// the device's).
+py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward, int64_t col_bytes, int64_t l2_bytes,
                       int64_t multiprocessors) {
   const seqops::SoftmaxPlan plan = seqops::bounded_online(
-      backward ? seqops::plan_softmax_backward(n_rows, n_cols) : seqops::plan_softmax(n_rows, n_cols), row_bytes,
-      l2_bytes, multiprocessors);
+      backward ? seqops::plan_softmax_backward(n_rows, n_cols) : seqops::plan_softmax(n_rows, n_cols), n_rows,
+      n_cols, col_bytes, l2_bytes, multiprocessors);
   static const char* const kernel_names[] = {"warp_per_row", "block_per_row", "online"};
   py::dict out;
   out["kernel"] = kernel_names[static_cast<int>(plan.kernel)];
@@ -633,6 +634,8 @@ py::dict softmax_plan(int64_t n_rows, int64_t n_cols, bool backward, int64_t row
   out["values_per_lane"] = plan.values_per_lane;
   out["rows_per_block"] = plan.rows_per_block;
   out["blocks"] = plan.blocks;
+  out["splits"] = plan.splits;
+  out["chunk"] = plan.chunk;
   return out;
 }
 
@@ -698,9 +701,9 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("len_kv"), py::arg("causal"), py::arg("causal_offset"), py::arg("split") = 0, py::arg("splits") = 1);
   m.def("cuda_status", &cuda_status, "runtime and driver versions, device count, and why the GPU is unusable");
   m.def("softmax_plan", &softmax_plan,
-        "the launch geometry the softmax kernels take for rows of n_cols (online: the grid bounded by the L2 share "
-        "on a GPU of l2_bytes and multiprocessors for rows of row_bytes; 0: unbounded)",
-        py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false, py::arg("row_bytes") = 0,
+        "the launch geometry the softmax kernels take for rows of n_cols (online: the grid bounded by the L2 share, "
+        "or the rows split, on a GPU of l2_bytes and multiprocessors for columns of col_bytes; 0: a block a row)",
+        py::arg("n_rows"), py::arg("n_cols"), py::arg("backward") = false, py::arg("col_bytes") = 0,
         py::arg("l2_bytes") = 0, py::arg("multiprocessors") = 0);
   m.def("lstm_cell_forward", &lstm_cell_forward,
         "h1, c1 and the fp32 gate activations of torch.lstm_cell; a bias pointer 0 is no bias", py::arg("x"),

@@ -61,19 +61,33 @@ def test_online_grid_keeps_the_rows_in_flight_within_half_the_l2():
     """As the Triton online kernels' bound (kernels/softmax/rows.py, online_programs), on an
     H100's or H200's 50 MiB and 132 SMs; the kernels stride over the rows past it."""
     _, module = built()
-    l2, sms = 50 * 2**20, 132
+    gpu = dict(l2_bytes=50 * 2**20, multiprocessors=132)
     # fp32 in and out, 20000 columns: 160000 bytes a row; half of 50 MiB holds 163 rows.
-    assert module.softmax_plan(4096, 20000, row_bytes=20000 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 163
-    assert module.softmax_plan(100, 20000, row_bytes=20000 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 100
+    assert module.softmax_plan(4096, 20000, col_bytes=8, **gpu)["blocks"] == 163
+    assert module.softmax_plan(100, 20000, col_bytes=8, **gpu)["blocks"] == 100
     # The backward's three tensors at 65536 fp32 columns: 33 rows, a quarter of the SMs: bounded.
-    backward = module.softmax_plan(4096, 65536, backward=True, row_bytes=65536 * 12, l2_bytes=l2,
-                                   multiprocessors=sms)
-    assert (backward["kernel"], backward["blocks"]) == ("online", 33)
-    # 2**17 columns: 25 rows would fill the share, under a quarter of the SMs: a block a row.
-    assert module.softmax_plan(4096, 2**17, row_bytes=2**17 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 4096
-    # Rows held whole in a block, or an unknown GPU: never bounded.
-    assert module.softmax_plan(4096, 16384, row_bytes=16384 * 8, l2_bytes=l2, multiprocessors=sms)["blocks"] == 4096
-    assert module.softmax_plan(4096, 20000, row_bytes=20000 * 8)["blocks"] == 4096
+    backward = module.softmax_plan(4096, 65536, backward=True, col_bytes=12, **gpu)
+    assert (backward["kernel"], backward["blocks"], backward["splits"]) == ("online", 33, 1)
+    # Rows held whole in a block, or an unknown GPU: a block a row.
+    assert module.softmax_plan(4096, 16384, col_bytes=8, **gpu)["blocks"] == 4096
+    assert module.softmax_plan(4096, 20000, col_bytes=8)["blocks"] == 4096
+
+
+def test_rows_past_the_bound_split_into_parts_that_fit_the_l2_side_by_side():
+    """As the Triton kernels' split_rows (same sizes: 4096-column steps, at most a part an
+    SM), where the bound would leave under a quarter of the SMs busy."""
+    _, module = built()
+    gpu = dict(l2_bytes=50 * 2**20, multiprocessors=132)
+    # fp32 in and out, 2**17 columns: 6 parts of 24576, 22 rows (132 blocks) at once.
+    plan = module.softmax_plan(4096, 2**17, col_bytes=8, **gpu)
+    assert (plan["kernel"], plan["splits"], plan["chunk"], plan["blocks"]) == ("online", 6, 24576, 132)
+    assert module.softmax_plan(5, 2**17, col_bytes=8, **gpu)["blocks"] == 30  # 5 rows: their 30 parts at once
+    # The backward's 12 bytes a column: 8 parts of 16384, 16 rows (128 blocks) at once.
+    plan = module.softmax_plan(4096, 2**17, backward=True, col_bytes=12, **gpu)
+    assert (plan["splits"], plan["chunk"], plan["blocks"]) == (8, 16384, 128)
+    # More parts than SMs would be needed: a block a row, read twice.
+    plan = module.softmax_plan(4096, 2**23, col_bytes=8, **gpu)
+    assert (plan["splits"], plan["blocks"]) == (1, 4096)
 
 
 def test_launch_geometry_caps_the_grid_and_strides_over_the_rest():

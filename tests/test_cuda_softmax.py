@@ -3,8 +3,8 @@
 backend too (it parametrises over every registered backend); this file adds what only the
 CUDA kernels have: both sides of each launch-geometry threshold forward and backward,
 every input/output dtype pair, the layouts of test_softmax_strides.py (vector loads on
-aligned rows, element loads on the rest), a forward-mode tangent wider than the output,
-and torch's current stream. Every test here is marked `cuda` and skips without a GPU."""
+aligned rows, element loads on the rest), rows split into parts across blocks, a
+forward-mode tangent wider than the output, and torch's current stream. Every test here is marked `cuda` and skips without a GPU."""
 import pytest
 import torch
 
@@ -33,6 +33,24 @@ def test_both_sides_of_every_geometry_threshold(dtype, n_cols):
     rows = 3 if n_cols > 4096 else 129
     check_softmax(torch.randn(rows, n_cols, device=DEVICE, dtype=dtype), -1, "cuda",
                   mask=torch.rand(n_cols, device=DEVICE) > 0.2)
+
+
+@pytest.mark.parametrize("n_cols", [2**17, 2**18 + 77])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_rows_split_into_parts_across_blocks(n_cols, causal):
+    """Rows past what a bounded grid serves (csrc/softmax/plan.h, bounded_online): each in
+    parts, a block a part, meeting at the row's counter; a mask that empties the middle
+    parts of one row, and (causal) rows that see only the first parts. More rows than a
+    grid holds at once, so that blocks take several rows."""
+    rows = 40
+    x = torch.randn(rows, n_cols, device=DEVICE) * 4
+    mask = torch.ones(rows, n_cols, dtype=torch.bool, device=DEVICE)
+    mask[1, 1000:] = False
+    mask[1, n_cols - 5:] = True
+    if causal:  # rows as queries of a [rows, n_cols] score matrix: row r sees columns 0..r
+        check_softmax(x, -1, "cuda", causal=True)
+    else:
+        check_softmax(x, -1, "cuda", mask=mask)
 
 
 @pytest.mark.parametrize("n_cols", [100, 2000, 20000])

@@ -6,12 +6,14 @@
 
 #include <cmath>
 
+#include "common/arrival.cuh"
 #include "common/device.h"
 #include "common/dispatch.cuh"
 #include "common/reduce.cuh"
 #include "softmax/launchers.h"
 #include "softmax/plan.h"
 #include "softmax/row_io.cuh"
+#include "softmax/split_scratch.h"
 
 namespace seqops {
 namespace {
@@ -102,31 +104,61 @@ softmax_backward_block_kernel(const SoftmaxBackwardParams p, BackwardVectors vec
   }
 }
 
+// sum(dy * y) over the columns in [lo, hi) of a row, merged across the block (every
+// thread gets it). Hidden columns need no mask: y is 0 there.
+template <typename TDy, typename TY>
+__device__ __forceinline__ float sweep_dot(const TDy* dy, const TY* y, int64_t lo, int64_t hi,
+                                           const SoftmaxBackwardParams& p, BackwardVectors vector, float* scratch) {
+  const int64_t step = int64_t(blockDim.x) * kChunk;
+  float dot = 0.0f;
+  for (int64_t col = lo + threadIdx.x * int64_t(kChunk); col < hi; col += step) {
+    float yv[kChunk], dyv[kChunk];
+    load_chunk(y, col, hi, p.y_strides.col, vector.y, 0.0f, yv);
+    load_chunk(dy, col, hi, p.dy_strides.col, vector.dy, 0.0f, dyv);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) dot += yv[i] * dyv[i];
+  }
+  return block_sum(dot, scratch);
+}
+
 template <typename TDy, typename TY, typename TDx>
 __global__ void __launch_bounds__(kSoftmaxOnlineThreads)
-softmax_backward_online_kernel(const SoftmaxBackwardParams p, BackwardVectors vector) {
+softmax_backward_online_kernel(const SoftmaxBackwardParams p, BackwardVectors vector, const SoftmaxSplit split) {
   __shared__ float scratch[32];
+  __shared__ int all_arrived;
   const int64_t step = int64_t(blockDim.x) * kChunk;
-  for (int64_t row = blockIdx.x; row < p.shape.n_rows; row += gridDim.x) {
+  const int splits = int(split.splits);  // at most kSoftmaxMaxSplits
+  const int part = int(blockIdx.x) % splits, parts_stride = int(gridDim.x) / splits;
+  for (int64_t row = blockIdx.x / splits; row < p.shape.n_rows; row += parts_stride) {
     const TDy* dy = static_cast<const TDy*>(p.dy) + row_offset(row, p.shape, p.dy_strides);
     const TY* y = static_cast<const TY*>(p.y) + row_offset(row, p.shape, p.y_strides);
     TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
     const BackwardRow r = backward_row(p, row);
+    // This block's columns: the whole row, or its part of a split row.
+    const int64_t lo = splits > 1 ? min(part * split.chunk, p.shape.n_cols) : 0;
+    const int64_t hi = splits > 1 ? min(lo + split.chunk, p.shape.n_cols) : p.shape.n_cols;
+    // The row's sum(dy * y): of this block's columns; for a split row, added to the other
+    // parts' once all have arrived, or else swept again over the whole row.
     float dot = 0.0f;
-    for (int64_t col = threadIdx.x * int64_t(kChunk); col < p.shape.n_cols; col += step) {
-      float yv[kChunk], dyv[kChunk];
-      load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv);
-      load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv);
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) dot += yv[i] * dyv[i];
+    int64_t sweep_lo = lo, sweep_hi = hi;
+    for (int pass = 0;; ++pass) {
+      dot = sweep_dot(dy, y, sweep_lo, sweep_hi, p, vector, scratch);
+      if (splits == 1 || pass == 1) break;
+      float* slots = split.partials + row * splits;
+      if (threadIdx.x == 0) slots[part] = dot;
+      if (arrive_and_wait(split.arrivals + row, splits, split.max_spins, &all_arrived)) {
+        dot = block_sum(int(threadIdx.x) < splits ? __ldcg(slots + threadIdx.x) : 0.0f, scratch);
+        break;
+      }
+      sweep_lo = 0;
+      sweep_hi = p.shape.n_cols;
     }
-    dot = block_sum(dot, scratch);
-    for (int64_t col = threadIdx.x * int64_t(kChunk); col < p.shape.n_cols; col += step) {
+    for (int64_t col = lo + threadIdx.x * int64_t(kChunk); col < hi; col += step) {
       float yv[kChunk], dyv[kChunk], dxv[kChunk];
-      load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv);
-      load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv);
+      load_chunk(y, col, hi, p.y_strides.col, vector.y, 0.0f, yv);
+      load_chunk(dy, col, hi, p.dy_strides.col, vector.dy, 0.0f, dyv);
       chunk_gradient(p, r, col, vector.mask, dot, yv, dyv, dxv);
-      store_chunk(dx, col, p.shape.n_cols, p.dx_strides.col, vector.dx, dxv);
+      store_chunk(dx, col, hi, p.dx_strides.col, vector.dx, dxv);
     }
   }
 }
@@ -137,7 +169,7 @@ bool vector_aligned(const void* data, const RowStrides& s, int element_size) {
 
 template <typename TDy, typename TY, typename TDx>
 void launch_backward(const SoftmaxBackwardParams& p, const SoftmaxPlan& plan, BackwardVectors vector,
-                     cudaStream_t stream) {
+                     const SoftmaxSplit& split, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(plan.blocks)), block(plan.threads);
   switch (plan.kernel) {
     case SoftmaxKernel::warp_per_row:
@@ -151,7 +183,7 @@ void launch_backward(const SoftmaxBackwardParams& p, const SoftmaxPlan& plan, Ba
       softmax_backward_block_kernel<TDy, TY, TDx><<<grid, block, 0, stream>>>(p, vector);
       break;
     case SoftmaxKernel::online:
-      softmax_backward_online_kernel<TDy, TY, TDx><<<grid, block, 0, stream>>>(p, vector);
+      softmax_backward_online_kernel<TDy, TY, TDx><<<grid, block, 0, stream>>>(p, vector, split);
       break;
   }
 }
@@ -182,11 +214,12 @@ Status softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
   if (plan.kernel == SoftmaxKernel::online) {
     // Every tensor of a row read or written, and the mask: what the grid's bound counts.
     const DeviceSize size = current_device_size();
-    plan = bounded_online(plan,
-                          p.shape.n_cols * (dtype_size(p.dy_dtype) + dtype_size(p.y_dtype) + dtype_size(p.dx_dtype) +
-                                            (p.mask != nullptr)),
+    plan = bounded_online(plan, p.shape.n_rows, p.shape.n_cols,
+                          dtype_size(p.dy_dtype) + dtype_size(p.y_dtype) + dtype_size(p.dx_dtype) + (p.mask != nullptr),
                           size.l2_bytes, size.multiprocessors);
   }
+  SplitScratch scratch(plan, p.shape.n_rows, 1, stream);
+  if (!scratch.ok()) plan = plan_softmax_backward(p.shape.n_rows, p.shape.n_cols);  // no scratch: a block a row
   const BackwardVectors vector{vector_aligned(p.dy, p.dy_strides, dtype_size(p.dy_dtype)),
                                vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype)),
                                vector_aligned(p.dx, p.dx_strides, dtype_size(p.dx_dtype)),
@@ -197,9 +230,9 @@ Status softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
       using TDx = decltype(dx_tag);
       // dy in y's dtype (backward) or float32 (a wider tangent under forward-mode AD).
       if (p.dy_dtype == p.y_dtype) {
-        launch_backward<TY, TY, TDx>(p, plan, vector, stream);
+        launch_backward<TY, TY, TDx>(p, plan, vector, scratch.split(), stream);
       } else if constexpr (!std::is_same<TY, float>::value) {
-        launch_backward<float, TY, TDx>(p, plan, vector, stream);
+        launch_backward<float, TY, TDx>(p, plan, vector, scratch.split(), stream);
       }
     });
   });

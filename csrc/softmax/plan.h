@@ -53,18 +53,49 @@ inline int64_t online_block_bound(int64_t row_bytes, int64_t l2_bytes, int64_t m
   return blocks >= std::max<int64_t>(1, multiprocessors / kSoftmaxMinSmShareDivisor) ? blocks : 0;
 }
 
+// Columns an online block sweeps in one step (every thread a chunk), the most parts a
+// split row takes, and the polls a part makes for the others before it reads the whole
+// row itself (as kernels/softmax/rows.py's MAX_SPLITS and SPLIT_MAX_SPINS).
+constexpr int64_t kSoftmaxOnlineStep = int64_t(kSoftmaxOnlineThreads) * kSoftmaxChunk;
+constexpr int64_t kSoftmaxMaxSplits = 256;
+constexpr int kSoftmaxSplitMaxSpins = 1 << 14;
+
 struct SoftmaxPlan {
   SoftmaxKernel kernel = SoftmaxKernel::warp_per_row;
   int threads = 0;           // per block
   int values_per_lane = 0;   // warp_per_row: columns a lane holds (4 or 32)
   int rows_per_block = 1;
   int64_t blocks = 0;
+  // online only: each row in `splits` parts of `chunk` columns (a multiple of
+  // kSoftmaxOnlineStep), block b sweeping part b % splits of every (blocks / splits)-th row.
+  int64_t splits = 1;
+  int64_t chunk = 0;
 };
 
-// `plan` with an online grid bounded by online_block_bound (other plans unchanged).
-inline SoftmaxPlan bounded_online(SoftmaxPlan plan, int64_t row_bytes, int64_t l2_bytes, int64_t multiprocessors) {
-  const int64_t bound = online_block_bound(row_bytes, l2_bytes, multiprocessors);
-  if (plan.kernel == SoftmaxKernel::online && bound > 0) plan.blocks = std::min(plan.blocks, bound);
+// `plan` with an online grid bounded by online_block_bound, or, where no bound leaves a
+// quarter of the multiprocessors busy, with its rows split into parts swept side by side
+// (as kernels/softmax/rows.py's split_rows): a block a part, at most one a multiprocessor,
+// chunks sized so that one a multiprocessor fits the L2 share. A part's first sweep gives
+// its statistics, which the row's parts combine once all have arrived (a part that waits
+// in vain sweeps the whole row for them), and its second sweep re-reads its chunk from
+// L2. Other plans unchanged; an online plan without the sizes stays a block a row.
+inline SoftmaxPlan bounded_online(SoftmaxPlan plan, int64_t n_rows, int64_t n_cols, int64_t col_bytes,
+                                  int64_t l2_bytes, int64_t multiprocessors) {
+  if (plan.kernel != SoftmaxKernel::online || l2_bytes <= 0 || col_bytes <= 0 || multiprocessors <= 0) return plan;
+  const int64_t bound = online_block_bound(n_cols * col_bytes, l2_bytes, multiprocessors);
+  if (bound > 0) {
+    plan.blocks = std::min(plan.blocks, bound);
+    return plan;
+  }
+  int64_t chunk = l2_bytes / kSoftmaxL2ShareDivisor / (multiprocessors * col_bytes) / kSoftmaxOnlineStep *
+                  kSoftmaxOnlineStep;
+  if (chunk == 0) return plan;
+  const int64_t splits = (n_cols + chunk - 1) / chunk;
+  if (splits > std::min(multiprocessors, kSoftmaxMaxSplits) || n_rows > kSoftmaxMaxBlocks / splits) return plan;
+  chunk = ((n_cols + splits - 1) / splits + kSoftmaxOnlineStep - 1) / kSoftmaxOnlineStep * kSoftmaxOnlineStep;
+  plan.splits = splits;
+  plan.chunk = chunk;
+  plan.blocks = std::min(n_rows * splits, multiprocessors / splits * splits);
   return plan;
 }
 

@@ -17,6 +17,36 @@ namespace seqops {
 constexpr int kChunk = kSoftmaxChunk;
 static_assert(kChunk == 8, "the vector paths below move 8 elements");
 
+// A 16-bit element from, and to, its bits: the vector paths move 8 of them in a uint4 and
+// take them apart with shifts, not through a pointer to the local uint4 (which ptxas may
+// then keep in local memory: a stack frame and "spill" stores in some instantiations).
+template <typename T>
+__device__ __forceinline__ float from_bits(unsigned int bits);
+template <>
+__device__ __forceinline__ float from_bits<__half>(unsigned int bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+}
+template <>
+__device__ __forceinline__ float from_bits<__nv_bfloat16>(unsigned int bits) {
+  return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(bits)));
+}
+template <typename T>
+__device__ __forceinline__ unsigned int to_bits(float v);
+template <>
+__device__ __forceinline__ unsigned int to_bits<__half>(float v) {
+  return __half_as_ushort(__float2half_rn(v));
+}
+template <>
+__device__ __forceinline__ unsigned int to_bits<__nv_bfloat16>(float v) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+// Element i (0..7) of eight 16-bit values in a uint4: word i / 2, the low half first.
+__device__ __forceinline__ unsigned int half_word(const uint4& raw, int i) {
+  const unsigned int word = i < 2 ? raw.x : i < 4 ? raw.y : i < 6 ? raw.z : raw.w;
+  return (i % 2 == 0 ? word : word >> 16) & 0xffffu;
+}
+
 // out[i] = row[col + i] as fp32, `fill` past n_cols.
 template <typename T>
 __device__ __forceinline__ void load_chunk(const T* row, int64_t col, int64_t n_cols, int64_t stride, bool vector,
@@ -29,9 +59,8 @@ __device__ __forceinline__ void load_chunk(const T* row, int64_t col, int64_t n_
       out[4] = hi.x; out[5] = hi.y; out[6] = hi.z; out[7] = hi.w;
     } else {
       const uint4 raw = *reinterpret_cast<const uint4*>(row + col);
-      const T* values = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) out[i] = to_float(values[i]);
+      for (int i = 0; i < kChunk; ++i) out[i] = from_bits<T>(half_word(raw, i));
     }
     return;
   }
@@ -45,9 +74,8 @@ __device__ __forceinline__ void load_keep(const uint8_t* mask_row, int64_t col, 
                                           bool vector, bool (&keep)[kChunk]) {
   if (mask_row != nullptr && vector && col + kChunk <= n_seen) {
     const uint2 raw = *reinterpret_cast<const uint2*>(mask_row + col);
-    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&raw);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) keep[i] = bytes[i] != 0;
+    for (int i = 0; i < kChunk; ++i) keep[i] = (((i < 4 ? raw.x : raw.y) >> (8 * (i % 4))) & 0xffu) != 0;
     return;
   }
 #pragma unroll
@@ -66,9 +94,10 @@ __device__ __forceinline__ void store_chunk(T* row, int64_t col, int64_t n_cols,
       *reinterpret_cast<float4*>(row + col + 4) = make_float4(values[4], values[5], values[6], values[7]);
     } else {
       uint4 raw;
-      T* out = reinterpret_cast<T*>(&raw);
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) out[i] = from_float<T>(values[i]);
+      raw.x = to_bits<T>(values[0]) | (to_bits<T>(values[1]) << 16);
+      raw.y = to_bits<T>(values[2]) | (to_bits<T>(values[3]) << 16);
+      raw.z = to_bits<T>(values[4]) | (to_bits<T>(values[5]) << 16);
+      raw.w = to_bits<T>(values[6]) | (to_bits<T>(values[7]) << 16);
       *reinterpret_cast<uint4*>(row + col) = raw;
     }
     return;
