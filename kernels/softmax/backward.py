@@ -11,7 +11,8 @@ import triton.language as tl
 
 from ..runtime import arrive_and_wait, cast_rounded
 from ..layout import softmax_row_operands
-from .rows import MAX_SPLITS, Plan, plan, row_offsets, row_operand_bytes, rows_need_int64, split_max_spins
+from .rows import (MAX_SPLITS, Plan, part_columns, plan, row_offsets, row_operand_bytes, rows_need_int64,
+                   split_max_spins, split_part)
 
 
 @triton.jit
@@ -83,23 +84,14 @@ def softmax_backward_online_kernel(
     arrival counter; once every part has arrived, each adds up the parts' sums, else
     (max_spins polls in vain) it sweeps the whole row for the sum itself. The second sweep
     writes the part's columns."""
-    part = 0
-    first = tl.program_id(0)
-    step = tl.num_programs(0)
-    if SPLIT:
-        part = tl.program_id(0) % splits
-        first = tl.program_id(0) // splits
-        step = tl.num_programs(0) // splits
+    part, first, step = split_part(splits, SPLIT)
     for row in tl.range(first, n_rows, step):
         y_row = y_ptr + row_offsets(row, rows_b, rows_c, y_strides)
         dy_row = dy_ptr + row_offsets(row, rows_b, rows_c, dy_strides)
         m_row = mask_ptr + row_offsets(row, rows_b, rows_c, mask_strides)
         dx_row = dx_ptr + row_offsets(row, rows_b, rows_c, dx_strides)
-        lo = 0
-        hi = n_cols
+        lo, hi = part_columns(part, chunk, n_cols, SPLIT)
         if SPLIT:
-            lo = tl.minimum(tl.cast(part, tl.int64) * chunk, n_cols)
-            hi = tl.minimum(lo + chunk, n_cols)
             slots = partials_ptr + tl.cast(row, tl.int64) * splits
             tl.store(slots + part, _sweep_dot(dy_row, y_row, lo, hi, dy_strides[3], y_strides[3], BLOCK_N))
             all_arrived = arrive_and_wait(arrivals_ptr + row, splits, max_spins) >= splits

@@ -11,8 +11,8 @@ import triton.language as tl
 
 from ..runtime import arrive_and_wait, cast_rounded
 from ..layout import softmax_row_operands
-from .rows import (MAX_SPLITS, Plan, exp_for, load_input, plan, row_offsets, row_operand_bytes, rows_need_int64,
-                   split_max_spins)
+from .rows import (MAX_SPLITS, Plan, exp_for, load_input, part_columns, plan, row_offsets, row_operand_bytes,
+                   rows_need_int64, split_max_spins, split_part)
 
 
 @triton.jit
@@ -103,13 +103,7 @@ def softmax_forward_online_kernel(
     partials[row, part, 0:2] (fp32) and the row's arrival counter; once every part has
     arrived, each combines them, else (max_spins polls in vain) it sweeps the whole row
     for them itself. The second sweep writes the part's columns."""
-    part = 0
-    first = tl.program_id(0)
-    step = tl.num_programs(0)
-    if SPLIT:
-        part = tl.program_id(0) % splits
-        first = tl.program_id(0) // splits
-        step = tl.num_programs(0) // splits
+    part, first, step = split_part(splits, SPLIT)
     # disable_licm: hoisted out of this loop, the lane predicates of the row reductions
     # outlive the sweeps and ptxas spills one of them in the 16-bit builds (static report).
     for row in tl.range(first, n_rows, step, disable_licm=True):
@@ -119,11 +113,8 @@ def softmax_forward_online_kernel(
         n_seen = n_cols
         if CAUSAL:
             n_seen = tl.minimum(n_cols, row % causal_rows + 1)
-        lo = 0
-        hi = n_cols
+        lo, hi = part_columns(part, chunk, n_cols, SPLIT)
         if SPLIT:
-            lo = tl.minimum(tl.cast(part, tl.int64) * chunk, n_cols)
-            hi = tl.minimum(lo + chunk, n_cols)
             part_max, part_sum = _sweep_statistics(x_row, m_row, lo, tl.minimum(hi, n_seen), x_strides[3],
                                                    mask_strides[3], scale, y_ptr.dtype.element_ty, HAS_MASK, BLOCK_N)
             slots = partials_ptr + (tl.cast(row, tl.int64) * splits) * 2

@@ -57,6 +57,34 @@ def load_input(pointers, keep, out_dtype: tl.constexpr):
     return x.to(tl.float32)
 
 
+
+@triton.jit
+def split_part(splits, SPLIT: tl.constexpr):
+    """(part, first row, row step) of this program in an online launch: SPLIT
+    (split_rows), part program % splits of every (programs / splits)-th row from
+    program // splits; else the whole of every programs-th row from the program's own."""
+    part = 0
+    first = tl.program_id(0)
+    step = tl.num_programs(0)
+    if SPLIT:
+        part = tl.program_id(0) % splits
+        first = tl.program_id(0) // splits
+        step = tl.num_programs(0) // splits
+    return part, first, step
+
+
+@triton.jit
+def part_columns(part, chunk, n_cols, SPLIT: tl.constexpr):
+    """[lo, hi): the columns of a row that part `part` of `chunk` columns covers (SPLIT),
+    or all of them."""
+    lo = 0
+    hi = n_cols
+    if SPLIT:
+        lo = tl.minimum(tl.cast(part, tl.int64) * chunk, n_cols)
+        hi = tl.minimum(lo + chunk, n_cols)
+    return lo, hi
+
+
 # The share of the L2 cache the rows an online launch has in flight may fill: the rest is
 # left to the lines of other data and to an eviction order that is not exactly LRU.
 L2_SHARE = 0.5
