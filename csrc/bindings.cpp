@@ -20,6 +20,7 @@
 #include "attention/dropout.h"
 #include "attention/launchers.h"
 #include "attention/schedule.h"
+#include "common/device.h"
 #include "common/dtypes.h"
 #include "common/status.h"
 #include "recurrent/launchers.h"
@@ -591,15 +592,13 @@ py::dict lstm_sequence_plan(int64_t hidden, int dtype, int64_t multiprocessors, 
 // What a device offers the cooperative sequence kernels: multiprocessors, the opt-in
 // shared memory a block may have, and whether it takes cooperative launches.
 py::dict device_limits(int device) {
-  int multiprocessors = 0, max_shared = 0, cooperative = 0;
-  cudaError_t error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
+  cudaError_t error = cudaSuccess;
+  const seqops::DeviceSize size = seqops::device_size(device, &error);
   raise_on_error("device_limits", seqops::Status::from_cuda(error));
   py::dict out;
-  out["multiprocessors"] = multiprocessors;
-  out["max_shared_bytes"] = max_shared;
-  out["cooperative_launch"] = cooperative != 0;
+  out["multiprocessors"] = size.multiprocessors;
+  out["max_shared_bytes"] = size.max_shared_bytes;
+  out["cooperative_launch"] = size.cooperative_launch;
   return out;
 }
 

@@ -24,6 +24,7 @@
 
 #include <cmath>
 
+#include "common/device.h"
 #include "common/dispatch.cuh"
 #include "recurrent/cell_tiles.cuh"
 #include "recurrent/launchers.h"
@@ -221,8 +222,7 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const 
   }
 }
 
-Status check_schedule(const char* call, const LstmSequenceSchedule& s) {
-  (void)call;
+Status check_schedule(const LstmSequenceSchedule& s) {
   if (s.steps < 0) return Status::bad_argument("lstm_sequence: negative number of steps");
   if (s.steps > 0 && (s.offsets == nullptr || s.rows == nullptr || s.prev == nullptr || s.carried == nullptr)) {
     return Status::bad_argument("lstm_sequence: a schedule pointer is null");
@@ -233,21 +233,20 @@ Status check_schedule(const char* call, const LstmSequenceSchedule& s) {
 // The device's limits, the plan's fit, and the kernel's opt-in to the shared memory.
 template <typename Kernel>
 Status prepare_launch(Kernel kernel, const SequencePlan& plan) {
-  int device = 0, multiprocessors = 0, max_shared = 0, cooperative = 0;
-  cudaError_t error = cudaGetDevice(&device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
+  cudaError_t error = cudaSuccess;
+  const DeviceSize size = current_device_size(&error);
   if (error != cudaSuccess) return Status::from_cuda(error);
-  if (!cooperative) return Status::bad_argument("lstm_sequence: this GPU does not take cooperative launches");
-  if (const char* reason = sequence_unfit_reason(plan, multiprocessors, max_shared)) return Status::bad_argument(reason);
+  if (!size.cooperative_launch) return Status::bad_argument("lstm_sequence: this GPU does not take cooperative launches");
+  if (const char* reason = sequence_unfit_reason(plan, size.multiprocessors, size.max_shared_bytes)) {
+    return Status::bad_argument(reason);
+  }
   error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.shared_bytes));
   if (error != cudaSuccess) return Status::from_cuda(error);
   int per_multiprocessor = 0;
   error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, plan.threads,
                                                         size_t(plan.shared_bytes));
   if (error != cudaSuccess) return Status::from_cuda(error);
-  if (int64_t(per_multiprocessor) * multiprocessors < plan.blocks) {
+  if (int64_t(per_multiprocessor) * size.multiprocessors < plan.blocks) {
     return Status::bad_argument("lstm_sequence: the blocks cannot all be resident at once on this GPU");
   }
   return Status::ok();
@@ -268,7 +267,7 @@ Status launch_cooperative(Kernel kernel, const SequencePlan& plan, const Params&
 Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
   if (!is_known_dtype(int(p.dtype))) return Status::bad_argument("lstm_sequence_forward: unknown dtype code");
   if (p.batch < 0 || p.hidden < 0) return Status::bad_argument("lstm_sequence_forward: negative size");
-  const Status schedule = check_schedule("lstm_sequence_forward", p.schedule);
+  const Status schedule = check_schedule(p.schedule);
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.xw == nullptr || p.h0 == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.out == nullptr ||
@@ -281,7 +280,7 @@ Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
 Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& p) {
   if (!is_known_dtype(int(p.dtype))) return Status::bad_argument("lstm_sequence_backward: unknown dtype code");
   if (p.batch < 0 || p.hidden < 0) return Status::bad_argument("lstm_sequence_backward: negative size");
-  const Status schedule = check_schedule("lstm_sequence_backward", p.schedule);
+  const Status schedule = check_schedule(p.schedule);
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.gates == nullptr || p.cells == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.dgates == nullptr ||
