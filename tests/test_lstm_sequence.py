@@ -85,9 +85,11 @@ def test_sequence_several_slices_bidirectional_two_layers(device, packed):
 def test_sequence_projection_several_slices_bidirectional_two_layers(device, packed):
     """proj_size 20 of H = 40: two 16-feature slices of the projection (the last 4
     features) against three of the hidden units; the second layer takes the first's
-    projected, bidirectional output (40 features)."""
+    projected, bidirectional output (40 features). Each bias-gradient entry sums about
+    T x B terms: pool 3 trials (one trial failed at seed 1455371335, packed, d bias_hh_l0
+    at 2.1x torch's 2.4e-7, with the kernels of 4975450 as with today's)."""
     config = dict(BIDIRECTIONAL_2_LAYERS, proj_size=20)
-    check_sequence(device, config, packed, T=4, B=3, I=7, H=40)
+    check_sequence(device, config, packed, T=4, B=3, I=7, H=40, min_trials=3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
