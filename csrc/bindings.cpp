@@ -208,6 +208,7 @@ py::list attention_forward_instances() {
     py::dict entry;
     entry["head_dim"] = instance.head_dim;
     entry["dtype"] = static_cast<int>(instance.dtype);
+    entry["arch"] = instance.arch;
     entry["block_m"] = instance.block_m;
     entry["block_n"] = instance.block_n;
     entry["threads"] = instance.threads;

@@ -416,6 +416,26 @@ def test_the_schedule_refuses_a_block_outside_the_lengths():
         module.attention_schedule("rows", 0, 64, 64, 100, 100, False, 0)
 
 
+# -- the sm90a forward's register layouts --
+
+def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(tmp_path):
+    """tests/cuda_programs/sm90_forward_layouts.cu, compiled for the host and run here:
+    CuTe's layouts are host code, so every thread's share of the wgmma accumulators is
+    walked on the CPU: rows on quads, S's and O's rows alike, every entry once, and S's
+    accumulator seen as the A operand of O += P V where that wgmma reads it."""
+    from seqops import _ext
+    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
+    if nvcc is None or cutlass is None:
+        pytest.skip("nvcc or the CUTLASS headers are not installed")
+    program = tmp_path / "sm90_forward_layouts"
+    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
+                               str(program), str(ROOT / "tests" / "cuda_programs" / "sm90_forward_layouts.cu")],
+                              capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
+    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
+
+
 # -- split-KV (decode) --
 
 @pytest.mark.parametrize("batch_heads, len_q, len_kv, processors, splits", [
@@ -444,8 +464,11 @@ def test_split_values_carry_a_workspace_of_fp32_partials():
 
 
 def test_the_forward_key_tile_is_the_instances():
+    """decode_splits sizes splits by the sm80 kernel's key tile: split launches run there
+    (forward.cu) even on sm90, whose wgmma kernel takes the rest."""
     _, module = built()
-    assert {i["block_n"] for i in module.attention_forward_instances()} == {cuda_attention.FORWARD_KEY_TILE}
+    sm80 = [i for i in module.attention_forward_instances() if i["arch"] == 80]
+    assert sm80 and {i["block_n"] for i in sm80} == {cuda_attention.FORWARD_KEY_TILE}
 
 
 @pytest.mark.parametrize("splits", [2, 3, 7, 40])

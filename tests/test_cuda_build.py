@@ -125,6 +125,31 @@ def test_instance_files_compile_for_both_targets_without_spills():
     assert "\n0 failure(s)" in report
 
 
+def test_the_hopper_forward_must_hold_wgmma_in_its_sass():
+    """The report's rule for the sm90a attention forward's objects: no HGMMA in the SASS
+    (or no cuobjdump to read it) fails; other objects and other archs need none."""
+    from benchmarks.cuda_report.report import ObjectBuild
+    from benchmarks.cuda_report.sass import count_instructions
+
+    listing = """
+        /*0f20*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT, gsb0 ;
+        /*0f30*/              @!P0 LDGSTS.E.BYPASS.LTC128B.128 [R29], desc[UR14][R20.64] ;
+        /*0f40*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+"""
+    assert count_instructions(listing) == {"HGMMA": 1, "HMMA": 1, "LDGSTS": 1, "UTMALDG": 0}
+    kernel = KernelReport(name="attention_forward_sm90_kernel", arch="sm_90a", registers=200, shared_bytes=0,
+                          stack_bytes=0, spill_store_bytes=0, spill_load_bytes=0)
+    hopper = "attention/instances/forward_sm90_hd128_bf16.cu"
+    with_wgmma = ObjectBuild(hopper, "90a", 1.0, [kernel], instructions={"HGMMA": 16, "HMMA": 0})
+    assert not with_wgmma.problems()
+    lost = dataclasses.replace(with_wgmma, instructions={"HGMMA": 0, "HMMA": 64})
+    assert any("no wgmma (HGMMA)" in p for p in lost.problems())
+    unread = dataclasses.replace(with_wgmma, instructions=None)
+    assert any("could not be read" in p for p in unread.problems())
+    assert not dataclasses.replace(lost, arch="80").problems()
+    assert not dataclasses.replace(lost, source="attention/instances/forward_hd128_bf16.cu").problems()
+
+
 def test_instance_files_are_told_apart_and_left_out_on_request(tmp_path):
     (tmp_path / "attention" / "instances").mkdir(parents=True)
     instance = tmp_path / "attention" / "instances" / "forward_hd64_fp16.cu"

@@ -1,7 +1,8 @@
 """The CUDA instance report: every instance file of csrc/ (csrc/<family>/instances/*.cu, one
 CuTe template instantiation each, a minute or so of nvcc apiece) compiled for sm_80 and
 sm_90a on a machine without a GPU, with what ptxas says of each kernel in it (registers,
-shared memory, stack, spilled bytes).
+shared memory, stack, spilled bytes), and the counts of its tensor-core and copy instructions read from
+its SASS (cuobjdump -sass; the sm_90a attention forward must hold wgmma).
 
     python -m benchmarks.cuda_report            # check (what CI runs)
     python -m benchmarks.cuda_report --write    # and rewrite the committed report

@@ -14,24 +14,28 @@ from seqops import _ext
 from . import __doc__ as usage
 from .ptxas_log import ptxas_reports
 from .report import COMMAND, RESULTS, ROOT, ObjectBuild, load, write
+from .sass import object_instructions
 
 ARCHS = ("80", "90a")
 
 
 def compile_instance(source: Path, arch: str, nvcc: str, root: Path = _ext.CSRC) -> ObjectBuild:
-    """nvcc -c for one arch with ptxas's per-kernel report; the object is thrown away."""
+    """nvcc -c for one arch with ptxas's per-kernel report and the SASS's instruction
+    counts; the object is thrown away."""
     relative = source.relative_to(root).as_posix()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        command = [nvcc, "-c", str(source), "-o", str(Path(folder) / "instance.o"),
+        obj = Path(folder) / "instance.o"
+        command = [nvcc, "-c", str(source), "-o", str(obj),
                    *_ext.cuda_compile_flags([arch], ptxas_verbose=True, root=root)]
         result = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        instructions = object_instructions(obj) if result.returncode == 0 else None
     log = result.stdout + result.stderr
     if result.returncode != 0:
         return ObjectBuild(relative, arch, seconds, error="\n".join(log.strip().splitlines()[-30:]))
     warnings = [line.strip() for line in log.splitlines() if "ptxas warning" in line]
-    return ObjectBuild(relative, arch, seconds, ptxas_reports(log), warnings)
+    return ObjectBuild(relative, arch, seconds, ptxas_reports(log), warnings, instructions=instructions)
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "static" / "cuda_instances.json"
 MARKDOWN = RESULTS.with_suffix(".md")
 COMMAND = "python -m benchmarks.cuda_report --write"
+# Instance files whose sm_90a object must hold wgmma (HGMMA) instructions: the Hopper
+# attention forward, which would otherwise lose its reason to exist silently (a layout or
+# a guard that made CuTe fall back, or an empty kernel body for the wrong target).
+WGMMA_REQUIRED_PREFIX = "attention/instances/forward_sm90_"
 
 
 @dataclass
@@ -25,6 +29,8 @@ class ObjectBuild:
     kernels: list[KernelReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # ptxas warning lines
     error: Optional[str] = None      # the tail of nvcc's output when it failed
+    # SASS instruction counts (sass.COUNTED), or None when no cuobjdump could read the object
+    instructions: Optional[dict] = None
 
     def problems(self) -> list[str]:
         """Why this object fails the check (empty when it passes)."""
@@ -35,6 +41,11 @@ class ObjectBuild:
             found.append("no kernel in ptxas's report")
         found += [f"{k.name} spills {k.spill_store_bytes} B stored, {k.spill_load_bytes} B loaded"
                   for k in self.kernels if k.spill_store_bytes or k.spill_load_bytes]
+        if self.source.startswith(WGMMA_REQUIRED_PREFIX) and self.arch == "90a":
+            if self.instructions is None:
+                found.append("its SASS could not be read (no cuobjdump): the wgmma rule cannot be checked")
+            elif not self.instructions.get("HGMMA"):
+                found.append(f"no wgmma (HGMMA) in its SASS: {self.instructions}")
         return found
 
     @classmethod
@@ -62,14 +73,16 @@ def _markdown(builds: Iterable[ObjectBuild], toolchain: dict, source_commit: Opt
              + ", ".join(f"{name} {value}" for name, value in toolchain.items()) + ". Compiled, never run here. "
              "Shared bytes are ptxas's static count: kernels that size theirs at launch (the attention "
              "forward: `attention_forward_instances()` gives it) show 0.", "",
-             "| file | arch | kernel | registers | shared B | stack B | spilled B | nvcc s |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| file | arch | kernel | registers | shared B | stack B | spilled B | SASS | nvcc s |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|"]
     for build in builds:
         if build.error or not build.kernels:
-            lines.append(f"| {build.source} | sm_{build.arch} | {'; '.join(build.problems())} | | | | | "
+            lines.append(f"| {build.source} | sm_{build.arch} | {'; '.join(build.problems())} | | | | | | "
                          f"{build.seconds:.0f} |")
+        counts = ", ".join(f"{op} {n}" for op, n in (build.instructions or {}).items() if n)
         for k in build.kernels:
             short = k.name.replace("(anonymous namespace)::", "").removeprefix("void ").split("(")[0]
             lines.append(f"| {build.source} | sm_{build.arch} | `{short}` | {k.registers} | {k.shared_bytes} | "
-                         f"{k.stack_bytes} | {k.spill_store_bytes + k.spill_load_bytes} | {build.seconds:.0f} |")
+                         f"{k.stack_bytes} | {k.spill_store_bytes + k.spill_load_bytes} | {counts} | "
+                         f"{build.seconds:.0f} |")
     return lines

@@ -8,6 +8,7 @@
 
 #include "attention/addressing.h"
 #include "attention/instance_table.h"
+#include "common/device.h"
 #include "common/dispatch.cuh"
 
 namespace seqops {
@@ -81,8 +82,8 @@ Status launch_combine(const AttentionForwardParams& p, cudaStream_t stream) {
 
 bool register_attention_forward(const AttentionForwardInstance& instance) { return forward_table().add(instance); }
 
-AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype) {
-  const AttentionForwardInstance* instance = forward_table().find(head_dim, dtype);
+AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype, int compute_capability) {
+  const AttentionForwardInstance* instance = forward_table().find_for_device(head_dim, dtype, compute_capability);
   return instance == nullptr ? nullptr : instance->launcher;
 }
 
@@ -132,7 +133,15 @@ Status check_attention_forward(const AttentionForwardParams& p) {
 Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream) {
   const Status checked = check_attention_forward(params);
   if (!checked.is_ok()) return checked;
-  const AttentionForwardLauncher launcher = find_attention_forward(static_cast<int>(params.head_dim), params.dtype);
+  cudaError_t device_error = cudaSuccess;
+  const DeviceSize device = current_device_size(&device_error);
+  if (device_error != cudaSuccess) return Status::from_cuda(device_error);
+  // Split-KV launches (decode: a few queries against long K/V) keep the sm80 kernel, whose
+  // 64-key tiles the splits were sized by (seqops/backends/cuda_attention.py,
+  // FORWARD_KEY_TILE; the sm90 kernel's are 128); the rest run on the device's own.
+  const int compute_capability = params.splits == 1 ? device.compute_capability : 80;
+  const AttentionForwardLauncher launcher =
+      find_attention_forward(static_cast<int>(params.head_dim), params.dtype, compute_capability);
   if (launcher == nullptr) {
     return Status::bad_argument("attention_forward: no instance for this head dim and dtype in this build");
   }

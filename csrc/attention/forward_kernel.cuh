@@ -1,6 +1,7 @@
-// The attention forward in CuTe for sm80 (and sm90, which runs the same mma.sync and
-// cp.async): one CTA of 8 warps per block of 128 queries of one (batch, head), looping
-// over key tiles with an online softmax in registers, as flash-attention 2 does.
+// The attention forward in CuTe for sm80 (and for sm90 where its wgmma kernel,
+// forward_sm90_kernel.cuh, is not built or not chosen: split-KV launches): one CTA of 8
+// warps per block of 128 queries of one (batch, head), looping over key tiles with an
+// online softmax in registers, as flash-attention 2 does.
 //
 //   - Q, K and V tiles go gmem -> smem with 16-byte cp.async into a swizzled layout (rows
 //     of 64 elements, Swizzle<3,3,3>), so that the ldmatrix reads after are free of bank
@@ -22,8 +23,8 @@
 
 #include <cmath>
 
+#include "attention/forward_steps.cuh"
 #include "attention/launchers.h"
-#include "attention/dropout.h"
 #include "attention/mask.cuh"
 #include "attention/params.h"
 #include "attention/schedule.h"
@@ -158,7 +159,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
   const bool dropout = params.dropout_p > 0.0f;
-  const float keep_scale = dropout ? 1.0f / (1.0f - params.dropout_p) : 1.0f;
   const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
 
   // A block that sees no key (S = 0, or a causal offset below -m0 - kBlockM + 1) loads
@@ -183,26 +183,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_smem_smem(acc_s, tSrQ, tSrK, tSsQ, tSsK, mma, smem_copy_q, smem_thr_q, smem_copy_k, smem_thr_k);
 
     Tensor s = make_tensor(acc_s.data(), accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
-    CUTE_UNROLL
-    for (int i = 0; i < size(s); ++i) s(i) *= scale_log2;
-    // After the scale, so that a negative or zero scale cannot turn the -inf around. An
-    // attn_mask applies to every tile, the causal and length masks to the crossing ones.
-    if (mask.present() || tile_needs_mask(m0, n0, kBlockN, len_kv, causal, causal_offset)) {
-      CUTE_UNROLL
-      for (int r = 0; r < size<0>(s); ++r) {
-        const int row = m0 + get<0>(tScS_rc(r, 0));
-        const int visible = causal ? min(len_kv, row + causal_offset + 1) : len_kv;  // keys j < visible
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(s); ++c) {
-          const int col = n0 + get<1>(tScS_rc(r, c));
-          if (col >= visible) {
-            s(r, c) = -INFINITY;
-          } else if (mask.present() && row < len_q) {
-            s(r, c) += mask.bias_log2(row, col);
-          }
-        }
-      }
-    }
+    scale_and_mask_scores(s, tScS_rc, scale_log2, mask, m0, n0, kBlockN, len_q, len_kv, causal, causal_offset);
 
     cp_async_wait<0>();
     __syncthreads();  // V(n) landed for all; every thread is done reading K(n)
@@ -211,83 +192,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       cp_async_fence();
     }
 
-    // Online softmax: rescale what was summed so far to the new row max.
-    CUTE_UNROLL
-    for (int r = 0; r < size<0>(s); ++r) {
-      float m = row_max[r];
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(s); ++c) m = fmaxf(m, s(r, c));
-      m = quad_max(m);
-      // A row that has seen no key yet keeps max -inf: subtract 0 instead, so that
-      // exp2(-inf - -inf) never makes a NaN; its probabilities are exp2(-inf) = 0.
-      const float base = m == -INFINITY ? 0.0f : m;
-      const float rescale = exp2f(row_max[r] - base);  // 0 while the old max is -inf
-      row_max[r] = m;
-      float sum = row_sum[r] * rescale;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(s); ++c) {
-        const float p = exp2f(s(r, c) - base);
-        s(r, c) = p;
-        sum += p;
-      }
-      row_sum[r] = sum;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(r, c) *= rescale;
-    }
-
-    // Dropout after the denominator took every probability: out = dropout(P) V / sum.
-    if (dropout) {
-      CUTE_UNROLL
-      for (int r = 0; r < size<0>(s); ++r) {
-        const int64_t counter_row = int64_t(m0 + get<0>(tScS_rc(r, 0))) * len_kv;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(s); ++c) {
-          const bool keep = dropout_uniform(dropout_stream_id, counter_row + n0 + get<1>(tScS_rc(r, c))) >=
-                            params.dropout_p;
-          s(r, c) = keep ? s(r, c) * keep_scale : 0.0f;
-        }
-      }
-    }
+    online_softmax_step(s, acc_o_rc, row_max, row_sum);
+    if (dropout) drop_probabilities(s, tScS_rc, m0, n0, len_kv, dropout_stream_id, params.dropout_p);
     Tensor p = rounded<Element>(acc_s);
     Tensor tOrP = make_tensor(p.data(), accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, MMA_N / 2)
     gemm_regs_smem(acc_o, tOrP, tOrVt, tOsVt, mma, smem_copy_v, smem_thr_v);
   }
 
-  // Normalise, then write lse (one thread of each quad per row) and the output rows below
-  // L, row by row: one row address each, and column pairs as one 4-byte store (the pair
-  // is adjacent in the accumulator; rows start 16-byte aligned, see the launcher checks).
-  // A split writes its fp32 partials instead, for the combine kernel (forward.cu).
-  struct alignas(2 * sizeof(Element)) ElementPair {
-    Element first, second;
-  };
-  const int64_t partial_rows = ((int64_t(split) * params.batch + batch) * params.heads_q + head) * len_q;
-  CUTE_UNROLL
-  for (int r = 0; r < kRows; ++r) {
-    const float sum = quad_sum(row_sum[r]);
-    const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // a row that saw no key writes 0
-    const int row = m0 + get<0>(tOcO_rc(r, 0));
-    if (row < len_q) {
-      const float row_lse = sum > 0.0f ? row_max[r] * 0.6931471805599453f + logf(sum) : -INFINITY;
-      if (splits > 1) {
-        if (get<1>(tOcO_rc(r, 0)) == 0) params.partial_lse[partial_rows + row] = row_lse;
-        float* out_row = params.partial_out + (partial_rows + row) * kHeadDim;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(acc_o_rc); c += 2) {
-          *reinterpret_cast<float2*>(out_row + get<1>(tOcO_rc(r, c))) =
-              make_float2(acc_o_rc(r, c) * inverse, acc_o_rc(r, c + 1) * inverse);
-        }
-        continue;
-      }
-      if (get<1>(tOcO_rc(r, 0)) == 0) lse_ptr[row] = row_lse;
-      Element* out_row = o_ptr + row * params.out_strides.row;
-      CUTE_UNROLL
-      for (int c = 0; c < size<1>(acc_o_rc); c += 2) {
-        const ElementPair pair{static_cast<Element>(acc_o_rc(r, c) * inverse),
-                               static_cast<Element>(acc_o_rc(r, c + 1) * inverse)};
-        *reinterpret_cast<ElementPair*>(out_row + get<1>(tOcO_rc(r, c))) = pair;
-      }
-    }
-  }
+  write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, row_max, row_sum, params, o_ptr, lse_ptr, m0, len_q, batch,
+                                      head, split);
 }
 
 // The host side of one instance: launch geometry, the opt-in to more than 48 KiB of smem,

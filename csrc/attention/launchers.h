@@ -22,6 +22,7 @@ using AttentionForwardLauncher = Status (*)(const AttentionForwardParams&, cudaS
 struct AttentionForwardInstance {
   int head_dim = 0;
   DType dtype = DType::float16;
+  int arch = 80;  // 80: mma.sync, any target; 90: wgmma, compute capability 9.0 only
   int block_m = 0, block_n = 0;  // queries per CTA, keys per tile
   int threads = 0;
   int smem_bytes = 0;  // dynamic shared memory per CTA
@@ -31,8 +32,9 @@ struct AttentionForwardInstance {
 // Called once per instance file, before main; returns true so that it can initialise a
 // namespace-scope constant.
 bool register_attention_forward(const AttentionForwardInstance& instance);
-// The launcher compiled for this head dim and dtype, or null when this build has none.
-AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype);
+// The launcher compiled for this head dim and dtype that a device of this compute
+// capability (major * 10 + minor) runs, or null when this build has none.
+AttentionForwardLauncher find_attention_forward(int head_dim, DType dtype, int compute_capability = 80);
 // The instances this build registered (for the bindings' listing).
 int attention_forward_instance_count();
 const AttentionForwardInstance& attention_forward_instance(int i);
@@ -49,6 +51,7 @@ using AttentionBackwardLauncher = Status (*)(const AttentionBackwardParams&, cud
 struct AttentionBackwardInstance {
   int head_dim = 0;
   DType dtype = DType::float16;
+  int arch = 80;
   int kv_block_n = 0, kv_block_m = 0, kv_threads = 0, kv_smem_bytes = 0;  // keys per CTA, queries per tile
   int q_block_m = 0, q_block_n = 0, q_threads = 0, q_smem_bytes = 0;      // queries per CTA, keys per tile
   AttentionBackwardLauncher launcher = nullptr;  // the dK/dV and dQ kernels (delta already written)

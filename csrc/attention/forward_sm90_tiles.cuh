@@ -1,0 +1,83 @@
+// The tile types of the sm90a attention forward (forward_sm90_kernel.cuh), apart from the
+// kernel so that a host-only program can check their layouts (tests/test_cuda_attention_host.py
+// compiles csrc/attention/check_sm90_layouts.cu and runs it on the CPU).
+//
+// Two warpgroups (8 warps) per CTA, each owning 64 of the 128 query rows: S = Q K^T is a
+// wgmma with both operands in shared memory, O += P V one with P from registers (the
+// accumulator of S rounded to the input dtype, no trip through shared memory) and V in
+// shared memory read transposed. Tiles are 128 x 128 at head dims 64 and 128, the
+// shared-memory tiles in the 128-byte-swizzled K-major layout wgmma reads.
+#pragma once
+
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+namespace seqops {
+namespace attention {
+
+using namespace cute;
+
+template <int kHeadDim_, typename Element_>
+struct ForwardSm90Traits {
+  using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;  // queries per CTA, 64 per warpgroup
+  static constexpr int kBlockN = 128;  // keys per tile
+  static constexpr int kWarpgroups = kBlockM / 64;
+  static constexpr int kThreads = kWarpgroups * 128;
+  static_assert(kHeadDim % 64 == 0, "shared-memory rows are 64 elements (128 bytes) wide");
+
+  using Warpgroups = Layout<Shape<Int<kWarpgroups>, _1, _1>>;
+  // S (M = queries, N = keys, K = head dim): Q and K both K-major in smem.
+  using TiledMmaS = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>>(),
+      Warpgroups{}));
+  // O (M = queries, N = head dim, K = keys): P from registers, V^T MN-major in smem.
+  using TiledMmaO = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kHeadDim>, Int<kBlockN>>,
+                           GMMA::Major::K, GMMA::Major::MN>(),
+      Warpgroups{}));
+
+  using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows of 64 elements, 128-byte swizzle
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using SmemLayoutKV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  // V [keys, head dim] seen as [head dim, keys]: the B operand of O += P V.
+  using SmemLayoutVt =
+      decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+
+  // gmem -> smem: 16 bytes (8 elements) per thread per copy, 8 threads per 64-wide row.
+  using GmemThreads = Layout<Shape<Int<kThreads / 8>, _8>, Stride<_8, _1>>;
+  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, Element>{},
+                                                 GmemThreads{}, Layout<Shape<_1, _8>>{}));
+
+  // Q, K and V, one buffer each; every tile is a multiple of the swizzle's 1024 bytes.
+  static constexpr int kSmemBytes =
+      int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(Element));
+};
+
+// A wgmma accumulator ((2 cols, 2 rows, N / 8 column groups), MMA_M, MMA_N) viewed as
+// (rows, cols): a thread holds rows r and r + 8 of its warp's 16, columns 2q, 2q + 1 of
+// every group of 8 (q = its lane in the quad), as mma.sync's accumulator does.
+template <class AccLayout>
+__host__ __device__ constexpr auto wgmma_accumulator_rows_cols(AccLayout layout) {
+  static_assert(decltype(rank<0>(layout))::value == 3 && decltype(rank(layout))::value == 3);
+  static_assert(decltype(size<0, 0>(layout))::value == 2 && decltype(size<0, 1>(layout))::value == 2);
+  return make_layout(make_layout(get<0, 1>(layout), get<1>(layout)),
+                     make_layout(get<0, 0>(layout), get<0, 2>(layout), get<2>(layout)));
+}
+
+// The same accumulator (of S) as the register A operand of O += P V, whose k-blocks of 16
+// keys take ((2 cols, 2 rows, 2 column groups), MMA_M, keys / 16): two neighbouring
+// column groups of the accumulator make one k-block.
+template <class AccLayout>
+__host__ __device__ constexpr auto wgmma_accumulator_as_a_operand(AccLayout layout) {
+  static_assert(decltype(rank<0>(layout))::value == 3 && decltype(rank(layout))::value == 3);
+  auto groups = logical_divide(coalesce(get<0, 2>(layout)), Layout<_2>{});  // (2, N / 16)
+  return make_layout(make_layout(get<0, 0>(layout), get<0, 1>(layout), get<0>(groups)), get<1>(layout),
+                     coalesce(make_layout(get<1>(groups), get<2>(layout))));
+}
+
+}  // namespace attention
+}  // namespace seqops
