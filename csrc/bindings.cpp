@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/addressing.h"
 #include "attention/dropout.h"
 #include "attention/launchers.h"
 #include "attention/schedule.h"
@@ -694,6 +695,15 @@ PYBIND11_MODULE(_cuda_ext, m) {
   m.def("attention_backward_instances", &attention_backward_instances,
         "every attention backward instance compiled into this build: head_dim, dtype (code), and per kernel its "
         "block sizes, threads and dynamic smem bytes");
+  m.def("attention_tma_strides",
+        [](const HeadStrideArray& strides, int64_t rows, int64_t heads, int64_t batch, int64_t head_dim) {
+          const seqops::HeadStrides out = seqops::attention::tma_strides(head_strides(strides), rows, heads, batch,
+                                                                          head_dim);
+          return py::make_tuple(out.batch, out.head, out.row);
+        },
+        "the (batch, head, row) strides the sm90a forward's TMA descriptors get for a [batch, heads, rows, "
+        "head_dim] tensor of these strides (a 0 left in them sends the call to the sm80 kernel)",
+        py::arg("strides"), py::arg("rows"), py::arg("heads"), py::arg("batch"), py::arg("head_dim"));
   m.def("attention_schedule", &attention_schedule,
         "the (tile, needs_mask) pairs a CTA of the attention kernels visits: kind 'keys' for query block `block` "
         "(forward, dQ), 'queries' for key block `block` (dK/dV)",

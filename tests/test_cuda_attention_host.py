@@ -436,6 +436,18 @@ def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(
     assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
 
 
+def test_tma_strides_fill_in_size_one_dimensions_and_keep_real_broadcasts():
+    """The sm90a forward's TMA descriptors need positive strides: a dimension of size 1
+    (torch may give it stride 0, e.g. q[0, 0] or a K/V shared by one head) gets a packed
+    one; a broadcast dimension of size above 1 keeps its 0, which sends the call to the
+    sm80 kernel (forward.cu, tma_describable)."""
+    _, module = built()
+    assert module.attention_tma_strides((4096, 512, 64), 8, 8, 2, 64) == (4096, 512, 64)  # a packed tensor
+    assert module.attention_tma_strides((0, 0, 64), 8, 1, 1, 64) == (512, 512, 64)     # q[0, 0]
+    assert module.attention_tma_strides((0, 0, 0), 1, 1, 1, 128) == (128, 128, 128)    # one row
+    assert module.attention_tma_strides((512, 0, 64), 8, 4, 2, 64)[1] == 0              # expanded over 4 heads
+
+
 # -- split-KV (decode) --
 
 @pytest.mark.parametrize("batch_heads, len_q, len_kv, processors, splits", [

@@ -20,6 +20,7 @@ using attention::kMaxGridDim;
 using attention::kMaxLength;
 using attention::mask_readable;
 using attention::strides_aligned;
+using attention::tma_describable;
 
 // A function-local static: built on first use, so the instance files may register in any
 // order of static initialisation across translation units.
@@ -138,8 +139,9 @@ Status attention_forward(const AttentionForwardParams& params, cudaStream_t stre
   if (device_error != cudaSuccess) return Status::from_cuda(device_error);
   // Split-KV launches (decode: a few queries against long K/V) keep the sm80 kernel, whose
   // 64-key tiles the splits were sized by (seqops/backends/cuda_attention.py,
-  // FORWARD_KEY_TILE; the sm90 kernel's are 128); the rest run on the device's own.
-  const int compute_capability = params.splits == 1 ? device.compute_capability : 80;
+  // FORWARD_KEY_TILE; the sm90 kernel's are 128), and so do tensors TMA cannot describe;
+  // the rest run on the device's own.
+  const int compute_capability = params.splits == 1 && tma_describable(params) ? device.compute_capability : 80;
   const AttentionForwardLauncher launcher =
       find_attention_forward(static_cast<int>(params.head_dim), params.dtype, compute_capability);
   if (launcher == nullptr) {

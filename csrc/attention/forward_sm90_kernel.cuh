@@ -1,28 +1,40 @@
-// The attention forward for sm90a on wgmma: one CTA of two warpgroups per block of 128
-// queries of one (batch, head), looping over tiles of 128 keys with the online softmax of
-// forward_steps.cuh, as the sm80 kernel (forward_kernel.cuh) does with mma.sync.
+// The attention forward for sm90a: TMA loads from a producer warpgroup, wgmma in two
+// consumer warpgroups, one CTA per block of 128 queries of one (batch, head), looping over
+// tiles of 128 keys with the online softmax of forward_steps.cuh (the sm80 kernel,
+// forward_kernel.cuh, runs the same steps on mma.sync).
 //
-//   - S = Q K(n)^T: one wgmma batch per tile, both operands read by the tensor cores
-//     from 128-byte-swizzled shared memory (no ldmatrix, no operand registers).
-//   - O += P V(n): P is S's accumulator rounded to the input dtype and reinterpreted in
-//     registers as the wgmma A operand; V is read transposed from shared memory.
-//   - Loads are 16-byte cp.async, V(n) in flight during S's wgmma and K(n-1) during the
-//     softmax and P V, one buffer each; each thread fences its landed copies into the
-//     async proxy (which wgmma reads through) before the barrier that publishes them.
+//   - The producer warpgroup gives back most of its registers (setmaxnreg) and one of its
+//     threads issues every load: Q once, then K(n) and V(n) for each key tile, last tile
+//     first, into a ring of kStages buffers (cutlass::PipelineTmaAsync: a full barrier the
+//     TMA's bytes complete, an empty one the consumers release). TMA fills rows past L or
+//     S with zeros, as the sm80 kernel's predicated copies do.
+//   - The consumers take the registers given back. S = Q K(n)^T is one wgmma batch with
+//     both operands read from 128-byte-swizzled shared memory; K(n)'s buffer is released
+//     as soon as it completes, so that the producer refills it during the softmax. O += P V(n)
+//     takes P from S's accumulator rounded in registers, V(n) transposed from shared memory.
 //   - Key tiles are visited from the last one the block sees down to 0, so only the first
-//     few need the elementwise mask; tiles wholly above the causal diagonal are skipped.
+//     few need the elementwise mask; tiles wholly above the causal diagonal are not loaded.
 //
-// Not yet here (the next steps of the FA3 recipe): TMA loads issued by a producer warp,
-// a multi-stage pipeline of K/V tiles with mbarriers, and the softmax of one tile
-// overlapped with the wgmma of the next. Compiled for sm_90a only: on other targets the
-// kernel body is empty, and the launcher runs it only on a device of compute capability 9.0.
+// Not yet here (the rest of the FA3 recipe): the softmax of one tile overlapped with the
+// S wgmma of the next within a warpgroup, and the two consumer warpgroups' ping-pong.
+// Compiled for sm_90a only: on other targets the kernel body is empty, and forward.cu
+// launches it only on a device of compute capability 9.0.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <utility>
 
-#include "attention/forward_sm90_tiles.cuh"
+#include "attention/forward_sm90_tiles.cuh"  // first: cute/tensor.hpp before the TMA headers
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/pipeline/pipeline.hpp>
+
+#include "attention/addressing.h"
 #include "attention/forward_steps.cuh"
 #include "attention/launchers.h"
 #include "attention/mask.cuh"
@@ -30,8 +42,6 @@
 #include "attention/schedule.h"
 #include "attention/tiles.cuh"
 #include "common/status.h"
-
-#include <cutlass/arch/barrier.h>
 
 namespace seqops {
 namespace attention {
@@ -59,76 +69,148 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, FragA& a, FragB const& 
   if constexpr (kAInRegisters) warpgroup_fence_operand(a);
 }
 
-// grid (ceil(L / kBlockM) * splits, Hq, B), as the sm80 kernel; the same arguments.
+// Q, K or V of every (batch, head) as TMA sees it: (rows, head dim, heads, batch), the rows
+// at least 1 (a TMA descriptor has no empty dimension; an empty K/V is never loaded), the
+// strides tma_strides gives (forward.cu sends here only what tma_describable takes).
+template <int kHeadDim, typename Element>
+auto tma_view(const void* ptr, int64_t rows, int64_t heads, int64_t batch, const HeadStrides& given) {
+  const HeadStrides strides = tma_strides(given, rows, heads, batch, kHeadDim);
+  return make_tensor(make_gmem_ptr(static_cast<const Element*>(ptr)),
+                     make_shape(static_cast<int>(rows > 0 ? rows : 1), Int<kHeadDim>{}, static_cast<int>(heads),
+                                static_cast<int>(batch)),
+                     make_stride(strides.row, _1{}, strides.head, strides.batch));
+}
+
+template <class Traits>
+struct ForwardSm90Tma {
+  using Element = typename Traits::Element;
+  static auto q(const AttentionForwardParams& p) {
+    return make_tma_copy(SM90_TMA_LOAD{}, tma_view<Traits::kHeadDim, Element>(p.q, p.len_q, p.heads_q, p.batch, p.q_strides),
+                         typename Traits::SmemLayoutQ{});
+  }
+  static auto k(const AttentionForwardParams& p) {
+    return make_tma_copy(SM90_TMA_LOAD{},
+                         tma_view<Traits::kHeadDim, Element>(p.k, p.len_kv, p.heads_kv, p.batch, p.k_strides),
+                         typename Traits::SmemLayoutKVStage{});
+  }
+  static auto v(const AttentionForwardParams& p) {
+    return make_tma_copy(SM90_TMA_LOAD{},
+                         tma_view<Traits::kHeadDim, Element>(p.v, p.len_kv, p.heads_kv, p.batch, p.v_strides),
+                         typename Traits::SmemLayoutKVStage{});
+  }
+  using Q = decltype(q(std::declval<AttentionForwardParams>()));
+  using K = decltype(k(std::declval<AttentionForwardParams>()));
+  using V = decltype(v(std::declval<AttentionForwardParams>()));
+};
+
+template <class Traits>
+struct ForwardSm90Args {
+  AttentionForwardParams params;
+  typename ForwardSm90Tma<Traits>::Q tma_q;
+  typename ForwardSm90Tma<Traits>::K tma_k;
+  typename ForwardSm90Tma<Traits>::V tma_v;
+  int len_q, len_kv, causal_offset, group;  // checked and narrowed by the launcher, as the sm80 kernel's
+};
+
+template <class Traits>
+struct ForwardSm90Smem {
+  using Element = typename Traits::Element;
+  using Pipeline = cutlass::PipelineTmaAsync<Traits::kStages>;
+  alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutQ>> q;
+  alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> k;
+  alignas(1024) cute::array_aligned<Element, cosize_v<typename Traits::SmemLayoutKV>> v;
+  alignas(16) cutlass::arch::ClusterTransactionBarrier q_full;
+  typename Pipeline::SharedStorage k_pipeline;
+  typename Pipeline::SharedStorage v_pipeline;
+};
+
+// grid (ceil(L / kBlockM) * splits, Hq, B), as the sm80 kernel.
 template <class Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
-    attention_forward_sm90_kernel(const AttentionForwardParams params, int len_q, int len_kv, int causal_offset,
-                                  int group) {
+    attention_forward_sm90_kernel(const __grid_constant__ ForwardSm90Args<Traits> args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Element = typename Traits::Element;
+  using Smem = ForwardSm90Smem<Traits>;
+  using Pipeline = typename Smem::Pipeline;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
 
-  extern __shared__ __align__(1024) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem_bytes[];
+  Smem& smem = *reinterpret_cast<Smem*>(smem_bytes);
 
+  const AttentionForwardParams& params = args.params;
+  const int len_q = args.len_q, len_kv = args.len_kv, causal_offset = args.causal_offset;
   const int splits = static_cast<int>(params.splits);
   const int m_block = blockIdx.x / splits;
   const int split = blockIdx.x % splits;
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
-  const int kv_head = head / group;
-  const int tid = threadIdx.x;
+  const int kv_head = head / args.group;
   const int m0 = m_block * kBlockM;
   const bool causal = params.causal;
+  const bool producer = threadIdx.x < 128;
 
   const TileRange tiles =
       split_tiles(key_tiles(m_block, kBlockM, kBlockN, len_q, len_kv, causal, causal_offset), split, splits);
 
-  const Element* q_ptr = static_cast<const Element*>(params.q) + batch * params.q_strides.batch +
-                         head * params.q_strides.head;
-  const Element* k_ptr = static_cast<const Element*>(params.k) + batch * params.k_strides.batch +
-                         kv_head * params.k_strides.head;
-  const Element* v_ptr = static_cast<const Element*>(params.v) + batch * params.v_strides.batch +
-                         kv_head * params.v_strides.head;
+  Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKV{});
+  Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutKV{});
+  Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
+
+  typename Pipeline::Params pipeline_params;
+  pipeline_params.transaction_bytes = Traits::kKVTileBytes;
+  pipeline_params.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+  pipeline_params.is_leader = threadIdx.x == 0;
+  pipeline_params.num_consumers = Traits::kConsumerThreads;
+  Pipeline k_pipeline(smem.k_pipeline, pipeline_params, Shape<_1, _1, _1>{});
+  Pipeline v_pipeline(smem.v_pipeline, pipeline_params, Shape<_1, _1, _1>{});
+  if (threadIdx.x == 0) smem.q_full.init(1);
+  cutlass::arch::fence_barrier_init();
+  __syncthreads();  // every barrier initialised before any thread waits on one
+
+  if (producer) {
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (threadIdx.x != 0 || tiles.end <= tiles.begin) return;
+    Tensor mQ = args.tma_q.get_tma_tensor(make_shape(max(len_q, 1), Int<kHeadDim>{}, int(params.heads_q), int(params.batch)));
+    Tensor mK = args.tma_k.get_tma_tensor(make_shape(max(len_kv, 1), Int<kHeadDim>{}, int(params.heads_kv), int(params.batch)));
+    Tensor mV = args.tma_v.get_tma_tensor(make_shape(max(len_kv, 1), Int<kHeadDim>{}, int(params.heads_kv), int(params.batch)));
+    Tensor gQ = local_tile(mQ(_, _, head, batch), Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+    Tensor gK = local_tile(mK(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
+    Tensor gV = local_tile(mV(_, _, kv_head, batch), Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
+    auto [tQgQ, tQsQ] = tma_partition(args.tma_q, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto [tKgK, tKsK] = tma_partition(args.tma_k, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto [tVgV, tVsV] = tma_partition(args.tma_v, Int<0>{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+
+    smem.q_full.arrive_and_expect_tx(Traits::kQBytes);
+    copy(args.tma_q.with(reinterpret_cast<typename cutlass::arch::ClusterTransactionBarrier::ValueType&>(smem.q_full)),
+         tQgQ, tQsQ);
+    auto state = cutlass::make_producer_start_state<Pipeline>();
+    for (int n = tiles.end - 1; n >= tiles.begin; --n) {
+      k_pipeline.producer_acquire(state);
+      copy(args.tma_k.with(*k_pipeline.producer_get_barrier(state)), tKgK(_, n), tKsK(_, state.index()));
+      v_pipeline.producer_acquire(state);
+      copy(args.tma_v.with(*v_pipeline.producer_get_barrier(state)), tVgV(_, n), tVsV(_, state.index()));
+      ++state;
+    }
+    return;
+  }
+
+  cutlass::arch::warpgroup_reg_alloc<240>();
+  const int tid = threadIdx.x - 128;  // among the consumers
   Element* o_ptr = static_cast<Element*>(params.out) + batch * params.out_strides.batch +
                    head * params.out_strides.head;
   float* lse_ptr = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
   const MaskView mask = mask_view(params.mask, batch, head);
-
-  const auto row_major = [](auto ptr, int rows, int64_t row_stride) {
-    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}), make_stride(row_stride, _1{}));
-  };
-  Tensor gQ = local_tile(row_major(q_ptr, len_q, params.q_strides.row), Shape<Int<kBlockM>, Int<kHeadDim>>{},
-                         make_coord(m_block, 0));                                   // (M, E)
-  Tensor gK = local_tile(row_major(k_ptr, len_kv, params.k_strides.row), Shape<Int<kBlockN>, Int<kHeadDim>>{},
-                         make_coord(_, 0));                                         // (N, E, tiles)
-  Tensor gV = local_tile(row_major(v_ptr, len_kv, params.v_strides.row), Shape<Int<kBlockN>, Int<kHeadDim>>{},
-                         make_coord(_, 0));                                         // (N, E, tiles)
-
-  Tensor sQ = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutQ{});
-  Tensor sK = make_tensor(sQ.data() + cosize(typename Traits::SmemLayoutQ{}), typename Traits::SmemLayoutKV{});
-  Tensor sV = make_tensor(sK.data() + cosize(typename Traits::SmemLayoutKV{}), typename Traits::SmemLayoutKV{});
-  Tensor sVt = make_tensor(sV.data(), typename Traits::SmemLayoutVt{});
-
-  typename Traits::GmemTiledCopy gmem_copy;
-  auto gmem_thr = gmem_copy.get_thread_slice(tid);
-  Tensor tQgQ = gmem_thr.partition_S(gQ);
-  Tensor tQsQ = gmem_thr.partition_D(sQ);
-  Tensor tKgK = gmem_thr.partition_S(gK);  // (CPY, CPY_N, CPY_E, tiles)
-  Tensor tKsK = gmem_thr.partition_D(sK);
-  Tensor tVgV = gmem_thr.partition_S(gV);
-  Tensor tVsV = gmem_thr.partition_D(sV);
-  Tensor tQcQ = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  Tensor tKVcKV = gmem_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
 
   typename Traits::TiledMmaS mma_s;
   typename Traits::TiledMmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(tid);
   auto thr_o = mma_o.get_thread_slice(tid);
   Tensor tSrQ = thr_s.partition_fragment_A(sQ);   // smem descriptors (MMA, MMA_M, MMA_E)
-  Tensor tSrK = thr_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_E)
-  Tensor tOrVt = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_E, MMA_N)
+  Tensor tSrK = thr_s.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_E, stage)
+  Tensor tOrVt = thr_o.partition_fragment_B(sVt);  // (MMA, MMA_E, MMA_N, stage)
   Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<kHeadDim>>{});  // (MMA, MMA_M, MMA_E)
 
   // Each accumulator value's (row, col) in its tile: the masks' and the stores' positions.
@@ -152,46 +234,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const bool dropout = params.dropout_p > 0.0f;
   const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
 
-  // Copies of this thread landed, made visible to the async proxy wgmma reads through,
-  // then published to the CTA (and every thread is past its last wgmma on what the next
-  // copies overwrite).
-  const auto land_copies = [] {
-    cp_async_wait<0>();
-    cutlass::arch::fence_view_async_shared();
-    __syncthreads();
-  };
-
-  if (tiles.end > tiles.begin) {
-    copy_rows_or_zero(gmem_copy, tQgQ, tQsQ, tQcQ, len_q - m0);
-    copy_rows_or_zero(gmem_copy, tKgK(_, _, _, tiles.end - 1), tKsK, tKVcKV, len_kv - (tiles.end - 1) * kBlockN);
-    cp_async_fence();
-  }
-
+  // A block that sees no key loads nothing and writes its zeros and -inf below.
+  if (tiles.end > tiles.begin) smem.q_full.wait(0);
+  cutlass::PipelineState<Traits::kStages> state;
   CUTE_NO_UNROLL
   for (int n = tiles.end - 1; n >= tiles.begin; --n) {
     const int n0 = n * kBlockN;
     Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
-
-    land_copies();  // K(n) (and Q); every thread is done reading V(n+1)
-    copy_rows_or_zero(gmem_copy, tVgV(_, _, _, n), tVsV, tKVcKV, len_kv - n0);
-    cp_async_fence();
-
-    warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK, acc_s);
+    k_pipeline.consumer_wait(state);
+    warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()), acc_s);
+    k_pipeline.consumer_release(state);
 
     Tensor s = make_tensor(acc_s.data(), wgmma_accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
     scale_and_mask_scores(s, tScS_rc, scale_log2, mask, m0, n0, kBlockN, len_q, len_kv, causal, causal_offset);
-
-    land_copies();  // V(n); every thread is done reading K(n)
-    if (n > tiles.begin) {
-      copy_rows_or_zero(gmem_copy, tKgK(_, _, _, n - 1), tKsK, tKVcKV, len_kv - (n - 1) * kBlockN);
-      cp_async_fence();
-    }
-
     online_softmax_step(s, acc_o_rc, row_max, row_sum);
     if (dropout) drop_probabilities(s, tScS_rc, m0, n0, len_kv, dropout_stream_id, params.dropout_p);
     Tensor p = rounded<Element>(acc_s);
     Tensor tOrP = make_tensor(p.data(), wgmma_accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, keys / 16)
-    warpgroup_gemm</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt, acc_o);
+
+    v_pipeline.consumer_wait(state);
+    warpgroup_gemm</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()), acc_o);
+    v_pipeline.consumer_release(state);
+    ++state;
   }
 
   write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, row_max, row_sum, params, o_ptr, lse_ptr, m0, len_q, batch,
@@ -199,20 +263,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 #endif
 }
 
+// The host side of one instance: the TMA descriptors of Q, K and V (built per launch from
+// the params' pointers and strides), the opt-in to its shared memory, the launch.
 template <int kHeadDim, typename Element>
 Status launch_attention_forward_sm90(const AttentionForwardParams& params, cudaStream_t stream) {
   using Traits = ForwardSm90Traits<kHeadDim, Element>;
+  using Tma = ForwardSm90Tma<Traits>;
   const auto kernel = &attention_forward_sm90_kernel<Traits>;
-  constexpr int smem_bytes = Traits::kSmemBytes;
+  constexpr int smem_bytes = int(sizeof(ForwardSm90Smem<Traits>));
   const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
   if (error != cudaSuccess) return Status::from_cuda(error);
-  const int len_q = static_cast<int>(params.len_q);
-  const int len_kv = static_cast<int>(params.len_kv);
-  const int64_t offset = clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv);
-  const dim3 grid(static_cast<unsigned>((len_q + Traits::kBlockM - 1) / Traits::kBlockM * params.splits),
+  const ForwardSm90Args<Traits> args{params,
+                                     Tma::q(params),
+                                     Tma::k(params),
+                                     Tma::v(params),
+                                     static_cast<int>(params.len_q),
+                                     static_cast<int>(params.len_kv),
+                                     static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q,
+                                                                          params.len_kv)),
+                                     static_cast<int>(params.heads_q / params.heads_kv)};
+  const dim3 grid(static_cast<unsigned>((params.len_q + Traits::kBlockM - 1) / Traits::kBlockM * params.splits),
                   static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
-  kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params, len_q, len_kv, static_cast<int>(offset),
-                                                         static_cast<int>(params.heads_q / params.heads_kv));
+  kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(args);
   return Status::from_cuda(cudaGetLastError());
 }
 
@@ -227,7 +299,7 @@ AttentionForwardInstance forward_sm90_instance(DType dtype) {
   instance.block_m = Traits::kBlockM;
   instance.block_n = Traits::kBlockN;
   instance.threads = Traits::kThreads;
-  instance.smem_bytes = Traits::kSmemBytes;
+  instance.smem_bytes = int(sizeof(ForwardSm90Smem<Traits>));
   instance.launcher = &launch_attention_forward_sm90<kHeadDim, Element>;
   return instance;
 }

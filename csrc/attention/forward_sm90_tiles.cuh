@@ -1,12 +1,14 @@
 // The tile types of the sm90a attention forward (forward_sm90_kernel.cuh), apart from the
 // kernel so that a host-only program can check their layouts (tests/test_cuda_attention_host.py
-// compiles csrc/attention/check_sm90_layouts.cu and runs it on the CPU).
+// compiles tests/cuda_programs/sm90_forward_layouts.cu and runs it on the CPU).
 //
-// Two warpgroups (8 warps) per CTA, each owning 64 of the 128 query rows: S = Q K^T is a
-// wgmma with both operands in shared memory, O += P V one with P from registers (the
-// accumulator of S rounded to the input dtype, no trip through shared memory) and V in
-// shared memory read transposed. Tiles are 128 x 128 at head dims 64 and 128, the
-// shared-memory tiles in the 128-byte-swizzled K-major layout wgmma reads.
+// Three warpgroups per CTA: the first loads (one thread issues the TMA copies of Q once and
+// of K and V tile by tile into a ring of kStages buffers), the other two compute, each on
+// 64 of the 128 query rows. S = Q K^T is a wgmma with both operands in shared memory,
+// O += P V one with P from registers (the accumulator of S rounded to the input dtype, no
+// trip through shared memory) and V read transposed from shared memory. Tiles are
+// 128 x 128 at head dims 64 and 128, in the 128-byte-swizzled K-major layout that both
+// TMA writes and wgmma reads.
 #pragma once
 
 #include <cute/arch/mma_sm90.hpp>
@@ -23,13 +25,15 @@ template <int kHeadDim_, typename Element_>
 struct ForwardSm90Traits {
   using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;  // queries per CTA, 64 per warpgroup
+  static constexpr int kBlockM = 128;  // queries per CTA, 64 per consumer warpgroup
   static constexpr int kBlockN = 128;  // keys per tile
-  static constexpr int kWarpgroups = kBlockM / 64;
-  static constexpr int kThreads = kWarpgroups * 128;
+  static constexpr int kStages = 2;    // K and V tiles in flight
+  static constexpr int kConsumerWarpgroups = kBlockM / 64;
+  static constexpr int kConsumerThreads = kConsumerWarpgroups * 128;
+  static constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup, first
   static_assert(kHeadDim % 64 == 0, "shared-memory rows are 64 elements (128 bytes) wide");
 
-  using Warpgroups = Layout<Shape<Int<kWarpgroups>, _1, _1>>;
+  using Warpgroups = Layout<Shape<Int<kConsumerWarpgroups>, _1, _1>>;
   // S (M = queries, N = keys, K = head dim): Q and K both K-major in smem.
   using TiledMmaS = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kBlockN>, Int<kHeadDim>>>(),
@@ -42,19 +46,15 @@ struct ForwardSm90Traits {
 
   using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;  // 8 rows of 64 elements, 128-byte swizzle
   using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  using SmemLayoutKV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-  // V [keys, head dim] seen as [head dim, keys]: the B operand of O += P V.
-  using SmemLayoutVt =
-      decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+  using SmemLayoutKV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kHeadDim>, Int<kStages>>{}));
+  using SmemLayoutKVStage = decltype(take<0, 2>(SmemLayoutKV{}));  // one buffer: what a TMA copy fills
+  // V [keys, head dim, stage] seen as [head dim, keys, stage]: the B operand of O += P V.
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutKV{},
+      make_ordered_layout(Shape<Int<kHeadDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
 
-  // gmem -> smem: 16 bytes (8 elements) per thread per copy, 8 threads per 64-wide row.
-  using GmemThreads = Layout<Shape<Int<kThreads / 8>, _8>, Stride<_8, _1>>;
-  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, Element>{},
-                                                 GmemThreads{}, Layout<Shape<_1, _8>>{}));
-
-  // Q, K and V, one buffer each; every tile is a multiple of the swizzle's 1024 bytes.
-  static constexpr int kSmemBytes =
-      int(cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * int(sizeof(Element));
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kKVTileBytes = kBlockN * kHeadDim * sizeof(Element);
 };
 
 // A wgmma accumulator ((2 cols, 2 rows, N / 8 column groups), MMA_M, MMA_N) viewed as

@@ -31,7 +31,7 @@ void check() {
   using MmaS = typename Traits::TiledMmaS;
   using MmaO = typename Traits::TiledMmaO;
   std::vector<int> seen_s(M * N, 0), seen_o(M * E, 0), row_quad(M, -1);
-  for (int t = 0; t < Traits::kThreads; ++t) {
+  for (int t = 0; t < Traits::kConsumerThreads; ++t) {  // a consumer thread's index among the consumers
     auto thr_s = MmaS{}.get_thread_slice(t);
     auto thr_o = MmaO{}.get_thread_slice(t);
     Tensor cS = thr_s.partition_C(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
