@@ -78,9 +78,9 @@ def _timed(case: Case, device: torch.device, attention: Callable) -> Callable[[]
     return lambda: torch.autograd.grad(attention(q, k, v, causal), (q, k, v), dout)
 
 
-def _seqops_provider(backend: str) -> Provider:
+def _seqops_provider(backend: str, variant: Optional[str] = None, label: Optional[str] = None) -> Provider:
     def attention(q, k, v, causal):
-        with seqops.backend(backend):
+        with seqops.backend(backend, variant=variant):
             return seqops.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
@@ -92,7 +92,7 @@ def _seqops_provider(backend: str) -> Provider:
             reason = "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
         return reason
 
-    return Provider(f"seqops[{backend}]", lambda case, device: _timed(case, device, attention), unavailable)
+    return Provider(f"seqops[{label or backend}]", lambda case, device: _timed(case, device, attention), unavailable)
 
 
 def _triton_schedule_provider(schedule: str) -> Provider:
@@ -159,7 +159,10 @@ def _flash_attn_provider() -> Provider:
 
 def providers(device: torch.device) -> list[Provider]:
     backends = torch.nn.attention.SDPBackend
+    # seqops[cuda] runs the device's best forward (wgmma and TMA on an H100/H200);
+    # seqops[cuda sm80] holds it on the mma.sync kernel other GPUs run (the same backward).
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
+        _seqops_provider("cuda", "sm80", "cuda sm80"),
         *(_triton_schedule_provider(schedule) for schedule in ("fused", "split")),
         _torch_provider("torch.sdpa", None),
         _torch_provider("torch.sdpa[flash]", backends.FLASH_ATTENTION),

@@ -900,7 +900,7 @@ def step_cuda_build(ctx: Context) -> int:
         print(error)
         return 1
     print(f"loaded in {time.monotonic() - start:.0f} s; attention instances:",
-          [(i["head_dim"], i["dtype"]) for i in module.attention_forward_instances()])
+          [(i["head_dim"], i["dtype"], i["arch"]) for i in module.attention_forward_instances()])
     problem = _ext.runtime_problem(module)
     print(problem or "its CUDA runtime sees the GPU")
     return 1 if problem else 0

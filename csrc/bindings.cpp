@@ -162,7 +162,7 @@ void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t 
                        int64_t heads_kv, int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
                        int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
                        int mask_dtype, const Strides& mask_strides, int64_t splits, uintptr_t partial_out,
-                       uintptr_t partial_lse, double dropout_p, int64_t seed) {
+                       uintptr_t partial_lse, double dropout_p, int64_t seed, int arch_limit) {
   seqops::AttentionForwardParams p;
   p.dropout_p = static_cast<float>(dropout_p);
   p.seed = seed;
@@ -198,7 +198,7 @@ void attention_forward(uintptr_t q, const HeadStrideArray& q_strides, uintptr_t 
   }
   py::gil_scoped_release no_gil;
   raise_on_error("attention_forward",
-                 on_device(device, [&] { return seqops::attention_forward(p, as_stream(stream)); }));
+                 on_device(device, [&] { return seqops::attention_forward(p, as_stream(stream), arch_limit); }));
 }
 
 // Every forward instance this build registered: its key and launch geometry.
@@ -672,10 +672,10 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("head_dim"), py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"),
         py::arg("stream"), py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
         py::arg("mask_strides") = Strides{0, 0, 0, 0}, py::arg("splits") = 1, py::arg("partial_out") = 0,
-        py::arg("partial_lse") = 0, py::arg("dropout_p") = 0.0, py::arg("seed") = 0);
+        py::arg("partial_lse") = 0, py::arg("dropout_p") = 0.0, py::arg("seed") = 0, py::arg("arch_limit") = 0);
   m.def("attention_forward_instances", &attention_forward_instances,
-        "every attention forward instance compiled into this build: head_dim, dtype (code), block_m, block_n, "
-        "threads, smem_bytes (dynamic, per CTA)");
+        "every attention forward instance compiled into this build: head_dim, dtype (code), arch (80: mma.sync, any "
+        "device; 90: wgmma and TMA, compute capability 9.0), block_m, block_n, threads, smem_bytes (dynamic, per CTA)");
   m.def("attention_backward", &attention_backward,
         "dq, dk, dv of attention_forward (dk, dv summed over each GQA group), from grad_out, the forward's out "
         "and lse; delta is an fp32 [B, Hq, L] workspace",

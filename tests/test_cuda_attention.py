@@ -38,12 +38,14 @@ def randn(*shape, dtype):
     return torch.randn(*shape, device=DEVICE, dtype=dtype)
 
 
-def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False, attn_mask=None):
+def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enable_gqa=False, attn_mask=None,
+                    variant=None):
     """seqops on the cuda backend against the float64 reference, with torch's own SDPA in
     q's dtype as the yardstick, for the output and then (through autograd, with a random
     grad_out) the gradients of q, k and v. causal_offset != 0 goes through torch's
     lower-right causal bias (offset S - L), the form the public API takes it in; it and
-    attn_mask do not go together here."""
+    attn_mask do not go together here. variant: the backend's (default: its first, which
+    runs the device's best forward kernel)."""
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     L, S = q.shape[-2], k.shape[-2]
     if causal_offset:
@@ -54,7 +56,7 @@ def check_attention(q, k, v, is_causal=False, causal_offset=0, scale=None, enabl
         mask, causal = causal_lower_right(L, S), False
     else:
         mask, causal = attn_mask, is_causal
-    with seqops.backend("cuda"):
+    with seqops.backend("cuda", variant=variant):
         out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
                                                   enable_gqa=enable_gqa)
     kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, causal_offset=causal_offset)
@@ -95,6 +97,21 @@ def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
     L, S = lengths
     check_attention(randn(2, 3, L, head_dim, dtype=dtype), randn(2, 3, S, head_dim, dtype=dtype),
                   randn(2, 3, S, head_dim, dtype=dtype), is_causal=causal)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(17, 17), (130, 257), (257, 130), (129, 65)], ids=str)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_the_sm80_kernel_on_every_device(head_dim, lengths, causal):
+    """The sm80 variant keeps the mma.sync forward where the default runs another (the
+    wgmma/TMA one on compute capability 9.0), so that a Hopper GPU tests both; elsewhere
+    the two are one kernel."""
+    L, S = lengths
+    check_attention(randn(2, 3, L, head_dim, dtype=torch.bfloat16), randn(2, 3, S, head_dim, dtype=torch.bfloat16),
+                    randn(2, 3, S, head_dim, dtype=torch.bfloat16), is_causal=causal, variant="sm80")
+    mask = torch.rand(2, 1, L, S, device=DEVICE) > 0.3
+    check_attention(randn(2, 3, L, head_dim, dtype=torch.float16), randn(2, 3, S, head_dim, dtype=torch.float16),
+                    randn(2, 3, S, head_dim, dtype=torch.float16), attn_mask=mask, variant="sm80")
 
 
 @pytest.mark.parametrize("lengths", [(17, 300), (300, 17), (130, 257), (257, 130)], ids=str)

@@ -215,6 +215,12 @@ def test_cuda_backend_on_cpu_tensors_refuses_and_auto_never_picks_it():
     order = [i.backend for i in dispatch._auto_order[("attention", "cuda")]]
     assert order.index("cuda") > order.index("triton") and order.index("cuda") > order.index("torch"), \
         "never run on a GPU: auto must not pick it"
+    # The sm80 variant (the mma.sync forward on every device, wgmma's alternative on 9.0):
+    # explicit choice only, the same refusals, the same backward.
+    sm80 = dispatch.implementation("attention/cuda/sm80")
+    assert sm80.supports is cuda_attention.forward_reason and not sm80.priority
+    assert sm80.backward.__name__ == impl.backward.__name__ == "attention_backward"
+    assert sm80.forward.__name__ == "attention_forward_sm80"
 
 
 def test_on_a_gpu_tests_skip_a_feature_the_cuda_backend_lacks_and_fail_other_refusals(tmp_path):

@@ -125,9 +125,10 @@ def test_instance_files_compile_for_both_targets_without_spills():
     assert "\n0 failure(s)" in report
 
 
-def test_the_hopper_forward_must_hold_wgmma_in_its_sass():
-    """The report's rule for the sm90a attention forward's objects: no HGMMA in the SASS
-    (or no cuobjdump to read it) fails; other objects and other archs need none."""
+def test_the_hopper_forward_must_hold_wgmma_and_tma_in_its_sass():
+    """The report's rule for the sm90a attention forward's objects: no HGMMA or no
+    UTMALDG in the SASS (or no cuobjdump to read it) fails; other objects and other archs
+    need neither."""
     from benchmarks.cuda_report.report import ObjectBuild
     from benchmarks.cuda_report.sass import count_instructions
 
@@ -140,10 +141,12 @@ def test_the_hopper_forward_must_hold_wgmma_in_its_sass():
     kernel = KernelReport(name="attention_forward_sm90_kernel", arch="sm_90a", registers=200, shared_bytes=0,
                           stack_bytes=0, spill_store_bytes=0, spill_load_bytes=0)
     hopper = "attention/instances/forward_sm90_hd128_bf16.cu"
-    with_wgmma = ObjectBuild(hopper, "90a", 1.0, [kernel], instructions={"HGMMA": 16, "HMMA": 0})
+    with_wgmma = ObjectBuild(hopper, "90a", 1.0, [kernel], instructions={"HGMMA": 16, "HMMA": 0, "UTMALDG": 22})
     assert not with_wgmma.problems()
-    lost = dataclasses.replace(with_wgmma, instructions={"HGMMA": 0, "HMMA": 64})
-    assert any("no wgmma (HGMMA)" in p for p in lost.problems())
+    lost = dataclasses.replace(with_wgmma, instructions={"HGMMA": 0, "HMMA": 64, "UTMALDG": 22})
+    assert [p for p in lost.problems() if "no " in p] == [f"no wgmma (HGMMA) in its SASS: {lost.instructions}"]
+    no_tma = dataclasses.replace(with_wgmma, instructions={"HGMMA": 16, "LDGSTS": 32, "UTMALDG": 0})
+    assert any("no TMA (UTMALDG)" in p for p in no_tma.problems())
     unread = dataclasses.replace(with_wgmma, instructions=None)
     assert any("could not be read" in p for p in unread.problems())
     assert not dataclasses.replace(lost, arch="80").problems()

@@ -13,10 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "static" / "cuda_instances.json"
 MARKDOWN = RESULTS.with_suffix(".md")
 COMMAND = "python -m benchmarks.cuda_report --write"
-# Instance files whose sm_90a object must hold wgmma (HGMMA) instructions: the Hopper
-# attention forward, which would otherwise lose its reason to exist silently (a layout or
-# a guard that made CuTe fall back, or an empty kernel body for the wrong target).
-WGMMA_REQUIRED_PREFIX = "attention/instances/forward_sm90_"
+# Instance files whose sm_90a object must hold wgmma (HGMMA) and TMA (UTMALDG)
+# instructions: the Hopper attention forward, which would otherwise lose its reason to
+# exist silently (a layout or a guard that made CuTe fall back, or an empty kernel body
+# for the wrong target).
+HOPPER_PREFIX = "attention/instances/forward_sm90_"
+HOPPER_INSTRUCTIONS = {"HGMMA": "wgmma", "UTMALDG": "TMA"}
 
 
 @dataclass
@@ -41,11 +43,12 @@ class ObjectBuild:
             found.append("no kernel in ptxas's report")
         found += [f"{k.name} spills {k.spill_store_bytes} B stored, {k.spill_load_bytes} B loaded"
                   for k in self.kernels if k.spill_store_bytes or k.spill_load_bytes]
-        if self.source.startswith(WGMMA_REQUIRED_PREFIX) and self.arch == "90a":
+        if self.source.startswith(HOPPER_PREFIX) and self.arch == "90a":
             if self.instructions is None:
-                found.append("its SASS could not be read (no cuobjdump): the wgmma rule cannot be checked")
-            elif not self.instructions.get("HGMMA"):
-                found.append(f"no wgmma (HGMMA) in its SASS: {self.instructions}")
+                found.append("its SASS could not be read (no cuobjdump): the wgmma and TMA rule cannot be checked")
+            else:
+                found += [f"no {what} ({opcode}) in its SASS: {self.instructions}"
+                          for opcode, what in HOPPER_INSTRUCTIONS.items() if not self.instructions.get(opcode)]
         return found
 
     @classmethod

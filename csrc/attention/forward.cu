@@ -131,7 +131,7 @@ Status check_attention_forward(const AttentionForwardParams& p) {
   return Status::ok();
 }
 
-Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream) {
+Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream, int arch_limit) {
   const Status checked = check_attention_forward(params);
   if (!checked.is_ok()) return checked;
   cudaError_t device_error = cudaSuccess;
@@ -141,7 +141,8 @@ Status attention_forward(const AttentionForwardParams& params, cudaStream_t stre
   // 64-key tiles the splits were sized by (seqops/backends/cuda_attention.py,
   // FORWARD_KEY_TILE; the sm90 kernel's are 128), and so do tensors TMA cannot describe;
   // the rest run on the device's own.
-  const int compute_capability = params.splits == 1 && tma_describable(params) ? device.compute_capability : 80;
+  int compute_capability = params.splits == 1 && tma_describable(params) ? device.compute_capability : 80;
+  if (arch_limit > 0 && compute_capability > arch_limit) compute_capability = arch_limit;
   const AttentionForwardLauncher launcher =
       find_attention_forward(static_cast<int>(params.head_dim), params.dtype, compute_capability);
   if (launcher == nullptr) {

@@ -43,7 +43,10 @@ const AttentionForwardInstance& attention_forward_instance(int i);
 // them first too. An instance missing from the build is not checked here.
 Status check_attention_forward(const AttentionForwardParams& params);
 
-Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream);
+// arch_limit: 0 runs the device's best instance (the sm90a one on compute capability 9.0);
+// 80 keeps the sm80 kernel on any device (the backend's "sm80" variant, so that a Hopper
+// GPU tests both).
+Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream, int arch_limit = 0);
 
 // The backward: backward.cu's delta kernel, then the instance's dK/dV and dQ kernels.
 using AttentionBackwardLauncher = Status (*)(const AttentionBackwardParams&, cudaStream_t);

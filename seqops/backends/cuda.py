@@ -71,6 +71,13 @@ dispatch.register(dispatch.Impl(
     {"forward": _function("cuda_attention", "attention_forward"),
      "backward": _function("cuda_attention", "attention_backward")},
     supports=cuda_attention.forward_reason, priority=PRIORITY))
+# The same op with the forward kept on the sm80 kernel on every device (on compute
+# capability 9.0 the variant above runs the wgmma/TMA one): explicit choice only.
+dispatch.register(dispatch.Impl(
+    "attention", "cuda", "sm80",
+    {"forward": _function("cuda_attention", "attention_forward_sm80"),
+     "backward": _function("cuda_attention", "attention_backward")},
+    supports=cuda_attention.forward_reason))
 for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
     dispatch.register(dispatch.Impl(
         _cell, "cuda", "step",

@@ -162,10 +162,12 @@ def forward_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
 
 def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                       dropout_p: float, is_causal: bool, causal_offset: int, scale: float,
-                      seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                      seed: int, arch_limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused contract's forward: (out [B, Hq, L, E] in q's dtype, lse [B, Hq, L] fp32,
     natural log, -inf for a row that sees no key); dropout keeps the probabilities the
-    Triton backend keeps for the same seed."""
+    Triton backend keeps for the same seed. The extension runs the device's best kernel
+    (wgmma and TMA on compute capability 9.0) unless arch_limit says otherwise (80: the
+    mma.sync kernel anywhere)."""
     B, Hq, L, _ = q.shape
     out = torch.empty((B, Hq, L, v.shape[-1]), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
@@ -181,8 +183,14 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: O
                                                               else torch.cuda.current_device()))
     values = forward_values(q, k, v, out, lse, is_causal, causal_offset, scale, mask, splits, dropout_p,
                             seed)  # holds its copies
-    _ext.load().attention_forward(**values, **launch_place(q.device))
+    _ext.load().attention_forward(**values, **launch_place(q.device), arch_limit=arch_limit)
     return out, lse
+
+
+def attention_forward_sm80(q, k, v, mask, dropout_p, is_causal, causal_offset, scale, seed):
+    """attention_forward on the sm80 (mma.sync) kernel whatever the device: the backend's
+    "sm80" variant, so that a Hopper GPU tests the kernel other GPUs run."""
+    return attention_forward(q, k, v, mask, dropout_p, is_causal, causal_offset, scale, seed, arch_limit=80)
 
 
 def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
