@@ -24,7 +24,7 @@ from seqops.ops.masks import causal_keep
 pytestmark = pytest.mark.cuda
 DEVICE = "cuda"
 DTYPES = [torch.float16, torch.bfloat16]
-HEAD_DIMS = [64, 128]
+HEAD_DIMS = [64, 128]  # with gradients; 256 has a forward only (its own test)
 # (L, S): 1, below and past one tile of either side, L != S both ways.
 LENGTHS = [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257), (257, 1), (128, 64), (129, 65)]
 
@@ -97,6 +97,23 @@ def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
     L, S = lengths
     check_attention(randn(2, 3, L, head_dim, dtype=dtype), randn(2, 3, S, head_dim, dtype=dtype),
                   randn(2, 3, S, head_dim, dtype=dtype), is_causal=causal)
+
+
+@pytest.mark.parametrize("variant", [None, "sm80"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_head_dim_256_forward_without_gradients(dtype, lengths, causal, variant):
+    """Head dim 256 has forward instances only (64-key tiles on sm90a, 32 on sm80): the
+    backend takes it where no gradient is needed, on both forward kernels."""
+    L, S = lengths
+    q, k, v = (randn(2, 3, n, 256, dtype=dtype) for n in (L, S, S))
+    with torch.no_grad(), seqops.backend("cuda", variant=variant):
+        out = seqops.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    ref = reference.scaled_dot_product_attention(*(t.double().cpu() for t in (q, k, v)), is_causal=causal)
+    theirs = torch_impl.scaled_dot_product_attention(q, k, v, is_causal=causal).nan_to_num(0.0)
+    assert out.shape == ref.shape and out.dtype == dtype
+    assert_within_torch_error("output", out, ref, theirs)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -52,8 +52,8 @@ def test_what_it_takes(dtype, head_dim):
 
 @pytest.mark.parametrize("case, reason", [
     ("float32", "takes float16 and bfloat16, got torch.float32"),
-    ("head dim 96", "takes head dims 64 and 128, got 96"),
-    ("head dim 32", "takes head dims 64 and 128, got 32"),
+    ("head dim 96", "takes head dims 64, 128, 256, got 96"),
+    ("head dim 32", "takes head dims 64, 128, 256, got 32"),
     ("Ev != E", "value head dim equal to the query's, got E=64 and Ev=128"),
 ])
 def test_what_it_refuses_and_why(case, reason):
@@ -67,6 +67,25 @@ def test_what_it_refuses_and_why(case, reason):
     why = cuda_attention.forward_reason(*args)
     assert why is not None and reason in why, why
     assert why.endswith(cuda_attention.NOT_YET)  # a feature still to write: GPU tests skip it
+
+
+def test_head_dim_256_is_taken_where_no_gradient_is_needed():
+    """The forward has head dim 256 instances, the backward none: a call whose inputs
+    require grad with grad mode on is refused (by name: a feature to write), the same call
+    under no_grad or inference_mode, or on inputs that require none, is taken."""
+    q = half(2, 3, 10, 256)
+    assert cuda_attention.forward_reason(*call(q)) is None
+    leaf = q.clone().requires_grad_()
+    why = cuda_attention.forward_reason(*call(leaf, q, q))
+    assert why is not None and "backward takes head dims 64 and 128" in why and why.endswith(cuda_attention.NOT_YET)
+    mask = torch.zeros(10, 10, dtype=torch.float16, requires_grad=True)
+    assert cuda_attention.forward_reason(*call(q, mask=mask)) is not None  # a float mask's gradient too
+    with torch.no_grad():
+        assert cuda_attention.forward_reason(*call(leaf, q, q)) is None
+    with torch.inference_mode():
+        assert cuda_attention.forward_reason(*call(leaf, q, q)) is None
+    assert cuda_attention.forward_reason(*call(leaf.detach(), q, q)) is None  # 128 keeps its backward:
+    assert cuda_attention.forward_reason(*call(half(2, 3, 10, 128).requires_grad_())) is None
 
 
 @pytest.mark.parametrize("mask", [torch.ones(10, 10, dtype=torch.bool), torch.zeros(3, 1, 10), torch.zeros(10, 10).half()],
@@ -267,6 +286,7 @@ def test_the_committed_instance_files_are_what_the_generator_writes(tmp_path):
 def test_the_generator_covers_what_supports_takes():
     module = generator()
     assert set(module.HEAD_DIMS) == set(cuda_attention.HEAD_DIMS)
+    assert set(module.BACKWARD_HEAD_DIMS) == set(cuda_attention.BACKWARD_HEAD_DIMS)
     assert {getattr(torch, name) for name in module.DTYPES} == set(cuda_attention.DTYPES)
 
 
@@ -482,10 +502,11 @@ def test_split_values_carry_a_workspace_of_fp32_partials():
 
 
 def test_the_forward_key_tile_is_the_instances():
-    """decode_splits sizes splits by the sm80 kernel's key tile: split launches run there
+    """decode_splits sizes splits by the sm80 kernel's key tile (head dims up to 128; 256
+    has half-size tiles, two to each of the splits' tiles): split launches run there
     (forward.cu) even on sm90, whose wgmma kernel takes the rest."""
     _, module = built()
-    sm80 = [i for i in module.attention_forward_instances() if i["arch"] == 80]
+    sm80 = [i for i in module.attention_forward_instances() if i["arch"] == 80 and i["head_dim"] <= 128]
     assert sm80 and {i["block_n"] for i in sm80} == {cuda_attention.FORWARD_KEY_TILE}
 
 

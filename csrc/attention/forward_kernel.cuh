@@ -44,7 +44,7 @@ struct ForwardTraits : TileTypes<kHeadDim_, Element_, 8> {
   // pushed it over.
   using Base = TileTypes<kHeadDim_, Element_, 8>;
   static constexpr int kBlockM = 128;  // queries per CTA
-  static constexpr int kBlockN = 64;   // keys per tile
+  static constexpr int kBlockN = kHeadDim_ <= 128 ? 64 : 32;  // keys per tile (32 at head dim 256: registers)
 
   using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;
   using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;

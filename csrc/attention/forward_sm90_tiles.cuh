@@ -26,7 +26,7 @@ struct ForwardSm90Traits {
   using Element = Element_;  // cutlass::half_t or cutlass::bfloat16_t
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // queries per CTA, 64 per consumer warpgroup
-  static constexpr int kBlockN = 128;  // keys per tile
+  static constexpr int kBlockN = kHeadDim_ <= 128 ? 128 : 64;  // keys per tile (64 at head dim 256: registers)
   static constexpr int kStages = 2;    // K and V tiles in flight
   static constexpr int kConsumerWarpgroups = kBlockM / 64;
   static constexpr int kConsumerThreads = kConsumerWarpgroups * 128;

@@ -11,7 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HEAD_DIMS = (64, 128)
+HEAD_DIMS = (64, 128, 256)
+# The backward's dK/dV tiles (16 keys a warp, dK and dV for the whole head dim in
+# registers) spill at head dim 256: its instances stop at 128, and the backend takes head
+# dim 256 only for calls that need no gradient (seqops/backends/cuda_attention.py).
+BACKWARD_HEAD_DIMS = (64, 128)
 # dtype name (as in common/dtypes.h's DType) -> the CUTLASS element type
 DTYPES = {"float16": "cutlass::half_t", "bfloat16": "cutlass::bfloat16_t"}
 SHORT = {"float16": "fp16", "bfloat16": "bf16"}
@@ -32,11 +36,11 @@ namespace {{
 }}  // namespace seqops
 """
 # kernel (its header attention/<kernel>_kernel.cuh and its attention::<kernel>_instance)
-# -> (the table it registers in, what the file's comment calls it)
+# -> (the table it registers in, what the file's comment calls it, its head dims)
 KERNELS = {
-    "forward": ("forward", "forward"),
-    "forward_sm90": ("forward", "forward on wgmma (sm90a)"),
-    "backward": ("backward", "backward"),
+    "forward": ("forward", "forward", HEAD_DIMS),
+    "forward_sm90": ("forward", "forward on wgmma (sm90a)", HEAD_DIMS),
+    "backward": ("backward", "backward", BACKWARD_HEAD_DIMS),
 }
 
 
@@ -44,7 +48,8 @@ def instances() -> dict[str, str]:
     """File name -> contents, for every instance."""
     return {f"{kernel}_hd{head_dim}_{SHORT[dtype]}.cu":
             TEMPLATE.format(kernel=kernel, table=table, what=what, head_dim=head_dim, dtype=dtype, element=element)
-            for kernel, (table, what) in KERNELS.items() for head_dim in HEAD_DIMS for dtype, element in DTYPES.items()}
+            for kernel, (table, what, head_dims) in KERNELS.items() for head_dim in head_dims
+            for dtype, element in DTYPES.items()}
 
 
 def write(out_dir: Path) -> list[Path]:

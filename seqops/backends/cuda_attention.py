@@ -12,7 +12,7 @@ dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64 and 128, and Ev != E. Dropout draws the Triton backend's mask for the same seed
+than 64, 128 and 256 (256 only where no gradient is needed), and Ev != E. Dropout draws the Triton backend's mask for the same seed
 (csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
 the score gradient [B, Hq, L, S] in fp32, summed here over the mask's broadcast dims (an
 L x S buffer per (batch, head), as torch's own kernels take for a bias gradient). Masks are read in
@@ -32,8 +32,11 @@ from seqops.ops.attention import contract
 
 DTYPES = (torch.float16, torch.bfloat16)
 # The head dims csrc/attention/generate_instances.py compiles (one instance per head dim
-# and dtype); a build that omits one refuses its calls by name.
-HEAD_DIMS = (64, 128)
+# and dtype); a build that omits one refuses its calls by name. The backward's stop at 128
+# (its dK/dV tiles spill at 256), so head dim 256 is taken only by calls that need no
+# gradient (under torch.no_grad or inference_mode, or on inputs that require none).
+HEAD_DIMS = (64, 128, 256)
+BACKWARD_HEAD_DIMS = (64, 128)
 MAX_LENGTH = 2**30  # the kernels count positions in int
 MAX_GRID = 65535    # batch and query heads are grid dims z and y
 ALIGN_BYTES = 16
@@ -64,7 +67,10 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if Ev != E:
         return f"the CUDA attention takes value head dim equal to the query's, got E={E} and Ev={Ev}: {NOT_YET}"
     if E not in HEAD_DIMS:
-        return f"the CUDA attention takes head dims {' and '.join(map(str, HEAD_DIMS))}, got {E}: {NOT_YET}"
+        return f"the CUDA attention takes head dims {', '.join(map(str, HEAD_DIMS))}, got {E}: {NOT_YET}"
+    if E not in BACKWARD_HEAD_DIMS and _needs_gradient(query, key, value, attn_mask):
+        return (f"the CUDA attention's backward takes head dims {' and '.join(map(str, BACKWARD_HEAD_DIMS))}, "
+                f"and this call at head dim {E} needs gradients (its forward runs under torch.no_grad): {NOT_YET}")
     if max(query.shape[-2], key.shape[-2]) >= MAX_LENGTH:
         return f"the CUDA attention takes lengths below 2**30, got L={query.shape[-2]} and S={key.shape[-2]}"
     lead = contract.scores_shape(query, key, value, enable_gqa)[:-2]  # as the op flattens it: [batch, heads]
@@ -75,6 +81,12 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if heads > MAX_GRID or batch > MAX_GRID:
         return f"the CUDA attention takes batch and heads up to {MAX_GRID} each, got {batch} and {heads}"
     return None
+
+
+def _needs_gradient(*tensors) -> bool:
+    """Whether autograd will ask this call for a backward: grad mode on and an input that
+    requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def decode_splits(batch_heads: int, len_q: int, len_kv: int, processors: int) -> int:

@@ -81,6 +81,7 @@ int main() {
   check<ForwardSm90Traits<64, cutlass::half_t>>();
   check<ForwardSm90Traits<128, cutlass::half_t>>();
   check<ForwardSm90Traits<128, cutlass::bfloat16_t>>();
+  check<ForwardSm90Traits<256, cutlass::half_t>>();  // 64-key tiles
   if (failures) {
     std::printf("%d failure(s) of %ld checks\n", failures, checks);
     return 1;
