@@ -963,6 +963,9 @@ def step_examples(ctx: Context) -> int:
 # The kernel backends each call runs on: Triton always; the CUDA C++ kernels (none of
 # which had run on a GPU when this was written) for the calls they take, on a GPU only.
 TRITON_AND_CUDA = ("triton", "cuda")
+# The attention calls run on the CUDA backend's forward kernels both: its default one (the
+# wgmma/TMA kernel on compute capability 9.0) and its sm80 variant (backend:variant).
+ATTENTION_BACKENDS = ("triton", "cuda", "cuda:sm80")
 
 
 def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...]]]:
@@ -1034,12 +1037,12 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
     return [
         ("softmax one-pass forward+backward (fp16, scale, causal)", softmax_one_pass, True, TRITON_AND_CUDA),
         ("softmax online forward+backward (fp32, bool mask)", softmax_online, True, TRITON_AND_CUDA),
-        ("attention forward+backward (bf16, causal, L != S)", attention_causal, True, ("triton",)),
-        ("attention forward (bf16, causal, L != S, no grad)", attention_forward_only, True, TRITON_AND_CUDA),
+        ("attention forward+backward (bf16, causal, L != S)", attention_causal, True, ATTENTION_BACKENDS),
+        ("attention forward (bf16, causal, L != S, no grad)", attention_forward_only, True, ATTENTION_BACKENDS),
         ("attention forward+backward (bf16, float mask with gradient, dropout 0.1)", attention_float_mask_dropout,
-         False, ("triton",)),
+         False, ATTENTION_BACKENDS),
         ("attention forward+backward (bf16, bool mask, grouped-query heads)", attention_bool_mask_gqa, True,
-         ("triton",)),
+         ATTENTION_BACKENDS),
         ("lstm_cell forward+backward (fp32)", lstm_cell, True, TRITON_AND_CUDA),
         ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
         ("LSTM layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", lstm_layer, True,
@@ -1059,14 +1062,15 @@ def kernel_calls() -> int:
     print(f"kernel calls on {device} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')})", flush=True)
     failures = 0
     for index, (name, make, compare, backends) in enumerate(_kernel_call_cases(device)):
-        backends = [b for b in backends if b != "cuda" or device.type == "cuda"]
+        backends = [b for b in backends if not b.startswith("cuda") or device.type == "cuda"]
         torch.manual_seed(index)
         inputs, run = make()
         outputs = {}
         for backend in (*backends, "torch") if compare else backends:
             try:
                 torch.manual_seed(1000 + index)
-                with seqops.backend(backend):
+                backend_name, _, variant = backend.partition(":")  # "cuda:sm80": that backend's variant
+                with seqops.backend(backend_name, variant=variant or None):
                     produced = run()
                     wanted = [t for t in inputs if t.requires_grad]
                     cotangents = [torch.randn_like(t) for t in produced]
