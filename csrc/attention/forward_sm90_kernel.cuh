@@ -220,14 +220,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor tOcO_rc = make_tensor(tOcO.data(), wgmma_accumulator_rows_cols(tOcO.layout()));
   Tensor acc_o_rc = make_tensor(acc_o.data(), wgmma_accumulator_rows_cols(acc_o.layout()));
 
-  constexpr int kRows = decltype(size<0>(acc_o_rc))::value;  // rows this thread holds
-  float row_max[kRows];  // running max of the base-2 scores, -inf until a key is seen
-  float row_sum[kRows];  // this thread's share of the running denominator
-  CUTE_UNROLL
-  for (int r = 0; r < kRows; ++r) {
-    row_max[r] = -INFINITY;
-    row_sum[r] = 0.0f;
-  }
+  RowStatistics<decltype(size<0>(acc_o_rc))::value> rows;  // of the rows this thread holds
   clear(acc_o);
 
   const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
@@ -247,7 +240,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     Tensor s = make_tensor(acc_s.data(), wgmma_accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
     scale_and_mask_scores(s, tScS_rc, scale_log2, mask, m0, n0, kBlockN, len_q, len_kv, causal, causal_offset);
-    online_softmax_step(s, acc_o_rc, row_max, row_sum);
+    online_softmax_step(s, acc_o_rc, rows);
     if (dropout) drop_probabilities(s, tScS_rc, m0, n0, len_kv, dropout_stream_id, params.dropout_p);
     Tensor p = rounded<Element>(acc_s);
     Tensor tOrP = make_tensor(p.data(), wgmma_accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, keys / 16)
@@ -258,8 +251,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     ++state;
   }
 
-  write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, row_max, row_sum, params, o_ptr, lse_ptr, m0, len_q, batch,
-                                      head, split);
+  write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, rows, params, o_ptr, lse_ptr, m0, len_q, batch, head,
+                                      split);
 #endif
 }
 

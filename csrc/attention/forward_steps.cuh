@@ -51,11 +51,28 @@ __device__ __forceinline__ void scale_and_mask_scores(Scores& s, Coords const& c
   }
 }
 
+// The online softmax's running statistics of the kRows rows a thread holds, in base 2.
+template <int kRows>
+struct RowStatistics {
+  float max[kRows];  // running max of the scores, -inf until a key is seen
+  float sum[kRows];  // this thread's share of the running denominator
+
+  __device__ __forceinline__ RowStatistics() {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      max[r] = -INFINITY;
+      sum[r] = 0.0f;
+    }
+  }
+};
+
 // Online softmax over one more tile: each row's running max takes the tile's, what was
-// summed so far (row_sum, and the row of O) is rescaled to it, and the scores become
-// probabilities exp2(s - max) added to row_sum (this thread's share of the row).
-template <class Scores, class Out>
-__device__ __forceinline__ void online_softmax_step(Scores& s, Out& o, float* row_max, float* row_sum) {
+// summed so far (the row's sum, and the row of O) is rescaled to it, and the scores become
+// probabilities exp2(s - max) added to the sum (this thread's share of the row).
+template <class Scores, class Out, int kRows>
+__device__ __forceinline__ void online_softmax_step(Scores& s, Out& o, RowStatistics<kRows>& rows) {
+  float* row_max = rows.max;
+  float* row_sum = rows.sum;
   CUTE_UNROLL
   for (int r = 0; r < size<0>(s); ++r) {
     float m = row_max[r];
@@ -102,11 +119,12 @@ __device__ __forceinline__ void drop_probabilities(Probabilities& p, Coords cons
 // thread of each quad writes a row's lse; column pairs (adjacent in both accumulators)
 // go as one 4-byte store (rows start 16-byte aligned, see the launcher checks). A split
 // of split-KV writes its fp32 partials instead, for forward.cu's combine kernel.
-template <typename Element, int kHeadDim, class Out, class Coords>
-__device__ __forceinline__ void write_output_rows(Out const& o, Coords const& coords, float const* row_max,
-                                                  float const* row_sum, AttentionForwardParams const& params,
-                                                  Element* o_ptr, float* lse_ptr, int m0, int len_q, int batch,
-                                                  int head, int split) {
+template <typename Element, int kHeadDim, class Out, class Coords, int kRows>
+__device__ __forceinline__ void write_output_rows(Out const& o, Coords const& coords, RowStatistics<kRows> const& rows,
+                                                  AttentionForwardParams const& params, Element* o_ptr,
+                                                  float* lse_ptr, int m0, int len_q, int batch, int head, int split) {
+  float const* row_max = rows.max;
+  float const* row_sum = rows.sum;
   struct alignas(2 * sizeof(Element)) ElementPair {
     Element first, second;
   };
