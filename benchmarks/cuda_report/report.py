@@ -75,7 +75,8 @@ def _markdown(builds: Iterable[ObjectBuild], toolchain: dict, source_commit: Opt
              f"`{COMMAND}` at {source_commit or 'an uncommitted tree'}; "
              + ", ".join(f"{name} {value}" for name, value in toolchain.items()) + ". Compiled, never run here. "
              "Shared bytes are ptxas's static count: kernels that size theirs at launch (the attention "
-             "forward: `attention_forward_instances()` gives it) show 0.", "",
+             "forward: `attention_forward_instances()` gives it) show 0. The SASS column counts the tensor-core "
+             "and copy instructions of the whole object (every kernel of the file), read with cuobjdump.", "",
              "| file | arch | kernel | registers | shared B | stack B | spilled B | SASS | nvcc s |",
              "|---|---|---|---:|---:|---:|---:|---|---:|"]
     for build in builds:

@@ -12,11 +12,15 @@
 //     both operands read from 128-byte-swizzled shared memory; K(n)'s buffer is released
 //     as soon as it completes, so that the producer refills it during the softmax. O += P V(n)
 //     takes P from S's accumulator rounded in registers, V(n) transposed from shared memory.
+//   - Within a warpgroup the tiles are pipelined by one, as FA3's intra-warpgroup overlap:
+//     S(n) and then O += P(n+1) V(n+1) are issued together, and the softmax of S(n) runs
+//     while the second is on the tensor cores (at head dims 64 and 256; at 128 it would
+//     spill, see Traits::kOverlapSoftmax, and the tiles go one batch at a time).
 //   - Key tiles are visited from the last one the block sees down to 0, so only the first
 //     few need the elementwise mask; tiles wholly above the causal diagonal are not loaded.
 //
-// Not yet here (the rest of the FA3 recipe): the softmax of one tile overlapped with the
-// S wgmma of the next within a warpgroup, and the two consumer warpgroups' ping-pong.
+// Not yet here (the rest of the FA3 recipe): the two consumer warpgroups' ping-pong
+// (named barriers ordering their wgmma batches so that one's softmax covers the other's).
 // Compiled for sm_90a only: on other targets the kernel body is empty, and forward.cu
 // launches it only on a device of compute capability 9.0.
 #pragma once
@@ -48,12 +52,14 @@ namespace attention {
 
 using namespace cute;
 
-// acc (+)= A B over the k-blocks of A and B as one wgmma batch of the warpgroup, waited
-// for before return. kZeroInit starts acc from 0 instead of its contents. An A operand in
-// registers (kAInRegisters; else a tensor of shared-memory descriptors) is fenced too, so
-// that the compiler keeps its registers in place while the wgmma reads them.
+// acc (+)= A B over the k-blocks of A and B as one wgmma batch of the warpgroup, issued
+// and committed without waiting for it: the caller waits (warpgroup_wait<N>: at most N
+// batches still in flight, completed in the order committed), then fences acc (and an A
+// in registers) before touching them. kZeroInit starts acc from 0 instead of its
+// contents. An A operand in registers (kAInRegisters; else a tensor of shared-memory
+// descriptors) is fenced too, so that the compiler keeps its registers in place.
 template <bool kZeroInit, bool kAInRegisters, class Mma, class FragA, class FragB, class Acc>
-__device__ __forceinline__ void warpgroup_gemm(Mma& mma, FragA& a, FragB const& b, Acc& acc) {
+__device__ __forceinline__ void warpgroup_gemm_issue(Mma& mma, FragA& a, FragB const& b, Acc& acc) {
   if constexpr (kAInRegisters) warpgroup_fence_operand(a);
   warpgroup_fence_operand(acc);
   warpgroup_arrive();
@@ -64,6 +70,12 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, FragA& a, FragB const& 
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
+}
+
+// The same batch, waited for before return.
+template <bool kZeroInit, bool kAInRegisters, class Mma, class FragA, class FragB, class Acc>
+__device__ __forceinline__ void warpgroup_gemm(Mma& mma, FragA& a, FragB const& b, Acc& acc) {
+  warpgroup_gemm_issue<kZeroInit, kAInRegisters>(mma, a, b, acc);
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc);
   if constexpr (kAInRegisters) warpgroup_fence_operand(a);
@@ -220,35 +232,96 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor tOcO_rc = make_tensor(tOcO.data(), wgmma_accumulator_rows_cols(tOcO.layout()));
   Tensor acc_o_rc = make_tensor(acc_o.data(), wgmma_accumulator_rows_cols(acc_o.layout()));
 
-  RowStatistics<decltype(size<0>(acc_o_rc))::value> rows;  // of the rows this thread holds
-  clear(acc_o);
-
   const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
   const bool dropout = params.dropout_p > 0.0f;
   const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
 
   // A block that sees no key loads nothing and writes its zeros and -inf below.
-  if (tiles.end > tiles.begin) smem.q_full.wait(0);
-  cutlass::PipelineState<Traits::kStages> state;
-  CUTE_NO_UNROLL
-  for (int n = tiles.end - 1; n >= tiles.begin; --n) {
+  using Rows = RowStatistics<decltype(size<0>(acc_o_rc))::value>;
+  Rows rows;  // of the rows this thread holds
+  clear(acc_o);
+  const auto s_accumulator = [&] { return partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{}); };
+  // S of tile n (in acc) to probabilities, O's rescale factors out.
+  const auto softmax_of = [&](auto& acc, int n, float (&rescale)[Rows::kCount]) {
     const int n0 = n * kBlockN;
-    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
-    k_pipeline.consumer_wait(state);
-    warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()), acc_s);
-    k_pipeline.consumer_release(state);
-
-    Tensor s = make_tensor(acc_s.data(), wgmma_accumulator_rows_cols(acc_s.layout()));  // (rows, cols)
+    Tensor s = make_tensor(acc.data(), wgmma_accumulator_rows_cols(acc.layout()));  // (rows, cols)
     scale_and_mask_scores(s, tScS_rc, scale_log2, mask, m0, n0, kBlockN, len_q, len_kv, causal, causal_offset);
-    online_softmax_step(s, acc_o_rc, rows);
+    online_softmax_scores(s, rows, rescale);
     if (dropout) drop_probabilities(s, tScS_rc, m0, n0, len_kv, dropout_stream_id, params.dropout_p);
-    Tensor p = rounded<Element>(acc_s);
-    Tensor tOrP = make_tensor(p.data(), wgmma_accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, keys / 16)
+  };
+  if (tiles.end > tiles.begin) smem.q_full.wait(0);
+  cutlass::PipelineState<Traits::kStages> state;  // the stage of the tile whose P V is next
 
-    v_pipeline.consumer_wait(state);
-    warpgroup_gemm</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()), acc_o);
-    v_pipeline.consumer_release(state);
-    ++state;
+  if constexpr (Traits::kOverlapSoftmax) {
+    // The key tiles software-pipelined by one: while the tensor cores run S(n) = Q K(n)^T
+    // and then O += P(n+1) V(n+1), the threads wait for S(n) alone (the older batch) and
+    // compute its softmax meanwhile; O is rescaled to the new row max, and P(n) written
+    // over P(n+1), only once that O += P V has completed. The first tile's S runs alone,
+    // the last tile's P V after the loop. Each tile's S accumulator is a fresh one, so
+    // that none of the last tile's is kept alive across the loop (the wgmma reads its
+    // accumulator registers even when it zero-initialises them).
+    Tensor p = make_fragment_like<Element>(s_accumulator());  // P of the tile whose P V is next
+    Tensor tOrP = make_tensor(p.data(), wgmma_accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, keys / 16)
+    const auto round_into_p = [&](auto const& acc) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc); ++i) p(i) = static_cast<Element>(acc(i));
+    };
+    if (tiles.end > tiles.begin) {
+      float rescale[Rows::kCount];
+      Tensor acc_s = s_accumulator();
+      k_pipeline.consumer_wait(state);
+      warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()), acc_s);
+      k_pipeline.consumer_release(state);
+      softmax_of(acc_s, tiles.end - 1, rescale);  // O is 0: nothing to rescale
+      round_into_p(acc_s);
+    }
+    CUTE_NO_UNROLL
+    for (int n = tiles.end - 2; n >= tiles.begin; --n) {
+      cutlass::PipelineState<Traits::kStages> next = state;
+      ++next;  // tile n's stage
+      float rescale[Rows::kCount];
+      Tensor acc_s = s_accumulator();
+      k_pipeline.consumer_wait(next);
+      warpgroup_gemm_issue</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, next.index()),
+                                                                        acc_s);
+      v_pipeline.consumer_wait(state);
+      warpgroup_gemm_issue</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()),
+                                                                        acc_o);
+      warpgroup_wait<1>();  // S(n) done; P(n+1) V(n+1) may still run
+      warpgroup_fence_operand(acc_s);
+      k_pipeline.consumer_release(next);
+      softmax_of(acc_s, n, rescale);
+      warpgroup_wait<0>();  // P(n+1) V(n+1) done: O and p are free
+      warpgroup_fence_operand(acc_o);
+      warpgroup_fence_operand(tOrP);
+      v_pipeline.consumer_release(state);
+      rescale_rows(acc_o_rc, rescale);
+      round_into_p(acc_s);
+      state = next;
+    }
+    if (tiles.end > tiles.begin) {
+      v_pipeline.consumer_wait(state);
+      warpgroup_gemm</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()), acc_o);
+      v_pipeline.consumer_release(state);
+    }
+  } else {
+    // One batch at a time: S(n), its softmax, O rescaled, O += P(n) V(n).
+    CUTE_NO_UNROLL
+    for (int n = tiles.end - 1; n >= tiles.begin; --n) {
+      float rescale[Rows::kCount];
+      Tensor acc_s = s_accumulator();
+      k_pipeline.consumer_wait(state);
+      warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()), acc_s);
+      k_pipeline.consumer_release(state);
+      softmax_of(acc_s, n, rescale);
+      rescale_rows(acc_o_rc, rescale);
+      Tensor p = rounded<Element>(acc_s);
+      Tensor tOrP = make_tensor(p.data(), wgmma_accumulator_as_a_operand(p.layout()));  // (MMA, MMA_M, keys / 16)
+      v_pipeline.consumer_wait(state);
+      warpgroup_gemm</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()), acc_o);
+      v_pipeline.consumer_release(state);
+      ++state;
+    }
   }
 
   write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, rows, params, o_ptr, lse_ptr, m0, len_q, batch, head,

@@ -54,6 +54,7 @@ __device__ __forceinline__ void scale_and_mask_scores(Scores& s, Coords const& c
 // The online softmax's running statistics of the kRows rows a thread holds, in base 2.
 template <int kRows>
 struct RowStatistics {
+  static constexpr int kCount = kRows;
   float max[kRows];  // running max of the scores, -inf until a key is seen
   float sum[kRows];  // this thread's share of the running denominator
 
@@ -66,35 +67,50 @@ struct RowStatistics {
   }
 };
 
-// Online softmax over one more tile: each row's running max takes the tile's, what was
-// summed so far (the row's sum, and the row of O) is rescaled to it, and the scores become
-// probabilities exp2(s - max) added to the sum (this thread's share of the row).
-template <class Scores, class Out, int kRows>
-__device__ __forceinline__ void online_softmax_step(Scores& s, Out& o, RowStatistics<kRows>& rows) {
-  float* row_max = rows.max;
-  float* row_sum = rows.sum;
+// Online softmax over one more tile, its scores alone: each row's running max takes the
+// tile's, the row's sum is rescaled to it, and the scores become probabilities
+// exp2(s - max) added to the sum (this thread's share of the row). rescale[r] gets what row
+// r of O must be multiplied by (rescale_rows), which a kernel whose O += P V of the last
+// tile is still in flight applies once that has completed.
+template <class Scores, int kRows>
+__device__ __forceinline__ void online_softmax_scores(Scores& s, RowStatistics<kRows>& rows, float (&rescale)[kRows]) {
   CUTE_UNROLL
   for (int r = 0; r < size<0>(s); ++r) {
-    float m = row_max[r];
+    float m = rows.max[r];
     CUTE_UNROLL
     for (int c = 0; c < size<1>(s); ++c) m = fmaxf(m, s(r, c));
     m = quad_max(m);
     // A row that has seen no key yet keeps max -inf: subtract 0 instead, so that
     // exp2(-inf - -inf) never makes a NaN; its probabilities are exp2(-inf) = 0.
     const float base = m == -INFINITY ? 0.0f : m;
-    const float rescale = exp2f(row_max[r] - base);  // 0 while the old max is -inf
-    row_max[r] = m;
-    float sum = row_sum[r] * rescale;
+    rescale[r] = exp2f(rows.max[r] - base);  // 0 while the old max is -inf
+    rows.max[r] = m;
+    float sum = rows.sum[r] * rescale[r];
     CUTE_UNROLL
     for (int c = 0; c < size<1>(s); ++c) {
       const float p = exp2f(s(r, c) - base);
       s(r, c) = p;
       sum += p;
     }
-    row_sum[r] = sum;
-    CUTE_UNROLL
-    for (int c = 0; c < size<1>(o); ++c) o(r, c) *= rescale;
+    rows.sum[r] = sum;
   }
+}
+
+template <class Out, int kRows>
+__device__ __forceinline__ void rescale_rows(Out& o, const float (&rescale)[kRows]) {
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(o); ++r) {
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(o); ++c) o(r, c) *= rescale[r];
+  }
+}
+
+// Both at once, for a kernel whose O is not being written meanwhile.
+template <class Scores, class Out, int kRows>
+__device__ __forceinline__ void online_softmax_step(Scores& s, Out& o, RowStatistics<kRows>& rows) {
+  float rescale[kRows];
+  online_softmax_scores(s, rows, rescale);
+  rescale_rows(o, rescale);
 }
 
 // Dropout after the denominator took every probability: out = dropout(P) V / sum, the
