@@ -14,8 +14,9 @@
 //     takes P from S's accumulator rounded in registers, V(n) transposed from shared memory.
 //   - Within a warpgroup the tiles are pipelined by one, as FA3's intra-warpgroup overlap:
 //     S(n) and then O += P(n+1) V(n+1) are issued together, and the softmax of S(n) runs
-//     while the second is on the tensor cores (at head dims 64 and 256; at 128 it would
-//     spill, see Traits::kOverlapSoftmax, and the tiles go one batch at a time).
+//     while the second is on the tensor cores (except at head dim 128 with a mask or
+//     dropout, where it would spill: Traits::overlaps_softmax; there the tiles go one
+//     batch at a time).
 //   - Key tiles are visited from the last one the block sees down to 0, so only the first
 //     few need the elementwise mask; tiles wholly above the causal diagonal are not loaded.
 //
@@ -136,8 +137,11 @@ struct ForwardSm90Smem {
   typename Pipeline::SharedStorage v_pipeline;
 };
 
-// grid (ceil(L / kBlockM) * splits, Hq, B), as the sm80 kernel.
-template <class Traits>
+// grid (ceil(L / kBlockM) * splits, Hq, B), as the sm80 kernel. kGeneral: the kernel for
+// calls with an attn_mask or dropout; without (the usual causal or full attention) the
+// launcher runs the one that compiles neither in, whose registers leave room to overlap
+// the softmax at every head dim (Traits::overlaps_softmax).
+template <class Traits, bool kGeneral>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     attention_forward_sm90_kernel(const __grid_constant__ ForwardSm90Args<Traits> args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -214,7 +218,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Element* o_ptr = static_cast<Element*>(params.out) + batch * params.out_strides.batch +
                    head * params.out_strides.head;
   float* lse_ptr = params.lse + batch * params.lse_batch_stride + head * params.lse_head_stride;
-  const MaskView mask = mask_view(params.mask, batch, head);
+  const MaskView mask = kGeneral ? mask_view(params.mask, batch, head) : MaskView{};
 
   typename Traits::TiledMmaS mma_s;
   typename Traits::TiledMmaO mma_o;
@@ -233,7 +237,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor acc_o_rc = make_tensor(acc_o.data(), wgmma_accumulator_rows_cols(acc_o.layout()));
 
   const float scale_log2 = params.scale * 1.4426950408889634f;  // scores in base 2
-  const bool dropout = params.dropout_p > 0.0f;
+  const bool dropout = kGeneral && params.dropout_p > 0.0f;
   const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
 
   // A block that sees no key loads nothing and writes its zeros and -inf below.
@@ -252,7 +256,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (tiles.end > tiles.begin) smem.q_full.wait(0);
   cutlass::PipelineState<Traits::kStages> state;  // the stage of the tile whose P V is next
 
-  if constexpr (Traits::kOverlapSoftmax) {
+  if constexpr (Traits::overlaps_softmax(kGeneral)) {
     // The key tiles software-pipelined by one: while the tensor cores run S(n) = Q K(n)^T
     // and then O += P(n+1) V(n+1), the threads wait for S(n) alone (the older batch) and
     // compute its softmax meanwhile; O is rescaled to the new row max, and P(n) written
@@ -335,7 +339,9 @@ template <int kHeadDim, typename Element>
 Status launch_attention_forward_sm90(const AttentionForwardParams& params, cudaStream_t stream) {
   using Traits = ForwardSm90Traits<kHeadDim, Element>;
   using Tma = ForwardSm90Tma<Traits>;
-  const auto kernel = &attention_forward_sm90_kernel<Traits>;
+  const bool general = params.mask.kind != MaskKind::none || params.dropout_p > 0.0f;
+  const auto kernel =
+      general ? &attention_forward_sm90_kernel<Traits, true> : &attention_forward_sm90_kernel<Traits, false>;
   constexpr int smem_bytes = int(sizeof(ForwardSm90Smem<Traits>));
   const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
   if (error != cudaSuccess) return Status::from_cuda(error);

@@ -28,12 +28,14 @@ struct ForwardSm90Traits {
   static constexpr int kBlockM = 128;  // queries per CTA, 64 per consumer warpgroup
   static constexpr int kBlockN = kHeadDim_ <= 128 ? 128 : 64;  // keys per tile (64 at head dim 256: registers)
   static constexpr int kStages = 2;    // K and V tiles in flight
-  // The softmax of one key tile runs while the tensor cores compute the last tile's P V,
-  // which keeps S, P and O live at once: where that fits the 240 registers setmaxnreg
-  // gives a consumer. ptxas (nvcc 13, sm_90a) spilled none at head dims 64 and 256 (S 64,
-  // P 32, O 32 registers a thread; S 32, P 16, O 128) and 48 bytes at 128 (S 64, P 32,
-  // O 64), where the masking and dropout code unrolled over S's 64 values sits beside them.
-  static constexpr bool kOverlapSoftmax = kHeadDim_ != 128;
+  // Whether the softmax of one key tile runs while the tensor cores compute the last
+  // tile's P V, which keeps S, P and O live at once: where that fits the 240 registers
+  // setmaxnreg gives a consumer. ptxas (nvcc 13, sm_90a) spilled none in the kernel for
+  // calls without attn_mask and dropout (kGeneral false) at any head dim, nor in the
+  // general one at head dims 64 and 256 (S 64, P 32, O 32 registers a thread; S 32, P 16,
+  // O 128), and 48 bytes in the general one at 128 (S 64, P 32, O 64), where the mask's
+  // and dropout's code unrolled over S's 64 values sits beside them.
+  static constexpr bool overlaps_softmax(bool general) { return !general || kHeadDim_ != 128; }
   static constexpr int kConsumerWarpgroups = kBlockM / 64;
   static constexpr int kConsumerThreads = kConsumerWarpgroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup, first
