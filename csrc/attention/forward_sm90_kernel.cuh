@@ -14,14 +14,15 @@
 //     takes P from S's accumulator rounded in registers, V(n) transposed from shared memory.
 //   - Within a warpgroup the tiles are pipelined by one, as FA3's intra-warpgroup overlap:
 //     S(n) and then O += P(n+1) V(n+1) are issued together, and the softmax of S(n) runs
-//     while the second is on the tensor cores (except at head dim 128 with a mask or
-//     dropout, where it would spill: Traits::overlaps_softmax; there the tiles go one
+//     while the second is on the tensor cores (except where it would spill, with a mask
+//     or dropout above head dim 64: Traits::overlaps_softmax; there the tiles go one
 //     batch at a time).
+//   - The two consumer warpgroups take turns issuing their wgmma batches (FA3's
+//     ping-pong, with named barriers), so that one's softmax runs under the other's
+//     matmuls.
 //   - Key tiles are visited from the last one the block sees down to 0, so only the first
 //     few need the elementwise mask; tiles wholly above the causal diagonal are not loaded.
 //
-// Not yet here (the rest of the FA3 recipe): the two consumer warpgroups' ping-pong
-// (named barriers ordering their wgmma batches so that one's softmax covers the other's).
 // Compiled for sm_90a only: on other targets the kernel body is empty, and forward.cu
 // launches it only on a device of compute capability 9.0.
 #pragma once
@@ -136,6 +137,10 @@ struct ForwardSm90Smem {
   typename Pipeline::SharedStorage k_pipeline;
   typename Pipeline::SharedStorage v_pipeline;
 };
+
+// The first of the two named barriers (cutlass::arch::NamedBarrier ids, past those CUTLASS
+// reserves) the consumer warpgroups take turns at.
+constexpr uint32_t kTurn = 0;
 
 // grid (ceil(L / kBlockM) * splits, Hq, B), as the sm80 kernel. kGeneral: the kernel for
 // calls with an attn_mask or dropout; without (the usual causal or full attention) the
@@ -256,6 +261,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (tiles.end > tiles.begin) smem.q_full.wait(0);
   cutlass::PipelineState<Traits::kStages> state;  // the stage of the tile whose P V is next
 
+  // The two consumer warpgroups take turns issuing a tile's wgmma batches (FA3's
+  // ping-pong): one's softmax then runs while the other's matmuls hold the tensor cores.
+  // Named barrier kTurn + w is warpgroup w's turn: it syncs there (128 threads) and the
+  // other warpgroup arrives there (128) when it hands the turn over. The second warpgroup
+  // hands the first its first turn; each takes as many turns as the other (they walk the
+  // same tiles), and the first takes one more at the end, so that every arrival is
+  // matched by a sync before the CTA exits.
+  const int warpgroup = tid / 128;  // among the consumers
+  const auto take_turn = [&] { cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kTurn + warpgroup); };
+  const auto pass_turn = [&] {
+    cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads, kTurn + 1 - warpgroup);
+  };
+  if (warpgroup == 1) pass_turn();
+
   if constexpr (Traits::overlaps_softmax(kGeneral)) {
     // The key tiles software-pipelined by one: while the tensor cores run S(n) = Q K(n)^T
     // and then O += P(n+1) V(n+1), the threads wait for S(n) alone (the older batch) and
@@ -286,11 +305,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float rescale[Rows::kCount];
       Tensor acc_s = s_accumulator();
       k_pipeline.consumer_wait(next);
+      take_turn();
       warpgroup_gemm_issue</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, next.index()),
                                                                         acc_s);
       v_pipeline.consumer_wait(state);
       warpgroup_gemm_issue</*kZeroInit=*/false, /*kAInRegisters=*/true>(mma_o, tOrP, tOrVt(_, _, _, state.index()),
                                                                         acc_o);
+      pass_turn();
       warpgroup_wait<1>();  // S(n) done; P(n+1) V(n+1) may still run
       warpgroup_fence_operand(acc_s);
       k_pipeline.consumer_release(next);
@@ -315,7 +336,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       float rescale[Rows::kCount];
       Tensor acc_s = s_accumulator();
       k_pipeline.consumer_wait(state);
-      warpgroup_gemm</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()), acc_s);
+      take_turn();
+      warpgroup_gemm_issue</*kZeroInit=*/true, /*kAInRegisters=*/false>(mma_s, tSrQ, tSrK(_, _, _, state.index()),
+                                                                        acc_s);
+      pass_turn();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_s);
       k_pipeline.consumer_release(state);
       softmax_of(acc_s, n, rescale);
       rescale_rows(acc_o_rc, rescale);
@@ -327,6 +353,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       ++state;
     }
   }
+
+  if (warpgroup == 0) take_turn();  // the second warpgroup's last hand-over
 
   write_output_rows<Element, kHeadDim>(acc_o_rc, tOcO_rc, rows, params, o_ptr, lse_ptr, m0, len_q, batch, head,
                                       split);

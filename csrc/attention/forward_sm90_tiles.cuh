@@ -30,12 +30,12 @@ struct ForwardSm90Traits {
   static constexpr int kStages = 2;    // K and V tiles in flight
   // Whether the softmax of one key tile runs while the tensor cores compute the last
   // tile's P V, which keeps S, P and O live at once: where that fits the 240 registers
-  // setmaxnreg gives a consumer. ptxas (nvcc 13, sm_90a) spilled none in the kernel for
-  // calls without attn_mask and dropout (kGeneral false) at any head dim, nor in the
-  // general one at head dims 64 and 256 (S 64, P 32, O 32 registers a thread; S 32, P 16,
-  // O 128), and 48 bytes in the general one at 128 (S 64, P 32, O 64), where the mask's
-  // and dropout's code unrolled over S's 64 values sits beside them.
-  static constexpr bool overlaps_softmax(bool general) { return !general || kHeadDim_ != 128; }
+  // setmaxnreg gives a consumer. ptxas (nvcc 13, sm_90a), with the warpgroups' turns:
+  // no spill in the kernel for calls without attn_mask and dropout (kGeneral false) at
+  // any head dim, nor in the general one at head dim 64 (S 64, P 32, O 32 registers a
+  // thread); in the general one 48 bytes at 128 (S 64, P 32, O 64) and 52 at 256 (S 32,
+  // P 16, O 128), where the mask's and dropout's code sits beside them.
+  static constexpr bool overlaps_softmax(bool general) { return !general || kHeadDim_ == 64; }
   static constexpr int kConsumerWarpgroups = kBlockM / 64;
   static constexpr int kConsumerThreads = kConsumerWarpgroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup, first
