@@ -14,6 +14,8 @@ that fails, hangs or runs long is recorded and the others still run:
   tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only)
   sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel and
                    of each CUDA C++ kernel (none of which has run on a GPU yet)
+  racecheck        compute-sanitizer racecheck over the CUDA C++ kernel calls: shared-memory
+                   hazards in the kernels that order their own (barriers, mbarriers, TMA)
   bench-softmax    the benchmark sweeps (python -m benchmarks' cases and providers, peers
   bench-attention    included where installed)
   bench-lstm
@@ -198,6 +200,19 @@ def sanitizer_command(sanitizer: str) -> list[str]:
             "--print-limit", "50", sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls"]
 
 
+# The kernels racecheck looks at: the CUDA C++ ones, whose shared-memory traffic is ordered
+# by hand (barriers, mbarriers, TMA, named barriers between warpgroups); Triton's compiler
+# places its own, and racecheck over them would take the step's time.
+RACECHECK_BACKENDS = ("cuda", "cuda:sm80")
+
+
+def racecheck_command(sanitizer: str) -> list[str]:
+    """racecheck (shared-memory hazards) over the CUDA C++ kernel calls."""
+    return [sanitizer, "--tool", "racecheck", "--error-exitcode", "3", "--report-api-errors", "no",
+            "--print-limit", "50", sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls",
+            "--kernel-call-backends", ",".join(RACECHECK_BACKENDS)]
+
+
 def _sanitizer_step_command(ctx: Context) -> list[str]:
     sanitizer = find_compute_sanitizer()
     ctx.results.setdefault("sanitizer", {})["command"] = shlex.join(sanitizer_command(sanitizer or "compute-sanitizer"))
@@ -207,6 +222,18 @@ def _sanitizer_step_command(ctx: Context) -> list[str]:
         raise StepUnavailable("compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, NVIDIA's pip "
                               "packages)")
     return sanitizer_command(sanitizer)
+
+
+def _racecheck_step_command(ctx: Context) -> list[str]:
+    sanitizer = find_compute_sanitizer()
+    ctx.results.setdefault("racecheck", {})["command"] = shlex.join(racecheck_command(sanitizer or "compute-sanitizer"))
+    if ctx.dry_run:  # the calls alone: without a GPU none of the CUDA C++ ones runs
+        return [sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls", "--kernel-call-backends",
+                ",".join(RACECHECK_BACKENDS)]
+    if sanitizer is None:
+        raise StepUnavailable("compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, NVIDIA's pip "
+                              "packages)")
+    return racecheck_command(sanitizer)
 
 
 def _sanitizer_env(ctx: Context) -> dict:
@@ -230,6 +257,8 @@ def steps() -> list[Step]:
         Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton and CUDA C++ kernel",
              75, 300,
              _sanitizer_step_command, _collect_sanitizer, _sanitizer_env),
+        Step("racecheck", "compute-sanitizer racecheck over the CUDA C++ kernel calls (shared-memory hazards)",
+             45, 300, _racecheck_step_command, _collect_racecheck, _sanitizer_env),
         *[Step(f"bench-{op}", f"python -m benchmarks {op} sweep (torch, peers)", budget, full, _bench_command(op),
                _bench_collector(op)) for op, budget, full in [("softmax", 40, 300), ("attention", 90, 900),
                                                                 ("lstm", 60, 900), ("additive", 30, 600),
@@ -476,6 +505,20 @@ def _collect_sanitizer(ctx: Context, record: Record) -> None:
                 else f"{data['errors']} memcheck errors" if data["errors"] is not None
                 else "no memcheck summary")
     record.detail = f"{data['calls_ok']} kernel calls ok, {data['calls_failed']} failed; {memcheck}"
+    if not ctx.dry_run and data["errors"] and record.status == "passed":
+        record.status = "failed"
+
+
+def _collect_racecheck(ctx: Context, record: Record) -> None:
+    if not record.log:
+        return
+    data = ctx.results.setdefault("racecheck", {})
+    data.update(parse_sanitizer_log(_tail(Path(record.log), 2_000_000)))
+    data["ran_under_sanitizer"] = not ctx.dry_run
+    hazards = ("racecheck not run (dry run: no CUDA C++ kernel runs without a GPU)" if ctx.dry_run
+               else f"{data['errors']} racecheck errors" if data["errors"] is not None
+               else "no racecheck summary")
+    record.detail = f"{data['calls_ok']} kernel calls ok, {data['calls_failed']} failed; {hazards}"
     if not ctx.dry_run and data["errors"] and record.status == "passed":
         record.status = "failed"
 
@@ -1050,9 +1093,10 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
     ]
 
 
-def kernel_calls() -> int:
+def kernel_calls(only_backends: Optional[tuple[str, ...]] = None) -> int:
     """One small call of each kernel, forward and backward, on the GPU (or, Triton's only,
-    under TRITON_INTERPRET=1 on the CPU), each checked loosely against the torch backend.
+    under TRITON_INTERPRET=1 on the CPU), each checked loosely against the torch backend;
+    only on `only_backends` (names as in the cases, e.g. "cuda:sm80") when given.
     Prints `kernel call <name> [<backend>]: ok ...` or `... FAILED ...`; returns the failures."""
     import torch
 
@@ -1062,7 +1106,10 @@ def kernel_calls() -> int:
     print(f"kernel calls on {device} (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')})", flush=True)
     failures = 0
     for index, (name, make, compare, backends) in enumerate(_kernel_call_cases(device)):
-        backends = [b for b in backends if not b.startswith("cuda") or device.type == "cuda"]
+        backends = [b for b in backends if (not b.startswith("cuda") or device.type == "cuda")
+                    and (only_backends is None or b in only_backends)]
+        if not backends:
+            continue
         torch.manual_seed(index)
         inputs, run = make()
         outputs = {}
@@ -1144,10 +1191,12 @@ def main(argv=None) -> int:
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kernel-calls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kernel-call-backends", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.kernel_calls:
-        return 1 if kernel_calls() else 0
+        only = tuple(args.kernel_call_backends.split(",")) if args.kernel_call_backends else None
+        return 1 if kernel_calls(only) else 0
     if args.step:
         ctx = Context(args.quick, args.dry_run, args.work, args.peers)
         if args.step.startswith("bench-"):
