@@ -193,47 +193,43 @@ def find_compute_sanitizer() -> Optional[str]:
     return None
 
 
-def sanitizer_command(sanitizer: str) -> list[str]:
-    """memcheck over the kernel calls. API errors are not reported: PyTorch makes failing
-    CUDA calls on purpose (probing), and those would drown the kernels' memory errors."""
-    return [sanitizer, "--tool", "memcheck", "--error-exitcode", "3", "--report-api-errors", "no",
-            "--print-limit", "50", sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls"]
-
-
 # The kernels racecheck looks at: the CUDA C++ ones, whose shared-memory traffic is ordered
 # by hand (barriers, mbarriers, TMA, named barriers between warpgroups); Triton's compiler
-# places its own, and racecheck over them would take the step's time.
+# places its own, and racecheck over them would take the step's time. memcheck looks at all.
 RACECHECK_BACKENDS = ("cuda", "cuda:sm80")
+# Where each tool's findings go in results.json.
+_SANITIZER_RESULTS = {"memcheck": "sanitizer", "racecheck": "racecheck"}
 
 
-def racecheck_command(sanitizer: str) -> list[str]:
-    """racecheck (shared-memory hazards) over the CUDA C++ kernel calls."""
-    return [sanitizer, "--tool", "racecheck", "--error-exitcode", "3", "--report-api-errors", "no",
-            "--print-limit", "50", sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls",
-            "--kernel-call-backends", ",".join(RACECHECK_BACKENDS)]
+def _kernel_calls_command(backends: Optional[tuple[str, ...]]) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls",
+            *(["--kernel-call-backends", ",".join(backends)] if backends else [])]
 
 
-def _sanitizer_step_command(ctx: Context) -> list[str]:
-    sanitizer = find_compute_sanitizer()
-    ctx.results.setdefault("sanitizer", {})["command"] = shlex.join(sanitizer_command(sanitizer or "compute-sanitizer"))
-    if ctx.dry_run:  # the calls alone, interpreted on the CPU
-        return [sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls"]
-    if sanitizer is None:
-        raise StepUnavailable("compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, NVIDIA's pip "
-                              "packages)")
-    return sanitizer_command(sanitizer)
+def sanitizer_command(sanitizer: str, tool: str = "memcheck",
+                      backends: Optional[tuple[str, ...]] = None) -> list[str]:
+    """compute-sanitizer's `tool` (memcheck, racecheck) over the kernel calls (on `backends`
+    only, when given). API errors are not reported: PyTorch makes failing CUDA calls on
+    purpose (probing), and those would drown the kernels' own errors."""
+    return [sanitizer, "--tool", tool, "--error-exitcode", "3", "--report-api-errors", "no",
+            "--print-limit", "50", *_kernel_calls_command(backends)]
 
 
-def _racecheck_step_command(ctx: Context) -> list[str]:
-    sanitizer = find_compute_sanitizer()
-    ctx.results.setdefault("racecheck", {})["command"] = shlex.join(racecheck_command(sanitizer or "compute-sanitizer"))
-    if ctx.dry_run:  # the calls alone: without a GPU none of the CUDA C++ ones runs
-        return [sys.executable, "-m", "benchmarks.gpu_check", "--kernel-calls", "--kernel-call-backends",
-                ",".join(RACECHECK_BACKENDS)]
-    if sanitizer is None:
-        raise StepUnavailable("compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, NVIDIA's pip "
-                              "packages)")
-    return racecheck_command(sanitizer)
+def _sanitizer_step_command(tool: str, backends: Optional[tuple[str, ...]] = None) -> Callable[[Context], list[str]]:
+    """The step running `tool` over the kernel calls; in a dry run the calls alone (Triton's
+    interpreted on the CPU; without a GPU no CUDA C++ one runs)."""
+    def command(ctx: Context) -> list[str]:
+        sanitizer = find_compute_sanitizer()
+        ctx.results.setdefault(_SANITIZER_RESULTS[tool], {})["command"] = shlex.join(
+            sanitizer_command(sanitizer or "compute-sanitizer", tool, backends))
+        if ctx.dry_run:
+            return _kernel_calls_command(backends)
+        if sanitizer is None:
+            raise StepUnavailable("compute-sanitizer not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, NVIDIA's "
+                                  "pip packages)")
+        return sanitizer_command(sanitizer, tool, backends)
+
+    return command
 
 
 def _sanitizer_env(ctx: Context) -> dict:
@@ -255,10 +251,10 @@ def steps() -> list[Step]:
         Step("tests", "python -m pytest tests with CUDA (quick: the cuda-marked tests)", 120, 1800,
              _pytest_command, _collect_tests),
         Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton and CUDA C++ kernel",
-             75, 300,
-             _sanitizer_step_command, _collect_sanitizer, _sanitizer_env),
+             75, 300, _sanitizer_step_command("memcheck"), _sanitizer_collector("memcheck"), _sanitizer_env),
         Step("racecheck", "compute-sanitizer racecheck over the CUDA C++ kernel calls (shared-memory hazards)",
-             45, 300, _racecheck_step_command, _collect_racecheck, _sanitizer_env),
+             45, 300, _sanitizer_step_command("racecheck", RACECHECK_BACKENDS), _sanitizer_collector("racecheck"),
+             _sanitizer_env),
         *[Step(f"bench-{op}", f"python -m benchmarks {op} sweep (torch, peers)", budget, full, _bench_command(op),
                _bench_collector(op)) for op, budget, full in [("softmax", 40, 300), ("attention", 90, 900),
                                                                 ("lstm", 60, 900), ("additive", 30, 600),
@@ -495,32 +491,23 @@ def parse_sanitizer_log(text: str) -> dict:
             "calls_failed": sum("FAILED" in c for c in calls), "errors": error_count, "error_lines": errors[:MAX_LISTED]}
 
 
-def _collect_sanitizer(ctx: Context, record: Record) -> None:
-    if not record.log:
-        return
-    data = ctx.results.setdefault("sanitizer", {})
-    data.update(parse_sanitizer_log(_tail(Path(record.log), 2_000_000)))
-    data["ran_under_sanitizer"] = not ctx.dry_run
-    memcheck = ("memcheck not run (dry run: the calls ran interpreted on the CPU)" if ctx.dry_run
-                else f"{data['errors']} memcheck errors" if data["errors"] is not None
-                else "no memcheck summary")
-    record.detail = f"{data['calls_ok']} kernel calls ok, {data['calls_failed']} failed; {memcheck}"
-    if not ctx.dry_run and data["errors"] and record.status == "passed":
-        record.status = "failed"
+def _sanitizer_collector(tool: str) -> Callable[[Context, Record], None]:
+    """The kernel calls' outcomes and `tool`'s error count into results.json; the step fails
+    on any error the tool reports."""
+    def collect(ctx: Context, record: Record) -> None:
+        if not record.log:
+            return
+        data = ctx.results.setdefault(_SANITIZER_RESULTS[tool], {})
+        data.update(parse_sanitizer_log(_tail(Path(record.log), 2_000_000)))
+        data["ran_under_sanitizer"] = not ctx.dry_run
+        found = (f"{tool} not run (dry run: the calls ran without it, Triton's interpreted on the CPU)" if ctx.dry_run
+                 else f"{data['errors']} {tool} errors" if data["errors"] is not None
+                 else f"no {tool} summary")
+        record.detail = f"{data['calls_ok']} kernel calls ok, {data['calls_failed']} failed; {found}"
+        if not ctx.dry_run and data["errors"] and record.status == "passed":
+            record.status = "failed"
 
-
-def _collect_racecheck(ctx: Context, record: Record) -> None:
-    if not record.log:
-        return
-    data = ctx.results.setdefault("racecheck", {})
-    data.update(parse_sanitizer_log(_tail(Path(record.log), 2_000_000)))
-    data["ran_under_sanitizer"] = not ctx.dry_run
-    hazards = ("racecheck not run (dry run: no CUDA C++ kernel runs without a GPU)" if ctx.dry_run
-               else f"{data['errors']} racecheck errors" if data["errors"] is not None
-               else "no racecheck summary")
-    record.detail = f"{data['calls_ok']} kernel calls ok, {data['calls_failed']} failed; {hazards}"
-    if not ctx.dry_run and data["errors"] and record.status == "passed":
-        record.status = "failed"
+    return collect
 
 
 def _collect_examples(ctx: Context, record: Record) -> None:

@@ -12,8 +12,8 @@ dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64, 128 and 256 (256 only where no gradient is needed), and Ev != E. Dropout draws the Triton backend's mask for the same seed
-(csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
+than 64, 128 and 256 (256 only where no gradient is needed), and Ev != E. Dropout draws
+the Triton backend's mask for the same seed (csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
 the score gradient [B, Hq, L, S] in fp32, summed here over the mask's broadcast dims (an
 L x S buffer per (batch, head), as torch's own kernels take for a bias gradient). Masks are read in
 place, broadcast by their strides: bool, or additive in float32, float16 or bfloat16 (a
