@@ -188,17 +188,17 @@ def test_every_hidden_size_takes_the_sequence_variant_on_chip_or_not(monkeypatch
     more slices than programs, W_hh is re-read every step (plans as for a GPU with
     RECORDED_MULTIPROCESSORS, not the interpreter's one program)."""
     skip_unless_runnable("cpu", "triton")
-    from seqops.kernels.recurrent import sequence
-    monkeypatch.setattr(sequence, "INTERPRETED", False)
-    big = sequence.MAX_ON_CHIP_HIDDEN[torch.float32] + 1
+    from seqops.kernels.recurrent import sequence_grid as grid
+    monkeypatch.setattr(grid, "INTERPRETED", False)
+    big = grid.MAX_ON_CHIP_HIDDEN[torch.float32] + 1
     with seqops.backend("triton"):
         assert dispatch.select("lstm", torch.device("cpu"), *lstm_call(hidden=big)).variant == "sequence"
-    fits = sequence.plan(sequence.MAX_ON_CHIP_HIDDEN[torch.float32], torch.float32, torch.device("meta"))
-    assert fits.on_chip and fits.block_k == sequence.MAX_ON_CHIP_HIDDEN[torch.float32]
-    for hidden in (big, 768, 16 * sequence.RECORDED_MULTIPROCESSORS + 1):
-        p = sequence.plan(hidden, torch.float32, torch.device("meta"))
-        assert not p.on_chip and p.block_k == sequence.REREAD_CHUNK
-        assert p.programs == min(-(-hidden // sequence.SLICE_UNITS), sequence.RECORDED_MULTIPROCESSORS)
+    fits = grid.plan(grid.MAX_ON_CHIP_HIDDEN[torch.float32], torch.float32, torch.device("meta"))
+    assert fits.on_chip and fits.block_k == grid.MAX_ON_CHIP_HIDDEN[torch.float32]
+    for hidden in (big, 768, 16 * grid.RECORDED_MULTIPROCESSORS + 1):
+        p = grid.plan(hidden, torch.float32, torch.device("meta"))
+        assert not p.on_chip and p.block_k == grid.REREAD_CHUNK
+        assert p.programs == min(-(-hidden // grid.SLICE_UNITS), grid.RECORDED_MULTIPROCESSORS)
 
 
 @pytest.mark.cuda
@@ -227,16 +227,16 @@ def test_sequence_forward_split_over_programs_matches_one_program(monkeypatch, p
     chunks, bitwise those of one program, since a unit's arithmetic does not depend on
     which program runs it."""
     skip_unless_runnable("cpu", "triton")
-    from seqops.kernels.recurrent import sequence
+    from seqops.kernels.recurrent import sequence, sequence_grid
     H, B = 40, 5
     xw, h0, c0 = torch.randn(B, 4 * H), torch.randn(B, H), torch.randn(B, H)
     w_hh = (torch.rand(4 * H, H) - 0.5) * 0.5
     one = sequence.lstm_sequence_forward(xw, [B], h0, c0, w_hh, None, False)
     grids = []
-    monkeypatch.setattr(sequence, "multiprocessors", lambda device: programs)
+    monkeypatch.setattr(sequence_grid, "multiprocessors", lambda device: programs)
     monkeypatch.setattr(sequence, "lstm_sequence_forward_kernel",
                         _GridRecorder(sequence.lstm_sequence_forward_kernel, grids))
-    assert sequence.plan(H, xw.dtype, xw.device).on_chip == (programs == 3)
+    assert sequence_grid.plan(H, xw.dtype, xw.device).on_chip == (programs == 3)
     split = sequence.lstm_sequence_forward(xw, [B], h0, c0, w_hh, None, False)
     assert grids == [(programs,)]
     for name, a, b in zip(("out", "h_n", "c_n", "gates", "cells"), one, split):
@@ -261,11 +261,11 @@ def test_a_barrier_that_cannot_be_passed_raises_instead_of_hanging(monkeypatch, 
     return what it computed. (On a GPU the same happens if another kernel holds
     multiprocessors; the limit there is GPU_MAX_SPINS polls.)"""
     skip_unless_runnable("cpu", "triton")
-    from seqops.kernels.recurrent import sequence
+    from seqops.kernels.recurrent import sequence, sequence_grid
     H, P, B = 40, 20 if projected else 40, 3
     xw, h0, c0 = torch.randn(2 * B, 4 * H), torch.randn(B, P), torch.randn(B, H)
     w_hh, w_hr = torch.randn(4 * H, P), (torch.randn(P, H) if projected else None)
-    monkeypatch.setattr(sequence, "multiprocessors", lambda device: 2)
+    monkeypatch.setattr(sequence_grid, "multiprocessors", lambda device: 2)
     with pytest.raises(RuntimeError, match="lstm_sequence_forward: a grid barrier timed out: its 2 programs"):
         sequence.lstm_sequence_forward(xw, [B, B], h0, c0, w_hh, w_hr, False)
     # One step, unprojected: no barrier at all, so the split grid runs (see above).
@@ -273,7 +273,7 @@ def test_a_barrier_that_cannot_be_passed_raises_instead_of_hanging(monkeypatch, 
         sequence.lstm_sequence_forward(xw[:B], [B], h0, c0, w_hh, None, False)
     monkeypatch.undo()
     out, h_n, c_n, gates, cells, h_raw = sequence.lstm_sequence_forward(xw, [B, B], h0, c0, w_hh, w_hr, False)
-    monkeypatch.setattr(sequence, "multiprocessors", lambda device: 2)
+    monkeypatch.setattr(sequence_grid, "multiprocessors", lambda device: 2)
     with pytest.raises(RuntimeError, match="lstm_sequence_backward: a grid barrier timed out"):
         sequence.lstm_sequence_backward(torch.randn_like(out), None, None, out, gates, cells, h_raw, h0, c0, w_hh,
                                         w_hr, [B, B], False)

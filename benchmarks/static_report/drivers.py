@@ -18,6 +18,7 @@ import seqops.kernels.recurrent as recurrent_kernels
 import seqops.kernels.recurrent.gru_cell as recurrent_gru_cell
 import seqops.kernels.recurrent.rnn_cell as recurrent_rnn_cell
 import seqops.kernels.recurrent.sequence as recurrent_sequence
+import seqops.kernels.recurrent.sequence_grid as recurrent_sequence_grid
 import seqops.kernels.recurrent.step as recurrent_step
 import seqops.kernels.softmax as softmax_kernels
 import seqops.kernels.softmax.backward as softmax_backward
@@ -136,7 +137,7 @@ def drive_lstm():
         # chip: one that is not a multiple of the 16-unit slice, and the largest; each
         # also with a projection (proj_size half the hidden size); and at 768, whose
         # slices re-read W_hh from L2 every step.
-        for hidden in (24, recurrent_sequence.max_on_chip_hidden(dtype), 768):
+        for hidden in (24, recurrent_sequence_grid.max_on_chip_hidden(dtype), 768):
             for features in (hidden, hidden // 2) if hidden < 768 else (hidden,):
                 xw = torch.randn(5, 4 * hidden, dtype=dtype)
                 h, c = torch.randn(3, features, dtype=dtype), torch.randn(3, hidden, dtype=dtype)

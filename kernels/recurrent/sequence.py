@@ -11,15 +11,9 @@ of a step are written by every program for its units, then all programs meet at 
 grid-wide barrier before the next step reads them whole. The cell state and its gradient
 never cross programs (a unit's c depends only on that unit), so only h and dgates do.
 
-The grid barrier is an atomic counter, zeroed per launch, that every program adds 1 to
-after each step and spins on until it reaches (steps so far) x (programs): programs must
-all be resident at once, so the grid is capped at the GPU's multiprocessor count (one
-program per SM) and each program loops over ceil(slices / programs) slices. When a
-program owns one slice and its W_hh tile fits (WEIGHTS_ON_CHIP), the tile is loaded once,
-before the time loop, and stays on chip (registers, or shared memory where the compiler
-stages dot operands); otherwise it is read (from L2) per step. The launches of the
-sequence variant (seqops.backends.triton) are the on-chip ones: H up to 128 in fp32, 64
-in fp16 and bf16.
+The grid, the barrier and where W_hh's slices are kept: sequence_grid.py. The
+launches of the sequence variant (seqops.backends.triton) keep them on chip up to H =
+128 in fp32, 64 in fp16 and bf16, and re-read them from L2 every step above.
 
 With a projection (proj_size P < H: h = (o * tanh(c)) @ W_hr^T), a step's new h needs
 every unit's o * tanh(c'), so each step takes two phases: the cell over slices of the H
@@ -28,19 +22,10 @@ features. The backward likewise: the gradient reaching the projected output over
 slices, then, after a barrier, the gate gradients over H slices. W_hr, and in the
 backward W_hh, are read per step (on chip they spilled registers; see PROJECTION_CHUNK).
 
-Under TRITON_INTERPRET=1 programs run one after another, so a barrier could never be
-passed by the first: there the grid is one program, which loops over every slice and
-passes each barrier alone. That path is what CI tests, with a one-step forward (no
-barrier) also split over several programs. THE MULTI-PROGRAM BARRIER PATH (grid > 1, the
-one a GPU takes whenever H > BLOCK_H) HAS NEVER RUN ON A GPU: it is written to the PTX
-memory model (a CTA barrier, then a release add by one thread; acquire reads while
-spinning; exchanged values loaded ".cg", from L2, so that no stale L1 line serves them;
-no software pipelining, whose cp.async copies go through L1; all seen in the sm_90 PTX)
-but untested. Programs that are not all resident (a GPU whose multiprocessors are held
-by another kernel, a persistent communication kernel, say) cannot meet at a barrier: a
-program gives up after max_spins() polls and flags the counter, and the launcher raises
-instead of hanging or returning garbage (tested under the interpreter with a forced
-grid of two).
+Under TRITON_INTERPRET=1 the grid is one program looping over every slice (what CI
+tests, with a one-step forward, which has no barrier, also split over several programs,
+and a forced grid of two whose barrier times out and raises). The multi-program path
+has never run on a GPU (sequence_grid.py).
 
 Arithmetic as in step.py: cell state, saved gate activations and gate gradients fp32; h
 and W_hh in their dtype (fp32, fp16, bf16), h rounded to it before the product, products
@@ -49,46 +34,25 @@ allows it: runtime.fp32_products_in_tf32).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-
 from ..packed_steps import final_rows, previous_rows, schedule_tensors, summed_over_rows
-from ..runtime import (INTERPRETED, arrive_and_wait, cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32,
-                       next_power_of_2, sigmoid_accurate, tanh_accurate)
+from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
+from .sequence_grid import (NUM_STAGES, REREAD_CHUNK, check_barriers, check_phases, grid_barrier, load_exchanged,
+                            max_spins, plan, schedule_entry)
 from .step import _load_tile
 
-
-@triton.jit
-def _load_exchanged(ptr, rows, cols, stride_row, stride_col, mask):
-    """A tile another program wrote before the last barrier: cached in L2 only (".cg"), so
-    that no stale line of this SM's L1, which is not coherent across SMs, serves it.
-    (volatile=True compiles to a plain ld.global in triton 3.6: checked in the PTX.)"""
-    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0,
-                   cache_modifier=".cg")
-
-
-@triton.jit
-def _grid_barrier(counter_ptr, target, max_spins):
-    """Wait until every program has finished the phase that brings the counter to
-    `target` (phases so far x programs). The CTA barrier makes this program's stores
-    precede its release add; the acquire reads make the others' stores visible here.
-
-    A program that polls max_spins times in vain (the others are not all resident, so
-    they never arrive) adds BARRIER_TIMED_OUT to the counter and goes on: every later
-    wait then passes at once, the launch ends with garbage, and the launcher, seeing the
-    flag, raises instead of returning it. A hang becomes an error."""
-    if arrive_and_wait(counter_ptr, target, max_spins) < target:
-        tl.atomic_add(counter_ptr, _TIMED_OUT_FLAG, sem="release")
-
-
-@triton.jit
-def _schedule_entry(ptr, index, valid):
-    """ptr[index] as int64 (0 when not `valid`): one field of one step of the schedule."""
-    return tl.where(valid, tl.load(ptr + tl.where(valid, index, 0)), 0).to(tl.int64)
+# Features read per chunk of the projection's products (proj_size): h_raw @ W_hr^T in the
+# forward, d_total @ W_hr in the backward. W_hr is re-read every step (from L2), not kept
+# on chip. With a projection the backward re-reads W_hh too (REREAD_CHUNK gate columns at
+# a time): with its tiles on chip, or in chunks of 32 with W_hr's of 32, ptxas spilled
+# 8-52 bytes (sm_80 or sm_90, fp32 or 16-bit, H 24 to 128), and a forward chunk of 64
+# spilled 8 (bf16, sm_80); these compile without (the static report).
+PROJECTION_CHUNK = {"forward": 32, "backward": 64}
 
 
 @triton.jit
@@ -100,7 +64,7 @@ def _exchanged_product(a_base, a_sr, a_sc, rows, row_ok, K, w_ptr, w_sk, w_sc, c
     acc = tl.zeros([BLOCK_B, BLOCK_C], tl.float32)
     for k0 in range(0, K, BLOCK_R):
         ks = k0 + tl.arange(0, BLOCK_R)
-        a = _load_exchanged(a_base, rows, ks, a_sr, a_sc, row_ok[:, None] & (ks < K)[None, :])
+        a = load_exchanged(a_base, rows, ks, a_sr, a_sc, row_ok[:, None] & (ks < K)[None, :])
         w = _load_tile(w_ptr, ks, cols, w_sk, w_sc, K, n_cols)
         acc += dot_tf32_allowed(cast_rounded(a.to(tl.float32), w.dtype), w, TF32)
     return acc
@@ -187,7 +151,7 @@ def lstm_sequence_forward_kernel(
                     # h_prev: the previous step's output (written by every program) for
                     # the rows that continue, h0 for the rows that start here.
                     h = tl.where(carried,
-                                 _load_exchanged(out_ptr + prev * out_sr, rows, ks, out_sr, out_sc,
+                                 load_exchanged(out_ptr + prev * out_sr, rows, ks, out_sr, out_sc,
                                                  in_bounds & carried).to(tl.float32),
                                  tl.load(h0_ptr + rows[:, None] * h0_sr + ks[None, :] * h0_sc,
                                          mask=in_bounds & ~carried, other=0.0).to(tl.float32))
@@ -225,14 +189,14 @@ def lstm_sequence_forward_kernel(
                 tl.store(gate_ptrs + 2 * H * gates_sc, g, mask=ok)
                 tl.store(gate_ptrs + 3 * H * gates_sc, o, mask=ok)
         if PROJECTED:
-            _grid_barrier(counter_ptr, (2 * t + 1) * programs, max_spins)
+            grid_barrier(counter_ptr, (2 * t + 1) * programs, max_spins)
             _project_step(h_raw_ptr, w_hr_ptr, out_ptr, offset, n_rows, H, P, n_out_slices, pid, programs,
                           h_raw_sr, h_raw_sc, w_hr_sr, w_hr_sc, out_sr, out_sc, BLOCK_B, BLOCK_H, BLOCK_R,
                           TF32)
             if t + 1 < T:
-                _grid_barrier(counter_ptr, (2 * t + 2) * programs, max_spins)
+                grid_barrier(counter_ptr, (2 * t + 2) * programs, max_spins)
         elif t + 1 < T:
-            _grid_barrier(counter_ptr, (t + 1) * programs, max_spins)
+            grid_barrier(counter_ptr, (t + 1) * programs, max_spins)
 
 
 @triton.jit
@@ -326,13 +290,13 @@ def lstm_sequence_backward_kernel(
         has_done = phase > 0
         cur = T - 1 - phase
         done = T - phase
-        cur_offset = _schedule_entry(offsets_ptr, cur, has_cur)
-        cur_rows = _schedule_entry(rows_ptr, cur, has_cur)
-        cur_prev = _schedule_entry(prev_ptr, cur, has_cur)
-        cur_carried = _schedule_entry(carried_ptr, cur, has_cur)
-        done_offset = _schedule_entry(offsets_ptr, done, has_done)
-        done_rows = _schedule_entry(rows_ptr, done, has_done)
-        done_carried = _schedule_entry(carried_ptr, done, has_done)  # = cur's rows that done continues
+        cur_offset = schedule_entry(offsets_ptr, cur, has_cur)
+        cur_rows = schedule_entry(rows_ptr, cur, has_cur)
+        cur_prev = schedule_entry(prev_ptr, cur, has_cur)
+        cur_carried = schedule_entry(carried_ptr, cur, has_cur)
+        done_offset = schedule_entry(offsets_ptr, done, has_done)
+        done_rows = schedule_entry(rows_ptr, done, has_done)
+        done_carried = schedule_entry(carried_ptr, done, has_done)  # = cur's rows that done continues
         carry_in = carry_c_ptr + (phase % 2) * B * H
         carry_out = carry_c_ptr + ((phase + 1) % 2) * B * H
         n_rows = tl.maximum(cur_rows, done_rows)
@@ -354,10 +318,10 @@ def lstm_sequence_backward_kernel(
                         w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, j, features, w_sr, w_sc, H, P)
                         w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, j, features, w_sr, w_sc, H, P)
                     done_gates = dgates_ptr + done_offset * 4 * H
-                    d_i = _load_exchanged(done_gates, rows, j, 4 * H, 1, mask)
-                    d_f = _load_exchanged(done_gates + H, rows, j, 4 * H, 1, mask)
-                    d_g = _load_exchanged(done_gates + 2 * H, rows, j, 4 * H, 1, mask)
-                    d_o = _load_exchanged(done_gates + 3 * H, rows, j, 4 * H, 1, mask)
+                    d_i = load_exchanged(done_gates, rows, j, 4 * H, 1, mask)
+                    d_f = load_exchanged(done_gates + H, rows, j, 4 * H, 1, mask)
+                    d_g = load_exchanged(done_gates + 2 * H, rows, j, 4 * H, 1, mask)
+                    d_o = load_exchanged(done_gates + 3 * H, rows, j, 4 * H, 1, mask)
                     reaching += dot_tf32_allowed(cast_rounded(d_i, w_i.dtype), w_i, TF32)
                     reaching += dot_tf32_allowed(cast_rounded(d_f, w_i.dtype), w_f, TF32)
                     reaching += dot_tf32_allowed(cast_rounded(d_g, w_i.dtype), w_g, TF32)
@@ -386,7 +350,7 @@ def lstm_sequence_backward_kernel(
                                     d_c0_ptr, HAS_D_C_N)
         if PROJECTED:
             if has_cur:
-                _grid_barrier(counter_ptr, (2 * phase + 1) * programs, max_spins)
+                grid_barrier(counter_ptr, (2 * phase + 1) * programs, max_spins)
                 for s in range(pid, n_slices, programs):
                     units = s * BLOCK_H + tl.arange(0, BLOCK_H)
                     for r0 in range(0, cur_rows, BLOCK_B):
@@ -402,119 +366,9 @@ def lstm_sequence_backward_kernel(
                                         d_c_n_ptr, d_c_n_sr, d_c_n_sc, gates_ptr, gates_sr, gates_sc, cells_ptr,
                                         cells_sr, cells_sc, c0_ptr, c0_sr, c0_sc, dgates_ptr, carry_in, carry_out,
                                         d_c0_ptr, HAS_D_C_N)
-                _grid_barrier(counter_ptr, (2 * phase + 2) * programs, max_spins)
+                grid_barrier(counter_ptr, (2 * phase + 2) * programs, max_spins)
         elif has_cur:
-            _grid_barrier(counter_ptr, (phase + 1) * programs, max_spins)
-
-
-class Plan(NamedTuple):
-    """How a layer's launches split its hidden units: programs, units per slice, whether
-    each program keeps its W_hh tile on chip, the reduction chunk, rows per block, warps."""
-
-    programs: int
-    block_h: int
-    on_chip: bool
-    block_k: int
-    block_b: int
-    warps: int
-
-
-# Units per slice: 16, tl.dot's least N, so that as many programs as possible share H.
-SLICE_UNITS = 16
-# The largest H (padded to a power of two) whose four [H, SLICE_UNITS] W_hh tiles a program
-# keeps on chip for the whole sequence, per dtype: through ptxas (4 warps, 16 rows a
-# block), these compile without spills on sm_80 and sm_90 (tests/compile_triton_kernels.py);
-# at 128 the bf16 backward spills 116 bytes on sm_90 and 176 on sm_80. With pipelining on,
-# before NUM_STAGES, 256 took 192 KB of shared memory in the fp32 backward, more than an
-# A100 has.
-MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
-# fp32 with TF32 products (runtime.fp32_products_in_tf32): W_hh's fp32 tiles in the tensor
-# cores' operand layout spilled at 128 (56 bytes in the sm_80 forward, 80-232 in the
-# backward); at 64 they compile clean, as 16-bit ones do.
-MAX_ON_CHIP_HIDDEN_TF32 = 64
-# No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
-# which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
-# stale L1 line (seen in the sm_90 PTX with the default stages).
-NUM_STAGES = 1
-# Features read per chunk of the projection's products (proj_size): h_raw @ W_hr^T in the
-# forward, d_total @ W_hr in the backward. W_hr is re-read every step (from L2), not kept
-# on chip. With a projection the backward re-reads W_hh too (REREAD_CHUNK gate columns at
-# a time): with its tiles on chip, or in chunks of 32 with W_hr's of 32, ptxas spilled
-# 8-52 bytes (sm_80 or sm_90, fp32 or 16-bit, H 24 to 128), and a forward chunk of 64
-# spilled 8 (bf16, sm_80); these compile without (the static report).
-PROJECTION_CHUNK = {"forward": 32, "backward": 64}
-# Features of h (forward) or gate columns (backward) per chunk where W_hh is re-read per
-# step: at 32, ptxas spilled 24 bytes in the fp32 forward on sm_90 (H = 768); 16 and 64
-# compile without spills in every dtype on sm_80 and sm_90.
-REREAD_CHUNK = 16
-# What a program that timed out at a grid barrier adds to the counter: more than any
-# target (2 phases a step x programs, checked by _check_phases), so every later wait
-# passes at once.
-BARRIER_TIMED_OUT = 2**30
-_TIMED_OUT_FLAG = tl.constexpr(BARRIER_TIMED_OUT)
-GPU_MAX_SPINS = 1 << 24
-INTERPRETED_MAX_SPINS = 64
-# Multiprocessors assumed when launches are recorded for the compile check on a machine
-# without a GPU (an H100/H200 has 132).
-RECORDED_MULTIPROCESSORS = 132
-
-
-def multiprocessors(device: torch.device) -> int:
-    """How many programs can be resident at once: one per multiprocessor on a GPU; one
-    under the interpreter, where programs run one after another."""
-    if INTERPRETED:
-        return 1
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return RECORDED_MULTIPROCESSORS
-
-
-def max_on_chip_hidden(dtype: torch.dtype) -> int:
-    """The largest hidden size whose W_hh slices stay on chip, for weights of `dtype` and
-    the fp32 products torch's matmul precision allows now."""
-    return MAX_ON_CHIP_HIDDEN_TF32 if fp32_products_in_tf32(dtype) else MAX_ON_CHIP_HIDDEN[dtype]
-
-
-def plan(H: int, dtype: torch.dtype, device: torch.device, projected: bool = False) -> Plan:
-    """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
-    on chip when each program has one slice and H is within max_on_chip_hidden (else
-    re-read, from L2 on a GPU, in chunks of REREAD_CHUNK features every step). A forward
-    with a projection and TF32 products re-reads it too: on chip beside the projection's
-    chunks it spilled 28 bytes on sm_90 (H = 64)."""
-    slices = ceil_div(H, SLICE_UNITS)
-    programs = min(slices, multiprocessors(device))
-    padded = max(16, next_power_of_2(H))
-    on_chip = (programs == slices and padded <= max_on_chip_hidden(dtype)
-               and not (projected and fp32_products_in_tf32(dtype)))
-    return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else REREAD_CHUNK, 16, 4)
-
-
-def max_spins() -> int:
-    """Polls of the barrier counter before a program gives up on the others: seconds of
-    polling on a GPU, where a barrier waits microseconds; few under the interpreter, where
-    one program passes every barrier alone (only a test's forced grid can wait there)."""
-    return INTERPRETED_MAX_SPINS if INTERPRETED else GPU_MAX_SPINS
-
-
-def _check_phases(steps: int, programs: int) -> None:
-    """The counter's targets (at most 2 phases a step, and one more, x programs) stay
-    below BARRIER_TIMED_OUT, in 32 bits."""
-    if (2 * steps + 2) * programs >= BARRIER_TIMED_OUT:
-        raise ValueError(f"the LSTM sequence kernels take fewer than {BARRIER_TIMED_OUT // (2 * programs) - 1} steps "
-                         f"on {programs} programs, got {steps}")
-
-
-def _check_barriers(counter: torch.Tensor, kernel: str, programs: int) -> None:
-    """Raise if a program of the launch that used `counter` timed out at a grid barrier
-    (its results are garbage). Reads the counter back (a device sync), except while a
-    CUDA graph is being captured, where nothing may be read."""
-    if counter.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return
-    if counter.item() >= BARRIER_TIMED_OUT:
-        raise RuntimeError(
-            f"{kernel}: a grid barrier timed out: its {programs} programs were not all resident on the GPU at once "
-            f"(is another kernel holding multiprocessors?); no result was returned. "
-            f"seqops.backend('triton', variant='step') runs the LSTM without grid barriers")
+            grid_barrier(counter_ptr, (phase + 1) * programs, max_spins)
 
 
 def lstm_sequence_forward(
@@ -537,7 +391,7 @@ def lstm_sequence_forward(
         return out, h0.clone(), c0.clone(), gates, cells, h_raw
     (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device, projected=w_hr is not None)
-    _check_phases(len(steps), p.programs)
+    check_phases(len(steps), p.programs)
     counter = torch.zeros(1, dtype=torch.int32, device=device)
     raw = h_raw if w_hr is not None else out
     lstm_sequence_forward_kernel[(p.programs,)](
@@ -550,7 +404,7 @@ def lstm_sequence_forward(
         BLOCK_K=p.block_k, BLOCK_R=PROJECTION_CHUNK["forward"], TF32=fp32_products_in_tf32(w_hh.dtype),
         num_warps=p.warps, num_stages=NUM_STAGES,
     )
-    _check_barriers(counter, "lstm_sequence_forward", p.programs)
+    check_barriers(counter, "lstm_sequence_forward", p.programs)
     final = final_rows(steps, B).to(device)
     return out, out[final], cells[final].to(c0.dtype), gates, cells, h_raw
 
@@ -581,7 +435,7 @@ def lstm_sequence_backward(
         return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), d_w_hr
     (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
     p = plan(H, w_hh.dtype, device)
-    _check_phases(len(steps), p.programs)
+    check_phases(len(steps), p.programs)
     carry_c = torch.zeros(2, B, H, **fp32)
     d_total = torch.empty(N, P, **fp32) if w_hr is not None else None
     counter = torch.zeros(1, dtype=torch.int32, device=device)
@@ -603,7 +457,7 @@ def lstm_sequence_backward(
         BLOCK_R=PROJECTION_CHUNK["backward"], TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=p.warps,
         num_stages=NUM_STAGES,
     )
-    _check_barriers(counter, "lstm_sequence_backward", p.programs)
+    check_barriers(counter, "lstm_sequence_backward", p.programs)
     h_prev = torch.cat([out, h0.to(out.dtype)])[previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
     d_w_hr = summed_over_rows(d_total.to(w_hr.dtype), h_raw) if w_hr is not None else None
