@@ -1,8 +1,10 @@
 """GRU and RNN (tanh) benchmark: one cell step (seqops.gru_cell / rnn_tanh_cell through
 seqops.nn.GRUCell / RNNCell vs torch's cell modules) and whole sequences of T = 256
-(seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, the fused step kernel;
-on the CUDA C++ backend: its cell a step; vs torch.nn.GRU / RNN, cuDNN on a GPU), each
-also against the eager reference; batch 1 to
+(seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, then its `sequence`
+variant, one launch a layer and direction, and, forced, its `step` variant, a launch a
+step; on the CUDA C++ backend: its cell a step; vs torch.nn.GRU / RNN, cuDNN on a GPU),
+each also against the eager reference; on a GPU also issue 16's comparison with cuDNN
+(GRU, T = 1024, batch 16, hidden 768, bf16); batch 1 to
 256, hidden 256 to 2048 (input size = hidden), one layer, fp32 and bf16, forward and
 forward+backward. TFLOP/s count the GEMMs: 2*G*B*H*(I + H) a step forward (G = 3 gates
 for the GRU, 1 for the RNN), 3x that with the backward.
@@ -29,6 +31,12 @@ MODES = {
     "rnn_tanh": (1, torch.nn.RNNCell, torch.nn.RNN, seqops.nn.RNNCell, seqops.nn.RNN, reference.rnn_tanh_cell),
 }
 
+# (T, B, H, dtype) of issue 16's comparison of the GRU with cuDNN.
+ANCHOR = (1024, 16, 768, torch.bfloat16)
+# The Triton layer variant forced by its own provider (seqops[triton] runs the backend's
+# first, the sequence variant), with its launches per layer and direction over T steps.
+FORCED_VARIANTS = {"step": "T launches"}
+
 BASELINE = "torch"
 SWEEP_NAME = "hidden size"
 MEMORY_PANEL = None
@@ -41,6 +49,13 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     if quick:
         batches, dtypes, hidden_sizes = batches[len(batches) // 2:][:1], dtypes[:1], hidden_sizes[::2]
     out = []
+    if on_gpu:
+        T, batch, hidden, dtype = ANCHOR
+        for direction in ("forward", "forward+backward"):
+            flops = 2 * 3 * batch * hidden * 2 * hidden * T * (3 if direction != "forward" else 1)
+            out.append(Case("gru_rnn", direction, dtype, (T, batch, hidden), hidden, flops=flops,
+                            panel=f"anchor gru {direction}, bf16, batch {batch}, T={T}",
+                            params={"kind": "sequence", "mode": "gru", "anchor": True}))
     for mode, (gates, *_) in MODES.items():
         for dtype in dtypes:
             for direction in ("forward", "forward+backward"):
@@ -105,6 +120,41 @@ def _seqops_provider(backend: str) -> Provider:
     return Provider(f"seqops[{backend}]", prepare, unavailable)
 
 
+def _variant_provider(variant: str) -> Provider:
+    """seqops.nn.GRU / RNN on the Triton backend with `variant` forced, sequences only."""
+
+    def prepare(case, device):
+        _, _, _, _, layer_class, _ = MODES[case.params["mode"]]
+        H = case.shape[2]
+        module = layer_class(H, H).to(device, case.dtype)
+        x, h = _inputs(case, device)
+
+        def run(x, h):
+            with seqops.backend("triton", variant=variant):
+                return module(x, h.unsqueeze(0))
+
+        return _timed(case, run, (x, h))
+
+    def unavailable(case: Case, device: torch.device) -> Optional[str]:
+        if case.params["kind"] == "step":
+            return "sequences only"
+        if case.params.get("anchor"):
+            return "the anchor case times the Triton sequence variant, the CUDA C++ layer and torch only"
+        if device.type == "cpu":
+            return "a GPU kernel: its CPU timings (in Triton's interpreter) mean nothing"
+        T, B, H = case.shape
+        probe = torch.empty(T, B, H, device=device, dtype=case.dtype)
+        return dispatch.reason(dispatch.implementation(f"{case.params['mode']}/triton/{variant}"), device, probe,
+                               None, probe[:1], [], True, 1, 0.0, False, False)
+
+    return Provider(f"seqops[triton {variant}: {FORCED_VARIANTS[variant]}]", prepare, unavailable)
+
+
+def _not_at_anchor(case: Case, device: torch.device) -> Optional[str]:
+    """Eager loops of 1024 steps would spend the quick check's budget at the anchor."""
+    return "the anchor case times the fused layers and torch only" if case.params.get("anchor") else None
+
+
 def _torch_prepare(case, device):
     _, cell_class, layer_class, _, _, _ = MODES[case.params["mode"]]
     H = case.shape[2]
@@ -129,5 +179,6 @@ def _reference_prepare(case, device):
 
 
 def providers(device: torch.device) -> list[Provider]:
-    return [_seqops_provider("triton"), _seqops_provider("cuda"), Provider("torch", _torch_prepare),
-            Provider("reference", _reference_prepare)]
+    return [_seqops_provider("triton"), _seqops_provider("cuda"),
+            *(_variant_provider(variant) for variant in FORCED_VARIANTS), Provider("torch", _torch_prepare),
+            Provider("reference", _reference_prepare, _not_at_anchor)]

@@ -16,6 +16,7 @@ import seqops.kernels.attention.backward as attention_backward
 import seqops.kernels.attention.forward as attention_forward
 import seqops.kernels.recurrent as recurrent_kernels
 import seqops.kernels.recurrent.gru_cell as recurrent_gru_cell
+import seqops.kernels.recurrent.hidden_sequence as recurrent_hidden_sequence
 import seqops.kernels.recurrent.rnn_cell as recurrent_rnn_cell
 import seqops.kernels.recurrent.sequence as recurrent_sequence
 import seqops.kernels.recurrent.sequence_grid as recurrent_sequence_grid
@@ -153,7 +154,8 @@ def drive_lstm():
 def drive_gru_rnn():
     """The GRU and RNN cells (tanh and relu: input GEMM, biases) and their layers' steps
     (projected input, carried state, gradient carries), per dtype, at a small batch and
-    hidden size and at a large one: the two forward tilings."""
+    hidden size and at a large one: the two forward tilings; and their whole-sequence
+    kernels."""
     for dtype in _recurrent_dtypes():
         for batch, hidden in ((1, 64), (64, 1024)):
             x, h = torch.randn(batch, 32, dtype=dtype), torch.randn(batch, hidden, dtype=dtype)
@@ -176,6 +178,22 @@ def drive_gru_rnn():
                 getattr(recurrent_kernels, f"{mode}_layer_backward")(torch.randn_like(out), torch.randn_like(h_n), out,
                                                                      saved, h, w_hh, [batch, batch], False,
                                                                      b_hh is not None)
+        # The whole-sequence kernels, as the LSTM's: a hidden size not a multiple of the
+        # 16-unit slice, the largest whose W_hh slices stay on chip (per cell), and two
+        # whose slices are re-read from L2 every step, 200 (not a multiple of 16) and 768;
+        # packed and reversed.
+        for mode, gates in (("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)):
+            limit = recurrent_sequence_grid.max_on_chip_hidden(dtype, recurrent_hidden_sequence.CELL[mode])
+            for hidden in (24, limit, 200, 768) if limit < 200 else (24, limit, 768):
+                h = torch.randn(3, hidden, dtype=dtype)
+                xw = torch.randn(5, gates * hidden, dtype=dtype)
+                w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
+                b_hh = torch.randn(gates * hidden, dtype=dtype) if mode == "gru" else None
+                out, h_n, saved = recurrent_hidden_sequence.hidden_sequence_forward(mode, xw, [3, 2], h, w_hh, b_hh,
+                                                                                    True)
+                recurrent_hidden_sequence.hidden_sequence_backward(mode, torch.randn_like(out), torch.randn_like(h_n),
+                                                                   out, saved, h, w_hh, [3, 2], True,
+                                                                   b_hh is not None)
 
 
 def drive_additive():
@@ -202,6 +220,6 @@ DRIVERS = (
     ((softmax_forward, softmax_backward), drive_softmax),
     ((attention_forward, attention_backward), drive_attention),
     ((recurrent_step, recurrent_sequence), drive_lstm),
-    ((recurrent_gru_cell, recurrent_rnn_cell), drive_gru_rnn),
+    ((recurrent_gru_cell, recurrent_rnn_cell, recurrent_hidden_sequence), drive_gru_rnn),
     ((additive_forward, additive_backward), drive_additive),
 )

@@ -26,7 +26,8 @@ WGMMA_MIN_BLOCK_M = 64
 # "high"); exact fp32 products run on FMA units.
 TENSOR_CORE_KERNELS = ("lstm_step_forward_kernel", "lstm_step_backward_kernel", "lstm_sequence_forward_kernel",
                        "lstm_sequence_backward_kernel", "gru_step_forward_kernel", "gru_step_backward_kernel",
-                       "rnn_step_forward_kernel", "rnn_step_backward_kernel")
+                       "rnn_step_forward_kernel", "rnn_step_backward_kernel", "hidden_sequence_forward_kernel",
+                       "hidden_sequence_backward_kernel")
 
 # Fixed launches known to spill, by kernel: (which launches, why they are let through).
 # Each is listed as KNOWN-SPILL in the report, never as ok; a spill of any other fixed

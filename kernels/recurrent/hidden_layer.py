@@ -74,15 +74,30 @@ def hidden_layer_backward(
             gru_step_backward(dh, h_carry, h_state, saved[now], w_hh, step.rows, dgates[now], dh_state)
         else:
             rnn_step_backward(dh, h_carry, saved[now], w_hh, step.rows, dgates[now], dh_state, mode == "rnn_relu")
+    d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, steps, w_hh, has_b_hh)
+    return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
+
+
+def recurrent_weight_gradients(
+    mode: str, dgates: torch.Tensor, out: torch.Tensor, h0: torch.Tensor, steps: list, w_hh: torch.Tensor,
+    has_b_hh: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """What follows a layer's gate gradients dgates [N, S*H] (fp32, every step's, from the
+    step or the sequence kernels): d_xw [N, G*H] (out's dtype, contiguous), d_w_hh as one
+    product over blocks of steps (packed_steps.summed_over_rows) with each row's previous
+    h (out of the step continued from, or h0, by `steps`), and d_b_hh (None unless
+    has_b_hh). The GRU's dgates (dr, dz, dn, dn * r) split into the input side's (dr, dz,
+    dn) and the recurrent side's (dr, dz, dn * r)."""
+    N = out.shape[0]
     if mode == "gru":
         d_xw, d_hidden = split_gate_gradients(dgates)
     else:
         d_xw = d_hidden = dgates
-    h_prev = torch.cat([out, h0])[previous_rows(steps, N).to(device)] if N else out
+    h_prev = torch.cat([out, h0])[previous_rows(steps, N).to(out.device)] if N else out
     d_w_hh = summed_over_rows(d_hidden.to(w_hh.dtype), h_prev.to(w_hh.dtype)) if N else torch.zeros_like(w_hh)
     d_b_hh = d_hidden.sum(0).to(w_hh.dtype) if has_b_hh else None
     # The GRU's input side is a view into dgates: a fresh, contiguous d_xw, as the op's fake kernel promises.
-    return d_xw.to(out.dtype).contiguous(), d_h0.to(h0.dtype), d_w_hh, d_b_hh
+    return d_xw.to(out.dtype).contiguous(), d_w_hh, d_b_hh
 
 
 def _for_mode(mode: str):

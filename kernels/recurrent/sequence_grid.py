@@ -79,11 +79,10 @@ class Plan(NamedTuple):
 
 # Units per slice: 16, tl.dot's least N, so that as many programs as possible share H.
 SLICE_UNITS = 16
-# The largest H (padded to a power of two) whose [H, SLICE_UNITS] W_hh tiles (four for the
-# LSTM, three for the GRU, one for the RNNs) a program keeps on chip for the whole
-# sequence, per dtype: through ptxas (4 warps, 16 rows a block), the kernels of every
-# mode compile without spills on sm_80 and sm_90 (the static report);
-# at 128 the bf16 backward spills 116 bytes on sm_90 and 176 on sm_80. With pipelining on,
+# The largest H (padded to a power of two) whose four [H, SLICE_UNITS] W_hh tiles an LSTM
+# program keeps on chip for the whole sequence, per dtype: through ptxas (4 warps, 16
+# rows a block), these compile without spills on sm_80 and sm_90 (the static report); at
+# 128 the bf16 backward spills 116 bytes on sm_90 and 176 on sm_80. With pipelining on,
 # before NUM_STAGES, 256 took 192 KB of shared memory in the fp32 backward, more than an
 # A100 has.
 MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
@@ -91,6 +90,15 @@ MAX_ON_CHIP_HIDDEN = {torch.float32: 128, torch.float16: 64, torch.bfloat16: 64}
 # cores' operand layout spilled at 128 (56 bytes in the sm_80 forward, 80-232 in the
 # backward); at 64 they compile clean, as 16-bit ones do.
 MAX_ON_CHIP_HIDDEN_TF32 = 64
+# The same limits for the GRU's three tiles and the RNNs' one (hidden_sequence.py), by
+# cell: (per dtype, with TF32 products). The GRU's 16-bit backward spilled 28 bytes on
+# sm_80 at 48 and 64 (76 at 128); the RNNs' kernels compile clean at 256 in every dtype
+# and spill in the sm_80 TF32 backward at 512 (56 bytes).
+ON_CHIP_LIMITS = {
+    "lstm": (MAX_ON_CHIP_HIDDEN, MAX_ON_CHIP_HIDDEN_TF32),
+    "gru": ({torch.float32: 128, torch.float16: 32, torch.bfloat16: 32}, 64),
+    "rnn": ({torch.float32: 256, torch.float16: 256, torch.bfloat16: 256}, 256),
+}
 # No software pipelining: it turns the loads of exchanged tiles into cp.async copies,
 # which drop their ".cg" (4-byte copies exist only as ".ca", through L1) and could serve a
 # stale L1 line (seen in the sm_90 PTX with the default stages).
@@ -121,13 +129,15 @@ def multiprocessors(device: torch.device) -> int:
     return RECORDED_MULTIPROCESSORS
 
 
-def max_on_chip_hidden(dtype: torch.dtype) -> int:
-    """The largest hidden size whose W_hh slices stay on chip, for weights of `dtype` and
-    the fp32 products torch's matmul precision allows now."""
-    return MAX_ON_CHIP_HIDDEN_TF32 if fp32_products_in_tf32(dtype) else MAX_ON_CHIP_HIDDEN[dtype]
+def max_on_chip_hidden(dtype: torch.dtype, cell: str = "lstm") -> int:
+    """The largest hidden size whose W_hh slices stay on chip in the sequence kernels of
+    `cell` ("lstm", "gru" or "rnn"), for weights of `dtype` and the fp32 products torch's
+    matmul precision allows now."""
+    per_dtype, tf32 = ON_CHIP_LIMITS[cell]
+    return tf32 if fp32_products_in_tf32(dtype) else per_dtype[dtype]
 
 
-def plan(H: int, dtype: torch.dtype, device: torch.device, projected: bool = False) -> Plan:
+def plan(H: int, dtype: torch.dtype, device: torch.device, projected: bool = False, cell: str = "lstm") -> Plan:
     """As many programs as slices, up to what can be resident at once; W_hh (of `dtype`)
     on chip when each program has one slice and H is within max_on_chip_hidden (else
     re-read, from L2 on a GPU, in chunks of REREAD_CHUNK features every step). A forward
@@ -136,7 +146,7 @@ def plan(H: int, dtype: torch.dtype, device: torch.device, projected: bool = Fal
     slices = ceil_div(H, SLICE_UNITS)
     programs = min(slices, multiprocessors(device))
     padded = max(16, next_power_of_2(H))
-    on_chip = (programs == slices and padded <= max_on_chip_hidden(dtype)
+    on_chip = (programs == slices and padded <= max_on_chip_hidden(dtype, cell)
                and not (projected and fp32_products_in_tf32(dtype)))
     return Plan(programs, SLICE_UNITS, on_chip, padded if on_chip else REREAD_CHUNK, 16, 4)
 

@@ -119,9 +119,18 @@ def _lstm_sequence_reason(input, batch_sizes, hx, weights, has_biases, num_layer
     rows of steps than it indexes. Every hidden size fits: a slice of W_hh that does not
     fit on chip is re-read from L2 every step, and the grid, capped at one program per
     multiprocessor, loops over the slices (seqops.kernels.recurrent.sequence.plan)."""
-    reason = recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights)
-    if reason is not None:
-        return reason
+    return recurrent_contract.fused_lstm_reason(input, batch_sizes, hx, weights) or _sequence_rows_reason(
+        input, batch_sizes)
+
+
+def _hidden_sequence_reason(input, batch_sizes, *args) -> Optional[str]:
+    """Why the GRU/RNN sequence variant cannot take this nn.GRU or nn.RNN call, so that the
+    step variant runs it (every hidden size fits, as for the LSTM's)."""
+    return recurrent_contract.fused_hidden_layer_reason(input, batch_sizes, *args) or _sequence_rows_reason(
+        input, batch_sizes)
+
+
+def _sequence_rows_reason(input, batch_sizes) -> Optional[str]:
     rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
     if rows >= 2**31:
         return f"{rows} rows of steps: the sequence kernels index steps in 32 bits; the step variant runs it"
@@ -173,9 +182,16 @@ for _cell in ("gru", "rnn_tanh", "rnn_relu"):
     # Unmeasured on a GPU: below torch's cell there, as the LSTM cell is.
     dispatch.register(dispatch.Impl(f"{_cell}_cell", "triton", "step", _functions,
                                     supports=recurrent_contract.fused_hidden_cell_reason, priority=BELOW_TORCH))
-    # The whole layer: one launch a step. Unmeasured against cuDNN's GRU/RNN, which runs
-    # a layer in few launches, so `auto` does not pick it yet (no priority);
-    # seqops.backend("triton") runs it.
+    # The whole layer, in one launch a layer and direction ("sequence"), or one a step
+    # ("step", where the sequence variant refuses). Unmeasured against cuDNN's GRU/RNN,
+    # so `auto` picks neither yet (no priority); seqops.backend("triton") runs them, the
+    # sequence variant first (registered first: of equal priority, the backend keeps
+    # the order of registration).
+    dispatch.register(dispatch.Impl(
+        _cell, "triton", "sequence",
+        {"forward": _kernel("recurrent", f"{_cell}_sequence_forward"),
+         "backward": _kernel("recurrent", f"{_cell}_sequence_backward")},
+        supports=_hidden_sequence_reason))
     dispatch.register(dispatch.Impl(
         _cell, "triton", "step",
         {"forward": _kernel("recurrent", f"{_cell}_layer_forward"),
