@@ -236,3 +236,31 @@ def test_sequence_rereads_weights_that_do_not_fit_on_chip_on_a_gpu(mode):
     barrier of a real GPU; bidirectional, packed, against torch in float64."""
     config = dict(bias=True, batch_first=False, bidirectional=True, num_layers=1)
     check_variant("cuda", mode, config, True, T=5, B=3, I=8, H=200)
+
+
+@pytest.mark.parametrize("mode", list(LAYERS))
+def test_strided_and_expanded_arguments_give_the_contiguous_results(mode):
+    """The kernels index every argument by its strides (a past bug: a kernel assumed
+    contiguous biases): xw a column slice, h0 expanded from one row (stride 0), W_hh a
+    transposed view, b_hh every third element, d_out a column slice, d_h_n transposed.
+    The arithmetic does not depend on strides, so the results are bitwise those of
+    contiguous copies, forward and backward, on chip (H = 9) and re-read (H = 40)."""
+    skip_unless_runnable("cpu", "triton")
+    from seqops.kernels.recurrent import hidden_sequence
+    G = 3 if mode == "gru" else 1
+    for H in (9, 40):
+        sizes, B = [4, 3, 1], 4
+        N = sum(sizes)
+        xw = torch.randn(N, G * H + 5)[:, 5:]
+        h0 = torch.randn(1, H).expand(B, H)
+        w_hh = ((torch.rand(H, G * H) - 0.5) * 0.6).t()
+        b_hh = torch.randn(9 * H)[::3] if mode == "gru" else None
+        d_out, d_h_n = torch.randn(N, H + 2)[:, 2:], torch.randn(H, B).t()
+        contiguous = [t.contiguous() if t is not None else None for t in (xw, h0, w_hh, b_hh, d_out, d_h_n)]
+        results = []
+        for x, h, w, b, dy, dh in ((xw, h0, w_hh, b_hh, d_out, d_h_n), contiguous):
+            out, h_n, saved = hidden_sequence.hidden_sequence_forward(mode, x, sizes, h, w, b, True)
+            grads = hidden_sequence.hidden_sequence_backward(mode, dy, dh, out, saved, h, w, sizes, True, b is not None)
+            results.append([out, h_n, saved, *grads])
+        for name, a, b in zip(("out", "h_n", "saved", "d_xw", "d_h0", "d_w_hh", "d_b_hh"), *results):
+            assert (a is None and b is None) or torch.equal(a, b), (H, name)
