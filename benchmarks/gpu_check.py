@@ -1064,6 +1064,16 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
 
         return [x, *lstm.parameters()], run
 
+    def gru_layer():
+        gru = seqops.nn.GRU(10, 20, bidirectional=True).to(device)
+        x = leaf(steps, 3, 10)
+
+        def run():
+            output, h_n = gru(x)
+            return [output, h_n]
+
+        return [x, *gru.parameters()], run
+
     return [
         ("softmax one-pass forward+backward (fp16, scale, causal)", softmax_one_pass, True, TRITON_AND_CUDA),
         ("softmax online forward+backward (fp32, bool mask)", softmax_online, True, TRITON_AND_CUDA),
@@ -1077,6 +1087,8 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
         ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
         ("LSTM layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", lstm_layer, True,
          TRITON_AND_CUDA),
+        ("GRU layer forward+backward (fp32, bidirectional; Triton's sequence kernels, CUDA's cell a step)", gru_layer,
+         True, TRITON_AND_CUDA),
     ]
 
 
