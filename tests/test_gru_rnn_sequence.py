@@ -88,9 +88,16 @@ def test_sequence_length_one_and_batch_one(device, mode, shape):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("mode", ["gru", "rnn_relu"])
+@pytest.mark.parametrize("mode", ["gru", "rnn_tanh"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_reduced_precision(device, mode, dtype):
+    """Not the relu RNN: its gradient is discontinuous at 0, so in 16 bits its error
+    against float64 is a count of pre-activations within a rounding of 0 that land on the
+    other side (each flips a gradient entry whole), not a sum of roundings: over 8 seeds
+    (bf16, H = 40) torch's module and ours each flipped 0 to 2 of 1040 entries, its
+    gradient errors rose from 0.5% to 4-13% with each, and which of the two flipped more
+    was a coin toss (the step variant's results are the same). Its fp32 tests above check
+    the gradient."""
     config = dict(bias=True, batch_first=True, bidirectional=True, num_layers=1)
     check_variant(device, mode, config, True, T=4, B=5, I=8, H=40, dtype=dtype)
 

@@ -5,7 +5,7 @@ one batched product over blocks of steps (packed_steps.summed_over_rows). The sc
 is the LSTM layer's (packed_steps.schedule)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -100,19 +100,24 @@ def recurrent_weight_gradients(
     return d_xw.to(out.dtype).contiguous(), d_w_hh, d_b_hh
 
 
-def _for_mode(mode: str):
-    def forward(xw, batch_sizes, h0, w_hh, b_hh, reverse):
-        return hidden_layer_forward(mode, xw, batch_sizes, h0, w_hh, b_hh, reverse)
+def bound_to_mode(mode: str, forward: Callable, backward: Callable, kind: str) -> tuple[Callable, Callable]:
+    """forward and backward of one mode's layer (`kind` "layer" or "sequence"), `mode`
+    bound: the signatures the layer op calls, named <mode>_<kind>_forward/backward."""
 
-    def backward(d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh):
-        return hidden_layer_backward(mode, d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh)
+    def bound_forward(xw, batch_sizes, h0, w_hh, b_hh, reverse):
+        return forward(mode, xw, batch_sizes, h0, w_hh, b_hh, reverse)
 
-    forward.__name__, backward.__name__ = f"{mode}_layer_forward", f"{mode}_layer_backward"
-    forward.__doc__ = f"hidden_layer_forward for {mode}."
-    backward.__doc__ = f"hidden_layer_backward for {mode}."
-    return forward, backward
+    def bound_backward(d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh):
+        return backward(mode, d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh)
+
+    for bound, original, direction in ((bound_forward, forward, "forward"), (bound_backward, backward, "backward")):
+        bound.__name__ = bound.__qualname__ = f"{mode}_{kind}_{direction}"
+        bound.__doc__ = f"{original.__name__} for {mode}."
+    return bound_forward, bound_backward
 
 
-gru_layer_forward, gru_layer_backward = _for_mode("gru")
-rnn_tanh_layer_forward, rnn_tanh_layer_backward = _for_mode("rnn_tanh")
-rnn_relu_layer_forward, rnn_relu_layer_backward = _for_mode("rnn_relu")
+gru_layer_forward, gru_layer_backward = bound_to_mode("gru", hidden_layer_forward, hidden_layer_backward, "layer")
+rnn_tanh_layer_forward, rnn_tanh_layer_backward = bound_to_mode("rnn_tanh", hidden_layer_forward,
+                                                                hidden_layer_backward, "layer")
+rnn_relu_layer_forward, rnn_relu_layer_backward = bound_to_mode("rnn_relu", hidden_layer_forward,
+                                                                hidden_layer_backward, "layer")

@@ -39,9 +39,9 @@ import triton.language as tl
 
 from ..packed_steps import final_rows, schedule_tensors
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
-from .hidden_layer import SAVED_PER_UNIT, recurrent_weight_gradients
-from .sequence_grid import (NUM_STAGES, check_barriers, check_phases, grid_barrier, load_exchanged, max_spins, plan,
-                            schedule_entry)
+from .hidden_layer import SAVED_PER_UNIT, bound_to_mode, recurrent_weight_gradients
+from .sequence_grid import (NUM_STAGES, backward_phase, check_barriers, check_phases, grid_barrier, load_exchanged,
+                            max_spins, plan)
 from .step import _load_tile
 
 # The on-chip limits of each mode's kernels (sequence_grid.ON_CHIP_LIMITS).
@@ -213,17 +213,9 @@ def hidden_sequence_backward_kernel(
             w_z = _load_tile(w_hh_ptr + H * w_sr, js, own, w_sr, w_sc, H, H)
             w_n = _load_tile(w_hh_ptr + 2 * H * w_sr, js, own, w_sr, w_sc, H, H)
     for phase in range(0, T + 1):
-        has_cur = phase < T
-        has_done = phase > 0
-        cur = T - 1 - phase
-        done = T - phase
-        cur_offset = schedule_entry(offsets_ptr, cur, has_cur)
-        cur_rows = schedule_entry(rows_ptr, cur, has_cur)
-        cur_prev = schedule_entry(prev_ptr, cur, has_cur)
-        cur_carried = schedule_entry(carried_ptr, cur, has_cur)
-        done_offset = schedule_entry(offsets_ptr, done, has_done)
-        done_rows = schedule_entry(rows_ptr, done, has_done)
-        done_carried = schedule_entry(carried_ptr, done, has_done)  # = cur's rows that done continues
+        # done_carried: cur's rows that done continues.
+        (has_cur, cur_offset, cur_rows, cur_prev, cur_carried, done_offset, done_rows,
+         done_carried) = backward_phase(offsets_ptr, rows_ptr, prev_ptr, carried_ptr, T, phase)
         carry_in = carry_ptr + (phase % 2) * B * H
         carry_out = carry_ptr + ((phase + 1) % 2) * B * H
         n_rows = tl.maximum(cur_rows, done_rows)
@@ -371,19 +363,9 @@ def hidden_sequence_backward(
     return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
 
 
-def _for_mode(mode: str):
-    def forward(xw, batch_sizes, h0, w_hh, b_hh, reverse):
-        return hidden_sequence_forward(mode, xw, batch_sizes, h0, w_hh, b_hh, reverse)
-
-    def backward(d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh):
-        return hidden_sequence_backward(mode, d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh)
-
-    forward.__name__, backward.__name__ = f"{mode}_sequence_forward", f"{mode}_sequence_backward"
-    forward.__doc__ = f"hidden_sequence_forward for {mode}."
-    backward.__doc__ = f"hidden_sequence_backward for {mode}."
-    return forward, backward
-
-
-gru_sequence_forward, gru_sequence_backward = _for_mode("gru")
-rnn_tanh_sequence_forward, rnn_tanh_sequence_backward = _for_mode("rnn_tanh")
-rnn_relu_sequence_forward, rnn_relu_sequence_backward = _for_mode("rnn_relu")
+gru_sequence_forward, gru_sequence_backward = bound_to_mode("gru", hidden_sequence_forward,
+                                                             hidden_sequence_backward, "sequence")
+rnn_tanh_sequence_forward, rnn_tanh_sequence_backward = bound_to_mode("rnn_tanh", hidden_sequence_forward,
+                                                                       hidden_sequence_backward, "sequence")
+rnn_relu_sequence_forward, rnn_relu_sequence_backward = bound_to_mode("rnn_relu", hidden_sequence_forward,
+                                                                       hidden_sequence_backward, "sequence")

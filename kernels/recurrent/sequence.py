@@ -42,8 +42,8 @@ import triton.language as tl
 
 from ..packed_steps import final_rows, previous_rows, schedule_tensors, summed_over_rows
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
-from .sequence_grid import (NUM_STAGES, REREAD_CHUNK, check_barriers, check_phases, grid_barrier, load_exchanged,
-                            max_spins, plan, schedule_entry)
+from .sequence_grid import (NUM_STAGES, REREAD_CHUNK, backward_phase, check_barriers, check_phases, grid_barrier,
+                            load_exchanged, max_spins, plan)
 from .step import _load_tile
 
 # Features read per chunk of the projection's products (proj_size): h_raw @ W_hr^T in the
@@ -286,17 +286,9 @@ def lstm_sequence_backward_kernel(
         w_g = _load_tile(w_hh_ptr + 2 * H * w_sr, js, own, w_sr, w_sc, H, P)
         w_o = _load_tile(w_hh_ptr + 3 * H * w_sr, js, own, w_sr, w_sc, H, P)
     for phase in range(0, T + 1):
-        has_cur = phase < T
-        has_done = phase > 0
-        cur = T - 1 - phase
-        done = T - phase
-        cur_offset = schedule_entry(offsets_ptr, cur, has_cur)
-        cur_rows = schedule_entry(rows_ptr, cur, has_cur)
-        cur_prev = schedule_entry(prev_ptr, cur, has_cur)
-        cur_carried = schedule_entry(carried_ptr, cur, has_cur)
-        done_offset = schedule_entry(offsets_ptr, done, has_done)
-        done_rows = schedule_entry(rows_ptr, done, has_done)
-        done_carried = schedule_entry(carried_ptr, done, has_done)  # = cur's rows that done continues
+        # done_carried: cur's rows that done continues.
+        (has_cur, cur_offset, cur_rows, cur_prev, cur_carried, done_offset, done_rows,
+         done_carried) = backward_phase(offsets_ptr, rows_ptr, prev_ptr, carried_ptr, T, phase)
         carry_in = carry_c_ptr + (phase % 2) * B * H
         carry_out = carry_c_ptr + ((phase + 1) % 2) * B * H
         n_rows = tl.maximum(cur_rows, done_rows)

@@ -65,6 +65,23 @@ def schedule_entry(ptr, index, valid):
     return tl.where(valid, tl.load(ptr + tl.where(valid, index, 0)), 0).to(tl.int64)
 
 
+@triton.jit
+def backward_phase(offsets_ptr, rows_ptr, prev_ptr, carried_ptr, T, phase):
+    """What phase `phase` of a backward over T steps works on: it processes step T-1-phase
+    (`cur`, while phase < T) and finishes step T-phase (`done`, the step the phase before
+    processed, while phase > 0). Returns has_cur, cur's first row, rows, first row of the
+    step it continues from and rows continued, done's first row and rows, and done's rows
+    continued from cur (all 0 for a step that is not there)."""
+    has_cur = phase < T
+    has_done = phase > 0
+    cur = T - 1 - phase
+    done = T - phase
+    return (has_cur, schedule_entry(offsets_ptr, cur, has_cur), schedule_entry(rows_ptr, cur, has_cur),
+            schedule_entry(prev_ptr, cur, has_cur), schedule_entry(carried_ptr, cur, has_cur),
+            schedule_entry(offsets_ptr, done, has_done), schedule_entry(rows_ptr, done, has_done),
+            schedule_entry(carried_ptr, done, has_done))
+
+
 class Plan(NamedTuple):
     """How a layer's launches split its hidden units: programs, units per slice, whether
     each program keeps its W_hh tile on chip, the reduction chunk, rows per block, warps."""
