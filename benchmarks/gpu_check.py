@@ -1087,7 +1087,7 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
         ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
         ("LSTM layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", lstm_layer, True,
          TRITON_AND_CUDA),
-        ("GRU layer forward+backward (fp32, bidirectional; Triton's sequence kernels, CUDA's cell a step)", gru_layer,
+        ("GRU layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", gru_layer,
          True, TRITON_AND_CUDA),
     ]
 

@@ -2,7 +2,8 @@
 seqops.nn.GRUCell / RNNCell vs torch's cell modules) and whole sequences of T = 256
 (seqops.nn.GRU / RNN on the Triton backend: one GEMM for the input, then its `sequence`
 variant, one launch a layer and direction, and, forced, its `step` variant, a launch a
-step; on the CUDA C++ backend: its cell a step; vs torch.nn.GRU / RNN, cuDNN on a GPU),
+step; on the CUDA C++ backend: one cooperative launch a layer and direction where its
+sequence kernels fit, else its cell a step; vs torch.nn.GRU / RNN, cuDNN on a GPU),
 each also against the eager reference; on a GPU also issue 16's comparison with cuDNN
 (GRU, T = 1024, batch 16, hidden 768, bf16); batch 1 to
 256, hidden 256 to 2048 (input size = hidden), one layer, fp32 and bf16, forward and

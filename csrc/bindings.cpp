@@ -496,9 +496,9 @@ void hidden_cell_backward(const std::string& cell, uintptr_t d_h1, const MatrixS
                  on_device(device, [&] { return seqops::hidden_cell_backward(p, as_stream(stream)); }));
 }
 
-seqops::LstmSequenceSchedule sequence_schedule(uintptr_t offsets, uintptr_t rows, uintptr_t prev, uintptr_t carried,
-                                               int64_t steps) {
-  seqops::LstmSequenceSchedule s;
+seqops::SequenceSchedule sequence_schedule(uintptr_t offsets, uintptr_t rows, uintptr_t prev, uintptr_t carried,
+                                           int64_t steps) {
+  seqops::SequenceSchedule s;
   s.offsets = reinterpret_cast<const int32_t*>(offsets);
   s.rows = reinterpret_cast<const int32_t*>(rows);
   s.prev = reinterpret_cast<const int32_t*>(prev);
@@ -576,11 +576,79 @@ void lstm_sequence_backward(uintptr_t d_out, const MatrixStrides& d_out_strides,
                  on_device(device, [&] { return seqops::lstm_sequence_backward(p, as_stream(stream)); }));
 }
 
-// The sequence kernels' plan for `hidden` units of `dtype`, and why a GPU of these limits
-// cannot run it (None: it can). Host only.
-py::dict lstm_sequence_plan(int64_t hidden, int dtype, int64_t multiprocessors, int64_t max_shared_bytes) {
-  const seqops::SequencePlan plan =
-      seqops::plan_sequence(hidden, seqops::dtype_size(dtype_of("lstm_sequence_plan", "the layer's tensors", dtype)));
+void hidden_sequence_forward(const std::string& cell, uintptr_t xw, const MatrixStrides& xw_strides, uintptr_t h0,
+                             const MatrixStrides& h0_strides, uintptr_t w_hh, const MatrixStrides& w_hh_strides,
+                             uintptr_t b_hh, int64_t b_hh_stride, uintptr_t out, const MatrixStrides& out_strides,
+                             uintptr_t saved, const MatrixStrides& saved_strides, uintptr_t offsets, uintptr_t rows,
+                             uintptr_t prev, uintptr_t carried, int64_t steps, int dtype, int64_t batch,
+                             int64_t hidden, int device, uintptr_t stream) {
+  seqops::HiddenSequenceForwardParams p;
+  p.cell = hidden_cell_of("hidden_sequence_forward", cell);
+  p.xw = reinterpret_cast<const void*>(xw);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.b_hh = reinterpret_cast<const void*>(b_hh);
+  p.out = reinterpret_cast<void*>(out);
+  p.saved = reinterpret_cast<float*>(saved);
+  p.schedule = sequence_schedule(offsets, rows, prev, carried, steps);
+  p.dtype = dtype_of("hidden_sequence_forward", "the layer's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.xw_s = matrix_strides(xw_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  p.out_s = matrix_strides(out_strides);
+  p.saved_s = matrix_strides(saved_strides);
+  p.b_hh_s = b_hh_stride;
+  raise_on_error("hidden_sequence_forward", seqops::check_hidden_sequence_forward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("hidden_sequence_forward",
+                 on_device(device, [&] { return seqops::hidden_sequence_forward(p, as_stream(stream)); }));
+}
+
+void hidden_sequence_backward(const std::string& cell, uintptr_t d_out, const MatrixStrides& d_out_strides,
+                              uintptr_t d_h_n, const MatrixStrides& d_h_n_strides, uintptr_t out,
+                              const MatrixStrides& out_strides, uintptr_t h0, const MatrixStrides& h0_strides,
+                              uintptr_t saved, const MatrixStrides& saved_strides, uintptr_t w_hh,
+                              const MatrixStrides& w_hh_strides, uintptr_t dgates, uintptr_t d_h0, uintptr_t carry,
+                              uintptr_t offsets, uintptr_t rows, uintptr_t prev, uintptr_t carried, int64_t steps,
+                              int dtype, int64_t batch, int64_t hidden, int device, uintptr_t stream) {
+  seqops::HiddenSequenceBackwardParams p;
+  p.cell = hidden_cell_of("hidden_sequence_backward", cell);
+  p.d_out = reinterpret_cast<const void*>(d_out);
+  p.d_h_n = reinterpret_cast<const void*>(d_h_n);
+  p.out = reinterpret_cast<const void*>(out);
+  p.h0 = reinterpret_cast<const void*>(h0);
+  p.saved = reinterpret_cast<const float*>(saved);
+  p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.dgates = reinterpret_cast<float*>(dgates);
+  p.d_h0 = reinterpret_cast<float*>(d_h0);
+  p.carry = reinterpret_cast<float*>(carry);
+  p.schedule = sequence_schedule(offsets, rows, prev, carried, steps);
+  p.dtype = dtype_of("hidden_sequence_backward", "the layer's tensors", dtype);
+  p.batch = batch;
+  p.hidden = hidden;
+  p.d_out_s = matrix_strides(d_out_strides);
+  p.d_h_n_s = matrix_strides(d_h_n_strides);
+  p.out_s = matrix_strides(out_strides);
+  p.h0_s = matrix_strides(h0_strides);
+  p.saved_s = matrix_strides(saved_strides);
+  p.w_hh_s = matrix_strides(w_hh_strides);
+  raise_on_error("hidden_sequence_backward", seqops::check_hidden_sequence_backward(p));
+  py::gil_scoped_release no_gil;
+  raise_on_error("hidden_sequence_backward",
+                 on_device(device, [&] { return seqops::hidden_sequence_backward(p, as_stream(stream)); }));
+}
+
+// The sequence kernels' plan for `hidden` units of `dtype` and `gates` gate rows a unit
+// (4 for the LSTM, 3 for the GRU, 1 for the RNNs), and why a GPU of these limits cannot
+// run it (None: it can). Host only.
+py::dict sequence_plan(int64_t hidden, int dtype, int gates, int64_t multiprocessors, int64_t max_shared_bytes) {
+  if (gates != 1 && gates != 3 && gates != 4) {
+    throw CudaError("seqops CUDA extension, sequence_plan: gates must be 1, 3 or 4, got " + std::to_string(gates));
+  }
+  const seqops::SequencePlan plan = seqops::plan_sequence(
+      hidden, seqops::dtype_size(dtype_of("sequence_plan", "the layer's tensors", dtype)), gates);
   py::dict out;
   out["blocks"] = plan.blocks;
   out["threads"] = plan.threads;
@@ -750,9 +818,28 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("dgates"), py::arg("d_h0"), py::arg("d_c0"), py::arg("carry"), py::arg("offsets"), py::arg("rows"),
         py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"),
         py::arg("device"), py::arg("stream"));
-  m.def("lstm_sequence_plan", &lstm_sequence_plan,
-        "the launch geometry of the LSTM sequence kernels and why a GPU of these limits cannot run it (None: it can)",
-        py::arg("hidden"), py::arg("dtype"), py::arg("multiprocessors"), py::arg("max_shared_bytes"));
+  m.def("hidden_sequence_forward", &hidden_sequence_forward,
+        "one direction of one GRU or RNN layer (`cell`: gru_cell, rnn_tanh_cell, rnn_relu_cell) over every step in "
+        "one cooperative launch: out and the fp32 values the backward needs, from xw (the input projection); b_hh 0 "
+        "is none (the GRU's only)",
+        py::arg("cell"), py::arg("xw"), py::arg("xw_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("w_hh"),
+        py::arg("w_hh_strides"), py::arg("b_hh"), py::arg("b_hh_stride"), py::arg("out"), py::arg("out_strides"),
+        py::arg("saved"), py::arg("saved_strides"), py::arg("offsets"), py::arg("rows"), py::arg("prev"),
+        py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"),
+        py::arg("device"), py::arg("stream"));
+  m.def("hidden_sequence_backward", &hidden_sequence_backward,
+        "fp32 gate gradients of every step and d_h0 of hidden_sequence_forward in one cooperative launch; d_out or "
+        "d_h_n 0 is none",
+        py::arg("cell"), py::arg("d_out"), py::arg("d_out_strides"), py::arg("d_h_n"), py::arg("d_h_n_strides"),
+        py::arg("out"), py::arg("out_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("saved"),
+        py::arg("saved_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("dgates"), py::arg("d_h0"),
+        py::arg("carry"), py::arg("offsets"), py::arg("rows"), py::arg("prev"), py::arg("carried"), py::arg("steps"),
+        py::arg("dtype"), py::arg("batch"), py::arg("hidden"), py::arg("device"), py::arg("stream"));
+  m.def("sequence_plan", &sequence_plan,
+        "the launch geometry of the sequence kernels (gates: 4 LSTM, 3 GRU, 1 RNN) and why a GPU of these limits "
+        "cannot run it (None: it can)",
+        py::arg("hidden"), py::arg("dtype"), py::arg("gates"), py::arg("multiprocessors"),
+        py::arg("max_shared_bytes"));
   m.def("device_limits", &device_limits,
         "a device's multiprocessors, opt-in shared memory a block and whether it takes cooperative launches",
         py::arg("device"));

@@ -1,11 +1,11 @@
 """The steps of a packed (or padded) sequence as a recurrent layer processes them, in
-either direction, and the index arithmetic and weight-gradient sums that every layer
-implementation over them shares: the Triton step and sequence launchers here, and the
-CUDA C++ sequence kernels' (seqops/backends/cuda_sequence.py). Pure torch: imports no
-triton, as layout.py."""
+either direction, and the index arithmetic, weight-gradient sums and per-mode bindings
+that every layer implementation over them shares: the Triton step and sequence launchers
+here, and the CUDA C++ cell and sequence kernels' (seqops/backends/cuda_recurrent.py,
+cuda_sequence.py). Pure torch: imports no triton, as layout.py."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -94,3 +94,76 @@ def schedule_tensors(batch_sizes: list[int], reverse: bool, device: torch.device
     steps = schedule(batch_sizes, reverse)
     table = torch.tensor([[s.offset, s.rows, s.prev, s.n_carried] for s in steps], dtype=torch.int32)
     return tuple(table.t().contiguous().to(device)), steps
+
+
+# Fp32 values per hidden unit the GRU and RNN kernels save for their backward, and gate
+# gradients they write: the GRU's r, z, n, hn and (dr, dz, dn, dn * r); the RNNs' one.
+SAVED_PER_UNIT = {"gru": 4, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def split_gate_gradients(dgates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The GRU's dgates [rows, 4H] (dr, dz, dn, dn * r) -> the input side's [rows, 3H] (dr,
+    dz, dn) and the recurrent side's [rows, 3H] (dr, dz, dn * r)."""
+    H = dgates.shape[1] // 4
+    return dgates[:, :3 * H], torch.cat([dgates[:, :2 * H], dgates[:, 3 * H:]], dim=1)
+
+
+def recurrent_weight_gradients(
+    mode: str, dgates: torch.Tensor, out: torch.Tensor, h0: torch.Tensor, steps: list[Step], w_hh: torch.Tensor,
+    has_b_hh: bool,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """What follows a GRU or RNN layer's gate gradients dgates [N, S*H] (fp32, every step's,
+    from any of the step or sequence kernels): d_xw [N, G*H] (out's dtype, contiguous),
+    d_w_hh as one product over blocks of steps (summed_over_rows) with each row's previous
+    h (out of the step continued from, or h0, by `steps`), and d_b_hh (None unless
+    has_b_hh). The GRU's input and recurrent sides differ (split_gate_gradients)."""
+    N = out.shape[0]
+    if mode == "gru":
+        d_xw, d_hidden = split_gate_gradients(dgates)
+    else:
+        d_xw = d_hidden = dgates
+    h_prev = torch.cat([out, h0.to(out.dtype)])[previous_rows(steps, N).to(out.device)] if N else out
+    d_w_hh = summed_over_rows(d_hidden.to(w_hh.dtype), h_prev.to(w_hh.dtype)) if N else torch.zeros_like(w_hh)
+    d_b_hh = d_hidden.sum(0).to(w_hh.dtype) if has_b_hh else None
+    # The GRU's input side is a view into dgates: a fresh, contiguous d_xw, as the op's fake kernel promises.
+    return d_xw.to(out.dtype).contiguous(), d_w_hh, d_b_hh
+
+
+def layer_backward_around(
+    mode: str, d_h_n: Optional[torch.Tensor], out: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
+    batch_sizes: list[int], reverse: bool, has_b_hh: bool, gate_gradients: Callable,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """A GRU or RNN layer's backward around the launch that writes every step's gate
+    gradients: allocates dgates [N, S*H] and d_h0 [B, H] (fp32, d_h0 zeroed), calls
+    gate_gradients(dgates, d_h0, schedule, steps) (schedule: schedule_tensors' four int32
+    tensors) unless there is nothing to compute (no rows or no units: then d_h0 is d_h_n),
+    and returns d_xw, d_h0 (h0's dtype), d_w_hh and d_b_hh (recurrent_weight_gradients)."""
+    N, H = out.shape[0], w_hh.shape[1]
+    fp32 = dict(dtype=torch.float32, device=out.device)
+    dgates = torch.empty(N, SAVED_PER_UNIT[mode] * H, **fp32)
+    d_h0 = torch.zeros(h0.shape[0], H, **fp32)
+    steps = schedule(batch_sizes, reverse)
+    if N and H:
+        tensors, steps = schedule_tensors(batch_sizes, reverse, out.device)
+        gate_gradients(dgates, d_h0, tensors, steps)
+    elif d_h_n is not None:
+        d_h0 += d_h_n
+    d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, steps, w_hh, has_b_hh)
+    return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
+
+
+def bound_to_mode(mode: str, forward: Callable, backward: Callable, kind: str) -> tuple[Callable, Callable]:
+    """forward and backward of one GRU/RNN mode's layer (`kind`: "layer", a launch a step, or
+    "sequence", a launch a layer), `mode` bound: the signatures the layer op calls
+    (seqops/ops/recurrent/hidden_layer_op.py), named <mode>_<kind>_forward/backward."""
+
+    def bound_forward(xw, batch_sizes, h0, w_hh, b_hh, reverse):
+        return forward(mode, xw, batch_sizes, h0, w_hh, b_hh, reverse)
+
+    def bound_backward(d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh):
+        return backward(mode, d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh)
+
+    for bound, original, direction in ((bound_forward, forward, "forward"), (bound_backward, backward, "backward")):
+        bound.__name__ = bound.__qualname__ = f"{mode}_{kind}_{direction}"
+        bound.__doc__ = f"{original.__name__} for {mode}."
+    return bound_forward, bound_backward

@@ -27,7 +27,7 @@ CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 def plan(hidden, dtype, limits):
     _, module = built()
-    return module.lstm_sequence_plan(hidden, CODES[dtype], *limits)
+    return module.sequence_plan(hidden, CODES[dtype], 4, *limits)
 
 
 def test_plan_keeps_eight_units_a_block_and_their_w_hh_slice_in_shared_memory():
@@ -97,9 +97,10 @@ def test_registered_ahead_of_the_step_variant_and_refusing_projections():
 # -- on a GPU --
 
 class ExtensionCalls:
-    """Counts the sequence kernels' launches: the extension's calls made by cuda_sequence."""
+    """Counts the sequence kernels' launches: the extension's calls made by cuda_sequence
+    whose names start with `prefix`."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, prefix="lstm_sequence_"):
         from seqops import _ext
         from seqops.backends import cuda_sequence
 
@@ -110,7 +111,7 @@ class ExtensionCalls:
         class Counted:
             def __getattr__(self, name):
                 function = getattr(module, name)
-                if not name.startswith("lstm_sequence_") or name == "lstm_sequence_plan":
+                if not name.startswith(prefix):
                     return function
 
                 def call(*args, **kwargs):

@@ -1,5 +1,5 @@
 // Host launchers of the recurrent kernels (the LSTM cell; the GRU and Elman RNN cells; the
-// whole-sequence LSTM): check the params (touching no GPU), then launch on `stream`. No
+// whole-sequence LSTM, GRU and RNNs): check the params (touching no GPU), then launch on `stream`. No
 // torch, no Python.
 #pragma once
 
@@ -29,5 +29,12 @@ Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& params);
 
 Status lstm_sequence_forward(const LstmSequenceForwardParams& params, cudaStream_t stream);
 Status lstm_sequence_backward(const LstmSequenceBackwardParams& params, cudaStream_t stream);
+
+// The whole-sequence GRU and RNNs, likewise.
+Status check_hidden_sequence_forward(const HiddenSequenceForwardParams& params);
+Status check_hidden_sequence_backward(const HiddenSequenceBackwardParams& params);
+
+Status hidden_sequence_forward(const HiddenSequenceForwardParams& params, cudaStream_t stream);
+Status hidden_sequence_backward(const HiddenSequenceBackwardParams& params, cudaStream_t stream);
 
 }  // namespace seqops

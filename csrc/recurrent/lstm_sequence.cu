@@ -14,8 +14,7 @@
 // W_hh in shared memory. Only h (forward) and dgates (backward) cross blocks: each block
 // writes its units' columns, all blocks meet at the grid barrier of a cooperative launch
 // (which orders the writes before the reads), and the next step reads them whole with
-// ld.global.cg, from L2: a line of the exchanged tensor could sit stale in this SM's L1
-// (L1 is not coherent across SMs), cached when a neighbouring row was read a step before.
+// ld.global.cg, from L2 (sequence_grid.cuh).
 // The cell state and its gradient stay with the thread that owns the (row, unit): a row
 // keeps its pass position from step to step. Everything accumulates in fp32 with FMAs (no
 // TF32), the exchanged h rounded to the layer's dtype as torch's LSTM rounds it.
@@ -24,39 +23,22 @@
 
 #include <cmath>
 
-#include "common/device.h"
 #include "common/dispatch.cuh"
 #include "recurrent/cell_tiles.cuh"
 #include "recurrent/launchers.h"
+#include "recurrent/sequence_grid.cuh"
 
 namespace seqops {
 namespace {
 
 namespace cg = cooperative_groups;
+using namespace sequence_grid;
 
-constexpr int kUnits = kSequenceUnits;
-constexpr int kThreads = kSequenceThreads;
-constexpr int kPassRows = kSequencePassRows;
-constexpr int kK = kSequenceK;
-constexpr int kLanes = kSequenceRowLanes;
-constexpr int kRowsPerThread = kSequenceRowsPerThread;
 constexpr int kGates = 4;
 
-// An element another block wrote before the last grid barrier, read from L2.
-template <typename T>
-__device__ __forceinline__ float load_exchanged(const void* base, int64_t row, int64_t col, const Strides2& s) {
-  return to_float(__ldcg(static_cast<const T*>(base) + row * s.row + col * s.col));
-}
-
-struct StepEntry {
-  int64_t offset = 0, rows = 0, prev = 0, carried = 0;
-};
-
-__device__ __forceinline__ StepEntry step_entry(const LstmSequenceSchedule& s, int64_t t) {
-  return {s.offsets[t], s.rows[t], s.prev[t], s.carried[t]};
-}
-
-using StagingTile = float[kPassRows][kK + 1];
+constexpr Refusals kRefusals = {"lstm_sequence: negative number of steps", "lstm_sequence: a schedule pointer is null",
+                                "lstm_sequence: this GPU does not take cooperative launches",
+                                "lstm_sequence: the blocks cannot all be resident at once on this GPU"};
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_sequence_forward_kernel(const LstmSequenceForwardParams p) {
@@ -68,49 +50,14 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_forward_kernel(const L
   const int64_t H = p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
-  for (int64_t e = tid; e < kGates * kUnits * H; e += kThreads) {
-    const int64_t k = e % H, gate_unit = e / H;  // k fastest: W_hh's rows read in order
-    const int64_t row_unit = unit0 + gate_unit % kUnits;
-    w[k * kGates * kUnits + gate_unit] =
-        row_unit < H ? static_cast<const T*>(p.w_hh)[((gate_unit / kUnits) * H + row_unit) * p.w_hh_s.row +
-                                                     k * p.w_hh_s.col]
-                     : from_float<T>(0.0f);
-  }
+  load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = 0; t < p.schedule.steps; ++t) {
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
       float acc[kRowsPerThread][kGates] = {};
-      for (int64_t k0 = 0; k0 < H; k0 += kK) {
-        // h_prev: the previous step's output (every block's units) for the rows that
-        // continue from it, h0 for the rows that start here.
-        for (int e = tid; e < kPassRows * kK; e += kThreads) {
-          const int k = e % kK, r = e / kK;
-          const int64_t row = r0 + r, col = k0 + k;
-          float v = 0.0f;
-          if (row < step.rows && col < H) {
-            v = row < step.carried ? load_exchanged<T>(p.out, step.prev + row, col, p.out_s)
-                                   : load<T>(p.h0, row, col, p.h0_s);
-          }
-          h_tile[r][k] = v;
-        }
-        __syncthreads();
-        const int width = H - k0 < kK ? int(H - k0) : kK;
-        for (int k = 0; k < width; ++k) {
-          const T* w_k = w + (k0 + k) * kGates * kUnits + u;
-          float wv[kGates];
-#pragma unroll
-          for (int g = 0; g < kGates; ++g) wv[g] = to_float(w_k[g * kUnits]);
-#pragma unroll
-          for (int r = 0; r < kRowsPerThread; ++r) {
-            const float a = h_tile[lane + r * kLanes][k];
-#pragma unroll
-            for (int g = 0; g < kGates; ++g) acc[r][g] = fmaf(a, wv[g], acc[r][g]);
-          }
-        }
-        __syncthreads();
-      }
+      accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, h_tile, acc);
       if (unit < H) {
 #pragma unroll
         for (int r = 0; r < kRowsPerThread; ++r) {
@@ -148,10 +95,7 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const 
   const int64_t H = p.hidden, G = kGates * p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
-  for (int64_t e = tid; e < G * kUnits; e += kThreads) {
-    const int64_t j = e / kUnits, column = unit0 + e % kUnits;
-    w[e] = column < H ? static_cast<const T*>(p.w_hh)[j * p.w_hh_s.row + column * p.w_hh_s.col] : from_float<T>(0.0f);
-  }
+  load_weight_columns<T>(w, p.w_hh, p.w_hh_s, G, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
   const int64_t T_steps = p.schedule.steps;
@@ -166,21 +110,7 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const 
     for (int64_t r0 = 0; r0 < n_rows; r0 += kPassRows) {
       // dgates[done] @ W_hh[:, units], over the 4H gate columns kK at a time.
       float reaching[kRowsPerThread] = {};
-      for (int64_t j0 = 0; j0 < G && done.rows > 0; j0 += kK) {
-        for (int e = tid; e < kPassRows * kK; e += kThreads) {
-          const int k = e % kK, r = e / kK;
-          const int64_t row = r0 + r, j = j0 + k;
-          g_tile[r][k] = row < done.rows && j < G ? __ldcg(p.dgates + (done.offset + row) * G + j) : 0.0f;
-        }
-        __syncthreads();
-        const int width = G - j0 < kK ? int(G - j0) : kK;
-        for (int k = 0; k < width; ++k) {
-          const float wv = to_float(w[(j0 + k) * kUnits + u]);
-#pragma unroll
-          for (int r = 0; r < kRowsPerThread; ++r) reaching[r] = fmaf(g_tile[lane + r * kLanes][k], wv, reaching[r]);
-        }
-        __syncthreads();
-      }
+      accumulate_reaching<T>(done, r0, G, p.dgates, G, [](int64_t j) { return j; }, w, g_tile, reaching);
       if (unit >= H) continue;
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
@@ -222,52 +152,12 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const 
   }
 }
 
-Status check_schedule(const LstmSequenceSchedule& s) {
-  if (s.steps < 0) return Status::bad_argument("lstm_sequence: negative number of steps");
-  if (s.steps > 0 && (s.offsets == nullptr || s.rows == nullptr || s.prev == nullptr || s.carried == nullptr)) {
-    return Status::bad_argument("lstm_sequence: a schedule pointer is null");
-  }
-  return Status::ok();
-}
-
-// The device's limits, the plan's fit, and the kernel's opt-in to the shared memory.
-template <typename Kernel>
-Status prepare_launch(Kernel kernel, const SequencePlan& plan) {
-  cudaError_t error = cudaSuccess;
-  const DeviceSize size = current_device_size(&error);
-  if (error != cudaSuccess) return Status::from_cuda(error);
-  if (!size.cooperative_launch) return Status::bad_argument("lstm_sequence: this GPU does not take cooperative launches");
-  if (const char* reason = sequence_unfit_reason(plan, size.multiprocessors, size.max_shared_bytes)) {
-    return Status::bad_argument(reason);
-  }
-  error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.shared_bytes));
-  if (error != cudaSuccess) return Status::from_cuda(error);
-  int per_multiprocessor = 0;
-  error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, plan.threads,
-                                                        size_t(plan.shared_bytes));
-  if (error != cudaSuccess) return Status::from_cuda(error);
-  if (int64_t(per_multiprocessor) * size.multiprocessors < plan.blocks) {
-    return Status::bad_argument("lstm_sequence: the blocks cannot all be resident at once on this GPU");
-  }
-  return Status::ok();
-}
-
-template <typename Kernel, typename Params>
-Status launch_cooperative(Kernel kernel, const SequencePlan& plan, const Params& params, cudaStream_t stream) {
-  const Status prepared = prepare_launch(kernel, plan);
-  if (!prepared.is_ok()) return prepared;
-  void* args[] = {const_cast<Params*>(&params)};
-  return Status::from_cuda(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(unsigned(plan.blocks)),
-                                                       dim3(unsigned(plan.threads)), args, size_t(plan.shared_bytes),
-                                                       stream));
-}
-
 }  // namespace
 
 Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
   if (!is_known_dtype(int(p.dtype))) return Status::bad_argument("lstm_sequence_forward: unknown dtype code");
   if (p.batch < 0 || p.hidden < 0) return Status::bad_argument("lstm_sequence_forward: negative size");
-  const Status schedule = check_schedule(p.schedule);
+  const Status schedule = check_schedule(kRefusals, p.schedule);
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.xw == nullptr || p.h0 == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.out == nullptr ||
@@ -280,7 +170,7 @@ Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
 Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& p) {
   if (!is_known_dtype(int(p.dtype))) return Status::bad_argument("lstm_sequence_backward: unknown dtype code");
   if (p.batch < 0 || p.hidden < 0) return Status::bad_argument("lstm_sequence_backward: negative size");
-  const Status schedule = check_schedule(p.schedule);
+  const Status schedule = check_schedule(kRefusals, p.schedule);
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.gates == nullptr || p.cells == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.dgates == nullptr ||
@@ -294,10 +184,10 @@ Status lstm_sequence_forward(const LstmSequenceForwardParams& p, cudaStream_t st
   const Status checked = check_lstm_sequence_forward(p);
   if (!checked.is_ok()) return checked;
   if (p.schedule.steps == 0 || p.hidden == 0) return Status::ok();
-  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype));
+  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates);
   Status status;
   with_dtype(p.dtype, [&](auto tag) {
-    status = launch_cooperative(lstm_sequence_forward_kernel<decltype(tag)>, plan, p, stream);
+    status = launch_cooperative(kRefusals, lstm_sequence_forward_kernel<decltype(tag)>, plan, p, stream);
   });
   return status;
 }
@@ -306,10 +196,10 @@ Status lstm_sequence_backward(const LstmSequenceBackwardParams& p, cudaStream_t 
   const Status checked = check_lstm_sequence_backward(p);
   if (!checked.is_ok()) return checked;
   if (p.schedule.steps == 0 || p.hidden == 0) return Status::ok();
-  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype));
+  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates);
   Status status;
   with_dtype(p.dtype, [&](auto tag) {
-    status = launch_cooperative(lstm_sequence_backward_kernel<decltype(tag)>, plan, p, stream);
+    status = launch_cooperative(kRefusals, lstm_sequence_backward_kernel<decltype(tag)>, plan, p, stream);
   });
   return status;
 }

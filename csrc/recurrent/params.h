@@ -102,12 +102,11 @@ struct HiddenCellBackwardParams {
   Strides2 d_h1_s, h0_s, saved_s, w_hh_s, dgates_s, d_h0_s;
 };
 
-// One direction of one LSTM layer over a whole packed sequence in one launch (no
-// projection: proj_size is left to the other implementations). The steps, in processing
-// order, as four int32 arrays [T] (seqops/ops/recurrent/packed_steps.py, schedule_tensors):
-// a step's first packed row, its rows, the first row of the step it continues from (-1:
-// none) and how many of its rows continue (the rest start from h0, c0).
-struct LstmSequenceSchedule {
+// The steps of a whole-sequence launch, in processing order, as four int32 arrays [T]
+// (kernels/packed_steps.py, schedule_tensors): a step's first packed row, its rows, the
+// first row of the step it continues from (-1: none) and how many of its rows continue
+// (the rest start from the initial state).
+struct SequenceSchedule {
   const int32_t* offsets = nullptr;
   const int32_t* rows = nullptr;
   const int32_t* prev = nullptr;
@@ -115,6 +114,8 @@ struct LstmSequenceSchedule {
   int64_t steps = 0;
 };
 
+// One direction of one LSTM layer over a whole packed sequence in one launch (no
+// projection: proj_size is left to the other implementations).
 // From xw [N, 4H] (the input projection of every row, biases included), h0, c0 [B, H],
 // w_hh [4H, H] (all of dtype): out [N, H] (dtype; contiguous rows of H, the Python side's
 // allocation), the cell states [N, H] and gate activations i, f, g, o [N, 4H] (fp32, what
@@ -127,7 +128,7 @@ struct LstmSequenceForwardParams {
   void* out = nullptr;
   float* cells = nullptr;
   float* gates = nullptr;
-  LstmSequenceSchedule schedule;
+  SequenceSchedule schedule;
   DType dtype = DType::float32;
   int64_t batch = 0, hidden = 0;
   Strides2 xw_s, h0_s, c0_s, w_hh_s, out_s, cells_s, gates_s;
@@ -151,10 +152,53 @@ struct LstmSequenceBackwardParams {
   float* d_h0 = nullptr;
   float* d_c0 = nullptr;
   float* carry = nullptr;
-  LstmSequenceSchedule schedule;
+  SequenceSchedule schedule;
   DType dtype = DType::float32;
   int64_t batch = 0, hidden = 0;
   Strides2 d_out_s, d_h_n_s, d_c_n_s, gates_s, cells_s, c0_s, w_hh_s;
+};
+
+// One direction of one GRU or RNN layer over a whole packed sequence in one launch. From
+// xw [N, G*H] (the input projection of every row: b_ih included, and for the RNNs b_hh
+// too), h0 [B, H], w_hh [G*H, H] and b_hh [3H] (the GRU's, null: none; any stride), all
+// of dtype: out [N, H] (dtype) and saved [N, S*H] (fp32: the GRU's r, z, n and hn = h
+// W_hn^T + b_hn; the RNNs' activation), as the cell's HiddenCellForwardParams.
+struct HiddenSequenceForwardParams {
+  HiddenCell cell = HiddenCell::gru;
+  const void* xw = nullptr;
+  const void* h0 = nullptr;
+  const void* w_hh = nullptr;
+  const void* b_hh = nullptr;
+  void* out = nullptr;
+  float* saved = nullptr;
+  SequenceSchedule schedule;
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 xw_s, h0_s, w_hh_s, out_s, saved_s;
+  int64_t b_hh_s = 0;
+};
+
+// Backward through every step of the forward above: from d_out [N, H], d_h_n [B, H]
+// (dtype; each null = zero), out and saved (the forward's), h0 [B, H] and w_hh [G*H, H]
+// (dtype): the pre-activation gradients dgates [N, S*H] (the GRU's dr, dz, dn, dn * r; the
+// RNNs' one) and d_h0 [B, H], fp32 and contiguous (the Python side's allocations, d_h0
+// zeroed); carry [2, B, H] fp32 contiguous, scratch for the GRU's z * dh' handed from step
+// to step (null for the RNNs).
+struct HiddenSequenceBackwardParams {
+  HiddenCell cell = HiddenCell::gru;
+  const void* d_out = nullptr;
+  const void* d_h_n = nullptr;
+  const void* out = nullptr;
+  const void* h0 = nullptr;
+  const float* saved = nullptr;
+  const void* w_hh = nullptr;
+  float* dgates = nullptr;
+  float* d_h0 = nullptr;
+  float* carry = nullptr;
+  SequenceSchedule schedule;
+  DType dtype = DType::float32;
+  int64_t batch = 0, hidden = 0;
+  Strides2 d_out_s, d_h_n_s, out_s, h0_s, saved_s, w_hh_s;
 };
 
 }  // namespace seqops

@@ -1,5 +1,5 @@
 // Launch geometry of the recurrent cell kernels (the LSTM, GRU and Elman RNN steps) and of
-// the whole-sequence LSTM kernels, host-only so that tests can see it without a GPU.
+// the whole-sequence kernels, host-only so that tests can see it without a GPU.
 // Cells: a block owns kCellRows batch rows x kCellUnits hidden units (every gate of them)
 // forward, or x kCellUnits features of h0 backward; 128 threads, each holding 4 rows of
 // one unit (x the gates forward). The products run as fp32 FMAs over shared-memory tiles
@@ -35,10 +35,11 @@ inline bool cell_grid_fits(int64_t batch, int64_t hidden) {
   return plan.row_blocks <= 2147483647 && plan.unit_blocks <= 65535;
 }
 
-// The whole-sequence LSTM kernels (lstm_sequence.cu): a block owns kSequenceUnits hidden
-// units for every step and keeps their slice of W_hh in shared memory for the whole launch
-// (forward: the four gate rows of each unit, H x 4 x kSequenceUnits values; backward: the
-// units' columns, 4H x kSequenceUnits); blocks meet at a grid-wide barrier after each step,
+// The whole-sequence kernels (lstm_sequence.cu, and hidden_sequence.cu for the GRU and the
+// RNNs): a block owns kSequenceUnits hidden units for every step and keeps their slice of
+// W_hh in shared memory for the whole launch (forward: the G gate rows of each unit, H x G
+// x kSequenceUnits values, G = 4 for the LSTM, 3 for the GRU, 1 for the RNNs; backward:
+// the units' columns, G*H x kSequenceUnits); blocks meet at a grid-wide barrier after each step,
 // so the launch is cooperative: all blocks resident at once, or no launch. A block computes
 // kSequencePassRows batch rows at a time, each of its threads kSequenceRowsPerThread rows of
 // one unit, staging kSequenceK columns of the exchanged operand (h forward, the next
@@ -58,9 +59,9 @@ struct SequencePlan {
   int threads = kSequenceThreads;
 };
 
-inline SequencePlan plan_sequence(int64_t hidden, int element_size) {
+inline SequencePlan plan_sequence(int64_t hidden, int element_size, int gates) {
   return {(hidden + kSequenceUnits - 1) / kSequenceUnits,
-          kSequenceStagingBytes + 4 * kSequenceUnits * hidden * int64_t(element_size), kSequenceThreads};
+          kSequenceStagingBytes + gates * kSequenceUnits * hidden * int64_t(element_size), kSequenceThreads};
 }
 
 // Why a GPU with `multiprocessors` SMs and `max_shared_bytes` of (opt-in) shared memory a
@@ -70,11 +71,11 @@ inline SequencePlan plan_sequence(int64_t hidden, int element_size) {
 inline const char* sequence_unfit_reason(const SequencePlan& plan, int64_t multiprocessors,
                                          int64_t max_shared_bytes) {
   if (plan.blocks > multiprocessors) {
-    return "the CUDA LSTM sequence kernels keep 8 hidden units a block, one block a multiprocessor: this hidden "
+    return "the CUDA sequence kernels keep 8 hidden units a block, one block a multiprocessor: this hidden "
            "size needs more blocks than the GPU has multiprocessors";
   }
   if (plan.shared_bytes > max_shared_bytes) {
-    return "the CUDA LSTM sequence kernels keep W_hh in shared memory: this hidden size's slices do not fit in a "
+    return "the CUDA sequence kernels keep W_hh in shared memory: this hidden size's slices do not fit in a "
            "block's shared memory on this GPU";
   }
   return nullptr;

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..packed_steps import split_gate_gradients
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
 from .step import StepState, _backward_tiles, _forward_tiles, _load_state, _load_tile, _store_state
 
@@ -260,10 +261,3 @@ def gru_cell_backward(
     d_b_ih = d_input_side.sum(0).to(w_ih.dtype) if has_bias else None
     d_b_hh = d_hidden_side.sum(0).to(w_hh.dtype) if has_bias else None
     return d_i @ w_ih, d_h0, d_i.t() @ input, d_h.t() @ h0, d_b_ih, d_b_hh
-
-
-def split_gate_gradients(dgates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """dgates [rows, 4H] (dr, dz, dn, dn * r) -> the input side's [rows, 3H] (dr, dz, dn)
-    and the recurrent side's [rows, 3H] (dr, dz, dn * r)."""
-    H = dgates.shape[1] // 4
-    return dgates[:, :3 * H], torch.cat([dgates[:, :2 * H], dgates[:, 3 * H:]], dim=1)

@@ -5,17 +5,15 @@ one batched product over blocks of steps (packed_steps.summed_over_rows). The sc
 is the LSTM layer's (packed_steps.schedule)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from ..packed_steps import final_rows, previous_rows, schedule, summed_over_rows
-from .gru_cell import gru_step_backward, gru_step_forward, split_gate_gradients
+from ..packed_steps import SAVED_PER_UNIT, bound_to_mode, final_rows, recurrent_weight_gradients, schedule
+from .gru_cell import gru_step_backward, gru_step_forward
 from .rnn_cell import rnn_step_backward, rnn_step_forward
 from .step import StepState
 
-# Fp32 values per hidden unit each cell saves for its backward.
-SAVED_PER_UNIT = {"gru": 4, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 def hidden_layer_forward(
@@ -76,44 +74,6 @@ def hidden_layer_backward(
             rnn_step_backward(dh, h_carry, saved[now], w_hh, step.rows, dgates[now], dh_state, mode == "rnn_relu")
     d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, steps, w_hh, has_b_hh)
     return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
-
-
-def recurrent_weight_gradients(
-    mode: str, dgates: torch.Tensor, out: torch.Tensor, h0: torch.Tensor, steps: list, w_hh: torch.Tensor,
-    has_b_hh: bool,
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """What follows a layer's gate gradients dgates [N, S*H] (fp32, every step's, from the
-    step or the sequence kernels): d_xw [N, G*H] (out's dtype, contiguous), d_w_hh as one
-    product over blocks of steps (packed_steps.summed_over_rows) with each row's previous
-    h (out of the step continued from, or h0, by `steps`), and d_b_hh (None unless
-    has_b_hh). The GRU's dgates (dr, dz, dn, dn * r) split into the input side's (dr, dz,
-    dn) and the recurrent side's (dr, dz, dn * r)."""
-    N = out.shape[0]
-    if mode == "gru":
-        d_xw, d_hidden = split_gate_gradients(dgates)
-    else:
-        d_xw = d_hidden = dgates
-    h_prev = torch.cat([out, h0])[previous_rows(steps, N).to(out.device)] if N else out
-    d_w_hh = summed_over_rows(d_hidden.to(w_hh.dtype), h_prev.to(w_hh.dtype)) if N else torch.zeros_like(w_hh)
-    d_b_hh = d_hidden.sum(0).to(w_hh.dtype) if has_b_hh else None
-    # The GRU's input side is a view into dgates: a fresh, contiguous d_xw, as the op's fake kernel promises.
-    return d_xw.to(out.dtype).contiguous(), d_w_hh, d_b_hh
-
-
-def bound_to_mode(mode: str, forward: Callable, backward: Callable, kind: str) -> tuple[Callable, Callable]:
-    """forward and backward of one mode's layer (`kind` "layer" or "sequence"), `mode`
-    bound: the signatures the layer op calls, named <mode>_<kind>_forward/backward."""
-
-    def bound_forward(xw, batch_sizes, h0, w_hh, b_hh, reverse):
-        return forward(mode, xw, batch_sizes, h0, w_hh, b_hh, reverse)
-
-    def bound_backward(d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh):
-        return backward(mode, d_out, d_h_n, out, saved, h0, w_hh, batch_sizes, reverse, has_b_hh)
-
-    for bound, original, direction in ((bound_forward, forward, "forward"), (bound_backward, backward, "backward")):
-        bound.__name__ = bound.__qualname__ = f"{mode}_{kind}_{direction}"
-        bound.__doc__ = f"{original.__name__} for {mode}."
-    return bound_forward, bound_backward
 
 
 gru_layer_forward, gru_layer_backward = bound_to_mode("gru", hidden_layer_forward, hidden_layer_backward, "layer")

@@ -37,9 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..packed_steps import final_rows, schedule_tensors
+from ..packed_steps import SAVED_PER_UNIT, bound_to_mode, final_rows, layer_backward_around, schedule_tensors
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
-from .hidden_layer import SAVED_PER_UNIT, bound_to_mode, recurrent_weight_gradients
 from .sequence_grid import (NUM_STAGES, backward_phase, check_barriers, check_phases, grid_barrier, load_exchanged,
                             max_spins, plan)
 from .step import _load_tile
@@ -329,38 +328,30 @@ def hidden_sequence_backward(
     """hidden_layer_backward (hidden_layer.py) with one launch for every step's gate
     gradients, then the recurrent weight gradient over all steps. Returns d_xw [N, G*H],
     d_h0 [B, H], d_w_hh [G*H, H] and d_b_hh (None unless has_b_hh)."""
-    N, H = out.shape[0], w_hh.shape[1]
-    B = h0.shape[0]
-    device = out.device
-    fp32 = dict(dtype=torch.float32, device=device)
-    dgates = torch.empty(N, SAVED_PER_UNIT[mode] * H, **fp32)
-    d_h0 = torch.zeros(B, H, **fp32)
-    if N == 0 or H == 0:
-        if d_h_n is not None:
-            d_h0 += d_h_n
-        d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, [], w_hh, has_b_hh)
-        return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
-    (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
-    p = plan(H, w_hh.dtype, device, cell=CELL[mode])
-    check_phases(len(steps), p.programs)
-    carry = torch.zeros(2, B, H, **fp32) if mode == "gru" else dgates
-    counter = torch.zeros(1, dtype=torch.int32, device=device)
-    dummy = saved
-    hidden_sequence_backward_kernel[(p.programs,)](
-        d_out if d_out is not None else dummy, d_h_n if d_h_n is not None else dummy, out, h0, saved, w_hh,
-        dgates, carry, d_h0,
-        offsets, rows, prev, carried, counter,
-        len(steps), H, B, ceil_div(H, p.block_h), max_spins(),
-        *(d_out.stride() if d_out is not None else (0, 0)), *(d_h_n.stride() if d_h_n is not None else (0, 0)),
-        *out.stride(), *h0.stride(), *saved.stride(), *w_hh.stride(),
-        GRU=mode == "gru", RELU=mode == "rnn_relu", S=SAVED_PER_UNIT[mode], HAS_D_OUT=d_out is not None, HAS_D_H_N=d_h_n is not None,
-        WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h,
-        BLOCK_J=_chunk(p, REREAD_CHUNK_BACKWARD, mode, w_hh.dtype),
-        TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=p.warps, num_stages=NUM_STAGES,
-    )
-    check_barriers(counter, f"{mode}_sequence_backward", p.programs)
-    d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, steps, w_hh, has_b_hh)
-    return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
+    H, B = w_hh.shape[1], h0.shape[0]
+
+    def gate_gradients(dgates, d_h0, schedule, steps):
+        offsets, rows, prev, carried = schedule
+        p = plan(H, w_hh.dtype, out.device, cell=CELL[mode])
+        check_phases(len(steps), p.programs)
+        carry = torch.zeros(2, B, H, dtype=torch.float32, device=out.device) if mode == "gru" else dgates
+        counter = torch.zeros(1, dtype=torch.int32, device=out.device)
+        dummy = saved
+        hidden_sequence_backward_kernel[(p.programs,)](
+            d_out if d_out is not None else dummy, d_h_n if d_h_n is not None else dummy, out, h0, saved, w_hh,
+            dgates, carry, d_h0,
+            offsets, rows, prev, carried, counter,
+            len(steps), H, B, ceil_div(H, p.block_h), max_spins(),
+            *(d_out.stride() if d_out is not None else (0, 0)), *(d_h_n.stride() if d_h_n is not None else (0, 0)),
+            *out.stride(), *h0.stride(), *saved.stride(), *w_hh.stride(),
+            GRU=mode == "gru", RELU=mode == "rnn_relu", S=SAVED_PER_UNIT[mode], HAS_D_OUT=d_out is not None,
+            HAS_D_H_N=d_h_n is not None, WEIGHTS_ON_CHIP=p.on_chip, BLOCK_B=p.block_b, BLOCK_H=p.block_h,
+            BLOCK_J=_chunk(p, REREAD_CHUNK_BACKWARD, mode, w_hh.dtype),
+            TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=p.warps, num_stages=NUM_STAGES,
+        )
+        check_barriers(counter, f"{mode}_sequence_backward", p.programs)
+
+    return layer_backward_around(mode, d_h_n, out, h0, w_hh, batch_sizes, reverse, has_b_hh, gate_gradients)
 
 
 gru_sequence_forward, gru_sequence_backward = bound_to_mode("gru", hidden_sequence_forward,

@@ -96,7 +96,14 @@ dispatch.register(dispatch.Impl(
     supports=_function("cuda_sequence", "reason")))
 dispatch.register(dispatch.Impl("lstm", "cuda", "step", {"run": cell_layers.lstm_on_cells("lstm_cell/cuda/step")},
                                 supports=cell_layers.lstm_on_cells_reason))
+# nn.GRU and nn.RNN likewise: one cooperative launch a layer and direction where the
+# sequence kernels take the call, else the cells above, a launch a step; no `auto` priority.
 for _mode in ("gru", "rnn_tanh", "rnn_relu"):
+    dispatch.register(dispatch.Impl(
+        _mode, "cuda", "sequence",
+        {"forward": _function("cuda_sequence", f"{_mode}_sequence_forward"),
+         "backward": _function("cuda_sequence", f"{_mode}_sequence_backward")},
+        supports=functools.partial(_function("cuda_sequence", "hidden_layer_reason"), _mode)))
     dispatch.register(dispatch.Impl(
         _mode, "cuda", "step", {"run": cell_layers.hidden_rnn_on_cells(f"{_mode}_cell", f"{_mode}_cell/cuda/step")},
         supports=recurrent_contract.fused_hidden_layer_reason))

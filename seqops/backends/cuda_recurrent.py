@@ -14,6 +14,7 @@ import torch
 
 from seqops import _ext
 from seqops.backends.cuda_values import dtype_code, launch_place
+from seqops.kernels.packed_steps import split_gate_gradients  # pure torch: imports no triton
 
 
 def _pointer(t: Optional[torch.Tensor]) -> int:
@@ -150,7 +151,7 @@ def hidden_cell_backward(cell: str, d_h1: torch.Tensor, input: torch.Tensor, h0:
         _ext.load().hidden_cell_backward(**hidden_cell_backward_values(cell, d_h1, h0, saved, w_hh, dgates, d_h0),
                                          **launch_place(input.device))
     if cell == "gru_cell":  # dgates = (dr, dz, dn, dn * r)
-        d_input_side, d_hidden_side = dgates[:, :3 * H], torch.cat([dgates[:, :2 * H], dgates[:, 3 * H:]], dim=1)
+        d_input_side, d_hidden_side = split_gate_gradients(dgates)
     else:
         d_input_side = d_hidden_side = dgates
     d_i, d_h = d_input_side.to(w_ih.dtype), d_hidden_side.to(w_hh.dtype)

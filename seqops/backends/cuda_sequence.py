@@ -1,13 +1,16 @@
 """The CUDA C++ whole-sequence LSTM (csrc/recurrent/lstm_sequence.cu) behind the layer
 contract of seqops/ops/recurrent/op.py (lstm_layer_forward / lstm_layer_backward, as the
-Triton sequence kernels of kernels/recurrent/sequence.py implement it): one cooperative
-launch a layer and direction forward, one backward, the weight gradient a GEMM over every
-step's gate gradients after it.
+Triton sequence kernels of kernels/recurrent/sequence.py implement it), and the GRU and
+RNNs (csrc/recurrent/hidden_sequence.cu) behind hidden_layer_op.py's (as
+kernels/recurrent/hidden_sequence.py): one cooperative launch a layer and direction
+forward, one backward, the weight gradient a GEMM over every step's gate gradients after
+it.
 
-What it takes: no projection (proj_size), and hidden sizes whose W_hh slices (8 units a
-block, one block a multiprocessor) fit the GPU's multiprocessors and shared memory: on an
-H100 or H200, H up to 1056 in every dtype (fp32: 4 x 8 x 1024 x 4 bytes, 128 KiB, of
-227). Elsewhere `reason` says why and the op takes another implementation."""
+What they take: no projection (proj_size, the LSTM's), and hidden sizes whose W_hh slices
+(8 units a block, one block a multiprocessor) fit the GPU's multiprocessors and shared
+memory: on an H100 or H200, H up to 1056 in every dtype (the LSTM's fp32: 4 x 8 x 1024 x
+4 bytes, 128 KiB, of 227). Elsewhere `reason` (`hidden_layer_reason`) says why and the op
+takes another implementation."""
 from __future__ import annotations
 
 import functools
@@ -18,8 +21,8 @@ import torch
 from seqops import _ext
 from seqops.backends.cuda_values import DTYPE_CODES, dtype_code, launch_place
 from seqops.ops.recurrent import contract
-from seqops.kernels.packed_steps import (final_rows, previous_rows, schedule_tensors,  # pure torch: imports no triton
-                                         summed_over_rows)
+from seqops.kernels.packed_steps import (SAVED_PER_UNIT, bound_to_mode, final_rows,  # pure torch: no triton
+                                         layer_backward_around, previous_rows, schedule_tensors, summed_over_rows)
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,14 +30,25 @@ def _device_limits(index: int) -> dict:
     return _ext.load().device_limits(index)
 
 
-def _hidden_reason(hidden: int, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+# Gate rows of W_hh a unit has, per layer mode: the size of a block's W_hh slice.
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _hidden_reason(hidden: int, dtype: torch.dtype, device: torch.device, mode: str = "lstm") -> Optional[str]:
     """Why this GPU cannot hold the kernels' plan for `hidden` units of `dtype` (None: it can)."""
     limits = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
     if not limits["cooperative_launch"]:
-        return "the CUDA LSTM sequence kernels need cooperative launches, which this GPU does not take"
-    plan = _ext.load().lstm_sequence_plan(hidden, DTYPE_CODES[dtype], limits["multiprocessors"],
-                                          limits["max_shared_bytes"])
+        return "the CUDA sequence kernels need cooperative launches, which this GPU does not take"
+    plan = _ext.load().sequence_plan(hidden, DTYPE_CODES[dtype], GATES[mode], limits["multiprocessors"],
+                                     limits["max_shared_bytes"])
     return None if plan["reason"] is None else f"hidden size {hidden}: {plan['reason']}"
+
+
+def _rows_reason(input: torch.Tensor, batch_sizes: Optional[torch.Tensor]) -> Optional[str]:
+    rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+    if rows >= 2**31:
+        return f"{rows} rows of steps: the sequence kernels index steps in 32 bits"
+    return None
 
 
 def reason(input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx, weights, has_biases, num_layers, dropout,
@@ -45,10 +59,15 @@ def reason(input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx, weights
         return why
     if proj_size > 0:
         return f"proj_size {proj_size}: the CUDA LSTM sequence kernels have no projection; the Triton ones do"
-    rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
-    if rows >= 2**31:
-        return f"{rows} rows of steps: the sequence kernels index steps in 32 bits"
-    return _hidden_reason(hx[1].shape[-1], input.dtype, input.device)
+    return _rows_reason(input, batch_sizes) or _hidden_reason(hx[1].shape[-1], input.dtype, input.device)
+
+
+def hidden_layer_reason(mode: str, input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx: torch.Tensor,
+                        *args) -> Optional[str]:
+    """Why the CUDA sequence kernels cannot take this nn.GRU or nn.RNN call of `mode` (None:
+    they can); the GRU/RNN sequence Impls' `supports`, `mode` bound."""
+    return (contract.fused_hidden_layer_reason(input, batch_sizes, hx, *args) or _rows_reason(input, batch_sizes)
+            or _hidden_reason(hx.shape[-1], input.dtype, input.device, mode))
 
 
 def _pointer(t: Optional[torch.Tensor]) -> int:
@@ -132,3 +151,68 @@ def lstm_sequence_backward(
     h_prev = torch.cat([out, h0.to(out.dtype)])[previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
     return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, None
+
+
+# The extension's name of each mode's cell (csrc HiddenCell).
+CELLS = {"gru": "gru_cell", "rnn_tanh": "rnn_tanh_cell", "rnn_relu": "rnn_relu_cell"}
+
+
+def hidden_sequence_forward(
+    mode: str, xw: torch.Tensor, batch_sizes: list[int], h0: torch.Tensor, w_hh: torch.Tensor,
+    b_hh: Optional[torch.Tensor], reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As kernels/recurrent/hidden_sequence.py's hidden_sequence_forward: xw [N, G*H] (b_ih
+    included; the RNNs' b_hh too), h0 [B, H], w_hh [G*H, H], b_hh [3H] (the GRU's) or None,
+    any strides. Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32)."""
+    N, H = xw.shape[0], w_hh.shape[1]
+    B = h0.shape[0]
+    device = xw.device
+    out = torch.empty(N, H, dtype=xw.dtype, device=device)
+    saved = torch.empty(N, SAVED_PER_UNIT[mode] * H, dtype=torch.float32, device=device)
+    if N == 0 or H == 0:
+        return out, h0.clone(), saved
+    (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
+    h0, w_hh, b_hh = (_in_dtype(t, xw.dtype) for t in (h0, w_hh, b_hh))
+    _ext.load().hidden_sequence_forward(
+        cell=CELLS[mode], xw=xw.data_ptr(), xw_strides=_strides(xw), h0=h0.data_ptr(), h0_strides=_strides(h0),
+        w_hh=w_hh.data_ptr(), w_hh_strides=_strides(w_hh), b_hh=_pointer(b_hh),
+        b_hh_stride=b_hh.stride(0) if b_hh is not None else 0, out=out.data_ptr(), out_strides=_strides(out),
+        saved=saved.data_ptr(), saved_strides=_strides(saved), offsets=offsets.data_ptr(), rows=rows.data_ptr(),
+        prev=prev.data_ptr(), carried=carried.data_ptr(), steps=len(steps), dtype=dtype_code(xw), batch=B, hidden=H,
+        **launch_place(device))
+    return out, out[final_rows(steps, B).to(device)], saved
+
+
+def hidden_sequence_backward(
+    mode: str, d_out: Optional[torch.Tensor], d_h_n: Optional[torch.Tensor], out: torch.Tensor, saved: torch.Tensor,
+    h0: torch.Tensor, w_hh: torch.Tensor, batch_sizes: list[int], reverse: bool, has_b_hh: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """As kernels/recurrent/hidden_sequence.py's hidden_sequence_backward: d_xw [N, G*H]
+    (out's dtype), d_h0, d_w_hh (one product over every step's gate gradients) and d_b_hh
+    (None unless has_b_hh)."""
+    H, B, dtype = w_hh.shape[1], h0.shape[0], out.dtype
+    d_out, d_h_n_in, h0_in, w_hh_in = (_in_dtype(t, dtype) for t in (d_out, d_h_n, h0, w_hh))
+
+    def gate_gradients(dgates, d_h0, schedule, steps):
+        offsets, rows, prev, carried = schedule
+        carry = torch.zeros(2, B, H, dtype=torch.float32, device=out.device) if mode == "gru" else None
+        _ext.load().hidden_sequence_backward(
+            cell=CELLS[mode], d_out=_pointer(d_out), d_out_strides=_strides(d_out), d_h_n=_pointer(d_h_n_in),
+            d_h_n_strides=_strides(d_h_n_in), out=out.data_ptr(), out_strides=_strides(out), h0=h0_in.data_ptr(),
+            h0_strides=_strides(h0_in), saved=saved.data_ptr(), saved_strides=_strides(saved),
+            w_hh=w_hh_in.data_ptr(), w_hh_strides=_strides(w_hh_in), dgates=dgates.data_ptr(), d_h0=d_h0.data_ptr(),
+            carry=_pointer(carry), offsets=offsets.data_ptr(), rows=rows.data_ptr(), prev=prev.data_ptr(),
+            carried=carried.data_ptr(), steps=len(steps), dtype=dtype_code(out), batch=B, hidden=H,
+            **launch_place(out.device))
+
+    return layer_backward_around(mode, d_h_n, out, h0, w_hh, batch_sizes, reverse, has_b_hh, gate_gradients)
+
+
+def _for_mode(mode: str):
+    """The layer op's forward and backward for `mode`, `mode` bound."""
+    return bound_to_mode(mode, hidden_sequence_forward, hidden_sequence_backward, "sequence")
+
+
+gru_sequence_forward, gru_sequence_backward = _for_mode("gru")
+rnn_tanh_sequence_forward, rnn_tanh_sequence_backward = _for_mode("rnn_tanh")
+rnn_relu_sequence_forward, rnn_relu_sequence_backward = _for_mode("rnn_relu")
