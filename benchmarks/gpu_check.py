@@ -1054,8 +1054,8 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
         weights = [leaf(60, 10), leaf(60, 20), leaf(60), leaf(60)]
         return [x, h, *weights], lambda: [seqops.gru_cell(x, h, *weights)]
 
-    def lstm_layer():
-        lstm = seqops.nn.LSTM(10, 20, bidirectional=True).to(device)
+    def lstm_layer(proj_size=0):
+        lstm = seqops.nn.LSTM(10, 20, bidirectional=True, proj_size=proj_size).to(device)
         x = leaf(steps, 3, 10)
 
         def run():
@@ -1087,6 +1087,8 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
         ("gru_cell forward+backward (fp32)", gru_cell, True, TRITON_AND_CUDA),
         ("LSTM layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", lstm_layer, True,
          TRITON_AND_CUDA),
+        ("LSTM layer forward+backward (fp32, bidirectional, proj_size 7; each backend's sequence kernels)",
+         lambda: lstm_layer(proj_size=7), True, TRITON_AND_CUDA),
         ("GRU layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", gru_layer,
          True, TRITON_AND_CUDA),
     ]

@@ -509,16 +509,22 @@ seqops::SequenceSchedule sequence_schedule(uintptr_t offsets, uintptr_t rows, ui
 
 void lstm_sequence_forward(uintptr_t xw, const MatrixStrides& xw_strides, uintptr_t h0, const MatrixStrides& h0_strides,
                            uintptr_t c0, const MatrixStrides& c0_strides, uintptr_t w_hh,
-                           const MatrixStrides& w_hh_strides, uintptr_t out, const MatrixStrides& out_strides,
-                           uintptr_t cells, const MatrixStrides& cells_strides, uintptr_t gates,
-                           const MatrixStrides& gates_strides, uintptr_t offsets, uintptr_t rows, uintptr_t prev,
-                           uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden, int device,
-                           uintptr_t stream) {
+                           const MatrixStrides& w_hh_strides, uintptr_t w_hr, const MatrixStrides& w_hr_strides,
+                           uintptr_t out, const MatrixStrides& out_strides, uintptr_t h_raw,
+                           const MatrixStrides& h_raw_strides, uintptr_t cells, const MatrixStrides& cells_strides,
+                           uintptr_t gates, const MatrixStrides& gates_strides, uintptr_t offsets, uintptr_t rows,
+                           uintptr_t prev, uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden,
+                           int64_t proj, int device, uintptr_t stream) {
   seqops::LstmSequenceForwardParams p;
   p.xw = reinterpret_cast<const void*>(xw);
   p.h0 = reinterpret_cast<const void*>(h0);
   p.c0 = reinterpret_cast<const void*>(c0);
   p.w_hh = reinterpret_cast<const void*>(w_hh);
+  p.w_hr = reinterpret_cast<const void*>(w_hr);
+  p.h_raw = reinterpret_cast<void*>(h_raw);
+  p.proj = proj;
+  p.w_hr_s = matrix_strides(w_hr_strides);
+  p.h_raw_s = matrix_strides(h_raw_strides);
   p.out = reinterpret_cast<void*>(out);
   p.cells = reinterpret_cast<float*>(cells);
   p.gates = reinterpret_cast<float*>(gates);
@@ -543,11 +549,16 @@ void lstm_sequence_backward(uintptr_t d_out, const MatrixStrides& d_out_strides,
                             const MatrixStrides& d_h_n_strides, uintptr_t d_c_n, const MatrixStrides& d_c_n_strides,
                             uintptr_t gates, const MatrixStrides& gates_strides, uintptr_t cells,
                             const MatrixStrides& cells_strides, uintptr_t c0, const MatrixStrides& c0_strides,
-                            uintptr_t w_hh, const MatrixStrides& w_hh_strides, uintptr_t dgates, uintptr_t d_h0,
+                            uintptr_t w_hh, const MatrixStrides& w_hh_strides, uintptr_t w_hr,
+                            const MatrixStrides& w_hr_strides, uintptr_t dgates, uintptr_t d_total, uintptr_t d_h0,
                             uintptr_t d_c0, uintptr_t carry, uintptr_t offsets, uintptr_t rows, uintptr_t prev,
-                            uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden, int device,
-                            uintptr_t stream) {
+                            uintptr_t carried, int64_t steps, int dtype, int64_t batch, int64_t hidden, int64_t proj,
+                            int device, uintptr_t stream) {
   seqops::LstmSequenceBackwardParams p;
+  p.w_hr = reinterpret_cast<const void*>(w_hr);
+  p.w_hr_s = matrix_strides(w_hr_strides);
+  p.d_total = reinterpret_cast<float*>(d_total);
+  p.proj = proj;
   p.d_out = reinterpret_cast<const void*>(d_out);
   p.d_h_n = reinterpret_cast<const void*>(d_h_n);
   p.d_c_n = reinterpret_cast<const void*>(d_c_n);
@@ -643,12 +654,13 @@ void hidden_sequence_backward(const std::string& cell, uintptr_t d_out, const Ma
 // The sequence kernels' plan for `hidden` units of `dtype` and `gates` gate rows a unit
 // (4 for the LSTM, 3 for the GRU, 1 for the RNNs), and why a GPU of these limits cannot
 // run it (None: it can). Host only.
-py::dict sequence_plan(int64_t hidden, int dtype, int gates, int64_t multiprocessors, int64_t max_shared_bytes) {
+py::dict sequence_plan(int64_t hidden, int dtype, int gates, int64_t multiprocessors, int64_t max_shared_bytes,
+                       int64_t projection) {
   if (gates != 1 && gates != 3 && gates != 4) {
     throw CudaError("seqops CUDA extension, sequence_plan: gates must be 1, 3 or 4, got " + std::to_string(gates));
   }
   const seqops::SequencePlan plan = seqops::plan_sequence(
-      hidden, seqops::dtype_size(dtype_of("sequence_plan", "the layer's tensors", dtype)), gates);
+      hidden, seqops::dtype_size(dtype_of("sequence_plan", "the layer's tensors", dtype)), gates, projection);
   py::dict out;
   out["blocks"] = plan.blocks;
   out["threads"] = plan.threads;
@@ -803,21 +815,23 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("hidden"));
   m.def("lstm_sequence_forward", &lstm_sequence_forward,
         "one direction of one LSTM layer over every step in one cooperative launch: out, the fp32 cell states and "
-        "gate activations, from xw (the input projection, biases included)",
+        "gate activations, from xw (the input projection, biases included); with proj > 0 (w_hr), h_raw too",
         py::arg("xw"), py::arg("xw_strides"), py::arg("h0"), py::arg("h0_strides"), py::arg("c0"),
-        py::arg("c0_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("out"), py::arg("out_strides"),
-        py::arg("cells"), py::arg("cells_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("offsets"),
-        py::arg("rows"), py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"),
-        py::arg("hidden"), py::arg("device"), py::arg("stream"));
+        py::arg("c0_strides"), py::arg("w_hh"), py::arg("w_hh_strides"), py::arg("w_hr"), py::arg("w_hr_strides"),
+        py::arg("out"), py::arg("out_strides"), py::arg("h_raw"), py::arg("h_raw_strides"), py::arg("cells"),
+        py::arg("cells_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("offsets"), py::arg("rows"),
+        py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"),
+        py::arg("proj"), py::arg("device"), py::arg("stream"));
   m.def("lstm_sequence_backward", &lstm_sequence_backward,
-        "fp32 dgates of every step, d_h0 and d_c0 of lstm_sequence_forward in one cooperative launch; d_out, d_h_n "
-        "or d_c_n 0 is none",
+        "fp32 dgates of every step, d_h0 and d_c0 of lstm_sequence_forward in one cooperative launch, and with proj "
+        "> 0 d_total (the gradient reaching the projected output); d_out, d_h_n or d_c_n 0 is none",
         py::arg("d_out"), py::arg("d_out_strides"), py::arg("d_h_n"), py::arg("d_h_n_strides"), py::arg("d_c_n"),
         py::arg("d_c_n_strides"), py::arg("gates"), py::arg("gates_strides"), py::arg("cells"),
         py::arg("cells_strides"), py::arg("c0"), py::arg("c0_strides"), py::arg("w_hh"), py::arg("w_hh_strides"),
-        py::arg("dgates"), py::arg("d_h0"), py::arg("d_c0"), py::arg("carry"), py::arg("offsets"), py::arg("rows"),
-        py::arg("prev"), py::arg("carried"), py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"),
-        py::arg("device"), py::arg("stream"));
+        py::arg("w_hr"), py::arg("w_hr_strides"), py::arg("dgates"), py::arg("d_total"), py::arg("d_h0"),
+        py::arg("d_c0"), py::arg("carry"), py::arg("offsets"), py::arg("rows"), py::arg("prev"), py::arg("carried"),
+        py::arg("steps"), py::arg("dtype"), py::arg("batch"), py::arg("hidden"), py::arg("proj"), py::arg("device"),
+        py::arg("stream"));
   m.def("hidden_sequence_forward", &hidden_sequence_forward,
         "one direction of one GRU or RNN layer (`cell`: gru_cell, rnn_tanh_cell, rnn_relu_cell) over every step in "
         "one cooperative launch: out and the fp32 values the backward needs, from xw (the input projection); b_hh 0 "
@@ -839,7 +853,7 @@ PYBIND11_MODULE(_cuda_ext, m) {
         "the launch geometry of the sequence kernels (gates: 4 LSTM, 3 GRU, 1 RNN) and why a GPU of these limits "
         "cannot run it (None: it can)",
         py::arg("hidden"), py::arg("dtype"), py::arg("gates"), py::arg("multiprocessors"),
-        py::arg("max_shared_bytes"));
+        py::arg("max_shared_bytes"), py::arg("projection") = 0);
   m.def("device_limits", &device_limits,
         "a device's multiprocessors, opt-in shared memory a block and whether it takes cooperative launches",
         py::arg("device"));

@@ -51,9 +51,9 @@ def test_plan_refuses_more_blocks_than_multiprocessors_or_slices_past_shared_mem
 
 def _forward_values(**changes):
     values = dict(xw=0, xw_strides=(4, 1), h0=0, h0_strides=(1, 1), c0=0, c0_strides=(1, 1), w_hh=0,
-                  w_hh_strides=(1, 1), out=0, out_strides=(1, 1), cells=0, cells_strides=(1, 1), gates=0,
-                  gates_strides=(4, 1), offsets=0, rows=0, prev=0, carried=0, steps=3, dtype=0, batch=2, hidden=1,
-                  device=0, stream=0)
+                  w_hh_strides=(1, 1), w_hr=0, w_hr_strides=(0, 0), out=0, out_strides=(1, 1), h_raw=0,
+                  h_raw_strides=(0, 0), cells=0, cells_strides=(1, 1), gates=0, gates_strides=(4, 1), offsets=0,
+                  rows=0, prev=0, carried=0, steps=3, dtype=0, batch=2, hidden=1, proj=0, device=0, stream=0)
     values.update(changes)
     return values
 
@@ -75,23 +75,36 @@ def test_bad_launches_are_refused_before_they_reach_a_gpu():
         module.lstm_sequence_backward(d_out=0, d_out_strides=(0, 0), d_h_n=0, d_h_n_strides=(0, 0), d_c_n=0,
                                       d_c_n_strides=(0, 0), gates=8, gates_strides=(4, 1), cells=8,
                                       cells_strides=(1, 1), c0=8, c0_strides=(1, 1), w_hh=8, w_hh_strides=(1, 1),
-                                      dgates=8, d_h0=0, d_c0=8, carry=8, steps=3, dtype=0, batch=2, hidden=1,
-                                      device=0, stream=0, **schedule)
+                                      w_hr=0, w_hr_strides=(0, 0), dgates=8, d_total=0, d_h0=0, d_c0=8, carry=8,
+                                      steps=3, dtype=0, batch=2, hidden=1, proj=0, device=0, stream=0, **schedule)
 
 
-def test_registered_ahead_of_the_step_variant_and_refusing_projections():
-    from seqops.backends import cuda_sequence
-
+def test_registered_ahead_of_the_step_variant():
     keys = [impl.key for impl in dispatch.implementations("lstm") if impl.backend == "cuda"]
     assert keys.index("lstm/cuda/sequence") < keys.index("lstm/cuda/step")
     assert not dispatch.implementation("lstm/cuda/sequence").priority  # not for `auto`: never run on a GPU
-    x, h = torch.randn(3, 2, 4), torch.randn(1, 2, 5)
-    weights = [torch.randn(20, 4), torch.randn(20, 5)]
-    reason = cuda_sequence.reason(x, None, (h, torch.randn(1, 2, 9)), weights, False, 1, 0.0, False, False, 5)
-    assert "proj_size 5" in reason
-    with pytest.raises(ValueError, match="no projection"):
-        cuda_sequence.lstm_sequence_forward(torch.randn(2, 36), [1, 1], torch.randn(1, 5), torch.randn(1, 9),
-                                            torch.randn(36, 5), torch.randn(5, 9), False)
+
+
+def test_projection_plan_and_refusals():
+    """With proj_size P, a block keeps W_hr's slice beside W_hh's: the backward's 4H x 8
+    columns of W_hh and P x 8 of W_hr (the larger of the two directions') a block; the
+    host checks refuse a projection without its tensors, or not below the hidden size."""
+    _, module = built()
+    p = module.sequence_plan(768, CODES[torch.bfloat16], 4, *HOPPER, 256)
+    assert p["shared_bytes"] == 64 * 33 * 4 + 8 * (4 * 768 + 256) * 2 and p["reason"] is None
+    assert "shared memory" in module.sequence_plan(1024, CODES[torch.float32], 4, 132, 150 * 1024, 1000)["reason"]
+    schedule = dict(offsets=8, rows=8, prev=8, carried=8)
+    tensors = dict(xw=8, h0=8, c0=8, w_hh=8, out=8, cells=8, gates=8)
+    with pytest.raises(RuntimeError, match="lstm_sequence_forward: a tensor pointer is null"):
+        module.lstm_sequence_forward(**_forward_values(**schedule, **tensors, hidden=4, proj=2))
+    with pytest.raises(RuntimeError, match="the projection's size must be below the hidden size"):
+        module.lstm_sequence_forward(**_forward_values(**schedule, **tensors, w_hr=8, h_raw=8, hidden=4, proj=4))
+    backward = dict(d_out=0, d_out_strides=(0, 0), d_h_n=0, d_h_n_strides=(0, 0), d_c_n=0, d_c_n_strides=(0, 0),
+                    gates=8, gates_strides=(4, 1), cells=8, cells_strides=(1, 1), c0=8, c0_strides=(1, 1), w_hh=8,
+                    w_hh_strides=(1, 1), w_hr=8, w_hr_strides=(1, 1), dgates=8, d_total=0, d_h0=8, d_c0=8, carry=8,
+                    steps=3, dtype=0, batch=2, hidden=4, proj=2, device=0, stream=0, **schedule)
+    with pytest.raises(RuntimeError, match="lstm_sequence_backward: a tensor pointer is null"):
+        module.lstm_sequence_backward(**backward)
 
 
 # -- on a GPU --
@@ -180,3 +193,20 @@ def test_on_gpu_launches_do_not_grow_with_length(monkeypatch):
         return dict(calls.counts)
 
     assert launches(8) == launches(64) == {"lstm_sequence_forward": 1, "lstm_sequence_backward": 1}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_on_gpu_projection_bidirectional_two_layers(monkeypatch, packed):
+    """proj_size 20 of H = 40: five blocks of units, three of them also own 8 features of
+    the projection (the third partial), two idle in the features' phases; the second layer
+    takes the first's projected, bidirectional output."""
+    config = dict(BIDIRECTIONAL_2_LAYERS, proj_size=20)
+    check_on_gpu(monkeypatch, config, packed, T=5, B=3, I=7, H=40, min_trials=3)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_on_gpu_projection_reduced_precision(monkeypatch, dtype):
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=13, num_layers=1)
+    check_on_gpu(monkeypatch, config, True, T=6, B=5, I=8, H=72, dtype=dtype)

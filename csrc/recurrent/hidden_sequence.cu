@@ -47,7 +47,7 @@ struct CellShape {
 int gates_of(HiddenCell cell) { return cell == HiddenCell::gru ? 3 : 1; }
 
 template <typename T, HiddenCell kCell>
-__global__ void __launch_bounds__(kThreads) hidden_sequence_forward_kernel(const HiddenSequenceForwardParams p) {
+__global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(const HiddenSequenceForwardParams p) {
   constexpr int kGates = CellShape<kCell>::kGates;
   extern __shared__ __align__(16) unsigned char shared[];
   StagingTile& h_tile = *reinterpret_cast<StagingTile*>(shared);
@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) hidden_sequence_forward_kernel(const
   const int64_t H = p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
-  load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, unit0);
+  load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, H, unit0);
   // The GRU's b_hh of this thread's unit (b_hr, b_hz, b_hn), read once.
   float b_r = 0.0f, b_z = 0.0f, b_n = 0.0f;
   if constexpr (kCell == HiddenCell::gru) {
@@ -116,7 +116,7 @@ __device__ __forceinline__ int64_t recurrent_column(int64_t j, int64_t H) {
 }
 
 template <typename T, HiddenCell kCell>
-__global__ void __launch_bounds__(kThreads) hidden_sequence_backward_kernel(const HiddenSequenceBackwardParams p) {
+__global__ void __launch_bounds__(kThreads, 1) hidden_sequence_backward_kernel(const HiddenSequenceBackwardParams p) {
   constexpr int kGates = CellShape<kCell>::kGates;
   constexpr int kSaved = CellShape<kCell>::kSaved;
   extern __shared__ __align__(16) unsigned char shared[];

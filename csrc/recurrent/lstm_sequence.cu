@@ -1,6 +1,12 @@
 // One direction of one LSTM layer over a whole packed sequence in one launch, forward and
 // backward (issue "Whole-sequence LSTM"), and their host launchers; the twin of the Triton
-// sequence kernels (kernels/recurrent/sequence.py), without the projection (proj_size).
+// sequence kernels (kernels/recurrent/sequence.py), with or without the projection
+// (proj_size P < H: h = (o * tanh(c)) @ W_hr^T). With it each step takes two phases behind
+// grid barriers, as the Triton kernels' do: forward, the cell over the units (h_raw), then
+// the projection over the P features; backward, the gradient reaching the projected
+// output over the features (d_total), then d_total @ W_hr and the gate gradients over the
+// units. A block owns units [8b, 8b + 8) of H and features [8b, 8b + 8) of P (blocks past P
+// idle in the features' phases), and keeps W_hr's slice in shared memory beside W_hh's.
 //
 // Forward, per step in processing order: gates = xw[step] + h_prev @ W_hh^T, then
 // c' = f * c + i * g and h' = o * tanh(c'), the activations and c' saved for the backward.
@@ -40,24 +46,59 @@ constexpr Refusals kRefusals = {"lstm_sequence: negative number of steps", "lstm
                                 "lstm_sequence: this GPU does not take cooperative launches",
                                 "lstm_sequence: the blocks cannot all be resident at once on this GPU"};
 
+// One (row, unit) of step `cur`: from dh (the gradient reaching h') and the cell-state
+// gradient (the carry for a row that continues into the next processed step, else d_c_n),
+// the pre-activation gate gradients, and dc * f to the carry (a row continued from an
+// earlier step) or d_c0 (a row that starts at cur).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) lstm_sequence_forward_kernel(const LstmSequenceForwardParams p) {
+__device__ __forceinline__ void lstm_gate_gradients(const LstmSequenceBackwardParams& p, const StepEntry& cur,
+                                                    int64_t row, int64_t now, int64_t unit, float dh, bool continued,
+                                                    const float* carry_in, float* carry_out) {
+  const int64_t H = p.hidden;
+  float dc = continued ? carry_in[row * H + unit]
+                       : (p.d_c_n != nullptr ? load<T>(p.d_c_n, row, unit, p.d_c_n_s) : 0.0f);
+  const float* gates = p.gates + now * p.gates_s.row;
+  const float i = gates[unit * p.gates_s.col], f = gates[(H + unit) * p.gates_s.col];
+  const float g = gates[(2 * H + unit) * p.gates_s.col], o = gates[(3 * H + unit) * p.gates_s.col];
+  const float tanh_c = tanhf(p.cells[now * p.cells_s.row + unit * p.cells_s.col]);
+  const bool carried = row < cur.carried;
+  const float c_prev = carried ? p.cells[(cur.prev + row) * p.cells_s.row + unit * p.cells_s.col]
+                               : load<T>(p.c0, row, unit, p.c0_s);
+  dc += dh * o * (1.0f - tanh_c * tanh_c);
+  float* dgates = p.dgates + now * kGates * H;
+  dgates[unit] = dc * g * i * (1.0f - i);
+  dgates[H + unit] = dc * c_prev * f * (1.0f - f);
+  dgates[2 * H + unit] = dc * i * (1.0f - g * g);
+  dgates[3 * H + unit] = dh * tanh_c * o * (1.0f - o);
+  // The cell-state gradient to the step this row continues from, or to c0.
+  (carried ? carry_out : p.d_c0)[row * H + unit] = dc * f;
+}
+
+template <typename T, bool kProjected>
+__global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(const LstmSequenceForwardParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
   StagingTile& h_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[k * 4U + gate * U + u] = W_hh[gate * H + unit0 + u, k]: the units' gate rows, k-major
-  // so that the threads of a warp (consecutive u) read consecutive words.
+  // w[k * 4U + gate * U + u] = W_hh[gate * H + unit0 + u, k] (k < P): the units' gate rows,
+  // k-major so that the threads of a warp (consecutive u) read consecutive words; with a
+  // projection, after it w_hr[k * U + f] = W_hr[feature0 + f, k] (k < H): the rows of the
+  // block's features (feature0 = unit0).
   T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
-  const int64_t H = p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
+  const int64_t H = p.hidden, P = kProjected ? p.proj : p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
-  load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, unit0);
+  // h before the projection: out itself without one.
+  void* h_raw = kProjected ? p.h_raw : p.out;
+  const Strides2 h_raw_s = kProjected ? p.h_raw_s : p.out_s;
+  load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, P, unit0);
+  T* w_hr = w + int64_t(kGates) * kUnits * P;
+  if constexpr (kProjected) load_weight_rows<T, 1>(w_hr, p.w_hr, p.w_hr_s, P, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
   for (int64_t t = 0; t < p.schedule.steps; ++t) {
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
       float acc[kRowsPerThread][kGates] = {};
-      accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, h_tile, acc);
+      accumulate_recurrent<T, kGates>(step, r0, P, p.out, p.out_s, p.h0, p.h0_s, w, h_tile, acc);
       if (unit < H) {
 #pragma unroll
         for (int r = 0; r < kRowsPerThread; ++r) {
@@ -73,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_forward_kernel(const L
                                                   : load<T>(p.c0, row, unit, p.c0_s);
           const float c = f * c_prev + i * g;
           p.cells[now * p.cells_s.row + unit * p.cells_s.col] = c;
-          static_cast<T*>(p.out)[now * p.out_s.row + unit * p.out_s.col] = from_float<T>(o * tanhf(c));
+          static_cast<T*>(h_raw)[now * h_raw_s.row + unit * h_raw_s.col] = from_float<T>(o * tanhf(c));
           float* gates = p.gates + now * p.gates_s.row;
           gates[unit * p.gates_s.col] = i;
           gates[(H + unit) * p.gates_s.col] = f;
@@ -82,20 +123,45 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_forward_kernel(const L
         }
       }
     }
+    if constexpr (kProjected) {
+      // out[step] = h_raw[step] @ W_hr^T for the block's features, once every block's units
+      // of h_raw are written.
+      grid.sync();
+      for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
+        float acc[kRowsPerThread][1] = {};
+        accumulate_staged<T, 1>(
+            step.rows, r0, H,
+            [&](int64_t row, int64_t col) { return load_exchanged<T>(h_raw, step.offset + row, col, h_raw_s); }, w_hr,
+            h_tile, acc);
+        if (unit >= P) continue;
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const int64_t row = r0 + lane + r * kLanes;
+          if (row < step.rows) {
+            static_cast<T*>(p.out)[(step.offset + row) * p.out_s.row + unit * p.out_s.col] = from_float<T>(acc[r][0]);
+          }
+        }
+      }
+    }
     if (t + 1 < p.schedule.steps) grid.sync();
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const LstmSequenceBackwardParams p) {
+template <typename T, bool kProjected>
+__global__ void __launch_bounds__(kThreads, 1) lstm_sequence_backward_kernel(const LstmSequenceBackwardParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
   StagingTile& g_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[j * U + u] = W_hh[j, unit0 + u] for the 4H gate rows j: the units' columns.
+  // w[j * U + f] = W_hh[j, feature0 + f] for the 4H gate rows j: the columns of the block's
+  // features of h (its units, without a projection; feature0 = unit0); with a projection,
+  // after it w_hr[f * U + u] = W_hr[f, unit0 + u] for the P features f: its units' columns.
   T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
-  const int64_t H = p.hidden, G = kGates * p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
+  const int64_t H = p.hidden, P = kProjected ? p.proj : p.hidden, G = kGates * p.hidden;
+  const int64_t unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
-  const int64_t unit = unit0 + u;
-  load_weight_columns<T>(w, p.w_hh, p.w_hh_s, G, H, unit0);
+  const int64_t unit = unit0 + u;  // also the block's feature of h: a column of P
+  load_weight_columns<T>(w, p.w_hh, p.w_hh_s, G, P, unit0);
+  T* w_hr = w + G * kUnits;
+  if constexpr (kProjected) load_weight_columns<T>(w_hr, p.w_hr, p.w_hr_s, P, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
   const int64_t T_steps = p.schedule.steps;
@@ -108,44 +174,51 @@ __global__ void __launch_bounds__(kThreads) lstm_sequence_backward_kernel(const 
     float* carry_out = p.carry + ((phase + 1) % 2) * p.batch * H;
     const int64_t n_rows = cur.rows > done.rows ? cur.rows : done.rows;
     for (int64_t r0 = 0; r0 < n_rows; r0 += kPassRows) {
-      // dgates[done] @ W_hh[:, units], over the 4H gate columns kK at a time.
+      // dgates[done] @ W_hh[:, features], over the 4H gate columns kK at a time.
       float reaching[kRowsPerThread] = {};
       accumulate_reaching<T>(done, r0, G, p.dgates, G, [](int64_t j) { return j; }, w, g_tile, reaching);
-      if (unit >= H) continue;
+      if (unit >= P) continue;
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
         const int64_t row = r0 + lane + r * kLanes;
         // Rows that started at `done` (from h0): their gradient is h0's.
-        if (row < done.rows && row >= done.carried) p.d_h0[row * H + unit] = reaching[r];
+        if (row < done.rows && row >= done.carried) p.d_h0[row * P + unit] = reaching[r];
         if (row >= cur.rows) continue;
-        // Rows of cur that continue into done get the carries; the rest end at cur and get
-        // d_h_n and d_c_n.
+        // The gradient reaching cur's output: d_out, and the carry for the rows of cur that
+        // continue into done, d_h_n for the rest (which end at cur).
         const bool continued = row < done.carried;
         const int64_t now = cur.offset + row;
         float dh = p.d_out != nullptr ? load<T>(p.d_out, now, unit, p.d_out_s) : 0.0f;
-        float dc = 0.0f;
         if (continued) {
           dh += reaching[r];
-          dc = carry_in[row * H + unit];
-        } else {
-          if (p.d_h_n != nullptr) dh += load<T>(p.d_h_n, row, unit, p.d_h_n_s);
-          if (p.d_c_n != nullptr) dc = load<T>(p.d_c_n, row, unit, p.d_c_n_s);
+        } else if (p.d_h_n != nullptr) {
+          dh += load<T>(p.d_h_n, row, unit, p.d_h_n_s);
         }
-        const float* gates = p.gates + now * p.gates_s.row;
-        const float i = gates[unit * p.gates_s.col], f = gates[(H + unit) * p.gates_s.col];
-        const float g = gates[(2 * H + unit) * p.gates_s.col], o = gates[(3 * H + unit) * p.gates_s.col];
-        const float tanh_c = tanhf(p.cells[now * p.cells_s.row + unit * p.cells_s.col]);
-        const bool carried = row < cur.carried;
-        const float c_prev = carried ? p.cells[(cur.prev + row) * p.cells_s.row + unit * p.cells_s.col]
-                                     : load<T>(p.c0, row, unit, p.c0_s);
-        dc += dh * o * (1.0f - tanh_c * tanh_c);
-        float* dgates = p.dgates + now * G;
-        dgates[unit] = dc * g * i * (1.0f - i);
-        dgates[H + unit] = dc * c_prev * f * (1.0f - f);
-        dgates[2 * H + unit] = dc * i * (1.0f - g * g);
-        dgates[3 * H + unit] = dh * tanh_c * o * (1.0f - o);
-        // The cell-state gradient to the step this row continues from, or to c0.
-        (carried ? carry_out : p.d_c0)[row * H + unit] = dc * f;
+        if constexpr (kProjected) {
+          p.d_total[now * P + unit] = dh;
+        } else {
+          lstm_gate_gradients<T>(p, cur, row, now, unit, dh, continued, carry_in, carry_out);
+        }
+      }
+    }
+    if constexpr (kProjected) {
+      // The gradient reaching h' (before the projection): d_total[cur] @ W_hr[:, units], once
+      // every block's features of d_total are written.
+      if (has_cur) grid.sync();
+      for (int64_t r0 = 0; r0 < cur.rows; r0 += kPassRows) {
+        float acc[kRowsPerThread][1] = {};
+        accumulate_staged<T, 1>(
+            cur.rows, r0, P, [&](int64_t row, int64_t f) { return __ldcg(p.d_total + (cur.offset + row) * P + f); },
+            w_hr, g_tile, acc);
+        if (unit >= H) continue;
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) {
+          const int64_t row = r0 + lane + r * kLanes;
+          if (row < cur.rows) {
+            lstm_gate_gradients<T>(p, cur, row, cur.offset + row, unit, acc[r][0], row < done.carried, carry_in,
+                                   carry_out);
+          }
+        }
       }
     }
     if (has_cur) grid.sync();
@@ -161,8 +234,11 @@ Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.xw == nullptr || p.h0 == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.out == nullptr ||
-       p.cells == nullptr || p.gates == nullptr)) {
+       p.cells == nullptr || p.gates == nullptr || (p.proj > 0 && (p.w_hr == nullptr || p.h_raw == nullptr)))) {
     return Status::bad_argument("lstm_sequence_forward: a tensor pointer is null");
+  }
+  if (p.proj < 0 || p.proj >= p.hidden && p.proj > 0) {
+    return Status::bad_argument("lstm_sequence_forward: the projection's size must be below the hidden size");
   }
   return Status::ok();
 }
@@ -174,8 +250,12 @@ Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& p) {
   if (!schedule.is_ok()) return schedule;
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.gates == nullptr || p.cells == nullptr || p.c0 == nullptr || p.w_hh == nullptr || p.dgates == nullptr ||
-       p.d_h0 == nullptr || p.d_c0 == nullptr || p.carry == nullptr)) {
+       p.d_h0 == nullptr || p.d_c0 == nullptr || p.carry == nullptr ||
+       (p.proj > 0 && (p.w_hr == nullptr || p.d_total == nullptr)))) {
     return Status::bad_argument("lstm_sequence_backward: a tensor pointer is null");
+  }
+  if (p.proj < 0 || p.proj >= p.hidden && p.proj > 0) {
+    return Status::bad_argument("lstm_sequence_backward: the projection's size must be below the hidden size");
   }
   return Status::ok();
 }
@@ -184,10 +264,12 @@ Status lstm_sequence_forward(const LstmSequenceForwardParams& p, cudaStream_t st
   const Status checked = check_lstm_sequence_forward(p);
   if (!checked.is_ok()) return checked;
   if (p.schedule.steps == 0 || p.hidden == 0) return Status::ok();
-  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates);
+  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates, p.proj);
   Status status;
   with_dtype(p.dtype, [&](auto tag) {
-    status = launch_cooperative(kRefusals, lstm_sequence_forward_kernel<decltype(tag)>, plan, p, stream);
+    using T = decltype(tag);
+    status = p.proj > 0 ? launch_cooperative(kRefusals, lstm_sequence_forward_kernel<T, true>, plan, p, stream)
+                        : launch_cooperative(kRefusals, lstm_sequence_forward_kernel<T, false>, plan, p, stream);
   });
   return status;
 }
@@ -196,10 +278,12 @@ Status lstm_sequence_backward(const LstmSequenceBackwardParams& p, cudaStream_t 
   const Status checked = check_lstm_sequence_backward(p);
   if (!checked.is_ok()) return checked;
   if (p.schedule.steps == 0 || p.hidden == 0) return Status::ok();
-  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates);
+  const SequencePlan plan = plan_sequence(p.hidden, dtype_size(p.dtype), kGates, p.proj);
   Status status;
   with_dtype(p.dtype, [&](auto tag) {
-    status = launch_cooperative(kRefusals, lstm_sequence_backward_kernel<decltype(tag)>, plan, p, stream);
+    using T = decltype(tag);
+    status = p.proj > 0 ? launch_cooperative(kRefusals, lstm_sequence_backward_kernel<T, true>, plan, p, stream)
+                        : launch_cooperative(kRefusals, lstm_sequence_backward_kernel<T, false>, plan, p, stream);
   });
   return status;
 }

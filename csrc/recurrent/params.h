@@ -114,31 +114,35 @@ struct SequenceSchedule {
   int64_t steps = 0;
 };
 
-// One direction of one LSTM layer over a whole packed sequence in one launch (no
-// projection: proj_size is left to the other implementations).
-// From xw [N, 4H] (the input projection of every row, biases included), h0, c0 [B, H],
-// w_hh [4H, H] (all of dtype): out [N, H] (dtype; contiguous rows of H, the Python side's
-// allocation), the cell states [N, H] and gate activations i, f, g, o [N, 4H] (fp32, what
-// the backward needs).
+// One direction of one LSTM layer over a whole packed sequence in one launch, with or
+// without a projection (proj_size P < H: h = (o * tanh(c)) @ W_hr^T).
+// From xw [N, 4H] (the input projection of every row, biases included), h0 [B, P], c0
+// [B, H], w_hh [4H, P] and w_hr [P, H] (null: no projection, P = H), all of dtype: out
+// [N, P] (dtype), the cell states [N, H] and gate activations i, f, g, o [N, 4H] (fp32,
+// what the backward needs), and with a projection h_raw [N, H] (dtype: h before it).
 struct LstmSequenceForwardParams {
   const void* xw = nullptr;
   const void* h0 = nullptr;
   const void* c0 = nullptr;
   const void* w_hh = nullptr;
+  const void* w_hr = nullptr;
   void* out = nullptr;
+  void* h_raw = nullptr;
   float* cells = nullptr;
   float* gates = nullptr;
   SequenceSchedule schedule;
   DType dtype = DType::float32;
-  int64_t batch = 0, hidden = 0;
-  Strides2 xw_s, h0_s, c0_s, w_hh_s, out_s, cells_s, gates_s;
+  int64_t batch = 0, hidden = 0, proj = 0;  // proj: P, 0 without a projection
+  Strides2 xw_s, h0_s, c0_s, w_hh_s, w_hr_s, out_s, h_raw_s, cells_s, gates_s;
 };
 
-// Backward through every step of the forward above: from d_out [N, H], d_h_n, d_c_n
+// Backward through every step of the forward above: from d_out [N, P], d_h_n [B, P], d_c_n
 // [B, H] (dtype; each null = zero), the saved gates [N, 4H] and cells [N, H] (fp32), c0
-// [B, H] and w_hh [4H, H] (dtype): the pre-activation gate gradients dgates [N, 4H], and
-// d_h0, d_c0 [B, H], all fp32 and contiguous (the Python side's allocations, d_h0 and
-// d_c0 zeroed); carry [2, B, H] fp32 contiguous, scratch for the cell-state gradient
+// [B, H], w_hh [4H, P] and w_hr [P, H] (dtype; null without a projection): the
+// pre-activation gate gradients dgates [N, 4H], d_h0 [B, P] and d_c0 [B, H], all fp32
+// and contiguous (the Python side's allocations, d_h0 and d_c0 zeroed); with a projection
+// d_total [N, P] (fp32, contiguous: the gradient reaching the projected output, which
+// d_w_hr needs); carry [2, B, H] fp32 contiguous, scratch for the cell-state gradient
 // handed from step to step.
 struct LstmSequenceBackwardParams {
   const void* d_out = nullptr;
@@ -148,14 +152,16 @@ struct LstmSequenceBackwardParams {
   const float* cells = nullptr;
   const void* c0 = nullptr;
   const void* w_hh = nullptr;
+  const void* w_hr = nullptr;
   float* dgates = nullptr;
+  float* d_total = nullptr;
   float* d_h0 = nullptr;
   float* d_c0 = nullptr;
   float* carry = nullptr;
   SequenceSchedule schedule;
   DType dtype = DType::float32;
-  int64_t batch = 0, hidden = 0;
-  Strides2 d_out_s, d_h_n_s, d_c_n_s, gates_s, cells_s, c0_s, w_hh_s;
+  int64_t batch = 0, hidden = 0, proj = 0;
+  Strides2 d_out_s, d_h_n_s, d_c_n_s, gates_s, cells_s, c0_s, w_hh_s, w_hr_s;
 };
 
 // One direction of one GRU or RNN layer over a whole packed sequence in one launch. From

@@ -59,9 +59,14 @@ struct SequencePlan {
   int threads = kSequenceThreads;
 };
 
-inline SequencePlan plan_sequence(int64_t hidden, int element_size, int gates) {
+// `projection`: the LSTM's P (< hidden), 0 without one. With it a block also keeps the
+// projection's slice: forward, the W_hr rows of its 8 features (8 x H), beside W_hh's
+// 4 x 8 x P; backward, the W_hr columns of its 8 units (P x 8) beside W_hh's columns of
+// its features (4H x 8): the larger, so the plan's.
+inline SequencePlan plan_sequence(int64_t hidden, int element_size, int gates, int64_t projection = 0) {
   return {(hidden + kSequenceUnits - 1) / kSequenceUnits,
-          kSequenceStagingBytes + gates * kSequenceUnits * hidden * int64_t(element_size), kSequenceThreads};
+          kSequenceStagingBytes + kSequenceUnits * (gates * hidden + projection) * int64_t(element_size),
+          kSequenceThreads};
 }
 
 // Why a GPU with `multiprocessors` SMs and `max_shared_bytes` of (opt-in) shared memory a

@@ -85,7 +85,7 @@ for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
          "backward": _function("cuda_recurrent", f"{_cell}_backward")},
         supports=recurrent_contract.fused_hidden_cell_reason, priority=PRIORITY))
 # nn.LSTM on backend("cuda"): one cooperative launch a layer and direction where the
-# sequence kernels take the call (no projection; W_hh's slices fit the GPU), else torch's
+# sequence kernels take the call (W_hh's, and W_hr's, slices fit the GPU), else torch's
 # layer loop over the cells above, one launch a step. Neither has an `auto` priority
 # (unmeasured, never run on a GPU); registered in that order, the backend tries the
 # sequence variant first, as the Triton backend does.

@@ -6,11 +6,11 @@ kernels/recurrent/hidden_sequence.py): one cooperative launch a layer and direct
 forward, one backward, the weight gradient a GEMM over every step's gate gradients after
 it.
 
-What they take: no projection (proj_size, the LSTM's), and hidden sizes whose W_hh slices
-(8 units a block, one block a multiprocessor) fit the GPU's multiprocessors and shared
-memory: on an H100 or H200, H up to 1056 in every dtype (the LSTM's fp32: 4 x 8 x 1024 x
-4 bytes, 128 KiB, of 227). Elsewhere `reason` (`hidden_layer_reason`) says why and the op
-takes another implementation."""
+What they take: hidden sizes whose W_hh slices (8 units a block, one block a
+multiprocessor; with the LSTM's projection, W_hr's slice beside) fit the GPU's
+multiprocessors and shared memory: on an H100 or H200, H up to 1056 in every dtype (the
+LSTM's fp32: 4 x 8 x 1024 x 4 bytes, 128 KiB, of 227). Elsewhere `reason`
+(`hidden_layer_reason`) says why and the op takes another implementation."""
 from __future__ import annotations
 
 import functools
@@ -34,13 +34,15 @@ def _device_limits(index: int) -> dict:
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
-def _hidden_reason(hidden: int, dtype: torch.dtype, device: torch.device, mode: str = "lstm") -> Optional[str]:
-    """Why this GPU cannot hold the kernels' plan for `hidden` units of `dtype` (None: it can)."""
+def _hidden_reason(hidden: int, dtype: torch.dtype, device: torch.device, mode: str = "lstm",
+                   projection: int = 0) -> Optional[str]:
+    """Why this GPU cannot hold the kernels' plan for `hidden` units of `dtype` (and the
+    LSTM's `projection`, 0: none) (None: it can)."""
     limits = _device_limits(device.index if device.index is not None else torch.cuda.current_device())
     if not limits["cooperative_launch"]:
         return "the CUDA sequence kernels need cooperative launches, which this GPU does not take"
     plan = _ext.load().sequence_plan(hidden, DTYPE_CODES[dtype], GATES[mode], limits["multiprocessors"],
-                                     limits["max_shared_bytes"])
+                                     limits["max_shared_bytes"], projection)
     return None if plan["reason"] is None else f"hidden size {hidden}: {plan['reason']}"
 
 
@@ -57,9 +59,8 @@ def reason(input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx, weights
     why = contract.fused_lstm_reason(input, batch_sizes, hx, weights)
     if why is not None:
         return why
-    if proj_size > 0:
-        return f"proj_size {proj_size}: the CUDA LSTM sequence kernels have no projection; the Triton ones do"
-    return _rows_reason(input, batch_sizes) or _hidden_reason(hx[1].shape[-1], input.dtype, input.device)
+    return _rows_reason(input, batch_sizes) or _hidden_reason(hx[1].shape[-1], input.dtype, input.device,
+                                                               projection=proj_size)
 
 
 def hidden_layer_reason(mode: str, input: torch.Tensor, batch_sizes: Optional[torch.Tensor], hx: torch.Tensor,
@@ -86,31 +87,32 @@ def _in_dtype(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.T
 def lstm_sequence_forward(
     xw: torch.Tensor, batch_sizes: list[int], h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
     w_hr: Optional[torch.Tensor], reverse: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
-    """As kernels/recurrent/sequence.py's lstm_sequence_forward, without a projection
-    (w_hr must be None): xw [N, 4H], h0, c0 [B, H], w_hh [4H, H], any strides. Returns
-    out [N, H], h_n, c_n, the gate activations [N, 4H] and cell states [N, H] (fp32), None."""
-    if w_hr is not None:
-        raise ValueError("the CUDA LSTM sequence kernels have no projection (proj_size)")
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """As kernels/recurrent/sequence.py's lstm_sequence_forward: xw [N, 4H], h0 [B, P], c0
+    [B, H], w_hh [4H, P], w_hr [P, H] or None (P = H), any strides. Returns out [N, P],
+    h_n, c_n, the gate activations [N, 4H] and cell states [N, H] (fp32), and h before the
+    projection [N, H] (None without one)."""
     N, H = xw.shape[0], xw.shape[1] // 4
-    B = h0.shape[0]
+    B, P = h0.shape
     device = xw.device
-    out = torch.empty(N, H, dtype=xw.dtype, device=device)
+    out = torch.empty(N, P, dtype=xw.dtype, device=device)
+    h_raw = torch.empty(N, H, dtype=xw.dtype, device=device) if w_hr is not None else None
     cells = torch.empty(N, H, dtype=torch.float32, device=device)
     gates = torch.empty(N, 4 * H, dtype=torch.float32, device=device)
     if N == 0 or H == 0:
-        return out, h0.clone(), c0.clone(), gates, cells, None
+        return out, h0.clone(), c0.clone(), gates, cells, h_raw
     (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
-    h0, c0, w_hh = (_in_dtype(t, xw.dtype) for t in (h0, c0, w_hh))
+    h0, c0, w_hh, w_hr = (_in_dtype(t, xw.dtype) for t in (h0, c0, w_hh, w_hr))
     _ext.load().lstm_sequence_forward(
         xw=xw.data_ptr(), xw_strides=_strides(xw), h0=h0.data_ptr(), h0_strides=_strides(h0), c0=c0.data_ptr(),
-        c0_strides=_strides(c0), w_hh=w_hh.data_ptr(), w_hh_strides=_strides(w_hh), out=out.data_ptr(),
-        out_strides=_strides(out), cells=cells.data_ptr(), cells_strides=_strides(cells), gates=gates.data_ptr(),
-        gates_strides=_strides(gates), offsets=offsets.data_ptr(), rows=rows.data_ptr(), prev=prev.data_ptr(),
-        carried=carried.data_ptr(), steps=len(steps), dtype=dtype_code(xw), batch=B, hidden=H,
-        **launch_place(device))
+        c0_strides=_strides(c0), w_hh=w_hh.data_ptr(), w_hh_strides=_strides(w_hh), w_hr=_pointer(w_hr),
+        w_hr_strides=_strides(w_hr), out=out.data_ptr(), out_strides=_strides(out), h_raw=_pointer(h_raw),
+        h_raw_strides=_strides(h_raw), cells=cells.data_ptr(), cells_strides=_strides(cells),
+        gates=gates.data_ptr(), gates_strides=_strides(gates), offsets=offsets.data_ptr(), rows=rows.data_ptr(),
+        prev=prev.data_ptr(), carried=carried.data_ptr(), steps=len(steps), dtype=dtype_code(xw), batch=B,
+        hidden=H, proj=P if w_hr is not None else 0, **launch_place(device))
     final = final_rows(steps, B).to(device)
-    return out, out[final], cells[final].to(c0.dtype), gates, cells, None
+    return out, out[final], cells[final].to(c0.dtype), gates, cells, h_raw
 
 
 def lstm_sequence_backward(
@@ -118,39 +120,42 @@ def lstm_sequence_backward(
     out: torch.Tensor, gates: torch.Tensor, cells: torch.Tensor, h_raw: Optional[torch.Tensor],
     h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor, w_hr: Optional[torch.Tensor],
     batch_sizes: list[int], reverse: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
-    """As kernels/recurrent/sequence.py's lstm_sequence_backward, without a projection:
-    d_xw [N, 4H] (out's dtype), d_h0, d_c0, d_w_hh (a GEMM over the gate gradients of every
-    step, summed per block of rows: packed_steps.summed_over_rows) and None."""
-    if w_hr is not None:
-        raise ValueError("the CUDA LSTM sequence kernels have no projection (proj_size)")
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """As kernels/recurrent/sequence.py's lstm_sequence_backward: d_xw [N, 4H] (out's
+    dtype), d_h0, d_c0, d_w_hh (a GEMM over the gate gradients of every step, summed per
+    block of rows: packed_steps.summed_over_rows) and d_w_hr (the same over the gradient
+    reaching the projected output; None without a projection)."""
     N, H = gates.shape[0], gates.shape[1] // 4
-    B = h0.shape[0]
+    B, P = h0.shape
     device = gates.device
     fp32 = dict(dtype=torch.float32, device=device)
     dgates = torch.empty(N, 4 * H, **fp32)
-    d_h0, d_c0 = torch.zeros(B, H, **fp32), torch.zeros(B, H, **fp32)
+    d_h0, d_c0 = torch.zeros(B, P, **fp32), torch.zeros(B, H, **fp32)
+    d_total = torch.empty(N, P, **fp32) if w_hr is not None else None
     if N == 0 or H == 0:
         if d_h_n is not None:
             d_h0 += d_h_n
         if d_c_n is not None:
             d_c0 += d_c_n
-        return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), None
+        d_w_hr = torch.zeros_like(w_hr) if w_hr is not None else None
+        return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), torch.zeros_like(w_hh), d_w_hr
     (offsets, rows, prev, carried), steps = schedule_tensors(batch_sizes, reverse, device)
     dtype = out.dtype
-    d_out, d_h_n, d_c_n, c0_in, w_hh_in = (_in_dtype(t, dtype) for t in (d_out, d_h_n, d_c_n, c0, w_hh))
+    d_out, d_h_n, d_c_n, c0_in, w_hh_in, w_hr_in = (_in_dtype(t, dtype) for t in (d_out, d_h_n, d_c_n, c0, w_hh, w_hr))
     carry = torch.zeros(2, B, H, **fp32)
     _ext.load().lstm_sequence_backward(
         d_out=_pointer(d_out), d_out_strides=_strides(d_out), d_h_n=_pointer(d_h_n), d_h_n_strides=_strides(d_h_n),
         d_c_n=_pointer(d_c_n), d_c_n_strides=_strides(d_c_n), gates=gates.data_ptr(), gates_strides=_strides(gates),
         cells=cells.data_ptr(), cells_strides=_strides(cells), c0=c0_in.data_ptr(), c0_strides=_strides(c0_in),
-        w_hh=w_hh_in.data_ptr(), w_hh_strides=_strides(w_hh_in), dgates=dgates.data_ptr(), d_h0=d_h0.data_ptr(),
+        w_hh=w_hh_in.data_ptr(), w_hh_strides=_strides(w_hh_in), w_hr=_pointer(w_hr_in),
+        w_hr_strides=_strides(w_hr_in), dgates=dgates.data_ptr(), d_total=_pointer(d_total), d_h0=d_h0.data_ptr(),
         d_c0=d_c0.data_ptr(), carry=carry.data_ptr(), offsets=offsets.data_ptr(), rows=rows.data_ptr(),
         prev=prev.data_ptr(), carried=carried.data_ptr(), steps=len(steps), dtype=dtype_code(out), batch=B,
-        hidden=H, **launch_place(device))
+        hidden=H, proj=P if w_hr is not None else 0, **launch_place(device))
     h_prev = torch.cat([out, h0.to(out.dtype)])[previous_rows(steps, N).to(device)]
     d_w_hh = summed_over_rows(dgates.to(w_hh.dtype), h_prev.to(w_hh.dtype))
-    return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, None
+    d_w_hr = summed_over_rows(d_total.to(w_hr.dtype), h_raw.to(w_hr.dtype)) if w_hr is not None else None
+    return dgates.to(out.dtype), d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_hh, d_w_hr
 
 
 # The extension's name of each mode's cell (csrc HiddenCell).
