@@ -237,7 +237,7 @@ Status check_lstm_sequence_forward(const LstmSequenceForwardParams& p) {
        p.cells == nullptr || p.gates == nullptr || (p.proj > 0 && (p.w_hr == nullptr || p.h_raw == nullptr)))) {
     return Status::bad_argument("lstm_sequence_forward: a tensor pointer is null");
   }
-  if (p.proj < 0 || p.proj >= p.hidden && p.proj > 0) {
+  if (p.proj < 0 || (p.proj > 0 && p.proj >= p.hidden)) {
     return Status::bad_argument("lstm_sequence_forward: the projection's size must be below the hidden size");
   }
   return Status::ok();
@@ -254,7 +254,7 @@ Status check_lstm_sequence_backward(const LstmSequenceBackwardParams& p) {
        (p.proj > 0 && (p.w_hr == nullptr || p.d_total == nullptr)))) {
     return Status::bad_argument("lstm_sequence_backward: a tensor pointer is null");
   }
-  if (p.proj < 0 || p.proj >= p.hidden && p.proj > 0) {
+  if (p.proj < 0 || (p.proj > 0 && p.proj >= p.hidden)) {
     return Status::bad_argument("lstm_sequence_backward: the projection's size must be below the hidden size");
   }
   return Status::ok();

@@ -16,7 +16,7 @@ What the forward saves for the backward is the step kernels' (gru_cell.py, rnn_c
 r, z, n and hn = h W_hn^T + b_hn for the GRU (fp32 [N, 4H]), act's output for the RNNs
 (fp32 [N, H]). The backward's gate gradients are theirs too: the GRU's (dr, dz, dn, dn *
 r) [N, 4H], the RNNs' pre-activation gradient [N, H]; the weight gradients follow as
-products over every step (hidden_layer.recurrent_weight_gradients).
+products over every step (packed_steps.recurrent_weight_gradients).
 
 The gradient reaching a step's h_prev is dgates @ W_hh (over all units: exchanged) and,
 for the GRU, z * dh' (each unit's own: kept by the program that owns the unit, in a
@@ -70,6 +70,7 @@ def _chunk(p, table: dict, mode: str, dtype: torch.dtype) -> int:
     if p.on_chip:
         return p.block_k
     return table[CELL[mode]]["tf32" if fp32_products_in_tf32(dtype) else dtype]
+
 
 @triton.jit
 def _previous_h(out_ptr, h0_ptr, prev, rows, cols, carried, in_bounds, out_sr, out_sc, h0_sr, h0_sc):
