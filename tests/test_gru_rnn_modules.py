@@ -57,11 +57,14 @@ def test_layer_configurations(device, mode, config, packed):
     skip_unless_runnable(device, "triton")
     torch_class, seqops_class, kwargs = LAYERS[mode]
     # Sizes under one interpreter tile, large enough that each weight gradient has a
-    # few hundred entries (the error ratio of two small samples is noise).
+    # few hundred entries (the error ratio of two small samples is noise). Each bias-
+    # gradient entry sums about T x B terms: pool 3 trials (with one, over 20 seeds, the
+    # packed tanh RNN's d bias_ih_l0_reverse reached 1.85x torch's error on the
+    # sequence variant, as tests/test_gru_rnn_sequence.py's one-trial runs reached 2.29).
     I, H = 7, 21
     modules = twins(torch_class, seqops_class, I, H, device=device, dtype=torch.float32, **kwargs, **config)
     make, call = layer_inputs(config, packed, T=5, B=3, I=I, H=H, device=device)
-    compare("triton", modules, make, call, torch.float32, H)
+    compare("triton", modules, make, call, torch.float32, H, min_trials=3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)

@@ -54,10 +54,14 @@ BIDIRECTIONAL_2_LAYERS = dict(bias=True, batch_first=False, bidirectional=True, 
 @pytest.mark.parametrize("mode", list(LAYERS))
 @pytest.mark.parametrize("device", DEVICES)
 def test_sequence_several_slices_bidirectional_two_layers(device, mode, packed):
-    """H = 40: three 16-unit slices (the last 8 units), W_hh re-read in 16-feature chunks;
-    packed lengths of 1 to 4 make rows start late in the reversed direction and end early
-    forwards."""
-    check_variant(device, mode, BIDIRECTIONAL_2_LAYERS, packed, T=4, B=3, I=7, H=40)
+    """H = 40: three 16-unit slices (the last 8 units), W_hh re-read in chunks; packed
+    lengths of 1 to 4 make rows start late in the reversed direction and end early
+    forwards. Each bias-gradient entry sums about T x B terms: pool 3 trials. With one,
+    over 30 seeds (rnn_tanh, packed) the bias gradients' ratio to torch's error reached
+    2.05 (step variant) and 2.29 (sequence), medians 0.9-1.1, and one fresh-clone CI run
+    failed at 2.07 (seed 1911755698, d bias_ih_l0); pooling 3, over 20 seeds, at most 1.47
+    for either variant."""
+    check_variant(device, mode, BIDIRECTIONAL_2_LAYERS, packed, T=4, B=3, I=7, H=40, min_trials=3)
 
 
 @pytest.mark.parametrize("mode", list(LAYERS))
@@ -73,8 +77,8 @@ def test_sequence_weights_on_chip_batch_first_no_bias(device, mode):
 @pytest.mark.parametrize("device", DEVICES)
 def test_step_variant_when_forced(device, mode):
     """variant="step" still runs a launch a step (the modules' tests take the sequence
-    variant, the backend's first)."""
-    check_variant(device, mode, BIDIRECTIONAL_2_LAYERS, True, T=4, B=3, I=7, H=21, variant="step")
+    variant, the backend's first). Pooled as the test above."""
+    check_variant(device, mode, BIDIRECTIONAL_2_LAYERS, True, T=4, B=3, I=7, H=21, variant="step", min_trials=3)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (4, 1)], ids=lambda s: f"T{s[0]}-B{s[1]}")
