@@ -142,12 +142,13 @@ def layer_backward_around(
     fp32 = dict(dtype=torch.float32, device=out.device)
     dgates = torch.empty(N, SAVED_PER_UNIT[mode] * H, **fp32)
     d_h0 = torch.zeros(h0.shape[0], H, **fp32)
-    steps = schedule(batch_sizes, reverse)
     if N and H:
         tensors, steps = schedule_tensors(batch_sizes, reverse, out.device)
         gate_gradients(dgates, d_h0, tensors, steps)
-    elif d_h_n is not None:
-        d_h0 += d_h_n
+    else:
+        steps = schedule(batch_sizes, reverse)
+        if d_h_n is not None:
+            d_h0 += d_h_n
     d_xw, d_w_hh, d_b_hh = recurrent_weight_gradients(mode, dgates, out, h0, steps, w_hh, has_b_hh)
     return d_xw, d_h0.to(h0.dtype), d_w_hh, d_b_hh
 
