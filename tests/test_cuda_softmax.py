@@ -3,8 +3,8 @@
 backend too (it parametrises over every registered backend); this file adds what only the
 CUDA kernels have: both sides of each launch-geometry threshold forward and backward,
 every input/output dtype pair, the layouts of test_softmax_strides.py (vector loads on
-aligned rows, element loads on the rest), rows split into parts across blocks, a
-forward-mode tangent wider than the output, and torch's current stream. Every test here is marked `cuda` and skips without a GPU."""
+aligned rows, element loads on the rest), rows split into parts across blocks, the backward's
+exactly summed row dot, a forward-mode tangent wider than the output, and torch's current stream. Every test here is marked `cuda` and skips without a GPU."""
 import pytest
 import torch
 
@@ -12,6 +12,7 @@ import seqops
 from accuracy import assert_within_torch_error
 from devices import skip_unless_runnable
 from test_softmax import check_softmax
+from test_softmax_kernels import check_dot_rounded_once
 from test_softmax_strides import INPUTS, LONG, masks
 
 pytestmark = pytest.mark.cuda
@@ -51,6 +52,14 @@ def test_rows_split_into_parts_across_blocks(n_cols, causal):
         check_softmax(x, -1, "cuda", causal=True)
     else:
         check_softmax(x, -1, "cuda", mask=mask)
+
+
+@pytest.mark.parametrize("n_cols", [100, 1000, 3000, 8000, 2**17])
+def test_backward_sums_the_row_dot_exactly(n_cols):
+    """sum(dy * y) in fp64, rounded once (backward.cu), in each backward form: a warp a row
+    (4 and 32 values a lane), a block a row, online, and split into parts (2**17)."""
+    from seqops.backends import cuda_softmax
+    check_dot_rounded_once(cuda_softmax.softmax_backward, n_cols, (0, n_cols - 1, n_cols // 2), DEVICE)
 
 
 @pytest.mark.parametrize("n_cols", [100, 2000, 20000])

@@ -155,7 +155,9 @@ def test_rows_past_the_bound_run_split(kernels, device, dtype):
     empties its middle parts. The masked row's error is mostly the rounding of its one
     sum, a single draw a trial (torch's too): their ratio is judged over 4 trials pooled
     (MIN_ELEMENTS_FOR_RATIO's reason; one trial failed at 2.5x, seed 1577906285, where the
-    mean over 40 seeds is 0.7x torch's)."""
+    mean over 40 seeds is 0.7x torch's). That sum was fp32 then, and 4 pooled trials still
+    failed about 1 run in 10 (6.6x at seed 1307215825: one part's fp32 sum 1.09 ulps off);
+    summed in fp64 since (backward.py), 62 runs passed."""
     mask = torch.ones(2, 2**17, dtype=torch.bool, device=device)
     mask[1, 1000:] = False
     mask[1, 130000:130005] = True
@@ -181,6 +183,47 @@ def test_rows_past_the_bound_run_split(kernels, device, dtype):
         gradients.add("input gradient", grad_x.cpu(), grad_ref, grad_torch.cpu())
     outputs.check("triton", "output")
     gradients.check("triton", "input gradient")
+
+
+def dot_rounding_row(n_cols: int, columns: tuple, device) -> tuple:
+    """fp32 y and dy of one row whose sum(dy * y) is exactly 1 + 2**-23 - 2**-47:
+    (1 - 2**-24)(1 + 2**-23) = 1 + 2**-24 - 2**-47 at columns[0], 2**-24 at columns[1].
+    Rounded once to fp32, that is 1 + 2**-23; summed in fp32 from fp32-rounded products
+    it is 1 in any order (the first product rounds to 1, and 1 + 2**-24 ties to even, 1).
+    y = 1, dy = 0 at columns[2] turns the dot into dx there: -dot at scale 1. The other
+    entries are 0."""
+    y = torch.zeros(1, n_cols, dtype=torch.float64)
+    dy = torch.zeros(1, n_cols, dtype=torch.float64)
+    y[0, columns[0]], dy[0, columns[0]] = 1 - 2**-24, 1 + 2**-23
+    y[0, columns[1]], dy[0, columns[1]] = 2**-24, 1.0
+    y[0, columns[2]] = 1.0
+    return y.float().to(device), dy.float().to(device)
+
+
+def check_dot_rounded_once(backward, n_cols: int, columns: tuple, device, **tiling) -> None:
+    """`backward` (a launcher's softmax_backward) sums a row's dy * y exactly and rounds
+    once: dx = y * (dy - dot) with dot the fp32 rounding of 1 + 2**-23 - 2**-47, bit for bit."""
+    y, dy = dot_rounding_row(n_cols, columns, device)
+    dx = backward(dy, y, None, 1, 1.0, False, torch.float32, **tiling)
+    dot = torch.tensor(1 + 2**-23, dtype=torch.float32, device=device)
+    assert dx[0, columns[2]].item() == -(1 + 2**-23), f"dx = -dot came out {dx[0, columns[2]].item()!r}"
+    assert torch.equal(dx, y * (dy - dot))
+
+
+@pytest.mark.parametrize("tiling", ["online-16", "online-16-two-programs", "online-16-split-3", "one-pass-8-rows"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_sums_the_row_dot_exactly_under_each_tiling(kernels, device, tiling):
+    """sum(dy * y) in fp64, rounded once (backward.py): 40 columns, the three entries in the
+    three parts of the split tiling and in different 16-column sweep steps."""
+    check_dot_rounded_once(kernels.softmax_backward, 40, (0, 39, 20), device, tiling=tilings(kernels, 40)[tiling])
+
+
+@pytest.mark.parametrize("n_cols", [40, 20000, 2**17])
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_sums_the_row_dot_exactly_under_its_own_plans(kernels, device, n_cols):
+    """The launcher's plans: one pass, online, and split (2**17 columns: 11 parts on the
+    default sizes), the entries at both ends and in the middle of the row."""
+    check_dot_rounded_once(kernels.softmax_backward, n_cols, (0, n_cols - 1, n_cols // 2), device)
 
 
 def test_launchers_bound_the_online_grid_by_their_operands(monkeypatch):

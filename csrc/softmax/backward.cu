@@ -2,6 +2,12 @@
 // host launcher. Entries the forward hid get exactly 0, even in a row that is NaN because
 // all of it was hidden: the output does not depend on them (torch's masked_fill
 // backward). Forms by row length as in the forward (plan.h).
+//
+// A row's sum(dy * y) is summed in fp64 from exact products (24-bit by 24-bit significands
+// fit fp64's 53) and rounded once to fp32: summed in fp32, a row whose mass sits on a few
+// entries loses 1-2 ulps of a dot near 1, and dx's error is that one rounding times y
+// (the Triton kernels' reason, kernels/softmax/backward.py). Two conversions and a DFMA
+// an element are little beside the kernels' memory traffic.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -40,22 +46,22 @@ softmax_backward_warp_kernel(const SoftmaxBackwardParams p) {
     TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
     const BackwardRow r = backward_row(p, row);
     float yv[kPerLane], dyv[kPerLane];
-    float dot = 0.0f;
+    double dot = 0.0;
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int64_t col = lane + 32 * k;
       const bool in_row = col < p.shape.n_cols;
       yv[k] = in_row ? to_float(y[col * p.y_strides.col]) : 0.0f;
       dyv[k] = in_row ? to_float(dy[col * p.dy_strides.col]) : 0.0f;
-      dot += yv[k] * dyv[k];
+      dot += double(yv[k]) * double(dyv[k]);
     }
-    dot = warp_sum(dot);
+    const float row_dot = float(warp_sum(dot));
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int64_t col = lane + 32 * k;
       if (col >= p.shape.n_cols) continue;
       const bool keep = col < r.n_seen && (r.mask == nullptr || r.mask[col * p.mask_strides.col] != 0);
-      dx[col * p.dx_strides.col] = from_float<TDx>(keep ? p.scale * yv[k] * (dyv[k] - dot) : 0.0f);
+      dx[col * p.dx_strides.col] = from_float<TDx>(keep ? p.scale * yv[k] * (dyv[k] - row_dot) : 0.0f);
     }
   }
 }
@@ -77,28 +83,28 @@ __device__ __forceinline__ void chunk_gradient(const SoftmaxBackwardParams& p, c
 template <typename TDy, typename TY, typename TDx>
 __global__ void __launch_bounds__(kSoftmaxBackwardBlockThreads)
 softmax_backward_block_kernel(const SoftmaxBackwardParams p, BackwardVectors vector) {
-  __shared__ float scratch[32];
+  __shared__ double scratch[32];
   for (int64_t row = blockIdx.x; row < p.shape.n_rows; row += gridDim.x) {
     const TDy* dy = static_cast<const TDy*>(p.dy) + row_offset(row, p.shape, p.dy_strides);
     const TY* y = static_cast<const TY*>(p.y) + row_offset(row, p.shape, p.y_strides);
     TDx* dx = static_cast<TDx*>(p.dx) + row_offset(row, p.shape, p.dx_strides);
     const BackwardRow r = backward_row(p, row);
     float yv[kSoftmaxChunksPerThread][kChunk], dyv[kSoftmaxChunksPerThread][kChunk];
-    float dot = 0.0f;
+    double dot = 0.0;
 #pragma unroll
     for (int k = 0; k < kSoftmaxChunksPerThread; ++k) {
       const int64_t col = (threadIdx.x + int64_t(k) * blockDim.x) * kChunk;
       load_chunk(y, col, p.shape.n_cols, p.y_strides.col, vector.y, 0.0f, yv[k]);
       load_chunk(dy, col, p.shape.n_cols, p.dy_strides.col, vector.dy, 0.0f, dyv[k]);
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) dot += yv[k][i] * dyv[k][i];
+      for (int i = 0; i < kChunk; ++i) dot += double(yv[k][i]) * double(dyv[k][i]);
     }
-    dot = block_sum(dot, scratch);
+    const float row_dot = float(block_sum(dot, scratch));
 #pragma unroll
     for (int k = 0; k < kSoftmaxChunksPerThread; ++k) {
       const int64_t col = (threadIdx.x + int64_t(k) * blockDim.x) * kChunk;
       float dxv[kChunk];
-      chunk_gradient(p, r, col, vector.mask, dot, yv[k], dyv[k], dxv);
+      chunk_gradient(p, r, col, vector.mask, row_dot, yv[k], dyv[k], dxv);
       store_chunk(dx, col, p.shape.n_cols, p.dx_strides.col, vector.dx, dxv);
     }
   }
@@ -107,24 +113,28 @@ softmax_backward_block_kernel(const SoftmaxBackwardParams p, BackwardVectors vec
 // sum(dy * y) over the columns in [lo, hi) of a row, merged across the block (every
 // thread gets it). Hidden columns need no mask: y is 0 there.
 template <typename TDy, typename TY>
-__device__ __forceinline__ float sweep_dot(const TDy* dy, const TY* y, int64_t lo, int64_t hi,
-                                           const SoftmaxBackwardParams& p, BackwardVectors vector, float* scratch) {
+__device__ __forceinline__ double sweep_dot(const TDy* dy, const TY* y, int64_t lo, int64_t hi,
+                                            const SoftmaxBackwardParams& p, BackwardVectors vector, double* scratch) {
   const int64_t step = int64_t(blockDim.x) * kChunk;
-  float dot = 0.0f;
+  double dot = 0.0;
   for (int64_t col = lo + threadIdx.x * int64_t(kChunk); col < hi; col += step) {
     float yv[kChunk], dyv[kChunk];
     load_chunk(y, col, hi, p.y_strides.col, vector.y, 0.0f, yv);
     load_chunk(dy, col, hi, p.dy_strides.col, vector.dy, 0.0f, dyv);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) dot += yv[i] * dyv[i];
+    for (int i = 0; i < kChunk; ++i) dot += double(yv[i]) * double(dyv[i]);
   }
   return block_sum(dot, scratch);
 }
 
+// Registers budgeted for one block an SM: left to aim for two, ptxas held the fp64 sums'
+// kernels at 64 registers and spilled 12-64 bytes on sm_90a; at one, 79-84 registers and
+// none. Split plans launch at most one block an SM anyway; elsewhere 16 warps an SM with
+// 32-byte loads must keep DRAM busy alone (for the GPU benchmark to confirm).
 template <typename TDy, typename TY, typename TDx>
-__global__ void __launch_bounds__(kSoftmaxOnlineThreads)
+__global__ void __launch_bounds__(kSoftmaxOnlineThreads, 1)
 softmax_backward_online_kernel(const SoftmaxBackwardParams p, BackwardVectors vector, const SoftmaxSplit split) {
-  __shared__ float scratch[32];
+  __shared__ double scratch[32];
   __shared__ int all_arrived;
   const int64_t step = int64_t(blockDim.x) * kChunk;
   const int splits = int(split.splits);  // at most kSoftmaxMaxSplits
@@ -139,25 +149,26 @@ softmax_backward_online_kernel(const SoftmaxBackwardParams p, BackwardVectors ve
     const int64_t hi = splits > 1 ? min(lo + split.chunk, p.shape.n_cols) : p.shape.n_cols;
     // The row's sum(dy * y): of this block's columns; for a split row, added to the other
     // parts' once all have arrived, or else swept again over the whole row.
-    float dot = 0.0f;
+    double dot = 0.0;
     int64_t sweep_lo = lo, sweep_hi = hi;
     for (int pass = 0;; ++pass) {
       dot = sweep_dot(dy, y, sweep_lo, sweep_hi, p, vector, scratch);
       if (splits == 1 || pass == 1) break;
-      float* slots = split.partials + row * splits;
+      double* slots = static_cast<double*>(split.partials) + row * splits;
       if (threadIdx.x == 0) slots[part] = dot;
       if (arrive_and_wait(split.arrivals + row, splits, split.max_spins, &all_arrived)) {
-        dot = block_sum(int(threadIdx.x) < splits ? __ldcg(slots + threadIdx.x) : 0.0f, scratch);
+        dot = block_sum(int(threadIdx.x) < splits ? __ldcg(slots + threadIdx.x) : 0.0, scratch);
         break;
       }
       sweep_lo = 0;
       sweep_hi = p.shape.n_cols;
     }
+    const float row_dot = float(dot);
     for (int64_t col = lo + threadIdx.x * int64_t(kChunk); col < hi; col += step) {
       float yv[kChunk], dyv[kChunk], dxv[kChunk];
       load_chunk(y, col, hi, p.y_strides.col, vector.y, 0.0f, yv);
       load_chunk(dy, col, hi, p.dy_strides.col, vector.dy, 0.0f, dyv);
-      chunk_gradient(p, r, col, vector.mask, dot, yv, dyv, dxv);
+      chunk_gradient(p, r, col, vector.mask, row_dot, yv, dyv, dxv);
       store_chunk(dx, col, hi, p.dx_strides.col, vector.dx, dxv);
     }
   }
@@ -218,7 +229,7 @@ Status softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
                           dtype_size(p.dy_dtype) + dtype_size(p.y_dtype) + dtype_size(p.dx_dtype) + (p.mask != nullptr),
                           size.l2_bytes, size.multiprocessors);
   }
-  SplitScratch scratch(plan, p.shape.n_rows, 1, stream);
+  SplitScratch scratch(plan, p.shape.n_rows, sizeof(double), stream);
   if (!scratch.ok()) plan = plan_softmax_backward(p.shape.n_rows, p.shape.n_cols);  // no scratch: a block a row
   const BackwardVectors vector{vector_aligned(p.dy, p.dy_strides, dtype_size(p.dy_dtype)),
                                vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype)),

@@ -167,7 +167,7 @@ softmax_forward_online_kernel(const SoftmaxForwardParams p, bool x_vector, bool 
     for (int pass = 0;; ++pass) {
       stats = sweep_statistics<TIn, TOut>(p, x, mask, sweep_lo, sweep_hi, x_vector, mask_vector, scratch);
       if (splits == 1 || pass == 1) break;
-      float* slots = split.partials + row * splits * 2;
+      float* slots = static_cast<float*>(split.partials) + row * splits * 2;
       if (threadIdx.x == 0) {
         slots[2 * part] = stats.max;
         slots[2 * part + 1] = stats.sum;
@@ -229,7 +229,7 @@ Status softmax_forward(const SoftmaxForwardParams& p, cudaStream_t stream) {
                           dtype_size(p.x_dtype) + dtype_size(p.y_dtype) + (p.mask != nullptr), size.l2_bytes,
                           size.multiprocessors);
   }
-  SplitScratch scratch(plan, p.shape.n_rows, 2, stream);
+  SplitScratch scratch(plan, p.shape.n_rows, 2 * sizeof(float), stream);
   if (!scratch.ok()) plan = plan_softmax(p.shape.n_rows, p.shape.n_cols);  // no scratch: a block a row
   const bool x_vector = vector_aligned(p.x, p.x_strides, dtype_size(p.x_dtype));
   const bool y_vector = vector_aligned(p.y, p.y_strides, dtype_size(p.y_dtype));

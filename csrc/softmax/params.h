@@ -44,12 +44,13 @@ struct SoftmaxBackwardParams {
 
 // Scratch of an online launch whose rows are split into parts (plan.h, bounded_online),
 // allocated by the launcher: each part's statistics, [n_rows, splits] (forward: max and
-// sum, two floats; backward: sum(dy * y), one), and each row's arrival counter, zeroed.
+// sum, two floats; backward: sum(dy * y), one double), and each row's arrival counter,
+// zeroed.
 // splits == 1: none (the pointers null).
 struct SoftmaxSplit {
   int64_t splits = 1;
   int64_t chunk = 0;
-  float* partials = nullptr;
+  void* partials = nullptr;
   int* arrivals = nullptr;
   int max_spins = 0;
 };

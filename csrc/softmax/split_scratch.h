@@ -15,10 +15,12 @@ namespace seqops {
 
 class SplitScratch {
  public:
-  // values_per_part: floats each part of a row leaves for the others (forward 2, backward 1).
-  SplitScratch(const SoftmaxPlan& plan, int64_t n_rows, int values_per_part, cudaStream_t stream) : stream_(stream) {
+  // bytes_per_part: what each part of a row leaves for the others (forward two floats,
+  // backward a double); a multiple of 4, so the counters after the partials stay aligned.
+  SplitScratch(const SoftmaxPlan& plan, int64_t n_rows, size_t bytes_per_part, cudaStream_t stream)
+      : stream_(stream) {
     if (plan.splits <= 1) return;
-    const size_t partial_bytes = size_t(n_rows) * size_t(plan.splits) * size_t(values_per_part) * sizeof(float);
+    const size_t partial_bytes = size_t(n_rows) * size_t(plan.splits) * bytes_per_part;
     const size_t counter_bytes = size_t(n_rows) * sizeof(int);
     if (cudaMallocAsync(&memory_, partial_bytes + counter_bytes, stream) != cudaSuccess) {
       (void)cudaGetLastError();  // no pool on this device, or out of memory: the caller runs unsplit
@@ -32,7 +34,7 @@ class SplitScratch {
       ok_ = false;
       return;
     }
-    split_ = {plan.splits, plan.chunk, static_cast<float*>(memory_), arrivals, kSoftmaxSplitMaxSpins};
+    split_ = {plan.splits, plan.chunk, memory_, arrivals, kSoftmaxSplitMaxSpins};
   }
   ~SplitScratch() {
     if (memory_ != nullptr) cudaFreeAsync(memory_, stream_);

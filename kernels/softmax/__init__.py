@@ -12,7 +12,7 @@ Two forms of each kernel:
   write of each element, up to the width where the bound would idle more than 3/4 of the
   SMs (fp32 rows of about 99k columns on an H100); wider rows run a program each.
 
-Everything accumulates in fp32; inputs and outputs are fp32, fp16 or bf16, and the output
+Everything accumulates in fp32 but the backward's sum(dy * y), in fp64 (backward.py); inputs and outputs are fp32, fp16 or bf16, and the output
 dtype may differ from the input's (the `dtype=` cast of torch.softmax, fused). Offsets are
 64-bit; row indices are 32-bit unless a launch has 2**31 rows or more. Rows are indexed through seqops.kernels.layout, so strided and broadcast inputs
 are read in place; the softmax dim need not be the last or contiguous.

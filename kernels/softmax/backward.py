@@ -39,7 +39,13 @@ def softmax_backward_kernel(
     dy_offs = row_offsets(rows, rows_b, rows_c, dy_strides)[:, None] + cols[None, :] * dy_strides[3]
     y = tl.load(y_ptr + y_offs, mask=in_bounds, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + dy_offs, mask=in_bounds, other=0.0).to(tl.float32)
-    dot = tl.sum(y * dy, axis=1)
+    # sum(dy * y) in fp64 from exact products (24-bit by 24-bit significands fit fp64's 53),
+    # rounded once to fp32. Summed in fp32, a row whose mass sits on a few entries lost 1-2
+    # ulps of a dot near 1 to the adds, and dx's error is that one rounding times y: a
+    # split row's gradient came out at 6.6x torch's error (seed 1307215825), whose own
+    # fp32 sum can as well (400 rows of 1005: torch's worst 3.7e-7, fp64's 8.4e-8). The
+    # kernels are memory-bound; two conversions and a DFMA an element cost little there.
+    dot = tl.sum(y.to(tl.float64) * dy.to(tl.float64), axis=1).to(tl.float32)
     dx = scale * y * (dy - dot[:, None])
     if CAUSAL:
         dx = tl.where(cols[None, :] <= (rows % causal_rows)[:, None], dx, 0.0)
@@ -52,16 +58,19 @@ def softmax_backward_kernel(
 
 @triton.jit
 def _sweep_dot(dy_row, y_row, lo, hi, dy_col_stride, y_col_stride, BLOCK_N: tl.constexpr):
-    """sum(dy * y) over the columns in [lo, hi) of a row (0 where empty), a running sum a
-    lane, reduced across lanes once at the end. Masked columns need no mask here: y is
-    0 there."""
-    lane_dot = tl.zeros([BLOCK_N], tl.float32)
-    for start in range(lo, hi, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
+    """sum(dy * y) over the columns in [lo, hi) of a row (0 where empty), in fp64 (the
+    one-pass kernel's reason): a running sum a lane, reduced across lanes once at the end.
+    Steps of BLOCK_N / 2 columns: the fp64 lanes take the registers fp32 ones of BLOCK_N
+    did (at BLOCK_N, ptxas held 16-bit launches at 64 registers and spilled 8 bytes on
+    sm_90, or took 128). Masked columns need no mask here: y is 0 there."""
+    LANES: tl.constexpr = BLOCK_N // 2
+    lane_dot = tl.zeros([LANES], tl.float64)
+    for start in range(lo, hi, LANES):
+        cols = start + tl.arange(0, LANES).to(tl.int64)
         in_bounds = cols < hi
         y = tl.load(y_row + cols * y_col_stride, mask=in_bounds, other=0.0).to(tl.float32)
         dy = tl.load(dy_row + cols * dy_col_stride, mask=in_bounds, other=0.0).to(tl.float32)
-        lane_dot += y * dy
+        lane_dot += y.to(tl.float64) * dy.to(tl.float64)
     return tl.sum(lane_dot, axis=0)
 
 
@@ -80,7 +89,7 @@ def softmax_backward_online_kernel(
     Unsplit: one row at a time, every num_programs-th row a program (the grid bounded as
     the forward's). SPLIT (rows.split_rows, as the forward): each row in `splits` parts of
     `chunk` columns, program p sweeping part p % splits of every (num_programs / splits)-th
-    row: its first sweep's sum(dy * y) goes to partials[row, part] (fp32) and the row's
+    row: its first sweep's sum(dy * y) goes to partials[row, part] (fp64) and the row's
     arrival counter; once every part has arrived, each adds up the parts' sums, else
     (max_spins polls in vain) it sweeps the whole row for the sum itself. The second sweep
     writes the part's columns."""
@@ -103,6 +112,7 @@ def softmax_backward_online_kernel(
                                                     dy_strides[3], y_strides[3], BLOCK_N)
         else:
             dot = _sweep_dot(dy_row, y_row, 0, n_cols, dy_strides[3], y_strides[3], BLOCK_N)
+        dot = dot.to(tl.float32)
         for start in range(lo, hi, BLOCK_N):
             cols = start + tl.arange(0, BLOCK_N).to(tl.int64)
             in_bounds = cols < hi
@@ -139,7 +149,7 @@ def softmax_backward(
     )
     causal, causal_rows = causal_rows > 0, max(causal_rows, 1)  # 1 (unused without causal) compiles as a constant
     p = tiling or plan(layout.n_rows, layout.n_cols, layout.n_cols * row_operand_bytes([grad_y, y, dx], mask_rows),
-                       y.device)
+                       y.device, tensors_held=2)
     no_mask_strides = (0, 0, 0, 0)
     args = (
         dy_rows, y_rows, y_rows if mask_rows is None else mask_rows, dx_rows,
@@ -158,7 +168,7 @@ def softmax_backward(
     # launch never touches them and gets dx in their place.
     partials, arrivals = dx_rows, dx_rows
     if split:
-        partials = torch.empty(layout.n_rows * p.splits, dtype=torch.float32, device=y.device)
+        partials = torch.empty(layout.n_rows * p.splits, dtype=torch.float64, device=y.device)
         arrivals = torch.zeros(layout.n_rows, dtype=torch.int32, device=y.device)
     softmax_backward_online_kernel[p.grid(layout.n_rows)](
         *args[:4], partials, arrivals, *args[4:], p.splits, p.chunk, split_max_spins(),

@@ -17,7 +17,8 @@ from ..runtime import INTERPRETED, cast_rounded, ceil_div, exp_accurate, next_po
 # their second read of a row comes from L2 (online_programs), or, wider still, split
 # into parts that programs sweep side by side (split_rows).
 MAX_ONE_PASS_COLS = 16384
-# fp32 values a thread holds per row tile in the one-pass kernels.
+# fp32 values a thread holds of each tensor of a one-pass tile (the forward's x; the
+# backward's y and dy: twice the warps, at most 32, so that each holds 8 where it can).
 VALUES_PER_THREAD = 16
 # Columns per sweep step of the online kernels.
 ONLINE_BLOCK_N = 4096
@@ -128,8 +129,10 @@ class Plan:
         return (programs if self.max_programs is None else min(programs, self.max_programs),)
 
 
-def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None) -> Plan:
-    """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread; for the online
+def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.device] = None,
+         tensors_held: int = 1) -> Plan:
+    """Tiling for rows of n_cols, VALUES_PER_THREAD fp32 values a thread of each of the
+    `tensors_held` tensors a one-pass tile keeps on chip (capped at 32 warps); for the online
     kernels, the grid online_programs gives rows of row_bytes (what a row's operands, read
     and written, take in all) on `device` (None: the defaults of a machine without one),
     or, past that bound, split_rows' parts (forward and backward split alike)."""
@@ -145,7 +148,7 @@ def plan(n_rows: int, n_cols: int, row_bytes: int = 0, device: Optional[torch.de
         return Plan(one_pass=False, block_m=1, block_n=ONLINE_BLOCK_N, num_warps=warps, max_programs=bound)
     block_n = next_power_of_2(n_cols)
     block_m = min(next_power_of_2(n_rows), max(1, MIN_TILE_ELEMENTS // block_n))
-    num_warps = min(32, max(4, block_m * block_n // (32 * VALUES_PER_THREAD)))
+    num_warps = min(32, max(4, tensors_held * block_m * block_n // (32 * VALUES_PER_THREAD)))
     return Plan(one_pass=True, block_m=block_m, block_n=block_n, num_warps=num_warps)
 
 
