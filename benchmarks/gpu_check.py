@@ -11,7 +11,9 @@ that fails, hangs or runs long is recorded and the others still run:
                    instances need its headers, and the GPU machine has no network)
   cuda-build       builds the CUDA C++ extension (seqops/_ext.py) into its cache, so that a
                    compile error shows as this step's and the tests' time goes to tests
-  tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only)
+  tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only);
+                   a test that hangs past its watchdog or crashes pytest is recorded, and
+                   pytest starts again on the tests not yet run (tests/run_guard.py)
   sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel and
                    of each CUDA C++ kernel (none of which has run on a GPU yet)
   racecheck        compute-sanitizer racecheck over the CUDA C++ kernel calls: shared-memory
@@ -153,26 +155,38 @@ class Record:
     log: str = ""  # path of the step's output in ctx.work
 
 
-def _pytest_command(ctx: Context) -> list[str]:
+# Seconds one test may run before tests/run_guard.py's watchdog ends pytest (quick or dry
+# run, full): a kernel spinning on a grid barrier holds the host in a CUDA call forever.
+TEST_WATCHDOG_S = (60, 300)
+# Rounds of pytest the tests step starts at most, each on the tests the last did not reach.
+MAX_TEST_ROUNDS = 12
+
+
+def _pytest_selection(ctx: Context) -> list[str]:
     if ctx.dry_run:  # one file's cuda tests: collected, skipped here, reported as on a GPU
-        selection = ["tests/test_nn_softmax.py", "-m", "cuda"]
-    else:
-        # Quick: the cuda tests but torch.compile's (inductor takes minutes to compile them).
-        selection = ["tests", "-m", "cuda", "-k", "not compile"] if ctx.quick else ["tests"]
-    ctx.results["tests"] = {"selection": shlex.join(selection)}
+        return ["tests/test_nn_softmax.py", "-m", "cuda"]
+    # Quick: the cuda tests but torch.compile's (inductor takes minutes to compile them).
+    return ["tests", "-m", "cuda", "-k", "not compile"] if ctx.quick else ["tests"]
+
+
+def _tests_step_command(ctx: Context) -> list[str]:
+    ctx.results["tests"] = {"selection": shlex.join(_pytest_selection(ctx)),
+                            "watchdog_s": TEST_WATCHDOG_S[not (ctx.quick or ctx.dry_run)]}
+    return ctx.child("tests")
+
+
+def _pytest_command(ctx: Context, junit: Path) -> list[str]:
     # -v: a line per test with its name, so that a step cut short by its budget (junit is
     # written only at the end) still says which tests passed and which failed; quick: stop
     # at the first failure, which prints its traceback (2026-11-30 on an H200 a quick run
     # ended in its budget with one F and a cascade of errors, and nothing said which test).
-    command = [sys.executable, "-m", "pytest", *selection, "-v", "-rfE", "--tb=short", "-p", "no:cacheprovider",
-               f"--junitxml={ctx.work / 'junit.xml'}", "--ignore=tests/test_gpu_check.py"]
+    command = [sys.executable, "-m", "pytest", *_pytest_selection(ctx), "-v", "-rfE", "--tb=short",
+               "-p", "no:cacheprovider", f"--junitxml={junit}", "--ignore=tests/test_gpu_check.py"]
     if ctx.quick:
         command.append("-x")
     if not ctx.dry_run and importlib.util.find_spec("xdist") is not None:
         # Triton compiles on the CPU: workers compile in parallel, the GPU has room for all.
         command += ["-n", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]
-    if importlib.util.find_spec("pytest_timeout") is not None:
-        command += ["--timeout", "120" if ctx.quick or ctx.dry_run else "600"]  # one hung test must not eat the step
     return command
 
 
@@ -249,7 +263,7 @@ def steps() -> list[Step]:
         Step("cuda-build", "build the CUDA C++ extension into seqops's cache once, before the tests load it", 90, 300,
              lambda ctx: ctx.child("cuda-build")),
         Step("tests", "python -m pytest tests with CUDA (quick: the cuda-marked tests)", 120, 1800,
-             _pytest_command, _collect_tests),
+             _tests_step_command, _collect_tests),
         Step("sanitizer", "compute-sanitizer memcheck over one small call of each Triton and CUDA C++ kernel",
              75, 300, _sanitizer_step_command("memcheck"), _sanitizer_collector("memcheck"), _sanitizer_env),
         Step("racecheck", "compute-sanitizer racecheck over the CUDA C++ kernel calls (shared-memory hazards)",
@@ -460,6 +474,10 @@ def _collect_tests(ctx: Context, record: Record) -> None:
     ctx.results["tests"].update(summary)
     record.detail = (f"{summary['passed']} passed, {summary['failed']} failed, {summary['errors']} errors, "
                      f"{summary['skipped']} skipped")
+    stopped = _read_json(ctx.work / "tests-stopped.json") or []
+    ctx.results["tests"]["stopped_pytest"] = stopped
+    if stopped:
+        record.detail += "; stopped pytest (hung or crashed): " + ", ".join(s["test"] for s in stopped[:MAX_LISTED])
     if record.status == "timed out":
         record.detail += " (before the time ran out)"
 
@@ -843,6 +861,22 @@ def step_environment(ctx: Context) -> int:
     return 1 if problems and not ctx.dry_run else 0
 
 
+def step_tests(ctx: Context) -> int:
+    """pytest in rounds (benchmarks/guarded_pytest.py): junit.xml gathers every round's
+    tests and an error for each test that hung or crashed one; tests-stopped.json names those."""
+    from benchmarks import guarded_pytest
+
+    watchdog_s = TEST_WATCHDOG_S[not (ctx.quick or ctx.dry_run)]
+    rounds = guarded_pytest.run_rounds(lambda junit: _pytest_command(ctx, junit), ctx.work, watchdog_s,
+                                       MAX_TEST_ROUNDS)
+    guarded_pytest.write_stopped(rounds.stopped, watchdog_s, ctx.work / "tests-stopped.json")
+    if rounds.junits or rounds.stopped:
+        guarded_pytest.merge_junit(rounds, watchdog_s, ctx.work / "junit.xml")
+    if rounds.interrupted:
+        return 130
+    return 1 if rounds.stopped else rounds.code
+
+
 def step_peers(ctx: Context) -> int:
     site = ctx.work / "site"
     wheels = sorted(ctx.peers.glob("*.whl")) if ctx.peers.is_dir() else []
@@ -1202,7 +1236,7 @@ def main(argv=None) -> int:
         ctx = Context(args.quick, args.dry_run, args.work, args.peers)
         if args.step.startswith("bench-"):
             return step_benchmark(ctx, args.step.removeprefix("bench-"))
-        return {"environment": step_environment, "peers": step_peers, "overhead": step_overhead,
+        return {"environment": step_environment, "peers": step_peers, "tests": step_tests, "overhead": step_overhead,
                 "host-profile": step_host_profile, "cuda-build": step_cuda_build,
                 "examples": step_examples}[args.step](ctx)
 

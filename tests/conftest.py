@@ -1,12 +1,14 @@
 """Shared test set-up: a fresh random seed per test (printed, so a failure can be rerun
 with SEQOPS_TEST_SEED), the `cuda` marker skipping cleanly without a GPU, the CUDA
 C++ backend's missing ops skipped where tests run every backend, and torch's CPU threads
-shared out between pytest-xdist's workers."""
+shared out between pytest-xdist's workers; run_guard's watchdog for unattended runs."""
 import os
 import random
 
 import pytest
 import torch
+
+pytest_plugins = ("run_guard",)
 
 
 def pytest_configure(config):

@@ -165,3 +165,47 @@ def test_a_tests_step_cut_short_still_names_its_failures(gpu_check):
         "1 error, 1 failed, 1 passed, 1 skipped; failed or errored: tests/test_attention.py::test_b[cuda-cuda-fp16], "
         "tests/test_attention.py::test_c[cuda-triton]")
     assert gpu_check.outcomes_in_log("") == "no test reported"
+
+
+HANGING_AND_CRASHING_TESTS = '''
+import os, time
+def test_first(): pass
+def test_hangs(): time.sleep(120)
+def test_middle(): pass
+def test_crashes(): os._exit(3)
+def test_last(): assert False
+'''
+
+
+def test_a_test_that_hangs_or_crashes_pytest_costs_that_test_not_the_rest(gpu_check, tmp_path):
+    """tests/run_guard.py's watchdog ends the round a test hangs in (a kernel spinning on
+    a grid barrier: nothing in the process can interrupt it), a crash ends it as well, and
+    benchmarks/guarded_pytest.py runs the tests not yet done in the next round; the merged
+    junit has every test, the stopped ones as errors saying how they stopped."""
+    from benchmarks import guarded_pytest
+
+    (tmp_path / "test_rounds.py").write_text(HANGING_AND_CRASHING_TESTS)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+
+    def command(junit):
+        return [sys.executable, "-m", "pytest", str(tmp_path / "test_rounds.py"), "-p", "run_guard", "-q",
+                "-p", "no:cacheprovider", "--rootdir", str(tmp_path), f"--junitxml={junit}"]
+
+    start = time.monotonic()
+    rounds = guarded_pytest.run_rounds(command, work, 2, 5, env)
+    assert time.monotonic() - start < 60  # the sleeper's 120 s never ran out
+    assert rounds.code == 1 and not rounds.interrupted and len(rounds.junits) == 1  # the last round ran to its end
+    assert [(s.test, s.how) for s in rounds.stopped] == [("test_rounds.py::test_hangs", "hung"),
+                                                        ("test_rounds.py::test_crashes", "crashed")]
+    assert any("test_hangs" in line for line in rounds.stopped[0].stack)  # where it hung
+    # Passed in the rounds that died, so written in no junit: known from the progress file.
+    assert rounds.unreported == {"test_rounds.py::test_first": "passed", "test_rounds.py::test_middle": "passed"}
+    guarded_pytest.merge_junit(rounds, 2, work / "junit.xml")
+    summary = gpu_check.parse_junit(work / "junit.xml")
+    counts = [summary[key] for key in ("total", "passed", "failed", "errors")]
+    assert counts == [5, 2, 1, 2], summary
+    messages = {failure["test"]: failure["message"] for failure in summary["failures"]}
+    assert messages["test_rounds::test_hangs"].startswith("hung: ran past the 2 s watchdog")
+    assert messages["test_rounds::test_crashes"].startswith("crashed pytest")
