@@ -152,6 +152,23 @@ def interpreter_problem() -> Optional[str]:
 TENSOR_DESCRIPTORS_ALLOWED: bool = os.environ.get("SEQOPS_TENSOR_DESCRIPTORS", "1") != "0"
 
 
+# Multiprocessors assumed where no GPU can be asked (the interpreter, recorded launches):
+# an H100's or H200's, so that a launch is planned there as on one.
+RECORDED_MULTIPROCESSORS = 132
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """The multiprocessors of a CUDA device; RECORDED_MULTIPROCESSORS elsewhere."""
+    if device.type != "cuda":
+        return RECORDED_MULTIPROCESSORS
+    return _multiprocessors(device.index if device.index is not None else torch.cuda.current_device())
+
+
 @functools.lru_cache(maxsize=None)
 def _has_tma(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 9

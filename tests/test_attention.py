@@ -28,20 +28,31 @@ def randn(*shape, device, dtype=torch.float32):
 
 
 def check_attention(backend, query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
-                    grad_out=None, pooled=None):
+                    grad_out=None, pooled=None, lower_right=False):
     """Run seqops on `backend`; check the output and the gradients of every input that
     requires grad (a float attn_mask too) against the float64 reference. grad_out: the
     output's gradient, any layout (default: fresh random, contiguous). pooled: a dict
     name -> PooledResult to add this trial's results to instead of checking them (the
-    caller checks the pool)."""
+    caller checks the pool). lower_right: causal aligned bottom-right, seqops given
+    torch's causal_lower_right bias (the public form of it), the reference and torch
+    is_causal with the offset S - L (torch's own bias takes no enable_gqa)."""
     inputs = [t for t in (query, key, value, attn_mask) if t is not None and t.requires_grad]
     kwargs = dict(is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    if lower_right:
+        assert attn_mask is None and not is_causal
+        kwargs.update(is_causal=True, causal_offset=key.shape[-2] - query.shape[-2])
 
     def run(fn, q, k, v, m):
         return fn(q, k, v, attn_mask=m, **kwargs)
 
     with seqops.backend(backend):
-        out = run(seqops.scaled_dot_product_attention, query, key, value, attn_mask)
+        if lower_right:
+            from torch.nn.attention.bias import causal_lower_right
+
+            out = seqops.scaled_dot_product_attention(query, key, value, scale=scale, enable_gqa=enable_gqa,
+                                                      attn_mask=causal_lower_right(query.shape[-2], key.shape[-2]))
+        else:
+            out = run(seqops.scaled_dot_product_attention, query, key, value, attn_mask)
     if grad_out is None:
         grad_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, inputs, grad_out)

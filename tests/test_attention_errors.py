@@ -107,6 +107,7 @@ def test_fused_limits_match_the_tile_table():
     from seqops.ops.attention import contract
 
     assert (contract.MAX_HEAD_DIM, backend.FP32_MAX_HEAD_DIM) == (kernels.MAX_HEAD_DIM, kernels.FP32_MAX_HEAD_DIM)
+    assert backend.DECODE_MAX_QUERIES == kernels.DECODE_MAX_QUERIES
     for kernel in tuning.STAGES:
         for dtype_class, max_head_dim in (("16-bit", contract.MAX_HEAD_DIM), ("fp32", backend.FP32_MAX_HEAD_DIM)):
             for head_class in (64, 128, 256):

@@ -13,6 +13,7 @@ import seqops.kernels.additive.backward as additive_backward
 import seqops.kernels.additive.forward as additive_forward
 import seqops.kernels.attention as attention_kernels
 import seqops.kernels.attention.backward as attention_backward
+import seqops.kernels.attention.decode as attention_decode
 import seqops.kernels.attention.forward as attention_forward
 import seqops.kernels.recurrent as recurrent_kernels
 import seqops.kernels.recurrent.gru_cell as recurrent_gru_cell
@@ -94,6 +95,19 @@ def drive_attention():
     for dtype in (torch.float32, torch.bfloat16):
         for mask_kind, dropout in (("none", 0.0), ("float", 0.1)):
             run_attention(dtype, 128, mask_kind, True, dropout, query_row_stride=2**23)
+
+
+def drive_attention_decode():
+    """The decode kernels (split and combine) for each dtype and head-dim class, with each
+    mask kind and causal, on a split launch: one query of 8 heads in groups of 4 against
+    4096 keys."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for head_dim in ((40, 128) if dtype == torch.float32 else (64, 128, 256)):
+            q = torch.randn(1, 8, 1, head_dim, dtype=dtype)
+            k, v = (torch.randn(1, 2, 4096, head_dim, dtype=dtype) for _ in range(2))
+            for mask, causal in ((None, False), (torch.ones(4096, dtype=torch.bool), True),
+                                 (torch.zeros(1, 8, 1, 4096, dtype=dtype), False)):
+                attention_decode.attention_decode_forward(q, k, v, mask, 0.0, causal, 4095, 0.1, 0)
 
 
 def _recurrent_dtypes() -> Iterator[torch.dtype]:
@@ -219,6 +233,7 @@ def drive_additive():
 DRIVERS = (
     ((softmax_forward, softmax_backward), drive_softmax),
     ((attention_forward, attention_backward), drive_attention),
+    ((attention_decode,), drive_attention_decode),
     ((recurrent_step, recurrent_sequence), drive_lstm),
     ((recurrent_gru_cell, recurrent_rnn_cell, recurrent_hidden_sequence), drive_gru_rnn),
     ((additive_forward, additive_backward), drive_additive),

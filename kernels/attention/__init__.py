@@ -17,6 +17,11 @@ broadcasts along, straight into the mask's shape; on that path delta is recomput
 rowsum(P * dP) over every key instead, since the rounding of O to the output dtype in
 rowsum(dO * O) would accumulate in that reduction.
 
+Decode (decode.py): calls of at most DECODE_MAX_QUERIES queries a head split each (batch,
+key/value head)'s keys over several programs, a GQA group's query heads packed into one
+program's rows, and combine the splits by their logsumexp; no dropout. Their backward is
+the one above.
+
 Tensors are 4-D: q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, Ev], any strides;
 Hkv divides Hq (query head h reads key/value head h // (Hq / Hkv)). Masks are 4-D and
 broadcastable to [B, Hq, L, S]: bool (True = attend) or float (added to the scores).
@@ -28,6 +33,8 @@ dropout's Philox counters) are 32-bit unless the launcher finds that a launch ca
 """
 from .common import FP32_MAX_HEAD_DIM, MAX_HEAD_DIM
 from .backward import attention_backward
+from .decode import DECODE_MAX_QUERIES, attention_decode_forward
 from .forward import attention_forward
 
-__all__ = ["attention_forward", "attention_backward", "MAX_HEAD_DIM", "FP32_MAX_HEAD_DIM"]
+__all__ = ["attention_forward", "attention_backward", "attention_decode_forward", "MAX_HEAD_DIM",
+           "FP32_MAX_HEAD_DIM", "DECODE_MAX_QUERIES"]

@@ -34,7 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..runtime import INTERPRETED, arrive_and_wait, ceil_div, fp32_products_in_tf32, next_power_of_2
+from ..runtime import (INTERPRETED, RECORDED_MULTIPROCESSORS, arrive_and_wait, ceil_div, fp32_products_in_tf32,
+                       multiprocessor_count, next_power_of_2)
 
 @triton.jit
 def load_exchanged(ptr, rows, cols, stride_row, stride_col, mask):
@@ -131,19 +132,13 @@ BARRIER_TIMED_OUT = 2**30
 _TIMED_OUT_FLAG = tl.constexpr(BARRIER_TIMED_OUT)
 GPU_MAX_SPINS = 1 << 24
 INTERPRETED_MAX_SPINS = 64
-# Multiprocessors assumed when launches are recorded for the compile check on a machine
-# without a GPU (an H100/H200 has 132).
-RECORDED_MULTIPROCESSORS = 132
-
-
 def multiprocessors(device: torch.device) -> int:
-    """How many programs can be resident at once: one per multiprocessor on a GPU; one
-    under the interpreter, where programs run one after another."""
+    """How many programs can be resident at once: one per multiprocessor on a GPU (or
+    RECORDED_MULTIPROCESSORS where launches are recorded without one); one under the
+    interpreter, where programs run one after another."""
     if INTERPRETED:
         return 1
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return RECORDED_MULTIPROCESSORS
+    return multiprocessor_count(device)
 
 
 def max_on_chip_hidden(dtype: torch.dtype, cell: str = "lstm") -> int:

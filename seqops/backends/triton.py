@@ -90,6 +90,21 @@ def _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale,
     return None
 
 
+def _attention_decode_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                             causal_offset=0) -> Optional[str]:
+    """Why the decode variant (split keys, a GQA group's heads in one program) cannot take
+    this call, so that the fused variant runs it."""
+    reason = _attention_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_offset)
+    if reason is not None:
+        return reason
+    if query.dim() >= 2 and query.shape[-2] > DECODE_MAX_QUERIES:
+        return (f"the decode variant takes at most {DECODE_MAX_QUERIES} queries a head, got {query.shape[-2]}: "
+                "the fused variant runs it")
+    if dropout_p > 0:
+        return "the decode variant takes no dropout: the fused variant runs it"
+    return None
+
+
 def _softmax_long_rows_reason(input, dim, dtype, scale=1.0, mask=None, causal=False) -> Optional[str]:
     reason = softmax_contract.fused_reason(input, dim, dtype, scale, mask, causal)
     if reason is not None:
@@ -137,8 +152,10 @@ def _sequence_rows_reason(input, batch_sizes) -> Optional[str]:
     return None
 
 
-# As seqops.kernels.attention.FP32_MAX_HEAD_DIM, without importing triton to read it.
+# As seqops.kernels.attention.FP32_MAX_HEAD_DIM and DECODE_MAX_QUERIES, without importing
+# triton to read them.
 FP32_MAX_HEAD_DIM = 128
+DECODE_MAX_QUERIES = 16
 # Positions, and sums of a position, a tile and the causal offset, stay below 2**31.
 MAX_SEQUENCE_LENGTH = 2**30
 # Rows this long (and longer) are where Triton's softmax beat torch.softmax on the H200
@@ -156,6 +173,15 @@ dispatch.register(dispatch.Impl(
     "softmax", "triton", "long-rows",
     {"forward": _kernel("softmax", "softmax_forward"), "backward": _kernel("softmax", "softmax_backward")},
     supports=_softmax_long_rows_reason, priority=ABOVE_TORCH))
+# Decode steps (a few queries against a long key/value cache): the keys split over more
+# programs, a GQA group's heads read their keys and values once. Ahead of the fused variant
+# wherever it takes the call; below torch on CUDA as the fused one is (never run on a GPU).
+# Its backward is the fused variant's: it needs only the output and the logsumexp.
+dispatch.register(dispatch.Impl(
+    "attention", "triton", "decode",
+    {"forward": _kernel("attention", "attention_decode_forward"),
+     "backward": _kernel("attention", "attention_backward")},
+    supports=_attention_decode_reason, priority={device: rank + 1 for device, rank in BELOW_TORCH.items()}))
 dispatch.register(dispatch.Impl(
     "attention", "triton", "fused",
     {"forward": _kernel("attention", "attention_forward"), "backward": _kernel("attention", "attention_backward")},
