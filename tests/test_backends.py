@@ -135,10 +135,12 @@ def test_every_op_has_its_torch_and_reference_implementations_and_auto_order():
         cuda_last = ["cuda"] if op in ("softmax", "lstm_cell", "attention") else []
         # The LSTM has two Triton variants: sequence (one launch per layer), then step;
         # softmax's Triton kernels rank above torch for rows where they were measured faster.
-        tritons = ["triton/sequence", "triton/step"] if op == "lstm" else ["triton"]
+        # Attention's two: decode (a few queries against long keys), then fused.
+        tritons = (["triton/sequence", "triton/step"] if op == "lstm" else
+                   ["triton/decode", "triton/fused"] if op == "attention" else ["triton"])
         measured = (tritons + ["torch"] if op == "additive_attention" else
                     ["triton/long-rows", "torch", "triton/fused"] if op == "softmax" else ["torch"] + tritons)
-        order = [f"{impl.backend}/{impl.variant}" if op in ("lstm", "softmax") and impl.backend == "triton"
+        order = [f"{impl.backend}/{impl.variant}" if op in ("lstm", "softmax", "attention") and impl.backend == "triton"
                  else impl.backend for impl in dispatch._auto_order[(op, "cuda")]]
         assert order == measured + cuda_last, (op, order)
 
