@@ -2,6 +2,7 @@
 writes what the README promises: a table, JSON tagged with the environment, a result or a
 reason for every case and provider."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,35 @@ def test_quick_gru_rnn_sweep(benchmarks_main, tmp_path):
     assert all(r["tflop_per_s"] > 0 for r in measured)
     for r in data["results"]:
         assert (r["median_ms"] is not None) != (r["skipped"] is not None), r
+
+
+def test_decode_cases_give_every_provider_the_cache_shapes(monkeypatch):
+    """A GPU sweep has decode cases (one query a head, GQA, GB/s of the cache); every
+    provider's call takes their K/V heads and length, and all return the same attention
+    (a small decode case here, run on the CPU: seqops's Triton ones under the interpreter)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import torch
+
+    from benchmarks import attention
+    from benchmarks.suite import Case
+
+    decode = [c for c in attention.cases(torch.device("cuda"), quick=True) if c.panel == attention.DECODE_PANEL]
+    assert [c.params["kv_length"] for c in decode] == attention.DECODE_LENGTHS[::2]
+    assert all(c.shape[2] == 1 and c.bytes_moved > 0 and c.flops == 0 for c in decode)
+    assert not any(c.params.get("kv_length") for c in attention.cases(torch.device("cpu"), quick=False))
+
+    case = Case("attention", "forward", torch.float32, (2, 6, 3, 16), 37, params={"causal": False, "kv_length": 37,
+                                                                               "kv_heads": 2})
+    outputs = {}
+    for provider in attention.providers(torch.device("cpu")):
+        reason = provider.unavailable(case, torch.device("cpu"))
+        if reason is None or "mean nothing" in reason:  # seqops's Triton ones run under the interpreter
+            torch.manual_seed(0)
+            outputs[provider.name] = provider.prepare(case, torch.device("cpu"))()
+    assert {"torch.sdpa", "reference"} <= set(outputs)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        assert {"seqops[triton]", "seqops[triton fused]"} <= set(outputs)
+    expected = outputs["reference"]
+    assert expected.shape == (2, 6, 3, 16)
+    for name, out in outputs.items():
+        torch.testing.assert_close(out, expected, msg=name)
