@@ -34,6 +34,34 @@ def exp_units(x, EXACT: tl.constexpr):
 
 
 @triton.jit
+def online_softmax_step(s, m_i, l_i, EXACT: tl.constexpr):
+    """One key block of the online softmax: scores s [M, N] in the kernel's units, the
+    rows' running max m_i and sum l_i. Returns (p, alpha, m_new, l_new): the block's
+    probabilities unnormalised (relative to m_new), the factor alpha that rescales what
+    was accumulated before it, and the updated max and sum."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    # A row that has seen only -inf keeps max -inf; shift it by 0 so that its
+    # probabilities are exp(-inf) = 0, not exp(-inf - -inf) = NaN.
+    shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = exp_units(s - shift[:, None], EXACT)
+    alpha = exp_units(m_i - shift, EXACT)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, axis=1)
+
+
+@triton.jit
+def normalised_rows(acc, m_i, l_i, EXACT: tl.constexpr):
+    """The end of the online softmax: (out, lse), out = acc / l_i (0 for a row that saw no
+    key) and lse its logsumexp in natural log (-inf for such a row)."""
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    if EXACT:
+        lse = m_i + tl.log(l_i)
+    else:
+        lse = (m_i + tl.log2(l_i)) * LN2
+    return out, tl.where(empty, float("-inf"), lse)
+
+
+@triton.jit
 def query_block_of_program(n_heads, group_size, L, BLOCK_M: tl.constexpr):
     """The block of queries a program of a query-block grid (cdiv(L, BLOCK_M) * B * Hq
     programs) owns: (its first query, batch * n_heads + head, then as int64, so that the

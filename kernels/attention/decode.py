@@ -29,7 +29,8 @@ import triton.language as tl
 
 from ..masks import causal_visible
 from ..runtime import cast_rounded, ceil_div, dot, exp_accurate, multiprocessor_count, next_power_of_2
-from .common import LN2, MASK_BOOL, MASK_FLOAT, MASK_NONE, exp_units, head_block, mask_operand, score_units
+from .common import (MASK_BOOL, MASK_FLOAT, MASK_NONE, head_block, mask_operand, normalised_rows, online_softmax_step,
+                     score_units)
 
 # Most queries a head a call may have to run here (a decode step, or a short draft).
 DECODE_MAX_QUERIES = 16
@@ -151,25 +152,14 @@ def attention_decode_split_kernel(
                     mask=keys[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
         s = _packed_scores(q, k, heads, queries, offs_n, rows_valid, mask_base, mask_strides, hi, qk_scale,
                            mask_scale, causal_offset, MASK_KIND, CAUSAL)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A row that has seen only -inf keeps max -inf: shift it by 0, not by -inf (NaN).
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = exp_units(s - shift[:, None], EXACT)
-        alpha = exp_units(m_i - shift, EXACT)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        p, alpha, m_new, l_i = online_softmax_step(s, m_i, l_i, EXACT)
         v = tl.load(v_base + offs_n.to(tl.int64)[:, None] * v_strides[2]
                     + offs_dv.to(tl.int64)[None, :] * v_strides[3],
                     mask=keys[:, None] & (offs_dv < HEAD_DIM_V)[None, :], other=0.0)
         acc = acc * alpha[:, None] + dot(cast_rounded(p, v.dtype), v)
         m_i = m_new
 
-    empty = l_i == 0.0
-    out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    if EXACT:
-        lse = m_i + tl.log(l_i)
-    else:
-        lse = (m_i + tl.log2(l_i)) * LN2
-    lse = tl.where(empty, float("-inf"), lse)
+    out, lse = normalised_rows(acc, m_i, l_i, EXACT)
     split_64 = split.to(tl.int64)
     out_rows = (out_ptr + b * out_strides[0] + heads * out_strides[1] + queries.to(tl.int64) * out_strides[2]
                 + split_64 * out_strides[4])

@@ -10,9 +10,9 @@ import triton.language as tl
 
 from ..masks import causal_key_range
 from ..runtime import cast_rounded, ceil_div, dot
-from .common import (LN2, descriptor_loads, dropout_keep, exp_units, head_block, head_slice, load_block,
-                     mask_operand, needs_int64_offsets, query_block_of_program, row_source, score_units, scores,
-                     tile_pointers)
+from .common import (descriptor_loads, dropout_keep, head_block, head_slice, load_block, mask_operand,
+                     needs_int64_offsets, normalised_rows, online_softmax_step, query_block_of_program, row_source,
+                     score_units, scores, tile_pointers)
 from .tuning import autotune, length_bucket
 
 
@@ -34,13 +34,7 @@ def _forward_key_blocks(
         k = load_block(k_source, k_strides, start_n, offs_n, offs_d, S, HEAD_DIM, INT64_OFFSETS, TENSOR_DESCRIPTORS)
         s = scores(q, k, offs_m, offs_n, mask_base, mask_strides[2], mask_strides[3], L, S, qk_scale, mask_scale,
                    causal_offset, MASK_KIND, CAUSAL and MASKED, MASKED, INT64_OFFSETS)
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A row that has seen only -inf keeps max -inf; shift it by 0 so that its
-        # probabilities are exp(-inf) = 0, not exp(-inf - -inf) = NaN.
-        shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = exp_units(s - shift[:, None], EXACT)
-        alpha = exp_units(m_i - shift, EXACT)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        p, alpha, m_new, l_i = online_softmax_step(s, m_i, l_i, EXACT)
         if DROPOUT:
             keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
             p = tl.where(keep, p * (1.0 / (1.0 - dropout_p)), 0.0)
@@ -100,13 +94,7 @@ def attention_forward_kernel(
         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, BLOCK_N, MASK_KIND, CAUSAL, True, DROPOUT, EXACT, INT64_OFFSETS,
         TENSOR_DESCRIPTORS)
 
-    empty = l_i == 0.0
-    out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    if EXACT:
-        lse = m_i + tl.log(l_i)
-    else:
-        lse = (m_i + tl.log2(l_i)) * LN2
-    lse = tl.where(empty, float("-inf"), lse)
+    out, lse = normalised_rows(acc, m_i, l_i, EXACT)
     offs_dv = tl.arange(0, BLOCK_DV)
     out_ptrs = tile_pointers(head_slice(out_ptr, out_strides, b, h), offs_m, offs_dv, out_strides[2], out_strides[3],
                              INT64_OFFSETS)
