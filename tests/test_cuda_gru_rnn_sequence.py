@@ -76,9 +76,11 @@ def test_bad_launches_are_refused_before_they_reach_a_gpu():
     schedule = dict(offsets=8, rows=8, prev=8, carried=8)
     with pytest.raises(RuntimeError, match="bad argument: hidden_sequence_forward: a tensor pointer is null"):
         module.hidden_sequence_forward(**_forward_values(**schedule))
+    # The RNNs take b_hh apart from xw as the GRU does: past the checks, to the missing driver.
     tensors = dict(xw=8, h0=8, w_hh=8, out=8, saved=8)
-    with pytest.raises(RuntimeError, match="the RNNs take b_hh in xw, not apart"):
+    with pytest.raises(RuntimeError) as refused:
         module.hidden_sequence_forward(**_forward_values(cell="rnn_tanh_cell", b_hh=8, **schedule, **tensors))
+    assert "bad argument" not in str(refused.value)
     # The GRU's backward reads out and h0 (h_prev) and its carry; the RNNs' need none of them.
     for missing in ("out", "h0", "carry", "saved", "dgates", "d_h0"):
         with pytest.raises(RuntimeError, match="bad argument: hidden_sequence_backward: a tensor pointer is null"):

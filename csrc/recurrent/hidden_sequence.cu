@@ -57,12 +57,12 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
   load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, H, unit0);
-  // The GRU's b_hh of this thread's unit (b_hr, b_hz, b_hn), read once.
+  // b_hh of this thread's unit, read once: the GRU's b_hr, b_hz, b_hn; the RNNs' one in b_r.
   float b_r = 0.0f, b_z = 0.0f, b_n = 0.0f;
-  if constexpr (kCell == HiddenCell::gru) {
-    if (p.b_hh != nullptr && unit < H) {
-      const T* b = static_cast<const T*>(p.b_hh);
-      b_r = to_float(b[unit * p.b_hh_s]);
+  if (p.b_hh != nullptr && unit < H) {
+    const T* b = static_cast<const T*>(p.b_hh);
+    b_r = to_float(b[unit * p.b_hh_s]);
+    if constexpr (kCell == HiddenCell::gru) {
       b_z = to_float(b[(H + unit) * p.b_hh_s]);
       b_n = to_float(b[(2 * H + unit) * p.b_hh_s]);
     }
@@ -96,7 +96,9 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
           saved[(2 * H + unit) * p.saved_s.col] = n;
           saved[(3 * H + unit) * p.saved_s.col] = hn;
         } else {
-          const float pre = acc[r][0] + load<T>(p.xw, now, unit, p.xw_s);
+          // (h W_hh^T + b_hh) + (x W_ih^T + b_ih), torch's order: b_hh added to every row apart,
+          // not rounded into b_ih once and that one error shared by every step.
+          const float pre = (acc[r][0] + b_r) + load<T>(p.xw, now, unit, p.xw_s);
           h_new = kCell == HiddenCell::rnn_relu ? fmaxf(pre, 0.0f) : tanhf(pre);
           saved[unit * p.saved_s.col] = h_new;
         }
@@ -218,9 +220,6 @@ Status check_hidden_sequence_forward(const HiddenSequenceForwardParams& p) {
   if (p.schedule.steps > 0 && p.hidden > 0 &&
       (p.xw == nullptr || p.h0 == nullptr || p.w_hh == nullptr || p.out == nullptr || p.saved == nullptr)) {
     return Status::bad_argument("hidden_sequence_forward: a tensor pointer is null");
-  }
-  if (p.cell != HiddenCell::gru && p.b_hh != nullptr) {
-    return Status::bad_argument("hidden_sequence_forward: the RNNs take b_hh in xw, not apart");
   }
   return Status::ok();
 }

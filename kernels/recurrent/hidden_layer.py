@@ -21,9 +21,11 @@ def hidden_layer_forward(
     b_hh: Optional[torch.Tensor], reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One direction of one layer, mode "gru", "rnn_tanh" or "rnn_relu", over a packed
-    sequence: xw [N, G*H] the input projection of every row (b_ih included; for the RNNs
-    b_hh too), batch_sizes [T] (non-increasing, summing to N), h0 [B, H], w_hh [G*H, H],
-    b_hh [3H] or None (the GRU's: its n part is gated by r, so it cannot join xw).
+    sequence: xw [N, G*H] the input projection of every row (b_ih included),
+    batch_sizes [T] (non-increasing, summing to N), h0 [B, H], w_hh [G*H, H], b_hh [G*H]
+    or None, added to the recurrent product (the GRU's n part is gated by r, so it
+    cannot join xw; the RNNs' could, but b_ih + b_hh rounded once would be one error
+    shared by every step).
     Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32) for the backward."""
     N, H = xw.shape[0], w_hh.shape[1]
     B = h0.shape[0]
@@ -36,7 +38,8 @@ def hidden_layer_forward(
         if mode == "gru":
             gru_step_forward(h_state, w_hh, step.rows, out[now], saved[now], xw=xw[now], b_hh=b_hh)
         else:
-            rnn_step_forward(h_state, w_hh, step.rows, out[now], saved[now], mode == "rnn_relu", xw=xw[now])
+            rnn_step_forward(h_state, w_hh, step.rows, out[now], saved[now], mode == "rnn_relu", xw=xw[now],
+                             b_hh=b_hh)
     if N == 0:
         return out, h0.clone(), saved
     return out, out[final_rows(steps, B).to(xw.device)], saved

@@ -2,12 +2,12 @@
 sequence in one forward and one backward launch: the `sequence` variant of
 hidden_layer.py's step loop, on the LSTM's grid (sequence_grid.py).
 
-The input projection of every step arrives precomputed as xw [N, G*H] (b_ih included,
-and for the RNNs b_hh too); what stays is the recurrence, per step
+The input projection of every step arrives precomputed as xw [N, G*H] (b_ih included);
+what stays is the recurrence, with b_hh, per step
     GRU (G = 3, gates r, z, n as torch):
         r = sigmoid(xw_r + h W_hr^T + b_hr);  z = sigmoid(xw_z + h W_hz^T + b_hz)
         n = tanh(xw_n + r * (h W_hn^T + b_hn));  h' = n + z * (h - n)
-    RNN (G = 1):  h' = act(xw + h W_hh^T),  act tanh or relu.
+    RNN (G = 1):  h' = act((h W_hh^T + b_hh) + xw),  act tanh or relu (torch's order).
 Each program owns slices of SLICE_UNITS hidden units: their rows of W_hh (forward) or
 columns (backward). The new h of a step (forward) and its gate gradients (backward) are
 exchanged through global memory behind a grid barrier, as in the LSTM's kernels.
@@ -94,8 +94,7 @@ def hidden_sequence_forward_kernel(
 ):
     """All T steps, in processing order, for the slices of hidden units this program owns.
 
-    xw [N, G*H] (strided); h0 [B, H]; w_hh [G*H, H]; b_hh [3H] (GRU only, HAS_B_HH; any
-    stride); out [N, H] (xw's dtype); saved [N, S*H] fp32 (GRU: r, z, n, hn; RNN: act's
+    xw [N, G*H] (strided); h0 [B, H]; w_hh [G*H, H]; b_hh [G*H] (HAS_B_HH; any stride); out [N, H] (xw's dtype); saved [N, S*H] fp32 (GRU: r, z, n, hn; RNN: act's
     output); schedule [T] each (int32, as sequence.py's); counter [1] int32, zero.
     WEIGHTS_ON_CHIP: this program owns exactly one slice and BLOCK_K >= H: its G [H,
     BLOCK_H] tiles of W_hh are loaded once."""
@@ -164,6 +163,8 @@ def hidden_sequence_forward_kernel(
                     tl.store(saved_ptrs + 2 * H * saved_sc, n, mask=ok)
                     tl.store(saved_ptrs + 3 * H * saved_sc, acc_n, mask=ok)
                 else:
+                    if HAS_B_HH:  # (h W_hh^T + b_hh) + xw, torch's order
+                        acc_r += tl.load(b_hh_ptr + units * b_hh_s, mask=unit_ok, other=0.0).to(tl.float32)[None, :]
                     pre = acc_r + tl.load(xw_ptrs, mask=ok, other=0.0).to(tl.float32)
                     if RELU:
                         h_new = tl.maximum(pre, 0.0)
@@ -293,9 +294,9 @@ def hidden_sequence_forward(
     b_hh: Optional[torch.Tensor], reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """hidden_layer_forward (hidden_layer.py) in one launch: mode "gru", "rnn_tanh" or
-    "rnn_relu"; xw [N, G*H] (b_ih included; for the RNNs b_hh too), batch_sizes [T]
-    (non-increasing, summing to N), h0 [B, H], w_hh [G*H, H], b_hh [3H] or None (the
-    GRU's). Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32) for the backward."""
+    "rnn_relu"; xw [N, G*H] (b_ih included), batch_sizes [T]
+    (non-increasing, summing to N), h0 [B, H], w_hh [G*H, H], b_hh [G*H] or None.
+    Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32) for the backward."""
     N, H = xw.shape[0], w_hh.shape[1]
     B = h0.shape[0]
     device = xw.device

@@ -40,13 +40,13 @@ def rnn_step_forward_kernel(
     n_rows, H, I,
     x_sr, x_sc, w_ih_sr, w_ih_sc, xw_sr, xw_sc, h_prev_sr, h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc,
     b_ih_s, b_hh_s, h_out_sr, h_out_sc, saved_sr, saved_sc,
-    RELU: tl.constexpr, HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, TF32: tl.constexpr,
+    RELU: tl.constexpr, HAS_INPUT: tl.constexpr, HAS_XW: tl.constexpr, HAS_B_IH: tl.constexpr,
+    HAS_B_HH: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, TF32: tl.constexpr,
 ):
     """One RNN step for BLOCK_B rows x BLOCK_H hidden units: h_out [rows, H] and its fp32
-    value saved [rows, H]. The input comes as x [rows, I] with W_ih (HAS_INPUT) or
-    projected, xw [rows, H] (HAS_XW, biases included); h from h_prev for rows <
-    n_carried, from h_init for the rest."""
+    value saved [rows, H]. The input comes as x [rows, I] with W_ih (HAS_INPUT; with
+    b_ih where HAS_B_IH) or projected, xw [rows, H] (HAS_XW, b_ih included); b_hh where
+    HAS_B_HH; h from h_prev for rows < n_carried, from h_init for the rest."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     acc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
@@ -58,10 +58,12 @@ def rnn_step_forward_kernel(
     acc = _accumulate(acc, h_prev_ptr, h_init_ptr, w_hh_ptr, rows, units, n_carried, n_rows, H, H, h_prev_sr,
                       h_prev_sc, h_init_sr, h_init_sc, w_hh_sr, w_hh_sc, BLOCK_K, TF32)
     unit_ok = units < H
-    if HAS_BIAS:
+    if HAS_B_HH:
         # Biases may be views (strided, or expanded with stride 0): index by their own strides.
-        acc += (tl.load(b_ih_ptr + units * b_ih_s, mask=unit_ok, other=0.0).to(tl.float32)
-                + tl.load(b_hh_ptr + units * b_hh_s, mask=unit_ok, other=0.0).to(tl.float32))[None, :]
+        bias = tl.load(b_hh_ptr + units * b_hh_s, mask=unit_ok, other=0.0).to(tl.float32)
+        if HAS_B_IH:  # the cell: both biases, summed first
+            bias += tl.load(b_ih_ptr + units * b_ih_s, mask=unit_ok, other=0.0).to(tl.float32)
+        acc += bias[None, :]
     if RELU:
         out = tl.maximum(acc, 0.0)
     else:
@@ -123,23 +125,25 @@ def rnn_step_forward(
 ) -> None:
     """One RNN step for `n_rows` rows into h_out [rows, H] and saved [rows, H] (fp32). h:
     where the previous h rows come from; w_hh [H, H]; the input as x [rows, I] with w_ih
-    [H, I], or projected, xw [rows, H] (biases included); biases [H] (both) or None."""
+    [H, I] and b_ih [H] or None, or projected, xw [rows, H] (b_ih included); b_hh [H] or
+    None (for x, given with b_ih or not at all)."""
     H = w_hh.shape[1]
     if n_rows == 0 or H == 0:
         return
     I = x.shape[1] if x is not None else 0
     block_b, block_h, block_k, warps = _forward_tiles(n_rows, H)
     dummy = h.init
-    has_bias = b_ih is not None
     rnn_step_forward_kernel[(ceil_div(n_rows, block_b), ceil_div(H, block_h))](
         x if x is not None else dummy, w_ih if w_ih is not None else dummy, xw if xw is not None else dummy,
-        h.prev, h.init, h.n_carried, w_hh, b_ih if has_bias else dummy, b_hh if has_bias else dummy, h_out, saved,
+        h.prev, h.init, h.n_carried, w_hh, b_ih if b_ih is not None else dummy, b_hh if b_hh is not None else dummy,
+        h_out, saved,
         n_rows, H, I,
         *(x.stride() if x is not None else (0, 0)), *(w_ih.stride() if w_ih is not None else (0, 0)),
         *(xw.stride() if xw is not None else (0, 0)), *h.strides(), *w_hh.stride(),
-        b_ih.stride(0) if has_bias else 0, b_hh.stride(0) if has_bias else 0,
+        b_ih.stride(0) if b_ih is not None else 0, b_hh.stride(0) if b_hh is not None else 0,
         *h_out.stride(), *saved.stride(),
-        RELU=relu, HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_BIAS=has_bias,
+        RELU=relu, HAS_INPUT=x is not None, HAS_XW=xw is not None, HAS_B_IH=b_ih is not None,
+        HAS_B_HH=b_hh is not None,
         BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, TF32=fp32_products_in_tf32(w_hh.dtype), num_warps=warps,
     )
 

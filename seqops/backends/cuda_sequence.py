@@ -167,7 +167,7 @@ def hidden_sequence_forward(
     b_hh: Optional[torch.Tensor], reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """As kernels/recurrent/hidden_sequence.py's hidden_sequence_forward: xw [N, G*H] (b_ih
-    included; the RNNs' b_hh too), h0 [B, H], w_hh [G*H, H], b_hh [3H] (the GRU's) or None,
+    included), h0 [B, H], w_hh [G*H, H], b_hh [G*H] or None,
     any strides. Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32)."""
     N, H = xw.shape[0], w_hh.shape[1]
     B = h0.shape[0]

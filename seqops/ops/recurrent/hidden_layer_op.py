@@ -86,15 +86,14 @@ def run_fused_hidden_rnn(impl: dispatch.Impl, mode: str, input: Tensor, batch_si
                          weights: list[Tensor], has_biases: bool, num_layers: int, dropout: float, training: bool,
                          bidirectional: bool) -> tuple[Tensor, Tensor]:
     """A multi-layer GRU or RNN on the fused layer op of `impl`: per layer and direction,
-    one GEMM projects the input of every step (with b_ih; for the RNNs b_hh too), then
-    the layer op runs the steps."""
+    one GEMM projects the input of every step (with b_ih), then the layer op runs the
+    steps, adding b_hh to the recurrent product (b_ih + b_hh rounded once would put one
+    rounding error into every step's pre-activation alike)."""
     layer_op = LAYERS[mode]
 
     def run_direction(layer_input: Tensor, steps: Steps, direction: Direction) -> tuple[Tensor, Tensor]:
         w = direction.weights
         b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-        if mode != "gru" and has_biases:  # the RNNs add both biases before the nonlinearity
-            b_ih, b_hh = b_ih + b_hh, None
         xw = _project_steps(layer_input, w[0], b_ih)
         out, h, _ = layer_op.differentiable(xw, steps.as_tensor(), hx[direction.index], w[1], b_hh, direction.reverse,
                                             impl.key)
