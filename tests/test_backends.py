@@ -216,6 +216,15 @@ def test_kernels_import_nothing_from_seqops():
     assert not offenders, offenders
 
 
+def test_the_kernels_copies_of_contract_values_agree():
+    """What kernels/ must know of a contract and cannot import, it holds as a copy: each
+    copy equal to the contract's own value."""
+    from seqops.kernels import packed_steps
+    from seqops.ops.recurrent import contract
+
+    assert packed_steps.SAVED_PER_UNIT == contract.SAVED_PER_UNIT
+
+
 def test_auto_prefers_triton_for_softmax_rows_where_it_was_measured_faster():
     """On CUDA, float32 rows of SOFTMAX_LONG_ROWS or more go to Triton's kernels ahead of
     torch (the H200 results); shorter rows and other dtypes keep torch (meta tensors:

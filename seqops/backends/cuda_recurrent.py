@@ -14,6 +14,7 @@ import torch
 
 from seqops import _ext
 from seqops.backends.cuda_values import dtype_code, launch_place
+from seqops.ops.recurrent import contract as recurrent_contract
 from seqops.kernels.packed_steps import split_gate_gradients  # pure torch: imports no triton
 
 
@@ -116,8 +117,8 @@ def hidden_cell_backward_values(cell, d_h1, h0, saved, w_hh, dgates, d_h0) -> di
     return values
 
 
-# Values saved a hidden unit (the contract's S).
-SAVED_PER_UNIT = {"gru_cell": 4, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+# Values saved a hidden unit (the contract's S), by cell name.
+SAVED_PER_UNIT = {f"{mode}_cell": count for mode, count in recurrent_contract.SAVED_PER_UNIT.items()}
 
 
 def hidden_cell_forward(cell: str, input: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,

@@ -87,6 +87,11 @@ def _plain_cell_call(input, hx, w_ih, w_hh, b_ih, b_hh) -> bool:
 
 # Gates per cell with one state: rows of w_ih and w_hh per hidden unit.
 HIDDEN_CELL_GATES = {"gru_cell": 3, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+# S: the fp32 values a fused GRU/RNN cell or layer saves a hidden unit for its backward
+# (the GRU's r, z, n and h W_hn^T + b_hn; the RNNs' one), keyed by the layer's mode.
+# kernels/packed_steps.py holds its own copy (kernels import nothing from seqops); a test
+# holds the two equal.
+SAVED_PER_UNIT = {"gru": 4, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 def check_hidden_cell(op: str, input: Tensor, hx: object, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],

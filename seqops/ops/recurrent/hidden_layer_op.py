@@ -10,11 +10,9 @@ from torch import Tensor
 
 from seqops import dispatch
 from seqops.ops.autograd import differentiable, register_vmap_by_loop, without_double_backward
+from seqops.ops.recurrent.contract import SAVED_PER_UNIT
 from seqops.ops.recurrent.stacking import Direction, Steps, run_stack
 from seqops.ops.recurrent.op import _project_steps
-
-# Fp32 values per hidden unit each cell saves for its backward (as the fused contract says).
-SAVED_PER_UNIT = {"gru": 4, "rnn_tanh": 1, "rnn_relu": 1}
 
 
 class HiddenLayerOp:
