@@ -1074,6 +1074,19 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
         keep[:, 0] = True
         return [q, k, v], lambda: [seqops.scaled_dot_product_attention(q, k, v, attn_mask=keep, enable_gqa=True)]
 
+    def attention_decode_gqa():
+        # At most 16 queries a head against a longer cache: Triton's decode variant (split
+        # keys, a GQA group's heads packed), the CUDA backend's split-KV forward.
+        q = leaf(1, 4, 3, D, dtype=torch.bfloat16)
+        k, v = (leaf(1, 2, 8 * S, D, dtype=torch.bfloat16) for _ in range(2))
+        return [q, k, v], lambda: [seqops.scaled_dot_product_attention(q, k, v, enable_gqa=True)]
+
+    def additive_attention():
+        query, keys, values = leaf(2, 5, 12), leaf(2, S, 10), leaf(2, S, 14)
+        weights = [leaf(16, 12), leaf(16, 10), leaf(16), leaf(16), leaf(16)]
+        return [query, keys, values, *weights], lambda: [
+            seqops.additive_attention(query, keys, values, *weights, need_weights=True)[0]]
+
     def lstm_cell():
         x, h, c = leaf(3, 10), leaf(3, 20), leaf(3, 20)
         weights = [leaf(80, 10), leaf(80, 20), leaf(80), leaf(80)]
@@ -1098,15 +1111,15 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
 
         return [x, *lstm.parameters()], run
 
-    def gru_layer():
-        gru = seqops.nn.GRU(10, 20, bidirectional=True).to(device)
+    def hidden_layer(module):
+        module = module.to(device)
         x = leaf(steps, 3, 10)
 
         def run():
-            output, h_n = gru(x)
+            output, h_n = module(x)
             return [output, h_n]
 
-        return [x, *gru.parameters()], run
+        return [x, *module.parameters()], run
 
     return [
         ("softmax one-pass forward+backward (fp16, scale, causal)", softmax_one_pass, True, TRITON_AND_CUDA),
@@ -1123,8 +1136,13 @@ def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...
          TRITON_AND_CUDA),
         ("LSTM layer forward+backward (fp32, bidirectional, proj_size 7; each backend's sequence kernels)",
          lambda: lstm_layer(proj_size=7), True, TRITON_AND_CUDA),
-        ("GRU layer forward+backward (fp32, bidirectional; each backend's sequence kernels)", gru_layer,
-         True, TRITON_AND_CUDA),
+        ("GRU layer forward+backward (fp32, bidirectional; each backend's sequence kernels)",
+         lambda: hidden_layer(seqops.nn.GRU(10, 20, bidirectional=True)), True, TRITON_AND_CUDA),
+        ("RNN layer forward+backward (fp32, tanh, bidirectional; each backend's sequence kernels)",
+         lambda: hidden_layer(seqops.nn.RNN(10, 20, bidirectional=True)), True, TRITON_AND_CUDA),
+        ("attention decode forward+backward (bf16, 3 queries, 8x the keys, grouped-query heads)",
+         attention_decode_gqa, True, ATTENTION_BACKENDS),
+        ("additive attention forward+backward (fp32, need_weights)", additive_attention, True, ("triton",)),
     ]
 
 
