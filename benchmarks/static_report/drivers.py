@@ -186,7 +186,7 @@ def drive_gru_rnn():
             for mode, gates in (("gru", 3), ("rnn_tanh", 1), ("rnn_relu", 1)) if batch > 1 else ():
                 xw = torch.randn(2 * batch, gates * hidden, dtype=dtype)
                 w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
-                b_hh = torch.randn(gates * hidden, dtype=dtype) if mode == "gru" else None
+                b_hh = torch.randn(gates * hidden, dtype=dtype)  # every mode takes b_hh apart from xw
                 out, h_n, saved = getattr(recurrent_kernels, f"{mode}_layer_forward")(xw, [batch, batch], h, w_hh,
                                                                                       b_hh, False)
                 getattr(recurrent_kernels, f"{mode}_layer_backward")(torch.randn_like(out), torch.randn_like(h_n), out,
@@ -202,7 +202,7 @@ def drive_gru_rnn():
                 h = torch.randn(3, hidden, dtype=dtype)
                 xw = torch.randn(5, gates * hidden, dtype=dtype)
                 w_hh = torch.randn(gates * hidden, hidden, dtype=dtype)
-                b_hh = torch.randn(gates * hidden, dtype=dtype) if mode == "gru" else None
+                b_hh = torch.randn(gates * hidden, dtype=dtype)
                 out, h_n, saved = recurrent_hidden_sequence.hidden_sequence_forward(mode, xw, [3, 2], h, w_hh, b_hh,
                                                                                     True)
                 recurrent_hidden_sequence.hidden_sequence_backward(mode, torch.randn_like(out), torch.randn_like(h_n),
