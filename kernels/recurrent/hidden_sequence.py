@@ -94,8 +94,9 @@ def hidden_sequence_forward_kernel(
 ):
     """All T steps, in processing order, for the slices of hidden units this program owns.
 
-    xw [N, G*H] (strided); h0 [B, H]; w_hh [G*H, H]; b_hh [G*H] (HAS_B_HH; any stride); out [N, H] (xw's dtype); saved [N, S*H] fp32 (GRU: r, z, n, hn; RNN: act's
-    output); schedule [T] each (int32, as sequence.py's); counter [1] int32, zero.
+    xw [N, G*H] (strided); h0 [B, H]; w_hh [G*H, H]; b_hh [G*H] (HAS_B_HH; any stride);
+    out [N, H] (xw's dtype); saved [N, S*H] fp32 (GRU: r, z, n, hn; RNN: act's output);
+    schedule [T] each (int32, as sequence.py's); counter [1] int32, zero.
     WEIGHTS_ON_CHIP: this program owns exactly one slice and BLOCK_K >= H: its G [H,
     BLOCK_H] tiles of W_hh are loaded once."""
     pid = tl.program_id(0)
@@ -294,9 +295,9 @@ def hidden_sequence_forward(
     b_hh: Optional[torch.Tensor], reverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """hidden_layer_forward (hidden_layer.py) in one launch: mode "gru", "rnn_tanh" or
-    "rnn_relu"; xw [N, G*H] (b_ih included), batch_sizes [T]
-    (non-increasing, summing to N), h0 [B, H], w_hh [G*H, H], b_hh [G*H] or None.
-    Returns out [N, H], h_n [B, H] and saved [N, S*H] (fp32) for the backward."""
+    "rnn_relu"; xw [N, G*H] (b_ih included), batch_sizes [T] (non-increasing, summing to
+    N), h0 [B, H], w_hh [G*H, H], b_hh [G*H] or None. Returns out [N, H], h_n [B, H]
+    and saved [N, S*H] (fp32) for the backward."""
     N, H = xw.shape[0], w_hh.shape[1]
     B = h0.shape[0]
     device = xw.device
