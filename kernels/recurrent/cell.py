@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from ..packed_steps import cell_gate_products
 from .step import StepState, bias_grad_blocks, lstm_step_backward, lstm_step_forward
 
 
@@ -40,7 +41,6 @@ def lstm_cell_backward(
     dc_carry = StepState(None, d_c1, 0) if d_c1 is not None else None
     lstm_step_backward(d_h1, None, dc_carry, gates, c1, StepState(None, c0, 0), w_hh, B, dgates,
                        StepState(None, d_c0, 0), StepState(None, d_h0, 0), dbias)
-    dgates = dgates.to(w_ih.dtype)
     d_bias = dbias.sum(0).to(w_ih.dtype) if has_bias else None
-    return (dgates @ w_ih, d_h0.to(h0.dtype), d_c0.to(c0.dtype), dgates.t() @ input, dgates.t() @ h0.to(w_hh.dtype),
-            d_bias)
+    d_input, d_w_ih, d_w_hh = cell_gate_products(dgates, dgates, input, h0, w_ih, w_hh)
+    return d_input, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_ih, d_w_hh, d_bias

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..packed_steps import split_gate_gradients
+from ..packed_steps import cell_gate_products, split_gate_gradients
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, sigmoid_accurate, tanh_accurate
 from .step import StepState, _backward_tiles, _forward_tiles, _load_state, _load_tile, _store_state
 
@@ -257,7 +257,7 @@ def gru_cell_backward(
     d_h0 = torch.zeros(B, H, dtype=h0.dtype, device=input.device)
     gru_step_backward(d_h1, None, StepState(None, h0, 0), saved, w_hh, B, dgates, StepState(None, d_h0, 0))
     d_input_side, d_hidden_side = split_gate_gradients(dgates)
-    d_i, d_h = d_input_side.to(w_ih.dtype), d_hidden_side.to(w_hh.dtype)
     d_b_ih = d_input_side.sum(0).to(w_ih.dtype) if has_bias else None
     d_b_hh = d_hidden_side.sum(0).to(w_hh.dtype) if has_bias else None
-    return d_i @ w_ih, d_h0, d_i.t() @ input, d_h.t() @ h0, d_b_ih, d_b_hh
+    d_input, d_w_ih, d_w_hh = cell_gate_products(d_input_side, d_hidden_side, input, h0, w_ih, w_hh)
+    return d_input, d_h0, d_w_ih, d_w_hh, d_b_ih, d_b_hh

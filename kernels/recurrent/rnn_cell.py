@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..packed_steps import cell_gate_products
 from ..runtime import cast_rounded, ceil_div, dot_tf32_allowed, fp32_products_in_tf32, tanh_accurate
 from .step import StepState, _backward_tiles, _forward_tiles, _load_state, _load_tile, _store_state
 
@@ -196,8 +197,8 @@ def rnn_cell_backward(
     d_h0 = torch.zeros(B, H, dtype=h0.dtype, device=input.device)
     rnn_step_backward(d_h1, None, saved, w_hh, B, d_pre, StepState(None, d_h0, 0), relu)
     d_bias = d_pre.sum(0).to(w_ih.dtype) if has_bias else None
-    d = d_pre.to(w_ih.dtype)
-    return d @ w_ih, d_h0, d.t() @ input, d.t() @ h0, d_bias, d_bias
+    d_input, d_w_ih, d_w_hh = cell_gate_products(d_pre, d_pre, input, h0, w_ih, w_hh)
+    return d_input, d_h0, d_w_ih, d_w_hh, d_bias, d_bias
 
 
 def rnn_tanh_cell_forward(input, h0, w_ih, w_hh, b_ih, b_hh):

@@ -15,7 +15,7 @@ import torch
 from seqops import _ext
 from seqops.backends.cuda_values import dtype_code, launch_place
 from seqops.ops.recurrent import contract as recurrent_contract
-from seqops.kernels.packed_steps import split_gate_gradients  # pure torch: imports no triton
+from seqops.kernels.packed_steps import cell_gate_products, split_gate_gradients  # pure torch: imports no triton
 
 
 def _pointer(t: Optional[torch.Tensor]) -> int:
@@ -83,13 +83,12 @@ def lstm_cell_backward(d_h1: Optional[torch.Tensor], d_c1: Optional[torch.Tensor
             dbias = torch.empty(ext.lstm_cell_plan(B, H)["row_blocks"], 4 * H, **fp32)
         ext.lstm_cell_backward(**backward_values(d_h1, d_c1, gates, c1, c0, w_hh, dgates, d_c0, d_h0, dbias),
                                **launch_place(input.device))
-    dgates = dgates.to(w_ih.dtype)
     d_bias = None
     if has_bias:
         d_bias = dbias.sum(0).to(w_ih.dtype) if dbias is not None else torch.zeros(4 * H, dtype=w_ih.dtype,
                                                                                   device=input.device)
-    return (dgates @ w_ih, d_h0.to(h0.dtype), d_c0.to(c0.dtype), dgates.t() @ input, dgates.t() @ h0.to(w_hh.dtype),
-            d_bias)
+    d_input, d_w_ih, d_w_hh = cell_gate_products(dgates, dgates, input, h0, w_ih, w_hh)
+    return d_input, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_w_ih, d_w_hh, d_bias
 
 
 # -- the cells with one state: GRU (saved r, z, n, hn: [B, 4H]) and Elman RNN (saved h1 in fp32: [B, H]) --
@@ -155,10 +154,10 @@ def hidden_cell_backward(cell: str, d_h1: torch.Tensor, input: torch.Tensor, h0:
         d_input_side, d_hidden_side = split_gate_gradients(dgates)
     else:
         d_input_side = d_hidden_side = dgates
-    d_i, d_h = d_input_side.to(w_ih.dtype), d_hidden_side.to(w_hh.dtype)
     d_b_ih = d_input_side.sum(0).to(w_ih.dtype) if has_bias else None
     d_b_hh = (d_hidden_side.sum(0).to(w_hh.dtype) if cell == "gru_cell" else d_b_ih) if has_bias else None
-    return d_i @ w_ih, d_h0.to(h0.dtype), d_i.t() @ input, d_h.t() @ h0, d_b_ih, d_b_hh
+    d_input, d_w_ih, d_w_hh = cell_gate_products(d_input_side, d_hidden_side, input, h0, w_ih, w_hh)
+    return d_input, d_h0.to(h0.dtype), d_w_ih, d_w_hh, d_b_ih, d_b_hh
 
 
 def gru_cell_forward(input, h0, w_ih, w_hh, b_ih, b_hh):
