@@ -105,11 +105,14 @@ def cell_gate_products(d_input_side: torch.Tensor, d_hidden_side: torch.Tensor, 
                        h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A cell's d_input = d_input_side @ W_ih, d_w_ih = d_input_side^T input and d_w_hh =
-    d_hidden_side^T h0 from its fp32 gate gradients: each product in fp32, rounded once to
-    its operands' dtype. Rounding the gate gradients to fp16 or bf16 first and the product
-    again errs by up to two roundings (at seed 996583703, a one-unit fp16 LSTM cell's
-    d weight_ih came out 2.5x torch's error so). fp32 cells compute as before."""
-    return ((d_input_side @ w_ih.float()).to(w_ih.dtype), (d_input_side.t() @ input.float()).to(w_ih.dtype),
+    d_hidden_side^T h0 from its fp32 gate gradients. The weight gradients are taken in
+    fp32 (upcasting the rows of input and h0, not the weights) and rounded once: rounding
+    the gate gradients to fp16 or bf16 first and the product again errs by up to two
+    roundings (at seed 996583703 a one-unit fp16 LSTM cell's d weight_ih came out 2.5x
+    torch's error so). d_input stays a product in the weights' dtype, as torch's is: an
+    fp32 one would copy W_ih to fp32 on every call. fp32 cells compute as before."""
+    d_input = d_input_side.to(w_ih.dtype) @ w_ih
+    return (d_input, (d_input_side.t() @ input.float()).to(w_ih.dtype),
             (d_hidden_side.t() @ h0.float()).to(w_hh.dtype))
 
 
