@@ -110,9 +110,10 @@ def _timed(case: Case, device: torch.device, attention: Callable) -> Callable[[]
 
 
 def _seqops_provider(backend: str, variant: Optional[str] = None, label: Optional[str] = None,
-                     decode_only: bool = False) -> Provider:
+                     decode_only: bool = False, backward_only: bool = False) -> Provider:
     """seqops on `backend` (its `variant` forced if given); decode_only: the decode cases
-    alone (a variant that the backend's own choice runs everywhere else)."""
+    alone (a variant that the backend's own choice runs everywhere else); backward_only:
+    the forward+backward cases alone (a variant whose forward is the backend's own)."""
     def attention(q, k, v, causal, gqa):
         with seqops.backend(backend, variant=variant):
             return seqops.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
@@ -120,6 +121,8 @@ def _seqops_provider(backend: str, variant: Optional[str] = None, label: Optiona
     def unavailable(case: Case, device: torch.device) -> Optional[str]:
         if decode_only and not _is_decode(case):
             return f"decode cases only: seqops[{backend}] runs the same kernel here"
+        if backward_only and case.direction != "forward+backward":
+            return f"the forward is seqops[{backend}]'s"
         (_, Hq, L, D), (_, Hkv, _, _) = _operand_shapes(case)
         # Small stand-ins with the case's head dim, dtype, and (decode) query count and heads.
         q = torch.empty(1, Hq, L, D, device=device, dtype=case.dtype) if _is_decode(case) else \
@@ -199,11 +202,13 @@ def _flash_attn_provider() -> Provider:
 def providers(device: torch.device) -> list[Provider]:
     backends = torch.nn.attention.SDPBackend
     # seqops[cuda] runs the device's best forward (wgmma and TMA on an H100/H200);
-    # seqops[cuda sm80] holds it on the mma.sync kernel other GPUs run (the same backward).
+    # seqops[cuda sm80] holds it on the mma.sync kernel other GPUs run (the same backward);
+    # seqops[cuda ordered_dq] runs the five-product backward (dQ added in key-block turns).
     # seqops[triton] runs its decode variant on the decode cases; seqops[triton fused] holds
     # those on the fused kernel, to show what the split over keys gains.
     return [_seqops_provider(name) for name in FUSED_BACKENDS] + [
         _seqops_provider("cuda", "sm80", "cuda sm80"),
+        _seqops_provider("cuda", "ordered_dq", "cuda ordered_dq", backward_only=True),
         _seqops_provider("triton", "fused", "triton fused", decode_only=True),
         *(_triton_schedule_provider(schedule) for schedule in ("fused", "split")),
         _torch_provider("torch.sdpa", None),

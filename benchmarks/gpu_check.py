@@ -210,7 +210,7 @@ def find_compute_sanitizer() -> Optional[str]:
 # The kernels racecheck looks at: the CUDA C++ ones, whose shared-memory traffic is ordered
 # by hand (barriers, mbarriers, TMA, named barriers between warpgroups); Triton's compiler
 # places its own, and racecheck over them would take the step's time. memcheck looks at all.
-RACECHECK_BACKENDS = ("cuda", "cuda:sm80")
+RACECHECK_BACKENDS = ("cuda", "cuda:sm80", "cuda:ordered_dq")
 # Where each tool's findings go in results.json.
 _SANITIZER_RESULTS = {"memcheck": "sanitizer", "racecheck": "racecheck"}
 
@@ -1028,8 +1028,9 @@ def step_examples(ctx: Context) -> int:
 # which had run on a GPU when this was written) for the calls they take, on a GPU only.
 TRITON_AND_CUDA = ("triton", "cuda")
 # The attention calls run on the CUDA backend's forward kernels both: its default one (the
-# wgmma/TMA kernel on compute capability 9.0) and its sm80 variant (backend:variant).
-ATTENTION_BACKENDS = ("triton", "cuda", "cuda:sm80")
+# wgmma/TMA kernel on compute capability 9.0) and its sm80 variant (backend:variant); and
+# on its ordered-dQ backward (the five-product one, whose key blocks take turns).
+ATTENTION_BACKENDS = ("triton", "cuda", "cuda:sm80", "cuda:ordered_dq")
 
 
 def _kernel_call_cases(device) -> list[tuple[str, Callable, bool, tuple[str, ...]]]:

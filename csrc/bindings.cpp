@@ -228,9 +228,11 @@ void attention_backward(uintptr_t grad_out, const HeadStrideArray& grad_out_stri
                         int64_t len_q, int64_t len_kv, int64_t head_dim, double scale, bool causal,
                         int64_t causal_offset, int device, uintptr_t stream, uintptr_t mask, int mask_kind,
                         int mask_dtype, const Strides& mask_strides, double dropout_p, int64_t seed,
-                        uintptr_t dscores) {
+                        uintptr_t dscores, uintptr_t dq_accum, uintptr_t dq_turns) {
   seqops::AttentionBackwardParams p;
   p.dscores = reinterpret_cast<float*>(dscores);
+  p.dq_accum = reinterpret_cast<float*>(dq_accum);
+  p.dq_turns = reinterpret_cast<int*>(dq_turns);
   p.dropout_p = static_cast<float>(dropout_p);
   p.seed = seed;
   p.mask = mask_params("attention_backward", mask, mask_kind, mask_dtype, mask_strides);
@@ -265,7 +267,7 @@ void attention_backward(uintptr_t grad_out, const HeadStrideArray& grad_out_stri
   p.causal = causal;
   p.causal_offset = causal_offset;
   raise_on_error("attention_backward", seqops::check_attention_backward(p));
-  if (seqops::find_attention_backward(static_cast<int>(head_dim), p.dtype) == nullptr) {
+  if (seqops::find_attention_backward(static_cast<int>(head_dim), p.dtype, p.dq_accum != nullptr) == nullptr) {
     throw CudaError("seqops CUDA extension, attention_backward: no instance for head dim " + std::to_string(head_dim) +
                     " dtype " + dtype_name(p.dtype) + " in this build (csrc/attention/instances/ lists them)");
   }
@@ -290,6 +292,7 @@ py::list attention_backward_instances() {
     entry["q_block_n"] = instance.q_block_n;
     entry["q_threads"] = instance.q_threads;
     entry["q_smem_bytes"] = instance.q_smem_bytes;
+    entry["ordered_dq_smem_bytes"] = instance.ordered_dq_smem_bytes;
     out.append(entry);
   }
   return out;
@@ -758,7 +761,9 @@ PYBIND11_MODULE(_cuda_ext, m) {
         "device; 90: wgmma and TMA, compute capability 9.0), block_m, block_n, threads, smem_bytes (dynamic, per CTA)");
   m.def("attention_backward", &attention_backward,
         "dq, dk, dv of attention_forward (dk, dv summed over each GQA group), from grad_out, the forward's out "
-        "and lse; delta is an fp32 [B, Hq, L] workspace",
+        "and lse; delta is an fp32 [B, Hq, L] workspace. With dq_accum (and dq_turns; both zero-filled, shapes in "
+        "attention/params.h) the five-product kernel adds dQ / scale into dq_accum in key-block order and dq is "
+        "not written",
         py::arg("grad_out"), py::arg("grad_out_strides"), py::arg("q"), py::arg("q_strides"), py::arg("k"),
         py::arg("k_strides"), py::arg("v"), py::arg("v_strides"), py::arg("out"), py::arg("out_strides"),
         py::arg("lse"), py::arg("lse_strides"), py::arg("delta"), py::arg("dq"), py::arg("dq_strides"), py::arg("dk"),
@@ -767,7 +772,7 @@ PYBIND11_MODULE(_cuda_ext, m) {
         py::arg("scale"), py::arg("causal"), py::arg("causal_offset"), py::arg("device"), py::arg("stream"),
         py::arg("mask") = 0, py::arg("mask_kind") = 0, py::arg("mask_dtype") = 0,
         py::arg("mask_strides") = Strides{0, 0, 0, 0}, py::arg("dropout_p") = 0.0, py::arg("seed") = 0,
-        py::arg("dscores") = 0);
+        py::arg("dscores") = 0, py::arg("dq_accum") = 0, py::arg("dq_turns") = 0);
   m.def("attention_dropout_uniform", &attention_dropout_uniform,
         "the attention kernels' dropout draws (in [0, 1); kept when >= dropout_p) for one (seed, batch * Hq + "
         "head) at the given counters (query * S + key)",

@@ -216,16 +216,18 @@ def test_runs_on_torchs_current_stream():
     assert (out - expected).abs().max().item() < 1e-2
 
 
+@pytest.mark.parametrize("variant", [None, "ordered_dq"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
-def test_backward_is_deterministic(head_dim):
-    """No atomics: every gradient element is summed by one CTA in a fixed order, so two
-    runs give the same bits (GQA, whose dk and dv sum over a group, included)."""
+def test_backward_is_deterministic(head_dim, variant):
+    """Every gradient element is summed in a fixed order (by one CTA; or, for ordered_dq's
+    dq, by the key blocks taking turns), so two runs give the same bits (GQA, whose dk and
+    dv sum over a group, included)."""
     q = randn(2, 4, 333, head_dim, dtype=torch.bfloat16).requires_grad_()
     k, v = (randn(2, 2, 301, head_dim, dtype=torch.bfloat16).requires_grad_() for _ in range(2))
     grad_out = randn(2, 4, 333, head_dim, dtype=torch.bfloat16)
     runs = []
     for _ in range(2):
-        with seqops.backend("cuda"):
+        with seqops.backend("cuda", variant=variant):
             out = seqops.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         runs.append(torch.autograd.grad(out, (q, k, v), grad_out))
     for first, second in zip(*runs):
@@ -292,10 +294,11 @@ def dropout_keep(module, seed, B, Hq, L, S):
     return torch.tensor(draws).view(B, Hq, L, S) >= 0.3
 
 
+@pytest.mark.parametrize("variant", [None, "ordered_dq"])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_dropout_draws_the_triton_backends_mask(dtype, head_dim, causal):
+def test_dropout_draws_the_triton_backends_mask(dtype, head_dim, causal, variant):
     """Output and gradients against the float64 reference run with the mask the kernels
     draw for the call's seed, the Triton backend (same seed, same mask) as the yardstick:
     a different draw would be off by far more than rounding."""
@@ -307,7 +310,7 @@ def test_dropout_draws_the_triton_backends_mask(dtype, head_dim, causal):
     results = {}
     for backend in ("cuda", "triton"):
         torch.manual_seed(123)
-        with seqops.backend(backend):
+        with seqops.backend(backend, variant=variant if backend == "cuda" else None):
             out = seqops.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         results[backend] = (out, *torch.autograd.grad(out, (q, k, v), grad_out))
     torch.manual_seed(123)  # the seed the op draws, as attention_forward draws it
@@ -320,19 +323,21 @@ def test_dropout_draws_the_triton_backends_mask(dtype, head_dim, causal):
         assert_within_torch_error(name, results["cuda"][i], expected[i], results["triton"][i])
 
 
+@pytest.mark.parametrize("variant", [None, "ordered_dq"])
 @pytest.mark.parametrize("shape", ["1-heads-queries-keys", "batch-1-1-keys", "full"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_float_mask_gradient(dtype, head_dim, shape):
+def test_float_mask_gradient(dtype, head_dim, shape, variant):
     """A learned bias (T5's relative positions: [1, H, L, S]) and other broadcast shapes
     get their gradient, summed over the dims they broadcast along, against float64 with
-    torch's as the yardstick."""
+    torch's as the yardstick (ordered_dq writes the score gradient from its dK/dV kernel,
+    the default from its dQ kernel)."""
     B, H, L, S = 2, 3, 70, 150
     mask_shape = {"1-heads-queries-keys": (1, H, L, S), "batch-1-1-keys": (B, 1, 1, S), "full": (B, H, L, S)}[shape]
     q, k, v = (randn(B, H, n, head_dim, dtype=dtype).requires_grad_() for n in (L, S, S))
     mask = randn(*mask_shape, dtype=dtype).requires_grad_()
     grad_out = randn(B, H, L, head_dim, dtype=dtype)
-    with seqops.backend("cuda"):
+    with seqops.backend("cuda", variant=variant):
         out = seqops.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True)
     ours = torch.autograd.grad(out, (q, k, v, mask), grad_out)
     exact = [t.detach().double().cpu().requires_grad_() for t in (q, k, v, mask)]
@@ -344,3 +349,51 @@ def test_float_mask_gradient(dtype, head_dim, shape):
     for name, mine, exact_grad, yardstick in zip(("d query", "d key", "d value", "d mask"), ours, expected, theirs):
         assert mine.shape == exact_grad.shape and mine.dtype == yardstick.dtype, name
         assert_within_torch_error(name, mine, exact_grad, yardstick.nan_to_num(0.0))
+
+
+# (L, S, query heads, key/value heads, causal, causal offset): off the tiles both ways,
+# upper-left and bottom-right causal (rows that see no key when L > S), GQA and MQA over
+# many key blocks (many turns a query tile), a decode step.
+ORDERED_DQ_CASES = {
+    "one": (1, 1, 3, 3, False, 0),
+    "full-off-tiles": (129, 65, 3, 3, False, 0),
+    "causal-L<S": (130, 257, 3, 3, True, 0),
+    "causal-L>S": (257, 130, 3, 3, True, 0),
+    "bottom-right-L<S": (17, 300, 2, 2, True, 283),
+    "bottom-right-L>S": (300, 17, 2, 2, True, -283),
+    "gqa": (70, 90, 4, 2, True, 0),
+    "mqa-many-key-blocks": (333, 1000, 4, 1, False, 0),
+    "decode": (1, 257, 4, 2, True, 256),
+}
+
+
+@pytest.mark.parametrize("case", ORDERED_DQ_CASES)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_ordered_dq_backward(dtype, head_dim, case):
+    """The five-product backward (variant "ordered_dq": dQ added by the dK/dV kernel, key
+    block by key block in turn): output and gradients against float64 with torch's as the
+    yardstick; dk and dv the same bits as the default two-kernel backward's (the same
+    products in the same order: only dq's path differs); dq the same bits run to run."""
+    L, S, Hq, Hkv, causal, offset = ORDERED_DQ_CASES[case]
+    q = randn(2, Hq, L, head_dim, dtype=dtype)
+    k, v = (randn(2, Hkv, S, head_dim, dtype=dtype) for _ in range(2))
+    gqa = Hq != Hkv
+    check_attention(q, k, v, is_causal=causal, causal_offset=offset, enable_gqa=gqa, variant="ordered_dq")
+
+    if offset:
+        from torch.nn.attention.bias import causal_lower_right
+
+        mask, causal = causal_lower_right(L, S), False
+    else:
+        mask = None
+    grad_out = randn(2, Hq, L, head_dim, dtype=dtype)
+    runs = []
+    for variant in (None, "ordered_dq", "ordered_dq"):
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        with seqops.backend("cuda", variant=variant):
+            out = seqops.scaled_dot_product_attention(*leaves, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
+        runs.append(torch.autograd.grad(out, leaves, grad_out))
+    two_kernels, ordered, again = runs
+    assert torch.equal(ordered[1], two_kernels[1]) and torch.equal(ordered[2], two_kernels[2]), "dk, dv"
+    assert all(torch.equal(a, b) for a, b in zip(ordered, again)), "run to run"

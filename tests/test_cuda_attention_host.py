@@ -240,6 +240,12 @@ def test_cuda_backend_on_cpu_tensors_refuses_and_auto_never_picks_it():
     assert sm80.supports is cuda_attention.forward_reason and not sm80.priority
     assert sm80.backward.__name__ == impl.backward.__name__ == "attention_backward"
     assert sm80.forward.__name__ == "attention_forward_sm80"
+    # The ordered-dQ variant (the five-product backward): explicit choice only, the same
+    # refusals and forward.
+    ordered = dispatch.implementation("attention/cuda/ordered_dq")
+    assert ordered.supports is cuda_attention.forward_reason and not ordered.priority
+    assert ordered.forward.__name__ == impl.forward.__name__ == "attention_forward"
+    assert ordered.backward.__name__ == "attention_backward_ordered_dq"
 
 
 def test_on_a_gpu_tests_skip_a_feature_the_cuda_backend_lacks_and_fail_other_refusals(tmp_path):
@@ -361,11 +367,15 @@ def launch_backward(module, head_dim=64, dtype=torch.float16, row_stride=None, p
 def test_the_tests_build_links_no_backward_instance_and_refuses_its_calls_by_name():
     """cuda_build links one forward instance only (each CuTe file is a minute of nvcc);
     benchmarks/cuda_report compiles the backward's. A call the checks pass then fails on
-    the missing instance, by name, before any launch."""
+    the missing instance, by name, before any launch: the ordered-dQ form too, which
+    writes no dq (so takes none) but needs its two workspaces."""
     _, module = built()
     assert module.attention_backward_instances() == []
     with pytest.raises(module.CudaError, match="attention_backward: no instance for head dim 64 dtype float16"):
         launch_backward(module)
+    workspace = torch.empty(64, dtype=torch.float32)
+    with pytest.raises(module.CudaError, match="attention_backward: no instance for head dim 64 dtype float16"):
+        launch_backward(module, dq=0, dq_accum=workspace.data_ptr(), dq_turns=workspace.data_ptr())
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -378,9 +388,18 @@ def test_the_tests_build_links_no_backward_instance_and_refuses_its_calls_by_nam
     ({"len_q": 2**30}, "below 2\\*\\*30"),
     ({"heads_q": 65536}, "at most 65535"),
     ({"mask_kind": 2, "mask": 0, "mask_dtype": DTYPE_CODES[torch.float16]}, "the mask must be none, bool"),
+    ({"dq": 0}, "no tensor may be null \\(dq only with dq_accum\\)"),
+    ({"dq_accum": "workspace"}, "dq_accum needs dq_turns"),
+    ({"dq_accum": "workspace+4", "dq_turns": "workspace"}, "16-byte \\(dq_accum\\)"),
+    ({"dq_accum": "workspace", "dq_turns": "workspace+2"}, "4-byte \\(dq_turns\\)"),
 ])
 def test_bad_backward_arguments_are_refused_before_any_launch(overrides, message):
     _, module = built()
+    workspace = torch.empty(64, dtype=torch.float32)
+    addresses = {"workspace": workspace.data_ptr(), "workspace+4": workspace.data_ptr() + 4,
+                 "workspace+2": workspace.data_ptr() + 2}
+    overrides = {name: addresses.get(value, value) if isinstance(value, str) else value
+                 for name, value in overrides.items()}
     with pytest.raises(module.CudaError, match="bad argument: attention_backward: .*" + message):
         launch_backward(module, **overrides)
 
@@ -442,6 +461,25 @@ def test_the_schedule_refuses_a_block_outside_the_lengths():
         module.attention_schedule("rows", 0, 64, 64, 100, 100, False, 0)
 
 
+@pytest.mark.parametrize("block_m, block_n", GEOMETRIES, ids=str)
+def test_the_key_blocks_that_visit_a_query_tile_are_a_prefix_so_ordered_dq_turns_are_key_block_numbers(
+        block_m, block_n):
+    """The ordered-dQ backward has key block n add its dQ part to every query tile it
+    visits at turn n (schedule.h, dq_turn), waiting for turns 0 .. n - 1 first: right only
+    if the key blocks that visit a tile are always 0 .. k. Were one missing, the blocks
+    after it would wait for a turn that never comes."""
+    _, module = built()
+    scale = max(block_m, block_n) // 8 + 1
+    for L, S in [(1, 1), (7 * scale, 37 * scale), (37 * scale, 7 * scale), (16 * scale + 1, 16 * scale - 1)]:
+        for causal, offset in [(False, 0)] + [(True, o) for o in (-L, -L + 1, -block_m, -1, 0, 1, block_n, S - L, S)]:
+            visitors = {}
+            for n in range(-(-S // block_n)):
+                for tile, _ in module.attention_schedule("queries", n, block_m, block_n, L, S, causal, offset):
+                    visitors.setdefault(tile, []).append(n)
+            for tile, blocks in visitors.items():
+                assert blocks == list(range(len(blocks))), (L, S, causal, offset, tile, blocks)
+
+
 # -- the sm90a forward's register layouts --
 
 def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(tmp_path):
@@ -456,6 +494,25 @@ def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(
     program = tmp_path / "sm90_forward_layouts"
     compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
                                str(program), str(ROOT / "tests" / "cuda_programs" / "sm90_forward_layouts.cu")],
+                              capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
+    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
+
+
+def test_ordered_dq_layouts_put_ds_where_the_dq_product_reads_it(tmp_path):
+    """tests/cuda_programs/ordered_dq_layouts.cu, compiled for the host and run here: the
+    ordered-dQ backward writes dS^T from the dK/dV mma's accumulator into smem and reads
+    it back transposed as the A operand of dQ = dS K on a second mma; every entry is
+    written once, in aligned pairs, read where dS(query, key) lies, K^T is K, and dQ's
+    accumulator covers its tile once."""
+    from seqops import _ext
+    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
+    if nvcc is None or cutlass is None:
+        pytest.skip("nvcc or the CUTLASS headers are not installed")
+    program = tmp_path / "ordered_dq_layouts"
+    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
+                               str(program), str(ROOT / "tests" / "cuda_programs" / "ordered_dq_layouts.cu")],
                               capture_output=True, text=True, timeout=600)
     assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
     ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)

@@ -66,10 +66,11 @@ def test_dry_run_writes_every_file_and_reports_every_step(gpu_check, tmp_path):
     cases = gpu_check._kernel_call_cases(torch.device("cpu"))
     assert sanitizer["calls_ok"] == len(sanitizer["calls"]) == len(cases) and sanitizer["calls_failed"] == 0
     assert all(call.split(": ")[0].endswith("[triton]") for call in sanitizer["calls"])
-    # racecheck looks at the CUDA C++ kernels alone, both attention forwards among them:
-    # without a GPU none runs.
+    # racecheck looks at the CUDA C++ kernels alone, both attention forwards and the
+    # ordered-dQ backward among them: without a GPU none runs.
     racecheck = results["racecheck"]
-    assert "--tool racecheck" in racecheck["command"] and "--kernel-call-backends cuda,cuda:sm80" in racecheck["command"]
+    assert "--tool racecheck" in racecheck["command"]
+    assert "--kernel-call-backends cuda,cuda:sm80,cuda:ordered_dq" in racecheck["command"]
     assert racecheck["calls"] == [] and racecheck["calls_failed"] == 0
     assert set(results["peers"]["peers"]) == set(gpu_check.PEERS) | set(gpu_check.CARRIED_BUILD_DEPENDENCIES)
     for op in gpu_check.BENCH_OPS + gpu_check.TABLE_ONLY_OPS:

@@ -62,9 +62,10 @@ Status launch_delta(const AttentionBackwardParams& p, cudaStream_t stream) {
 
 bool register_attention_backward(const AttentionBackwardInstance& instance) { return backward_table().add(instance); }
 
-AttentionBackwardLauncher find_attention_backward(int head_dim, DType dtype) {
+AttentionBackwardLauncher find_attention_backward(int head_dim, DType dtype, bool ordered_dq) {
   const AttentionBackwardInstance* instance = backward_table().find(head_dim, dtype);
-  return instance == nullptr ? nullptr : instance->launcher;
+  if (instance == nullptr) return nullptr;
+  return ordered_dq ? instance->ordered_dq_launcher : instance->launcher;
 }
 
 int attention_backward_instance_count() { return backward_table().count; }
@@ -72,8 +73,15 @@ int attention_backward_instance_count() { return backward_table().count; }
 const AttentionBackwardInstance& attention_backward_instance(int i) { return backward_table().entries[i]; }
 
 Status check_attention_backward(const AttentionBackwardParams& p) {
-  if (!p.q || !p.k || !p.v || !p.out || !p.grad_out || !p.lse || !p.delta || !p.dq || !p.dk || !p.dv) {
-    return Status::bad_argument("attention_backward: no tensor may be null");
+  const bool ordered_dq = p.dq_accum != nullptr;
+  if (!p.q || !p.k || !p.v || !p.out || !p.grad_out || !p.lse || !p.delta || !p.dk || !p.dv ||
+      (!ordered_dq && !p.dq)) {
+    return Status::bad_argument("attention_backward: no tensor may be null (dq only with dq_accum)");
+  }
+  if (ordered_dq && (p.dq_turns == nullptr || reinterpret_cast<uintptr_t>(p.dq_accum) % 16 != 0 ||
+                     reinterpret_cast<uintptr_t>(p.dq_turns) % 4 != 0)) {
+    return Status::bad_argument("attention_backward: dq_accum needs dq_turns, and 16-byte (dq_accum) and "
+                                "4-byte (dq_turns) alignment");
   }
   if (p.dtype != DType::float16 && p.dtype != DType::bfloat16) {
     return Status::bad_argument("attention_backward: the kernels take float16 and bfloat16");
@@ -90,8 +98,8 @@ Status check_attention_backward(const AttentionBackwardParams& p) {
   if (p.batch > kMaxGridDim || p.heads_q > kMaxGridDim) {
     return Status::bad_argument("attention_backward: batch and query heads must be at most 65535");
   }
-  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.grad_out) || !aligned16(p.dq) ||
-      !aligned16(p.dk) || !aligned16(p.dv)) {
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.grad_out) ||
+      (!ordered_dq && !aligned16(p.dq)) || !aligned16(p.dk) || !aligned16(p.dv)) {
     return Status::bad_argument("attention_backward: q, k, v, grad_out, dq, dk and dv must be 16-byte aligned");
   }
   if (!strides_aligned(p.q_strides) || !strides_aligned(p.k_strides) || !strides_aligned(p.v_strides) ||
@@ -109,7 +117,8 @@ Status check_attention_backward(const AttentionBackwardParams& p) {
 Status attention_backward(const AttentionBackwardParams& params, cudaStream_t stream) {
   const Status checked = check_attention_backward(params);
   if (!checked.is_ok()) return checked;
-  const AttentionBackwardLauncher launcher = find_attention_backward(static_cast<int>(params.head_dim), params.dtype);
+  const AttentionBackwardLauncher launcher =
+      find_attention_backward(static_cast<int>(params.head_dim), params.dtype, params.dq_accum != nullptr);
   if (launcher == nullptr) {
     return Status::bad_argument("attention_backward: no instance for this head dim and dtype in this build");
   }

@@ -18,6 +18,22 @@
 //     K and V are double-buffered.
 //   That is seven products per (query, key) tile where flash-attention's atomic dQ takes
 //   five: the price of determinism without a dQ workspace in fp32.
+//   - ordered dQ (the dK/dV kernel with kOrderedDq, the backend's "ordered_dq" variant):
+//     five products. The dK/dV kernel also writes dS^T to smem and takes
+//       dQ_part = dS K  (on a second mma with queries on M),
+//     then adds dQ_part into an fp32 [B, Hq, L, E] workspace (params.dq_accum) in key-block
+//     order: a per-(batch, head, query tile) counter (params.dq_turns) says whose turn it
+//     is, and key block n waits for turn n (schedule.h, dq_turn). Every element gets its
+//     sums in one order, so the bits repeat from run to run; the host scales and rounds
+//     the workspace into dq. A CTA works as the key block of the ticket it takes when it
+//     starts (common/arrival.cuh), not of its blockIdx, so it waits only for CTAs that
+//     started before it and the waits end whatever order CTAs are started in. A wait is
+//     bounded all the same: a turn that never comes (a bug) sets the poison word, a float
+//     NaN the host adds to all of dq (params.h), so that it shows, never a wrong dQ.
+//   Both walk their query tiles from the last down and the heads of a GQA group inside
+//   each tile, so that neighbouring key blocks reach a tile together and take their turns
+//   there one after the other (key blocks further right start fewer tiles down when
+//   causal, and ascending tiles would have them wait for the left blocks' whole walk).
 //   - delta = rowsum(dO * O) comes first, from backward.cu's plain kernel.
 // Rows past L or S are zero-filled; a query row past L or one that sees no key (lse -inf)
 // gets lse +inf here, so its probabilities are exp2(-inf) = 0 and it adds nothing.
@@ -35,12 +51,17 @@
 #include "attention/params.h"
 #include "attention/schedule.h"
 #include "attention/tiles.cuh"
+#include "common/arrival.cuh"
 #include "common/status.h"
 
 namespace seqops {
 namespace attention {
 
 constexpr float kLog2e = 1.4426950408889634f;
+// How often a key block polls for its turn to add dQ (ordered dQ) before it gives up and
+// poisons dq: about a second, far past any wait the tickets allow (the blocks before it at
+// one query tile, each an add of its part).
+constexpr int kMaxTurnPolls = 1 << 20;
 
 template <int kHeadDim_, typename Element_>
 struct BackwardTraits {
@@ -64,6 +85,28 @@ struct BackwardTraits {
                                           int(sizeof(Element_)) +
                                       2 * kStages * kBlockM * int(sizeof(float));
     static_assert(kBlockM % Base::kGmemRows == 0 && kBlockN % Base::kGmemRows == 0);
+
+    // Ordered dQ: dS^T [keys, queries] in smem after lse and delta (rows of kBlockM
+    // elements, swizzled as 8-row atoms), read back as dS [queries, keys] with transposing
+    // ldmatrix: the A operand of dQ_part = dS K, whose mma puts kBlockM / 16 warps on the
+    // queries and the others along the head dim (16 columns a warp, so that an x4 ldmatrix
+    // fills two 8-wide B atoms); K^T is the B operand, read from sK transposed.
+    static constexpr int kDqWarpsM = kBlockM / 16;
+    static_assert(Base::kWarps % kDqWarpsM == 0);
+    using DqTiledMma = TiledMMA<MMA_Atom<typename Base::MmaOp>,
+                                Layout<Shape<Int<kDqWarpsM>, Int<Base::kWarps / kDqWarpsM>, _1>>,
+                                Tile<Int<kBlockM>, Int<16 * (Base::kWarps / kDqWarpsM)>, _16>>;
+    using SmemAtomDst = decltype(composition(Swizzle<kBlockM == 32 ? 2 : 3, 3, 3>{},
+                                             Layout<Shape<_8, Int<kBlockM>>, Stride<Int<kBlockM>, _1>>{}));
+    using SmemLayoutDst = decltype(tile_to_shape(SmemAtomDst{}, Shape<Int<kBlockN>, Int<kBlockM>>{}));
+    using SmemLayoutDs =
+        decltype(composition(SmemLayoutDst{}, make_layout(Shape<Int<kBlockM>, Int<kBlockN>>{}, GenRowMajor{})));
+    using SmemLayoutDsShape = decltype(get_nonswizzle_portion(SmemLayoutDs{}));
+    using SmemLayoutKt = typename Base::template SmemRowsTransposed<kBlockN>;
+    using SmemLayoutKtShape = typename Base::template SmemRowsTransposedShape<kBlockN>;
+    static constexpr int kDsOffsetBytes = kSmemBytes;
+    static_assert(kDsOffsetBytes % 128 == 0);
+    static constexpr int kOrderedDqSmemBytes = kSmemBytes + kBlockN * kBlockM * int(sizeof(Element_));
   };
 
   // dQ: 16 queries a warp, as the forward at head dim 128; key tiles of 64. A thread holds
@@ -114,6 +157,25 @@ __device__ __forceinline__ void store_rows(Acc const& acc_rc, Coords const& coor
   }
 }
 
+// Writes a rounded (keys, queries) accumulator tile into smem at its (key, query), column
+// pairs as one 4-byte store (the swizzle moves 8-element chunks, so a pair stays together).
+template <class Frag, class Coords, class SmemTensor>
+__device__ __forceinline__ void write_scores_transposed(Frag const& frag, Coords const& coords_rc, SmemTensor& smem) {
+  using Element = typename SmemTensor::value_type;
+  struct alignas(2 * sizeof(Element)) ElementPair {
+    Element first, second;
+  };
+  Tensor rc = make_tensor(frag.data(), accumulator_rows_cols(frag.layout()));
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(rc); ++r) {
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(rc); c += 2) {
+      const auto at = smem.data() + smem.layout()(get<0>(coords_rc(r, c)), get<1>(coords_rc(r, c)));
+      *reinterpret_cast<ElementPair*>(raw_pointer_cast(at)) = ElementPair{rc(r, c), rc(r, c + 1)};
+    }
+  }
+}
+
 // A row's lse in base 2 for the recomputation: +inf for a row past L or one that sees no
 // key, whose probabilities are then all exp2(-inf) = 0 (and never exp2(-inf - -inf)).
 __device__ __forceinline__ float lse_log2_or_inf(const float* lse, int row, int len_q) {
@@ -123,8 +185,9 @@ __device__ __forceinline__ float lse_log2_or_inf(const float* lse, int row, int 
 }
 
 // grid (ceil(S / kBlockN), Hkv, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
-// checked and narrowed to int by the launcher, the offset clamped to [-L, S].
-template <class Traits>
+// checked and narrowed to int by the launcher, the offset clamped to [-L, S]. kOrderedDq:
+// dQ too, added into params.dq_accum in key-block order (the header comment).
+template <class Traits, bool kOrderedDq>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     attention_backward_kv_kernel(const AttentionBackwardParams params, int len_q, int len_kv, int causal_offset,
                                  int group) {
@@ -136,9 +199,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   extern __shared__ __align__(128) unsigned char smem[];
 
-  const int n_block = blockIdx.x;
-  const int kv_head = blockIdx.y;
-  const int batch = blockIdx.z;
+  int n_block = blockIdx.x;
+  int kv_head = blockIdx.y;
+  int batch = blockIdx.z;
+  if constexpr (kOrderedDq) {  // the key block, head and batch of this CTA's ticket, in blockIdx's order
+    const int ticket = take_ticket(params.dq_turns);
+    n_block = ticket % gridDim.x;
+    kv_head = (ticket / gridDim.x) % gridDim.y;
+    batch = ticket / (gridDim.x * gridDim.y);
+  }
   const int tid = threadIdx.x;
   const int n0 = n_block * kBlockN;
   const bool causal = params.causal;
@@ -149,8 +218,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   const Element* k_ptr = head_rows(static_cast<const Element*>(params.k), params.k_strides, batch, kv_head);
   const Element* v_ptr = head_rows(static_cast<const Element*>(params.v), params.v_strides, batch, kv_head);
-  Element* dk_ptr = head_rows(static_cast<Element*>(params.dk), params.dk_strides, batch, kv_head);
-  Element* dv_ptr = head_rows(static_cast<Element*>(params.dv), params.dv_strides, batch, kv_head);
 
   // smem: K, V, then kStages x (Q, dO), then kStages x (lse log2, delta) in fp32.
   Tensor sK = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutKV{});
@@ -206,11 +273,38 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor tKcK = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
   Tensor tKcK_rc = make_tensor(tKcK.data(), accumulator_rows_cols(tKcK.layout()));
 
+  // Ordered dQ: dS^T in smem past lse and delta, read as dS (queries, keys) for dQ_part =
+  // dS K on dq_mma; each dQ_part value's (query, column) in its tile. Unused without.
+  Tensor sDst = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem + Traits::kDsOffsetBytes)),
+                            typename Traits::SmemLayoutDst{});
+  Tensor sDs = make_tensor(sDst.data(), typename Traits::SmemLayoutDs{});
+  Tensor sDsShape = make_tensor(sDst.data(), typename Traits::SmemLayoutDsShape{});
+  Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKt{});
+  Tensor sKtShape = make_tensor(sK.data(), typename Traits::SmemLayoutKtShape{});
+  typename Traits::DqTiledMma dq_mma;
+  auto dq_thr_mma = dq_mma.get_thread_slice(tid);
+  Tensor tdQrdS = dq_thr_mma.partition_fragment_A(sDsShape);  // (MMA, MMA_M, MMA_N): dS as A
+  Tensor tdQrKt = dq_thr_mma.partition_fragment_B(sKtShape);  // (MMA, MMA_E, MMA_N): K^T as B
+  auto dq_copy_a = make_tiled_copy_A(typename Traits::SmemCopyAtomTransposed{}, dq_mma);
+  auto dq_thr_a = dq_copy_a.get_thread_slice(tid);
+  Tensor tdQsdS = dq_thr_a.partition_S(sDs);
+  auto dq_copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, dq_mma);
+  auto dq_thr_b = dq_copy_b.get_thread_slice(tid);
+  Tensor tdQsKt = dq_thr_b.partition_S(sKt);
+  Tensor tDQcDQ = dq_thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tDQcDQ_rc = make_tensor(tDQcDQ.data(), accumulator_rows_cols(tDQcDQ.layout()));
+  const int dq_tiles = (len_q + kBlockM - 1) / kBlockM;  // turn counters per (batch, head)
+
+  // Step t visits query tile step_tile(t) of query head step_head(t): tiles from the last
+  // down, the group's heads inside each (the header comment says why).
+  const auto step_tile = [&](int step) { return tiles.end - 1 - step / group; };
+  const auto step_head = [&](int step) { return kv_head * group + step % group; };
+
   // Step t's query head and tile, into stage t % 2: Q and dO by cp.async (rows past L
   // zero-filled), lse and delta by plain loads.
   const auto load_step = [&](int step, int stage) {
-    const int head = kv_head * group + step / tiles_per_head;
-    const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
+    const int head = step_head(step);
+    const int m0 = step_tile(step) * kBlockM;
     const Element* q_tile =
         head_rows(static_cast<const Element*>(params.q), params.q_strides, batch, head) + m0 * params.q_strides.row;
     const Element* do_tile = head_rows(static_cast<const Element*>(params.grad_out), params.grad_out_strides, batch,
@@ -262,8 +356,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     __syncthreads();  // this step's Q, dO, lse and delta (and K, V) landed for all
 
-    const int m0 = (tiles.begin + step % tiles_per_head) * kBlockM;
-    const int head = kv_head * group + step / tiles_per_head;
+    const int m_tile = step_tile(step);
+    const int m0 = m_tile * kBlockM;
+    const int head = step_head(step);
     const MaskView mask = mask_view(params.mask, batch, head);
     const int32_t dropout_stream_id = dropout_stream(params.seed, int64_t(batch) * params.heads_q + head);
     const float* stage_lse = s_lse + stage * kBlockM;
@@ -309,14 +404,57 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_regs_smem(acc_dv, make_tensor(pt.data(), accumulator_as_a_operand(pt.layout())), tdVrdOt,
                    in_stage(tdVsdOt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
     Tensor dst = rounded<Element>(acc_dpt);
+    if constexpr (kOrderedDq) {
+      write_scores_transposed(dst, tScS_rc, sDst);
+      if (params.dscores != nullptr) {  // a float mask's gradient: dS^T in fp32, [S, L] a head (params.h)
+        CUTE_UNROLL
+        for (int r = 0; r < size<0>(dpt); ++r) {
+          const int key = n0 + get<0>(tScS_rc(r, 0));
+          if (key < len_kv) {
+            float* dscores_row = params.dscores + ((int64_t(batch) * params.heads_q + head) * len_kv + key) * len_q;
+            CUTE_UNROLL
+            for (int c = 0; c < size<1>(dpt); ++c) {
+              const int query = m0 + get<1>(tScS_rc(r, c));
+              if (query < len_q) dscores_row[query] = dpt(r, c);
+            }
+          }
+        }
+      }
+    }
     gemm_regs_smem(acc_dk, make_tensor(dst.data(), accumulator_as_a_operand(dst.layout())), tdKrQt,
                    in_stage(tdKsQt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
-    __syncthreads();  // every thread is done reading this stage before step + 2's loads land in it
+    if constexpr (kOrderedDq) {
+      __syncthreads();  // dS^T is in smem for all
+      Tensor acc_dq = partition_fragment_C(dq_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+      clear(acc_dq);
+      gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, dq_mma, dq_copy_a, dq_thr_a, dq_copy_b, dq_thr_b);
+      const int64_t batch_head = int64_t(batch) * params.heads_q + head;
+      int* turn = params.dq_turns + 2 + batch_head * dq_tiles + m_tile;  // past the ticket and the poison
+      if (!wait_for_turn(turn, dq_turn(n_block), kMaxTurnPolls) && tid == 0) {
+        atomicExch(params.dq_turns + 1, __float_as_int(NAN));  // the host adds it to every dq entry
+      }
+      Tensor dq_rc = make_tensor(acc_dq.data(), accumulator_rows_cols(acc_dq.layout()));
+      float* dq_rows = params.dq_accum + (batch_head * len_q + m0) * kHeadDim;
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(dq_rc); ++r) {
+        const int row = get<0>(tDQcDQ_rc(r, 0));
+        if (m0 + row < len_q) {
+          CUTE_UNROLL
+          for (int c = 0; c < size<1>(dq_rc); ++c) {
+            atomicAdd(dq_rows + row * kHeadDim + get<1>(tDQcDQ_rc(r, c)), dq_rc(r, c));
+          }
+        }
+      }
+      pass_turn(turn);
+    }
+    __syncthreads();  // every thread is done reading this stage (and dS^T) before step + 2's loads land in it
   }
 
   // dK carries the score scale (dS is the gradient of scale * q.k); keys past S are not written.
   Tensor dk_rc = make_tensor(acc_dk.data(), accumulator_rows_cols(acc_dk.layout()));
   Tensor dv_rc = make_tensor(acc_dv.data(), accumulator_rows_cols(acc_dv.layout()));
+  Element* dk_ptr = head_rows(static_cast<Element*>(params.dk), params.dk_strides, batch, kv_head);
+  Element* dv_ptr = head_rows(static_cast<Element*>(params.dv), params.dv_strides, batch, kv_head);
   store_rows(dk_rc, tKcK_rc, dk_ptr + n0 * params.dk_strides.row, params.dk_strides.row, len_kv - n0, params.scale);
   store_rows(dv_rc, tKcK_rc, dv_ptr + n0 * params.dv_strides.row, params.dv_strides.row, len_kv - n0, 1.0f);
 }
@@ -511,28 +649,57 @@ cudaError_t allow_smem(Kernel kernel, int smem_bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
 }
 
+// The launch geometry both launchers share: the narrowed lengths, offset and group, and
+// the dK/dV kernel's grid.
+struct BackwardGeometry {
+  int len_q, len_kv, offset, group;
+  dim3 kv_grid;
+};
+
+template <class KeyValue>
+BackwardGeometry backward_geometry(const AttentionBackwardParams& params) {
+  BackwardGeometry g;
+  g.len_q = static_cast<int>(params.len_q);
+  g.len_kv = static_cast<int>(params.len_kv);
+  g.offset = static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv));
+  g.group = static_cast<int>(params.heads_q / params.heads_kv);
+  g.kv_grid = dim3(static_cast<unsigned>((g.len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN),
+                   static_cast<unsigned>(params.heads_kv), static_cast<unsigned>(params.batch));
+  return g;
+}
+
 template <int kHeadDim, typename Element>
 Status launch_attention_backward(const AttentionBackwardParams& params, cudaStream_t stream) {
   using KeyValue = typename BackwardTraits<kHeadDim, Element>::KeyValue;
   using Query = typename BackwardTraits<kHeadDim, Element>::Query;
-  const auto kv_kernel = &attention_backward_kv_kernel<KeyValue>;
+  const auto kv_kernel = &attention_backward_kv_kernel<KeyValue, false>;
   const auto q_kernel = &attention_backward_q_kernel<Query>;
   cudaError_t error = allow_smem(kv_kernel, KeyValue::kSmemBytes);
   if (error == cudaSuccess) error = allow_smem(q_kernel, Query::kSmemBytes);
   if (error != cudaSuccess) return Status::from_cuda(error);
 
-  const int len_q = static_cast<int>(params.len_q);
-  const int len_kv = static_cast<int>(params.len_kv);
-  const int offset = static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv));
-  const int group = static_cast<int>(params.heads_q / params.heads_kv);
-  const dim3 kv_grid(static_cast<unsigned>((len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN),
-                     static_cast<unsigned>(params.heads_kv), static_cast<unsigned>(params.batch));
-  kv_kernel<<<kv_grid, KeyValue::kThreads, KeyValue::kSmemBytes, stream>>>(params, len_q, len_kv, offset, group);
+  const BackwardGeometry g = backward_geometry<KeyValue>(params);
+  kv_kernel<<<g.kv_grid, KeyValue::kThreads, KeyValue::kSmemBytes, stream>>>(params, g.len_q, g.len_kv, g.offset,
+                                                                              g.group);
   error = cudaGetLastError();
   if (error != cudaSuccess) return Status::from_cuda(error);
-  const dim3 q_grid(static_cast<unsigned>((len_q + Query::kBlockM - 1) / Query::kBlockM),
+  const dim3 q_grid(static_cast<unsigned>((g.len_q + Query::kBlockM - 1) / Query::kBlockM),
                     static_cast<unsigned>(params.heads_q), static_cast<unsigned>(params.batch));
-  q_kernel<<<q_grid, Query::kThreads, Query::kSmemBytes, stream>>>(params, len_q, len_kv, offset, group);
+  q_kernel<<<q_grid, Query::kThreads, Query::kSmemBytes, stream>>>(params, g.len_q, g.len_kv, g.offset, g.group);
+  return Status::from_cuda(cudaGetLastError());
+}
+
+// Ordered dQ: the dK/dV kernel alone, adding dQ into params.dq_accum (zero-filled, as are
+// params.dq_turns: the host allocates both) in key-block order; params.dq is not written.
+template <int kHeadDim, typename Element>
+Status launch_attention_backward_ordered_dq(const AttentionBackwardParams& params, cudaStream_t stream) {
+  using KeyValue = typename BackwardTraits<kHeadDim, Element>::KeyValue;
+  const auto kv_kernel = &attention_backward_kv_kernel<KeyValue, true>;
+  const cudaError_t error = allow_smem(kv_kernel, KeyValue::kOrderedDqSmemBytes);
+  if (error != cudaSuccess) return Status::from_cuda(error);
+  const BackwardGeometry g = backward_geometry<KeyValue>(params);
+  kv_kernel<<<g.kv_grid, KeyValue::kThreads, KeyValue::kOrderedDqSmemBytes, stream>>>(params, g.len_q, g.len_kv,
+                                                                                       g.offset, g.group);
   return Status::from_cuda(cudaGetLastError());
 }
 
@@ -553,6 +720,8 @@ AttentionBackwardInstance backward_instance(DType dtype) {
   instance.q_threads = Query::kThreads;
   instance.q_smem_bytes = Query::kSmemBytes;
   instance.launcher = &launch_attention_backward<kHeadDim, Element>;
+  instance.ordered_dq_smem_bytes = KeyValue::kOrderedDqSmemBytes;
+  instance.ordered_dq_launcher = &launch_attention_backward_ordered_dq<kHeadDim, Element>;
   return instance;
 }
 

@@ -48,7 +48,8 @@ Status check_attention_forward(const AttentionForwardParams& params);
 // GPU tests both).
 Status attention_forward(const AttentionForwardParams& params, cudaStream_t stream, int arch_limit = 0);
 
-// The backward: backward.cu's delta kernel, then the instance's dK/dV and dQ kernels.
+// The backward: backward.cu's delta kernel, then the instance's dK/dV and dQ kernels (or,
+// with params.dq_accum set, its ordered-dQ dK/dV kernel alone).
 using AttentionBackwardLauncher = Status (*)(const AttentionBackwardParams&, cudaStream_t);
 
 struct AttentionBackwardInstance {
@@ -58,10 +59,15 @@ struct AttentionBackwardInstance {
   int kv_block_n = 0, kv_block_m = 0, kv_threads = 0, kv_smem_bytes = 0;  // keys per CTA, queries per tile
   int q_block_m = 0, q_block_n = 0, q_threads = 0, q_smem_bytes = 0;      // queries per CTA, keys per tile
   AttentionBackwardLauncher launcher = nullptr;  // the dK/dV and dQ kernels (delta already written)
+  // The ordered-dQ form (params.dq_accum set): the dK/dV kernel alone, adding dQ into the
+  // fp32 workspace in key-block order; its CTAs have kv_* geometry and this much smem.
+  int ordered_dq_smem_bytes = 0;
+  AttentionBackwardLauncher ordered_dq_launcher = nullptr;
 };
 
 bool register_attention_backward(const AttentionBackwardInstance& instance);
-AttentionBackwardLauncher find_attention_backward(int head_dim, DType dtype);
+// The launcher for this head dim and dtype (the ordered-dQ one when ordered_dq), or null.
+AttentionBackwardLauncher find_attention_backward(int head_dim, DType dtype, bool ordered_dq = false);
 int attention_backward_instance_count();
 const AttentionBackwardInstance& attention_backward_instance(int i);
 

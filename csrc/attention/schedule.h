@@ -57,6 +57,12 @@ SEQOPS_HOST_DEVICE TileRange query_tiles(int n_block, int block_n, int block_m, 
   return {begin, end};
 }
 
+// Ordered dQ: the turn of key block `n_block` at every query tile it visits. The key
+// blocks that visit a query tile are 0 .. k for some k (query_tiles' begin never falls as
+// n_block grows, and its end is the same for all), so block n goes n-th everywhere;
+// tests/test_cuda_attention_host.py checks that prefix on query_tiles.
+SEQOPS_HOST_DEVICE int dq_turn(int n_block) { return n_block; }
+
 // Chunk `split` of `splits` of a tile range, for split-KV: contiguous chunks of
 // ceil(count / splits) tiles in order, so that the last ones may be short or empty.
 SEQOPS_HOST_DEVICE TileRange split_tiles(TileRange range, int split, int splits) {

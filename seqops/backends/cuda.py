@@ -65,7 +65,7 @@ dispatch.register(dispatch.Impl(
      "backward": _function("cuda_recurrent", "lstm_cell_backward")},
     supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
 # Forward and backward, never run on a GPU: cuda_attention.forward_reason refuses what
-# it lacks (float32, head dims other than 64/128, dropout, a mask that needs a gradient).
+# it lacks (float32, head dims other than 64/128/256, 256 with gradients, Ev != E).
 dispatch.register(dispatch.Impl(
     "attention", "cuda", "fused",
     {"forward": _function("cuda_attention", "attention_forward"),
@@ -77,6 +77,15 @@ dispatch.register(dispatch.Impl(
     "attention", "cuda", "sm80",
     {"forward": _function("cuda_attention", "attention_forward_sm80"),
      "backward": _function("cuda_attention", "attention_backward")},
+    supports=cuda_attention.forward_reason))
+# The same forward with the five-product backward: dQ added in the dK/dV kernel, key block
+# by key block in a fixed order (csrc/attention/backward_kernel.cuh, "ordered dQ"), where
+# the variants above run a separate dQ kernel (seven products). Explicit choice only,
+# until a GPU run shows which is faster.
+dispatch.register(dispatch.Impl(
+    "attention", "cuda", "ordered_dq",
+    {"forward": _function("cuda_attention", "attention_forward"),
+     "backward": _function("cuda_attention", "attention_backward_ordered_dq")},
     supports=cuda_attention.forward_reason))
 for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
     dispatch.register(dispatch.Impl(

@@ -7,7 +7,9 @@ come with (GQA by index: query head h reads key/value head h // (Hq // Hkv)), pr
 head dim has stride 1 and every row starts 16 bytes aligned (their 16-byte cp.async
 loads); a tensor that is not so is copied once, contiguous. They write out [B, Hq, L, E]
 in q's dtype and lse [B, Hq, L] in fp32, both new and contiguous; the backward writes
-dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel).
+dq, dk, dv new and contiguous (dk, dv summed over each GQA group in the kernel). The
+backend's "ordered_dq" variant runs the five-product backward, whose dK/dV kernel adds dQ
+into an fp32 workspace in key-block turns (attention_backward_ordered_dq).
 
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
@@ -27,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from seqops.backends.cuda_values import dtype_code, launch_place
+from seqops.backends.cuda_values import DTYPE_CODES, dtype_code, launch_place
 from seqops.ops.attention import contract
 
 DTYPES = (torch.float16, torch.bfloat16)
@@ -209,49 +211,102 @@ def backward_values(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
                     lse: torch.Tensor, delta: torch.Tensor, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor,
                     is_causal: bool, causal_offset: int, scale: float, mask: Optional[torch.Tensor] = None,
                     dropout_p: float = 0.0, seed: int = 0,
-                    dscores: Optional[torch.Tensor] = None) -> LaunchValues:
+                    dscores: Optional[torch.Tensor] = None,
+                    ordered_dq: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> LaunchValues:
     """The extension's attention_backward arguments (all but device and stream): the
     forward's operands read in place where the kernels can, delta an fp32 [B, Hq, L]
-    contiguous workspace, dq, dk, dv new tensors in q's, k's and v's shapes."""
+    contiguous workspace, dq, dk, dv new tensors in q's, k's and v's shapes. ordered_dq:
+    the ordered-dQ workspaces (dq_accum, dq_turns), zero-filled; dq is then not written
+    (and may be None)."""
     grad_out, q, k, v, out = (_readable(t) for t in (grad_out, q, k, v, out))
     B, Hq, L, E = q.shape
     masks, mask_operands = mask_values(mask, (B, Hq, L, k.shape[2]))
+    dq_accum, dq_turns = ordered_dq if ordered_dq is not None else (None, None)
     return LaunchValues({**masks,
+        "dq_accum": 0 if dq_accum is None else dq_accum.data_ptr(),
+        "dq_turns": 0 if dq_turns is None else dq_turns.data_ptr(),
         "grad_out": grad_out.data_ptr(), "grad_out_strides": _head_strides(grad_out),
         "q": q.data_ptr(), "q_strides": _head_strides(q), "k": k.data_ptr(), "k_strides": _head_strides(k),
         "v": v.data_ptr(), "v_strides": _head_strides(v), "out": out.data_ptr(), "out_strides": _head_strides(out),
         "lse": lse.data_ptr(), "lse_strides": (lse.stride(0), lse.stride(1)), "delta": delta.data_ptr(),
-        "dq": dq.data_ptr(), "dq_strides": _head_strides(dq), "dk": dk.data_ptr(), "dk_strides": _head_strides(dk),
+        "dq": 0 if dq is None else dq.data_ptr(), "dq_strides": (0, 0, 0) if dq is None else _head_strides(dq), "dk": dk.data_ptr(), "dk_strides": _head_strides(dk),
         "dv": dv.data_ptr(), "dv_strides": _head_strides(dv), "dtype": dtype_code(q),
         "batch": B, "heads_q": Hq, "heads_kv": k.shape[1], "len_q": L, "len_kv": k.shape[2], "head_dim": E,
         "scale": float(scale), "causal": bool(is_causal), "causal_offset": int(causal_offset),
         "dropout_p": float(dropout_p), "seed": int(seed), "dscores": 0 if dscores is None else dscores.data_ptr(),
-    }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv, *mask_operands])
+    }, [grad_out, q, k, v, out, lse, delta, dq, dk, dv, dq_accum, dq_turns, *mask_operands])
 
 
 def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        out: torch.Tensor, lse: torch.Tensor, mask: Optional[torch.Tensor], dropout_p: float,
                        is_causal: bool, causal_offset: int, scale: float, seed: int,
-                       mask_needs_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                       mask_needs_grad: bool, ordered_dq: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """The fused contract's backward: (dq, dk, dv, dmask), contiguous, in q's, k's, v's and
     (when mask_needs_grad) the mask's shapes and dtypes, through the forward's dropout draw
-    (the same seed)."""
-    B, Hq, L, _ = q.shape
+    (the same seed). ordered_dq: the five-product kernel, dQ added into an fp32 workspace
+    in key-block order, then scaled and rounded here (else a dQ kernel of its own)."""
+    B, Hq, L, E = q.shape
     S = k.shape[2]
-    dscores = torch.zeros((B, Hq, L, S), dtype=torch.float32, device=q.device) if mask_needs_grad else None
+    dscores = None
+    if mask_needs_grad:  # the ordered-dQ kernel writes it transposed, [B, Hq, S, L] (params.h)
+        dscores = (torch.zeros((B, Hq, S, L), dtype=torch.float32, device=q.device).transpose(2, 3) if ordered_dq
+                   else torch.zeros((B, Hq, L, S), dtype=torch.float32, device=q.device))
     if B * Hq * L == 0 or S == 0:  # nothing to sum: every gradient is 0 (the kernels take no empty tensor)
         return (torch.zeros(q.shape, dtype=q.dtype, device=q.device), torch.zeros(k.shape, dtype=k.dtype, device=k.device),
                 torch.zeros(v.shape, dtype=v.dtype, device=v.device), mask_gradient(dscores, mask))
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     delta = torch.empty((B, Hq, L), dtype=torch.float32, device=q.device)
     from seqops import _ext  # here, as in attention_forward
 
+    if ordered_dq:
+        workspaces = ordered_dq_workspaces(B, Hq, L, E, q.dtype, q.device)
+        dq = None
+    else:
+        workspaces = None
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     values = backward_values(grad_out.to(q.dtype), q, k, v, out, lse, delta, dq, dk, dv, is_causal, causal_offset,
-                             scale, mask, dropout_p, seed, dscores)  # holds any copy it points into
+                             scale, mask, dropout_p, seed, dscores, workspaces)  # holds any copy it points into
     _ext.load().attention_backward(**values, **launch_place(q.device))
+    if ordered_dq:
+        # dS is the gradient of scale * q.k, which the kernel leaves out; the poison word
+        # is 0.0, or NaN where a turn never came (a bug, shown rather than hidden).
+        dq_accum, turns = workspaces
+        dq = torch.add(turns[1:2].view(torch.float32), dq_accum, alpha=scale).to(q.dtype)
     return dq, dk, dv, mask_gradient(dscores, mask)
+
+
+def attention_backward_ordered_dq(grad_out, q, k, v, out, lse, mask, dropout_p, is_causal, causal_offset, scale,
+                                  seed, mask_needs_grad):
+    """attention_backward on the five-product kernel: the backend's "ordered_dq" variant."""
+    return attention_backward(grad_out, q, k, v, out, lse, mask, dropout_p, is_causal, causal_offset, scale, seed,
+                              mask_needs_grad, ordered_dq=True)
+
+
+def ordered_dq_workspaces(B: int, Hq: int, L: int, E: int, dtype: torch.dtype,
+                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ordered-dQ kernel's zero-filled workspaces (csrc/attention/params.h): dq_accum
+    fp32 [B, Hq, L, E], and int32 words: the CTAs' ticket counter, the poison word (a
+    float's bits), then one turn counter per (batch, head, query tile of the instance's
+    dK/dV kernel)."""
+    block_m = backward_query_tile(E, dtype)
+    return (torch.zeros((B, Hq, L, E), dtype=torch.float32, device=device),
+            torch.zeros(2 + B * Hq * -(-L // block_m), dtype=torch.int32, device=device))
+
+
+@functools.lru_cache(maxsize=None)
+def backward_query_tile(head_dim: int, dtype: torch.dtype) -> int:
+    """The queries per tile (kv_block_m) of the built backward instance for this head dim
+    and dtype; a build without one has no launch to size (the extension then refuses the
+    call by name), so any tile does."""
+    from seqops import _ext
+
+    code = DTYPE_CODES[dtype]
+    for instance in _ext.load().attention_backward_instances():
+        if instance["head_dim"] == head_dim and instance["dtype"] == code:
+            return instance["kv_block_m"]
+    return 16
 
 
 def mask_gradient(dscores: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -1,0 +1,107 @@
+// Host-only check of the ordered-dQ attention backward's layouts
+// (csrc/attention/backward_kernel.cuh, BackwardTraits<...>::KeyValue), run on the CPU by
+// tests/test_cuda_attention_host.py: CuTe's layouts are host code, so what the kernel
+// assumes of them is walked here without a GPU.
+//   - dS^T's smem tile: write_scores_transposed puts each (key, query) of the dK/dV mma's
+//     accumulator at SmemLayoutDst(key, query), every entry of the tile exactly once,
+//     within the bytes the launcher allocates, column pairs as one aligned 4-byte word;
+//   - dS read back as the A operand of dQ = dS K: SmemLayoutDs(query, key) is the same
+//     element as SmemLayoutDst(key, query), and the dQ mma's A operand covers every
+//     (query, key) of the tile once for each warp along the head dim (they share A), its B
+//     operand every (column, key) once for each warp along the queries;
+//   - K^T as the B operand: SmemLayoutKt(e, key) is K's element (key, e);
+//   - dQ's accumulator viewed as (rows, cols) covers every (query, column) of the tile
+//     exactly once (each is added to the workspace once per turn).
+// Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
+#include <cstdio>
+#include <vector>
+
+#include "attention/backward_kernel.cuh"
+
+using namespace cute;
+using namespace seqops::attention;
+
+static int failures = 0;
+static long checks = 0;
+
+static void expect(bool ok, const char* what, int head_dim, int thread, int a, int b) {
+  ++checks;
+  if (!ok && failures++ < 20) std::printf("FAIL hd%d thread %d: %s (%d, %d)\n", head_dim, thread, what, a, b);
+}
+
+template <class Traits>
+void check() {
+  constexpr int M = Traits::kBlockM, N = Traits::kBlockN, E = Traits::kHeadDim;
+  using Element = typename Traits::Element;
+  typename Traits::SmemLayoutDst dst_layout;
+  typename Traits::SmemLayoutDs ds_layout;
+  typename Traits::SmemLayoutKV kv_layout;
+  typename Traits::SmemLayoutKt kt_layout;
+
+  // The dS^T tile fits the bytes the launcher adds for it.
+  expect(int(cosize(dst_layout)) * int(sizeof(Element)) == Traits::kOrderedDqSmemBytes - Traits::kDsOffsetBytes,
+         "dS^T's smem is what the launcher adds", E, -1, int(cosize(dst_layout)), M * N);
+  for (int q = 0; q < M; ++q) {
+    for (int key = 0; key < N; ++key) {
+      expect(ds_layout(q, key) == dst_layout(key, q), "dS(query, key) is dS^T(key, query)", E, -1, q, key);
+    }
+  }
+  for (int e = 0; e < E; ++e) {
+    for (int key = 0; key < N; ++key) {
+      expect(kt_layout(e, key) == kv_layout(key, e), "K^T(e, key) is K(key, e)", E, -1, e, key);
+    }
+  }
+
+  constexpr int kWarpsM = Traits::kDqWarpsM, kWarpsE = Traits::kWarps / Traits::kDqWarpsM;
+  std::vector<int> written(M * N, 0), read_a(M * N, 0), read_b(E * N, 0), dq_seen(M * E, 0);
+  for (int t = 0; t < Traits::kThreads; ++t) {
+    // The dK/dV mma's S^T / dS^T accumulator, (keys, queries), as the kernel writes it.
+    auto thr = typename Traits::TiledMma{}.get_thread_slice(t);
+    Tensor c = thr.partition_C(make_identity_tensor(Shape<Int<N>, Int<M>>{}));
+    Tensor rc = make_tensor(c.data(), accumulator_rows_cols(c.layout()));
+    for (int r = 0; r < size<0>(rc); ++r) {
+      for (int col = 0; col < size<1>(rc); col += 2) {
+        const int key = get<0>(rc(r, col)), q = get<1>(rc(r, col));
+        expect(get<0>(rc(r, col + 1)) == key && get<1>(rc(r, col + 1)) == q + 1, "a column pair is adjacent", E,
+               t, r, col);
+        const int at = dst_layout(key, q);
+        expect(at % 2 == 0 && dst_layout(key, q + 1) == at + 1, "a pair is one aligned 4-byte word", E, t, key, q);
+        ++written[at];
+        ++written[dst_layout(key, q + 1)];
+      }
+    }
+    // The dQ mma's A operand, (queries, keys), and its accumulator, (queries, columns).
+    auto thr_dq = typename Traits::DqTiledMma{}.get_thread_slice(t);
+    Tensor a = thr_dq.partition_A(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
+    for (int i = 0; i < size(a); ++i) ++read_a[get<0>(a(i)) * N + get<1>(a(i))];
+    Tensor b = thr_dq.partition_B(make_identity_tensor(Shape<Int<E>, Int<N>>{}));
+    for (int i = 0; i < size(b); ++i) ++read_b[get<0>(b(i)) * N + get<1>(b(i))];
+    Tensor dq = thr_dq.partition_C(make_identity_tensor(Shape<Int<M>, Int<E>>{}));
+    Tensor dq_rc = make_tensor(dq.data(), accumulator_rows_cols(dq.layout()));
+    for (int r = 0; r < size<0>(dq_rc); ++r) {
+      for (int col = 0; col < size<1>(dq_rc); ++col) {
+        expect(get<0>(dq_rc(r, col)) == get<0>(dq_rc(r, 0)), "dQ's row r is one row", E, t, r, col);
+        ++dq_seen[get<0>(dq_rc(r, col)) * E + get<1>(dq_rc(r, col))];
+      }
+    }
+  }
+  for (int i = 0; i < M * N; ++i) expect(written[i] == 1, "every smem slot of dS^T written once", E, -1, i, written[i]);
+  for (int i = 0; i < M * N; ++i) {
+    expect(read_a[i] == kWarpsE, "every (query, key) of dS read once a warp along E", E, -1, i, read_a[i]);
+  }
+  for (int i = 0; i < E * N; ++i) {
+    expect(read_b[i] == kWarpsM, "every (column, key) of K^T read once a warp along M", E, -1, i, read_b[i]);
+  }
+  for (int i = 0; i < M * E; ++i) expect(dq_seen[i] == 1, "every (query, column) of dQ once", E, -1, i, dq_seen[i]);
+}
+
+int main() {
+  check<BackwardTraits<64, cutlass::half_t>::KeyValue>();
+  check<BackwardTraits<128, cutlass::bfloat16_t>::KeyValue>();
+  if (failures) {
+    std::printf("%d failure(s) of %ld checks\n", failures, checks);
+    return 1;
+  }
+  std::printf("ok %ld checks\n", checks);
+  return 0;
+}
