@@ -3,7 +3,8 @@ GPU, against the float64 reference with the 2x-of-torch error rule, for the outp
 for d query, d key and d value: both dtypes and head dims it is built for, causal or not,
 L != S both ways (upper-left and bottom-right), lengths that are no multiple of its tiles
 (forward: 128 queries, 64 keys; backward: 64 or 128 keys a CTA over 64 or 32 queries,
-64 or 128 queries a CTA over 64 keys), batch and heads of 1, GQA (dk, dv summed over the
+64 or 128 queries a CTA over 64 or 32 keys, and at head dim 256 two CTAs a key block, 128
+columns of dK and dV each), batch and heads of 1, GQA (dk, dv summed over the
 group in the kernel), inputs read in place through their strides and inputs it must copy,
 rows that see no key (output 0, lse -inf, no gradient), bool and additive masks of the
 shapes models pass, decode steps split over CTAs, and dropout drawing the Triton
@@ -24,7 +25,8 @@ from seqops.ops.masks import causal_keep
 pytestmark = pytest.mark.cuda
 DEVICE = "cuda"
 DTYPES = [torch.float16, torch.bfloat16]
-HEAD_DIMS = [64, 128]  # with gradients; 256 has a forward only (its own test)
+HEAD_DIMS = [64, 128, 256]  # with gradients (256's dK/dV CTAs take 128 columns each)
+ORDERED_DQ_HEAD_DIMS = [64, 128]  # the ordered_dq variant's backward (it refuses 256 with gradients)
 # (L, S): 1, below and past one tile of either side, L != S both ways.
 LENGTHS = [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257), (257, 1), (128, 64), (129, 65)]
 
@@ -104,8 +106,8 @@ def test_lengths_head_dims_and_dtypes(dtype, head_dim, lengths, causal):
 @pytest.mark.parametrize("lengths", [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257)], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_head_dim_256_forward_without_gradients(dtype, lengths, causal, variant):
-    """Head dim 256 has forward instances only (64-key tiles on sm90a, 32 on sm80): the
-    backend takes it where no gradient is needed, on both forward kernels."""
+    """Head dim 256 under no_grad (64-key tiles on sm90a, 32 on sm80), on both forward
+    kernels (the other tests take its gradients too)."""
     L, S = lengths
     q, k, v = (randn(2, 3, n, 256, dtype=dtype) for n in (L, S, S))
     with torch.no_grad(), seqops.backend("cuda", variant=variant):
@@ -368,7 +370,7 @@ ORDERED_DQ_CASES = {
 
 
 @pytest.mark.parametrize("case", ORDERED_DQ_CASES)
-@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("head_dim", ORDERED_DQ_HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_ordered_dq_backward(dtype, head_dim, case):
     """The five-product backward (variant "ordered_dq": dQ added by the dK/dV kernel, key

@@ -69,23 +69,29 @@ def test_what_it_refuses_and_why(case, reason):
     assert why.endswith(cuda_attention.NOT_YET)  # a feature still to write: GPU tests skip it
 
 
-def test_head_dim_256_is_taken_where_no_gradient_is_needed():
-    """The forward has head dim 256 instances, the backward none: a call whose inputs
-    require grad with grad mode on is refused (by name: a feature to write), the same call
-    under no_grad or inference_mode, or on inputs that require none, is taken."""
+def test_head_dim_256_is_taken_with_gradients_except_by_the_ordered_dq_variant():
+    """Every head dim has forward and backward instances (the backward's dK/dV CTAs take
+    128 columns each past 128); the ordered-dQ backward stops at 128, so that variant
+    refuses a head dim 256 call that needs gradients (by name: a feature to write) and
+    takes it under no_grad or inference_mode, or on inputs that require none."""
     q = half(2, 3, 10, 256)
-    assert cuda_attention.forward_reason(*call(q)) is None
     leaf = q.clone().requires_grad_()
-    why = cuda_attention.forward_reason(*call(leaf, q, q))
-    assert why is not None and "backward takes head dims 64 and 128" in why and why.endswith(cuda_attention.NOT_YET)
     mask = torch.zeros(10, 10, dtype=torch.float16, requires_grad=True)
-    assert cuda_attention.forward_reason(*call(q, mask=mask)) is not None  # a float mask's gradient too
+    for inputs in (call(q), call(leaf, q, q), call(q, mask=mask)):
+        assert cuda_attention.forward_reason(*inputs) is None
+    assert cuda_attention.ordered_dq_reason(*call(q)) is None
+    for inputs in (call(leaf, q, q), call(q, mask=mask)):
+        why = cuda_attention.ordered_dq_reason(*inputs)
+        assert why is not None and "ordered-dQ backward takes head dims 64 and 128" in why
+        assert why.endswith(cuda_attention.NOT_YET)
     with torch.no_grad():
-        assert cuda_attention.forward_reason(*call(leaf, q, q)) is None
+        assert cuda_attention.ordered_dq_reason(*call(leaf, q, q)) is None
     with torch.inference_mode():
-        assert cuda_attention.forward_reason(*call(leaf, q, q)) is None
-    assert cuda_attention.forward_reason(*call(leaf.detach(), q, q)) is None  # 128 keeps its backward:
-    assert cuda_attention.forward_reason(*call(half(2, 3, 10, 128).requires_grad_())) is None
+        assert cuda_attention.ordered_dq_reason(*call(leaf, q, q)) is None
+    assert cuda_attention.ordered_dq_reason(*call(leaf.detach(), q, q)) is None
+    assert cuda_attention.ordered_dq_reason(*call(half(2, 3, 10, 128).requires_grad_())) is None
+    assert cuda_attention.ordered_dq_reason(*call(half(2, 3, 10, 96))) == cuda_attention.forward_reason(
+        *call(half(2, 3, 10, 96)))  # the forward's refusals first
 
 
 @pytest.mark.parametrize("mask", [torch.ones(10, 10, dtype=torch.bool), torch.zeros(3, 1, 10), torch.zeros(10, 10).half()],
@@ -240,10 +246,10 @@ def test_cuda_backend_on_cpu_tensors_refuses_and_auto_never_picks_it():
     assert sm80.supports is cuda_attention.forward_reason and not sm80.priority
     assert sm80.backward.__name__ == impl.backward.__name__ == "attention_backward"
     assert sm80.forward.__name__ == "attention_forward_sm80"
-    # The ordered-dQ variant (the five-product backward): explicit choice only, the same
-    # refusals and forward.
+    # The ordered-dQ variant (the five-product backward): explicit choice only, the
+    # forward's refusals and head dim 256 with gradients, the same forward.
     ordered = dispatch.implementation("attention/cuda/ordered_dq")
-    assert ordered.supports is cuda_attention.forward_reason and not ordered.priority
+    assert ordered.supports is cuda_attention.ordered_dq_reason and not ordered.priority
     assert ordered.forward.__name__ == impl.forward.__name__ == "attention_forward"
     assert ordered.backward.__name__ == "attention_backward_ordered_dq"
 
@@ -500,19 +506,20 @@ def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(
     assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
 
 
-def test_ordered_dq_layouts_put_ds_where_the_dq_product_reads_it(tmp_path):
-    """tests/cuda_programs/ordered_dq_layouts.cu, compiled for the host and run here: the
+def test_backward_layouts_put_ds_where_the_dq_product_reads_it_and_split_columns_right(tmp_path):
+    """tests/cuda_programs/backward_layouts.cu, compiled for the host and run here: the
     ordered-dQ backward writes dS^T from the dK/dV mma's accumulator into smem and reads
     it back transposed as the A operand of dQ = dS K on a second mma; every entry is
     written once, in aligned pairs, read where dS(query, key) lies, K^T is K, and dQ's
-    accumulator covers its tile once."""
+    accumulator covers its tile once. At head dim 256 the dK/dV CTAs' column blocks read
+    Q and dO where those columns lie."""
     from seqops import _ext
     nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
     if nvcc is None or cutlass is None:
         pytest.skip("nvcc or the CUTLASS headers are not installed")
-    program = tmp_path / "ordered_dq_layouts"
+    program = tmp_path / "backward_layouts"
     compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
-                               str(program), str(ROOT / "tests" / "cuda_programs" / "ordered_dq_layouts.cu")],
+                               str(program), str(ROOT / "tests" / "cuda_programs" / "backward_layouts.cu")],
                               capture_output=True, text=True, timeout=600)
     assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
     ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)

@@ -68,18 +68,30 @@ struct BackwardTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
 
-  // dK/dV: 16 keys a warp. A thread holds dK and dV (2 x 16 x E / 32 fp32: 64 or 128) and
-  // S^T, dP^T (2 x 16 x kQueryTile / 32: 64, or 32 at head dim 128, whose tiles of 32
-  // queries keep it under 255 registers).
-  struct KeyValue : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
-    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
+  // dK/dV: 16 keys a warp. A thread holds dK and dV for kAccColumns of the head dim (2 x 16
+  // x kAccColumns / 32 fp32: 64 or 128) and S^T, dP^T (2 x 16 x kQueryTile / 32: 64, or 32
+  // from head dim 128, whose tiles of 32 queries keep it under 255 registers). Past head
+  // dim 128 the columns are split: a CTA per (key block, block of 128 columns), each
+  // computing S^T and dP^T over the whole head dim (so head dim 256 takes them twice) and
+  // dK, dV for its columns; 4 warps there, so that K, V, Q and dO fit in 128 KB of smem.
+  struct KeyValue : TileTypes<kHeadDim_, Element_, kHeadDim_ == 128 ? 8 : 4> {
+    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ == 128 ? 8 : 4>;
     static constexpr int kBlockN = 16 * Base::kWarps;       // keys per CTA: 64, or 128 at head dim 128
     static constexpr int kBlockM = kHeadDim_ <= 64 ? 64 : 32;  // queries per tile
     static constexpr int kStages = 2;                         // Q, dO, lse and delta buffers
+    static constexpr int kAccColumns = kHeadDim_ <= 128 ? kHeadDim_ : 128;  // dK, dV columns a CTA
+    static constexpr int kColumnSplit = kHeadDim_ / kAccColumns;           // CTAs a key block
+    static_assert(kHeadDim_ % kAccColumns == 0);
+    // A block of kAccColumns columns of a Q or dO stage, transposed ([columns, queries]):
+    // the stage's layout restricted to those columns, whose elements start
+    // kColumnBlockElements x the block's index in (the swizzle's 64-column atoms are laid
+    // column block after column block; tests/cuda_programs/backward_layouts.cu checks it).
+    using Columns = TileTypes<kAccColumns, Element_, Base::kWarps>;
+    static constexpr int kColumnBlockElements = kBlockM * kAccColumns;
     using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;
     using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;  // Q or dO, one stage
-    using SmemLayoutQt = typename Base::template SmemRowsTransposed<kBlockM>;
-    using SmemLayoutQtShape = typename Base::template SmemRowsTransposedShape<kBlockM>;
+    using SmemLayoutQt = typename Columns::template SmemRowsTransposed<kBlockM>;
+    using SmemLayoutQtShape = typename Columns::template SmemRowsTransposedShape<kBlockM>;
     static constexpr int kStageElements = int(cosize(SmemLayoutQ{}));
     static constexpr int kSmemBytes = int(2 * cosize(SmemLayoutKV{}) + 2 * kStages * kStageElements) *
                                           int(sizeof(Element_)) +
@@ -110,11 +122,12 @@ struct BackwardTraits {
   };
 
   // dQ: 16 queries a warp, as the forward at head dim 128; key tiles of 64. A thread holds
-  // dQ (16 x E / 32: 32 or 64 fp32) and S, dP (2 x 16 x 64 / 32 = 64).
-  struct Query : TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8> {
-    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ <= 64 ? 4 : 8>;
+  // dQ (16 x E / 32: 32, 64 or 128 fp32) and S, dP (2 x 16 x kBlockN / 32: 64, or 32 at
+  // head dim 256, whose key tiles are halved as the sm80 forward's are).
+  struct Query : TileTypes<kHeadDim_, Element_, kHeadDim_ == 128 ? 8 : 4> {
+    using Base = TileTypes<kHeadDim_, Element_, kHeadDim_ == 128 ? 8 : 4>;
     static constexpr int kBlockM = 16 * Base::kWarps;  // queries per CTA
-    static constexpr int kBlockN = 64;                 // keys per tile
+    static constexpr int kBlockN = kHeadDim_ <= 128 ? 64 : 32;  // keys per tile
     static constexpr int kStages = 2;                  // K and V buffers
     using SmemLayoutQ = typename Base::template SmemRows<kBlockM>;  // Q or dO
     using SmemLayoutKV = typename Base::template SmemRows<kBlockN>;  // K or V, one stage
@@ -184,7 +197,8 @@ __device__ __forceinline__ float lse_log2_or_inf(const float* lse, int row, int 
   return value == -INFINITY ? INFINITY : value * kLog2e;
 }
 
-// grid (ceil(S / kBlockN), Hkv, B). len_q, len_kv, causal_offset and group (Hq / Hkv) come
+// grid (ceil(S / kBlockN) x kColumnSplit, Hkv, B): blockIdx.x is key block x kColumnSplit
+// + the block of dK and dV's columns. len_q, len_kv, causal_offset and group (Hq / Hkv) come
 // checked and narrowed to int by the launcher, the offset clamped to [-L, S]. kOrderedDq:
 // dQ too, added into params.dq_accum in key-block order (the header comment).
 template <class Traits, bool kOrderedDq>
@@ -199,7 +213,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   extern __shared__ __align__(128) unsigned char smem[];
 
-  int n_block = blockIdx.x;
+  static_assert(!kOrderedDq || Traits::kColumnSplit == 1, "ordered dQ takes dK, dV's whole head dim a CTA");
+  constexpr int kAccColumns = Traits::kAccColumns;
+  int n_block = blockIdx.x / Traits::kColumnSplit;
+  const int column_block = blockIdx.x % Traits::kColumnSplit;  // of dK and dV's columns
   int kv_head = blockIdx.y;
   int batch = blockIdx.z;
   if constexpr (kOrderedDq) {  // the key block, head and batch of this CTA's ticket, in blockIdx's order
@@ -224,8 +241,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor sV = make_tensor(sK.data() + size(sK), typename Traits::SmemLayoutKV{});
   Tensor sQ = make_tensor(sV.data() + size(sV), typename Traits::SmemLayoutQ{});  // stage 0; stage s at + s * 2 * kStageElements
   Tensor sdO = make_tensor(sQ.data() + kStageElements, typename Traits::SmemLayoutQ{});
-  Tensor sQt = make_tensor(sQ.data(), typename Traits::SmemLayoutQt{});
-  Tensor sdOt = make_tensor(sdO.data(), typename Traits::SmemLayoutQt{});
+  Tensor sQt = make_tensor(sQ.data() + column_block * Traits::kColumnBlockElements, typename Traits::SmemLayoutQt{});
+  Tensor sdOt = make_tensor(sdO.data() + column_block * Traits::kColumnBlockElements, typename Traits::SmemLayoutQt{});
   Tensor sQtShape = make_tensor(sQ.data(), typename Traits::SmemLayoutQtShape{});
   float* s_lse = reinterpret_cast<float*>(smem + (2 * size(sK) + 2 * Traits::kStages * kStageElements) *
                                                      sizeof(Element));  // [stage][kBlockM]
@@ -249,8 +266,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor tdPrdO = thr_mma.partition_fragment_B(sdO);
   Tensor tdVrdOt = thr_mma.partition_fragment_B(sQtShape);  // (MMA, MMA_E, MMA_M): dO^T (and Q^T) as B
   Tensor tdKrQt = thr_mma.partition_fragment_B(sQtShape);
-  Tensor acc_dk = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kHeadDim>>{});  // (MMA, MMA_N, MMA_E)
-  Tensor acc_dv = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kHeadDim>>{});
+  Tensor acc_dk = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kAccColumns>>{});  // (MMA, MMA_N, MMA_E)
+  Tensor acc_dv = partition_fragment_C(mma, Shape<Int<kBlockN>, Int<kAccColumns>>{});
   clear(acc_dk);
   clear(acc_dv);
 
@@ -270,7 +287,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // Each S^T value's (key, query) in its tile, and each dK/dV value's (key, column).
   Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rows_cols(tScS.layout()));
-  Tensor tKcK = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  Tensor tKcK = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kAccColumns>>{}));
   Tensor tKcK_rc = make_tensor(tKcK.data(), accumulator_rows_cols(tKcK.layout()));
 
   // Ordered dQ: dS^T in smem past lse and delta, read as dS (queries, keys) for dQ_part =
@@ -453,8 +470,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // dK carries the score scale (dS is the gradient of scale * q.k); keys past S are not written.
   Tensor dk_rc = make_tensor(acc_dk.data(), accumulator_rows_cols(acc_dk.layout()));
   Tensor dv_rc = make_tensor(acc_dv.data(), accumulator_rows_cols(acc_dv.layout()));
-  Element* dk_ptr = head_rows(static_cast<Element*>(params.dk), params.dk_strides, batch, kv_head);
-  Element* dv_ptr = head_rows(static_cast<Element*>(params.dv), params.dv_strides, batch, kv_head);
+  Element* dk_ptr = head_rows(static_cast<Element*>(params.dk), params.dk_strides, batch, kv_head) +
+                   column_block * kAccColumns;
+  Element* dv_ptr = head_rows(static_cast<Element*>(params.dv), params.dv_strides, batch, kv_head) +
+                   column_block * kAccColumns;
   store_rows(dk_rc, tKcK_rc, dk_ptr + n0 * params.dk_strides.row, params.dk_strides.row, len_kv - n0, params.scale);
   store_rows(dv_rc, tKcK_rc, dv_ptr + n0 * params.dv_strides.row, params.dv_strides.row, len_kv - n0, 1.0f);
 }
@@ -663,7 +682,7 @@ BackwardGeometry backward_geometry(const AttentionBackwardParams& params) {
   g.len_kv = static_cast<int>(params.len_kv);
   g.offset = static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv));
   g.group = static_cast<int>(params.heads_q / params.heads_kv);
-  g.kv_grid = dim3(static_cast<unsigned>((g.len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN),
+  g.kv_grid = dim3(static_cast<unsigned>((g.len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN * KeyValue::kColumnSplit),
                    static_cast<unsigned>(params.heads_kv), static_cast<unsigned>(params.batch));
   return g;
 }
@@ -720,8 +739,10 @@ AttentionBackwardInstance backward_instance(DType dtype) {
   instance.q_threads = Query::kThreads;
   instance.q_smem_bytes = Query::kSmemBytes;
   instance.launcher = &launch_attention_backward<kHeadDim, Element>;
-  instance.ordered_dq_smem_bytes = KeyValue::kOrderedDqSmemBytes;
-  instance.ordered_dq_launcher = &launch_attention_backward_ordered_dq<kHeadDim, Element>;
+  if constexpr (KeyValue::kColumnSplit == 1) {  // past head dim 128 no CTA holds a key block's whole dQ part
+    instance.ordered_dq_smem_bytes = KeyValue::kOrderedDqSmemBytes;
+    instance.ordered_dq_launcher = &launch_attention_backward_ordered_dq<kHeadDim, Element>;
+  }
   return instance;
 }
 

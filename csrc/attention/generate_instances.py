@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 HEAD_DIMS = (64, 128, 256)
-# The backward's dK/dV tiles (16 keys a warp, dK and dV for the whole head dim in
-# registers) spill at head dim 256: its instances stop at 128, and the backend takes head
-# dim 256 only for calls that need no gradient (seqops/backends/cuda_attention.py).
-BACKWARD_HEAD_DIMS = (64, 128)
+# The backward's too: at head dim 256 its dK/dV CTAs take 128 columns each (dK and dV for
+# the whole head dim would not fit in registers), its dQ kernel 32-key tiles.
+BACKWARD_HEAD_DIMS = HEAD_DIMS
 # dtype name (as in common/dtypes.h's DType) -> the CUTLASS element type
 DTYPES = {"float16": "cutlass::half_t", "bfloat16": "cutlass::bfloat16_t"}
 SHORT = {"float16": "fp16", "bfloat16": "bf16"}

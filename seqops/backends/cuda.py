@@ -65,7 +65,7 @@ dispatch.register(dispatch.Impl(
      "backward": _function("cuda_recurrent", "lstm_cell_backward")},
     supports=recurrent_contract.fused_cell_reason, priority=PRIORITY))
 # Forward and backward, never run on a GPU: cuda_attention.forward_reason refuses what
-# it lacks (float32, head dims other than 64/128/256, 256 with gradients, Ev != E).
+# it lacks (float32, head dims other than 64/128/256, Ev != E).
 dispatch.register(dispatch.Impl(
     "attention", "cuda", "fused",
     {"forward": _function("cuda_attention", "attention_forward"),
@@ -86,7 +86,7 @@ dispatch.register(dispatch.Impl(
     "attention", "cuda", "ordered_dq",
     {"forward": _function("cuda_attention", "attention_forward"),
      "backward": _function("cuda_attention", "attention_backward_ordered_dq")},
-    supports=cuda_attention.forward_reason))
+    supports=cuda_attention.ordered_dq_reason))
 for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
     dispatch.register(dispatch.Impl(
         _cell, "cuda", "step",

@@ -14,7 +14,8 @@ into an fp32 workspace in key-block turns (attention_backward_ordered_dq).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64, 128 and 256 (256 only where no gradient is needed), and Ev != E. Dropout draws
+than 64, 128 and 256, and Ev != E (and, for the "ordered_dq" variant, head dim 256 with
+gradients: `ordered_dq_reason`). Dropout draws
 the Triton backend's mask for the same seed (csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
 the score gradient [B, Hq, L, S] in fp32, summed here over the mask's broadcast dims (an
 L x S buffer per (batch, head), as torch's own kernels take for a bias gradient). Masks are read in
@@ -34,11 +35,12 @@ from seqops.ops.attention import contract
 
 DTYPES = (torch.float16, torch.bfloat16)
 # The head dims csrc/attention/generate_instances.py compiles (one instance per head dim
-# and dtype); a build that omits one refuses its calls by name. The backward's stop at 128
-# (its dK/dV tiles spill at 256), so head dim 256 is taken only by calls that need no
-# gradient (under torch.no_grad or inference_mode, or on inputs that require none).
+# and dtype, forward and backward); a build that omits one refuses its calls by name.
 HEAD_DIMS = (64, 128, 256)
-BACKWARD_HEAD_DIMS = (64, 128)
+BACKWARD_HEAD_DIMS = HEAD_DIMS
+# The ordered-dQ backward's: past 128 a dK/dV CTA holds only part of dK and dV's columns
+# (csrc/attention/backward_kernel.cuh), so no CTA has a key block's whole dQ part.
+ORDERED_DQ_HEAD_DIMS = (64, 128)
 MAX_LENGTH = 2**30  # the kernels count positions in int
 MAX_GRID = 65535    # batch and query heads are grid dims z and y
 ALIGN_BYTES = 16
@@ -83,6 +85,19 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if heads > MAX_GRID or batch > MAX_GRID:
         return f"the CUDA attention takes batch and heads up to {MAX_GRID} each, got {batch} and {heads}"
     return None
+
+
+def ordered_dq_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                      causal_offset=0) -> Optional[str]:
+    """forward_reason, and head dims the ordered-dQ backward lacks on calls that need a
+    gradient: the "ordered_dq" variant's supports."""
+    reason = forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_offset)
+    if reason is None and query.shape[-1] not in ORDERED_DQ_HEAD_DIMS and _needs_gradient(query, key, value,
+                                                                                           attn_mask):
+        return (f"the CUDA attention's ordered-dQ backward takes head dims "
+                f"{' and '.join(map(str, ORDERED_DQ_HEAD_DIMS))}, and this call at head dim {query.shape[-1]} needs "
+                f"gradients (the default variant's backward takes it): {NOT_YET}")
+    return reason
 
 
 def _needs_gradient(*tensors) -> bool:

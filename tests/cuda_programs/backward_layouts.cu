@@ -1,4 +1,4 @@
-// Host-only check of the ordered-dQ attention backward's layouts
+// Host-only check of the attention backward's layouts (ordered dQ, column blocks)
 // (csrc/attention/backward_kernel.cuh, BackwardTraits<...>::KeyValue), run on the CPU by
 // tests/test_cuda_attention_host.py: CuTe's layouts are host code, so what the kernel
 // assumes of them is walked here without a GPU.
@@ -11,7 +11,9 @@
 //     operand every (column, key) once for each warp along the queries;
 //   - K^T as the B operand: SmemLayoutKt(e, key) is K's element (key, e);
 //   - dQ's accumulator viewed as (rows, cols) covers every (query, column) of the tile
-//     exactly once (each is added to the workspace once per turn).
+//     exactly once (each is added to the workspace once per turn);
+//   - past head dim 128, the column blocks of dK and dV a CTA takes read Q and dO's
+//     stages where those columns lie.
 // Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
 #include <cstdio>
 #include <vector>
@@ -95,9 +97,33 @@ void check() {
   for (int i = 0; i < M * E; ++i) expect(dq_seen[i] == 1, "every (query, column) of dQ once", E, -1, i, dq_seen[i]);
 }
 
+// Past head dim 128 a dK/dV CTA takes one block of kAccColumns columns of dK and dV, and
+// reads that block of each Q and dO stage through the smaller head dim's layouts at an
+// offset of kColumnBlockElements x the block's index: the same elements as the stage's
+// own layout has at those columns (transposed, as the products read them).
+template <class Traits>
+void check_column_blocks() {
+  constexpr int M = Traits::kBlockM, E = Traits::kHeadDim, C = Traits::kAccColumns;
+  typename Traits::SmemLayoutQ stage;
+  typename Traits::SmemLayoutQt block;
+  for (int b = 0; b < Traits::kColumnSplit; ++b) {
+    for (int q = 0; q < M; ++q) {
+      for (int c = 0; c < C; ++c) {
+        expect(b * Traits::kColumnBlockElements + block(c, q) == stage(q, b * C + c),
+               "a column block of a stage is the stage at those columns", E, b, q, c);
+      }
+    }
+  }
+}
+
 int main() {
   check<BackwardTraits<64, cutlass::half_t>::KeyValue>();
   check<BackwardTraits<128, cutlass::bfloat16_t>::KeyValue>();
+  check_column_blocks<BackwardTraits<64, cutlass::half_t>::KeyValue>();
+  check_column_blocks<BackwardTraits<128, cutlass::half_t>::KeyValue>();
+  check_column_blocks<BackwardTraits<256, cutlass::bfloat16_t>::KeyValue>();
+  expect(BackwardTraits<256, cutlass::half_t>::KeyValue::kColumnSplit == 2, "head dim 256 splits in two", 256, -1,
+         BackwardTraits<256, cutlass::half_t>::KeyValue::kColumnSplit, 2);
   if (failures) {
     std::printf("%d failure(s) of %ld checks\n", failures, checks);
     return 1;
