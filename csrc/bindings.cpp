@@ -293,6 +293,7 @@ py::list attention_backward_instances() {
     entry["q_threads"] = instance.q_threads;
     entry["q_smem_bytes"] = instance.q_smem_bytes;
     entry["ordered_dq_smem_bytes"] = instance.ordered_dq_smem_bytes;
+    entry["kv_column_split"] = instance.kv_column_split;
     out.append(entry);
   }
   return out;

@@ -26,7 +26,6 @@ pytestmark = pytest.mark.cuda
 DEVICE = "cuda"
 DTYPES = [torch.float16, torch.bfloat16]
 HEAD_DIMS = [64, 128, 256]  # with gradients (256's dK/dV CTAs take 128 columns each)
-ORDERED_DQ_HEAD_DIMS = [64, 128]  # the ordered_dq variant's backward (it refuses 256 with gradients)
 # (L, S): 1, below and past one tile of either side, L != S both ways.
 LENGTHS = [(1, 1), (17, 17), (130, 257), (257, 130), (1, 257), (257, 1), (128, 64), (129, 65)]
 
@@ -370,7 +369,7 @@ ORDERED_DQ_CASES = {
 
 
 @pytest.mark.parametrize("case", ORDERED_DQ_CASES)
-@pytest.mark.parametrize("head_dim", ORDERED_DQ_HEAD_DIMS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_ordered_dq_backward(dtype, head_dim, case):
     """The five-product backward (variant "ordered_dq": dQ added by the dK/dV kernel, key

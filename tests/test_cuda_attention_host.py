@@ -69,29 +69,17 @@ def test_what_it_refuses_and_why(case, reason):
     assert why.endswith(cuda_attention.NOT_YET)  # a feature still to write: GPU tests skip it
 
 
-def test_head_dim_256_is_taken_with_gradients_except_by_the_ordered_dq_variant():
-    """Every head dim has forward and backward instances (the backward's dK/dV CTAs take
-    128 columns each past 128); the ordered-dQ backward stops at 128, so that variant
-    refuses a head dim 256 call that needs gradients (by name: a feature to write) and
-    takes it under no_grad or inference_mode, or on inputs that require none."""
+def test_head_dim_256_is_taken_with_gradients():
+    """Every head dim has forward and backward instances (past 128 the backward's dK/dV
+    CTAs take 128 columns each), so a head dim 256 call is taken whether or not it needs
+    gradients, a float mask's included; other head dims are refused by name."""
     q = half(2, 3, 10, 256)
     leaf = q.clone().requires_grad_()
     mask = torch.zeros(10, 10, dtype=torch.float16, requires_grad=True)
     for inputs in (call(q), call(leaf, q, q), call(q, mask=mask)):
         assert cuda_attention.forward_reason(*inputs) is None
-    assert cuda_attention.ordered_dq_reason(*call(q)) is None
-    for inputs in (call(leaf, q, q), call(q, mask=mask)):
-        why = cuda_attention.ordered_dq_reason(*inputs)
-        assert why is not None and "ordered-dQ backward takes head dims 64 and 128" in why
-        assert why.endswith(cuda_attention.NOT_YET)
-    with torch.no_grad():
-        assert cuda_attention.ordered_dq_reason(*call(leaf, q, q)) is None
-    with torch.inference_mode():
-        assert cuda_attention.ordered_dq_reason(*call(leaf, q, q)) is None
-    assert cuda_attention.ordered_dq_reason(*call(leaf.detach(), q, q)) is None
-    assert cuda_attention.ordered_dq_reason(*call(half(2, 3, 10, 128).requires_grad_())) is None
-    assert cuda_attention.ordered_dq_reason(*call(half(2, 3, 10, 96))) == cuda_attention.forward_reason(
-        *call(half(2, 3, 10, 96)))  # the forward's refusals first
+    why = cuda_attention.forward_reason(*call(half(2, 3, 10, 192).requires_grad_()))
+    assert why is not None and "takes head dims 64, 128, 256, got 192" in why
 
 
 @pytest.mark.parametrize("mask", [torch.ones(10, 10, dtype=torch.bool), torch.zeros(3, 1, 10), torch.zeros(10, 10).half()],
@@ -246,10 +234,10 @@ def test_cuda_backend_on_cpu_tensors_refuses_and_auto_never_picks_it():
     assert sm80.supports is cuda_attention.forward_reason and not sm80.priority
     assert sm80.backward.__name__ == impl.backward.__name__ == "attention_backward"
     assert sm80.forward.__name__ == "attention_forward_sm80"
-    # The ordered-dQ variant (the five-product backward): explicit choice only, the
-    # forward's refusals and head dim 256 with gradients, the same forward.
+    # The ordered-dQ variant (the five-product backward): explicit choice only, the same
+    # refusals and forward.
     ordered = dispatch.implementation("attention/cuda/ordered_dq")
-    assert ordered.supports is cuda_attention.ordered_dq_reason and not ordered.priority
+    assert ordered.supports is cuda_attention.forward_reason and not ordered.priority
     assert ordered.forward.__name__ == impl.forward.__name__ == "attention_forward"
     assert ordered.backward.__name__ == "attention_backward_ordered_dq"
 

@@ -23,7 +23,8 @@
 //       dQ_part = dS K  (on a second mma with queries on M),
 //     then adds dQ_part into an fp32 [B, Hq, L, E] workspace (params.dq_accum) in key-block
 //     order: a per-(batch, head, query tile) counter (params.dq_turns) says whose turn it
-//     is, and key block n waits for turn n (schedule.h, dq_turn). Every element gets its
+//     is (per column block too at head dim 256, whose two CTAs a key block compute the
+//     same dS and add a column half of dQ each, 64 columns at a time), and key block n waits for turn n (schedule.h, dq_turn). Every element gets its
 //     sums in one order, so the bits repeat from run to run; the host scales and rounds
 //     the workspace into dq. A CTA works as the key block of the ticket it takes when it
 //     starts (common/arrival.cuh), not of its blockIdx, so it waits only for CTAs that
@@ -114,8 +115,15 @@ struct BackwardTraits {
     using SmemLayoutDs =
         decltype(composition(SmemLayoutDst{}, make_layout(Shape<Int<kBlockM>, Int<kBlockN>>{}, GenRowMajor{})));
     using SmemLayoutDsShape = decltype(get_nonswizzle_portion(SmemLayoutDs{}));
-    using SmemLayoutKt = typename Base::template SmemRowsTransposed<kBlockN>;
-    using SmemLayoutKtShape = typename Base::template SmemRowsTransposedShape<kBlockN>;
+    // dQ's part is taken kDqColumns columns at a time (64 past head dim 128, where a whole
+    // column block's accumulator would spill), each from that block of K^T: its columns of
+    // sK (the swizzle's 64-column atoms are laid block after block, so a block of kDqColumns
+    // starts kBlockN x kDqColumns elements on).
+    static constexpr int kDqColumns = kAccColumns <= 128 && kHeadDim_ <= 128 ? kAccColumns : 64;
+    using DqColumns = TileTypes<kDqColumns, Element_, Base::kWarps>;
+    using SmemLayoutKt = typename DqColumns::template SmemRowsTransposed<kBlockN>;
+    using SmemLayoutKtShape = typename DqColumns::template SmemRowsTransposedShape<kBlockN>;
+    static constexpr int kKColumnBlockElements = kBlockN * kDqColumns;
     static constexpr int kDsOffsetBytes = kSmemBytes;
     static_assert(kDsOffsetBytes % 128 == 0);
     static constexpr int kOrderedDqSmemBytes = kSmemBytes + kBlockN * kBlockM * int(sizeof(Element_));
@@ -213,15 +221,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   extern __shared__ __align__(128) unsigned char smem[];
 
-  static_assert(!kOrderedDq || Traits::kColumnSplit == 1, "ordered dQ takes dK, dV's whole head dim a CTA");
   constexpr int kAccColumns = Traits::kAccColumns;
+  constexpr int kDqColumns = Traits::kDqColumns;
   int n_block = blockIdx.x / Traits::kColumnSplit;
-  const int column_block = blockIdx.x % Traits::kColumnSplit;  // of dK and dV's columns
+  int column_block = blockIdx.x % Traits::kColumnSplit;  // of dK, dV's (and with ordered dQ, dQ's) columns
   int kv_head = blockIdx.y;
   int batch = blockIdx.z;
   if constexpr (kOrderedDq) {  // the key block, head and batch of this CTA's ticket, in blockIdx's order
     const int ticket = take_ticket(params.dq_turns);
-    n_block = ticket % gridDim.x;
+    n_block = (ticket % gridDim.x) / Traits::kColumnSplit;
+    column_block = ticket % Traits::kColumnSplit;
     kv_head = (ticket / gridDim.x) % gridDim.y;
     batch = ticket / (gridDim.x * gridDim.y);
   }
@@ -296,7 +305,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                             typename Traits::SmemLayoutDst{});
   Tensor sDs = make_tensor(sDst.data(), typename Traits::SmemLayoutDs{});
   Tensor sDsShape = make_tensor(sDst.data(), typename Traits::SmemLayoutDsShape{});
-  Tensor sKt = make_tensor(sK.data(), typename Traits::SmemLayoutKt{});
+  // K^T of this CTA's first kDqColumns columns of dQ (the next ones kKColumnBlockElements on).
+  Tensor sKt = make_tensor(sK.data() + column_block * (kAccColumns / kDqColumns) * Traits::kKColumnBlockElements,
+                           typename Traits::SmemLayoutKt{});
   Tensor sKtShape = make_tensor(sK.data(), typename Traits::SmemLayoutKtShape{});
   typename Traits::DqTiledMma dq_mma;
   auto dq_thr_mma = dq_mma.get_thread_slice(tid);
@@ -308,9 +319,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   auto dq_copy_b = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, dq_mma);
   auto dq_thr_b = dq_copy_b.get_thread_slice(tid);
   Tensor tdQsKt = dq_thr_b.partition_S(sKt);
-  Tensor tDQcDQ = dq_thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tDQcDQ = dq_thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDqColumns>>{}));
   Tensor tDQcDQ_rc = make_tensor(tDQcDQ.data(), accumulator_rows_cols(tDQcDQ.layout()));
-  const int dq_tiles = (len_q + kBlockM - 1) / kBlockM;  // turn counters per (batch, head)
+  const int dq_tiles = (len_q + kBlockM - 1) / kBlockM;  // query tiles per (batch, head)
 
   // Step t visits query tile step_tile(t) of query head step_head(t): tiles from the last
   // down, the group's heads inside each (the header comment says why).
@@ -442,23 +453,28 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                    in_stage(tdKsQt, stage, kStageStride), mma, smem_copy_bt, smem_thr_bt);
     if constexpr (kOrderedDq) {
       __syncthreads();  // dS^T is in smem for all
-      Tensor acc_dq = partition_fragment_C(dq_mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
-      clear(acc_dq);
-      gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, dq_mma, dq_copy_a, dq_thr_a, dq_copy_b, dq_thr_b);
       const int64_t batch_head = int64_t(batch) * params.heads_q + head;
-      int* turn = params.dq_turns + 2 + batch_head * dq_tiles + m_tile;  // past the ticket and the poison
-      if (!wait_for_turn(turn, dq_turn(n_block), kMaxTurnPolls) && tid == 0) {
-        atomicExch(params.dq_turns + 1, __float_as_int(NAN));  // the host adds it to every dq entry
-      }
-      Tensor dq_rc = make_tensor(acc_dq.data(), accumulator_rows_cols(acc_dq.layout()));
-      float* dq_rows = params.dq_accum + (batch_head * len_q + m0) * kHeadDim;
+      // Past the ticket and the poison: a counter per (batch, head, query tile, column block).
+      int* turn = params.dq_turns + 2 + (batch_head * dq_tiles + m_tile) * Traits::kColumnSplit + column_block;
+      float* dq_rows = params.dq_accum + (batch_head * len_q + m0) * kHeadDim + column_block * kAccColumns;
       CUTE_UNROLL
-      for (int r = 0; r < size<0>(dq_rc); ++r) {
-        const int row = get<0>(tDQcDQ_rc(r, 0));
-        if (m0 + row < len_q) {
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(dq_rc); ++c) {
-            atomicAdd(dq_rows + row * kHeadDim + get<1>(tDQcDQ_rc(r, c)), dq_rc(r, c));
+      for (int part = 0; part < kAccColumns / kDqColumns; ++part) {  // the turn is taken before the first add
+        Tensor acc_dq = partition_fragment_C(dq_mma, Shape<Int<kBlockM>, Int<kDqColumns>>{});
+        clear(acc_dq);
+        gemm_smem_smem(acc_dq, tdQrdS, tdQrKt, tdQsdS, in_stage(tdQsKt, part, Traits::kKColumnBlockElements), dq_mma,
+                       dq_copy_a, dq_thr_a, dq_copy_b, dq_thr_b);
+        if (part == 0 && !wait_for_turn(turn, dq_turn(n_block), kMaxTurnPolls) && tid == 0) {
+          atomicExch(params.dq_turns + 1, __float_as_int(NAN));  // the host adds it to every dq entry
+        }
+        Tensor dq_rc = make_tensor(acc_dq.data(), accumulator_rows_cols(acc_dq.layout()));
+        CUTE_UNROLL
+        for (int r = 0; r < size<0>(dq_rc); ++r) {
+          const int row = get<0>(tDQcDQ_rc(r, 0));
+          if (m0 + row < len_q) {
+            CUTE_UNROLL
+            for (int c = 0; c < size<1>(dq_rc); ++c) {
+              atomicAdd(dq_rows + row * kHeadDim + part * kDqColumns + get<1>(tDQcDQ_rc(r, c)), dq_rc(r, c));
+            }
           }
         }
       }
@@ -739,10 +755,9 @@ AttentionBackwardInstance backward_instance(DType dtype) {
   instance.q_threads = Query::kThreads;
   instance.q_smem_bytes = Query::kSmemBytes;
   instance.launcher = &launch_attention_backward<kHeadDim, Element>;
-  if constexpr (KeyValue::kColumnSplit == 1) {  // past head dim 128 no CTA holds a key block's whole dQ part
-    instance.ordered_dq_smem_bytes = KeyValue::kOrderedDqSmemBytes;
-    instance.ordered_dq_launcher = &launch_attention_backward_ordered_dq<kHeadDim, Element>;
-  }
+  instance.kv_column_split = KeyValue::kColumnSplit;
+  instance.ordered_dq_smem_bytes = KeyValue::kOrderedDqSmemBytes;
+  instance.ordered_dq_launcher = &launch_attention_backward_ordered_dq<kHeadDim, Element>;
   return instance;
 }
 

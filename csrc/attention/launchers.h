@@ -57,6 +57,7 @@ struct AttentionBackwardInstance {
   DType dtype = DType::float16;
   int arch = 80;
   int kv_block_n = 0, kv_block_m = 0, kv_threads = 0, kv_smem_bytes = 0;  // keys per CTA, queries per tile
+  int kv_column_split = 1;  // dK/dV CTAs a key block, each taking a block of the head dim's columns
   int q_block_m = 0, q_block_n = 0, q_threads = 0, q_smem_bytes = 0;      // queries per CTA, keys per tile
   AttentionBackwardLauncher launcher = nullptr;  // the dK/dV and dQ kernels (delta already written)
   // The ordered-dQ form (params.dq_accum set): the dK/dV kernel alone, adding dQ into the

@@ -92,10 +92,10 @@ struct AttentionBackwardParams {
   float* dscores = nullptr;
   // Ordered dQ (backward_kernel.cuh): set, the dK/dV kernel adds dQ (unscaled, fp32) into
   // dq_accum, a zero-filled contiguous [B, Hq, L, E], in key-block order, taking turns at
-  // dq_turns, zero-filled int32 [2 + B * Hq * ceil(L / kv_block_m)]: a ticket counter; a
-  // poison word, the bits of a float the host adds to every dq entry (0.0f, or NaN written
-  // by a key block whose turn never came: a bug made visible); then a turn counter per
-  // (batch, head, query tile). dq is then not written (and may be null). Null: the dQ
+  // dq_turns, zero-filled int32 [2 + B * Hq * ceil(L / kv_block_m) * kv_column_split]: a
+  // ticket counter; a poison word, the bits of a float the host adds to every dq entry
+  // (0.0f, or NaN written by a key block whose turn never came: a bug made visible); then
+  // a turn counter per (batch, head, query tile, block of columns). dq is then not written (and may be null). Null: the dQ
   // kernel writes dq. For a mask's gradient, dscores is then [B, Hq, S, L] (dS^T).
   float* dq_accum = nullptr;
   int* dq_turns = nullptr;

@@ -86,7 +86,7 @@ dispatch.register(dispatch.Impl(
     "attention", "cuda", "ordered_dq",
     {"forward": _function("cuda_attention", "attention_forward"),
      "backward": _function("cuda_attention", "attention_backward_ordered_dq")},
-    supports=cuda_attention.ordered_dq_reason))
+    supports=cuda_attention.forward_reason))
 for _cell in ("gru_cell", "rnn_tanh_cell", "rnn_relu_cell"):
     dispatch.register(dispatch.Impl(
         _cell, "cuda", "step",

@@ -14,8 +14,7 @@ into an fp32 workspace in key-block turns (attention_backward_ordered_dq).
 What they do not do yet is refused by `forward_reason` (the Impl's supports, which also
 decides for the backward of a call it took), so that `seqops.backend("cuda")` raises
 BackendUnavailable naming it and `auto` never gets here for it: float32, head dims other
-than 64, 128 and 256, and Ev != E (and, for the "ordered_dq" variant, head dim 256 with
-gradients: `ordered_dq_reason`). Dropout draws
+than 64, 128 and 256, and Ev != E. Dropout draws
 the Triton backend's mask for the same seed (csrc/attention/dropout.h). A float mask that requires grad gets it: the dQ kernel writes
 the score gradient [B, Hq, L, S] in fp32, summed here over the mask's broadcast dims (an
 L x S buffer per (batch, head), as torch's own kernels take for a bias gradient). Masks are read in
@@ -38,9 +37,6 @@ DTYPES = (torch.float16, torch.bfloat16)
 # and dtype, forward and backward); a build that omits one refuses its calls by name.
 HEAD_DIMS = (64, 128, 256)
 BACKWARD_HEAD_DIMS = HEAD_DIMS
-# The ordered-dQ backward's: past 128 a dK/dV CTA holds only part of dK and dV's columns
-# (csrc/attention/backward_kernel.cuh), so no CTA has a key block's whole dQ part.
-ORDERED_DQ_HEAD_DIMS = (64, 128)
 MAX_LENGTH = 2**30  # the kernels count positions in int
 MAX_GRID = 65535    # batch and query heads are grid dims z and y
 ALIGN_BYTES = 16
@@ -85,19 +81,6 @@ def forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if heads > MAX_GRID or batch > MAX_GRID:
         return f"the CUDA attention takes batch and heads up to {MAX_GRID} each, got {batch} and {heads}"
     return None
-
-
-def ordered_dq_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-                      causal_offset=0) -> Optional[str]:
-    """forward_reason, and head dims the ordered-dQ backward lacks on calls that need a
-    gradient: the "ordered_dq" variant's supports."""
-    reason = forward_reason(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal_offset)
-    if reason is None and query.shape[-1] not in ORDERED_DQ_HEAD_DIMS and _needs_gradient(query, key, value,
-                                                                                           attn_mask):
-        return (f"the CUDA attention's ordered-dQ backward takes head dims "
-                f"{' and '.join(map(str, ORDERED_DQ_HEAD_DIMS))}, and this call at head dim {query.shape[-1]} needs "
-                f"gradients (the default variant's backward takes it): {NOT_YET}")
-    return reason
 
 
 def _needs_gradient(*tensors) -> bool:
@@ -304,24 +287,24 @@ def ordered_dq_workspaces(B: int, Hq: int, L: int, E: int, dtype: torch.dtype,
     """The ordered-dQ kernel's zero-filled workspaces (csrc/attention/params.h): dq_accum
     fp32 [B, Hq, L, E], and int32 words: the CTAs' ticket counter, the poison word (a
     float's bits), then one turn counter per (batch, head, query tile of the instance's
-    dK/dV kernel)."""
-    block_m = backward_query_tile(E, dtype)
+    dK/dV kernel, block of columns its dK/dV CTAs split the head dim into)."""
+    block_m, column_split = backward_geometry(E, dtype)
     return (torch.zeros((B, Hq, L, E), dtype=torch.float32, device=device),
-            torch.zeros(2 + B * Hq * -(-L // block_m), dtype=torch.int32, device=device))
+            torch.zeros(2 + B * Hq * -(-L // block_m) * column_split, dtype=torch.int32, device=device))
 
 
 @functools.lru_cache(maxsize=None)
-def backward_query_tile(head_dim: int, dtype: torch.dtype) -> int:
-    """The queries per tile (kv_block_m) of the built backward instance for this head dim
-    and dtype; a build without one has no launch to size (the extension then refuses the
-    call by name), so any tile does."""
+def backward_geometry(head_dim: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(queries per tile, CTAs a key block: kv_block_m, kv_column_split) of the built
+    backward instance's dK/dV kernel for this head dim and dtype; a build without one has
+    no launch to size (the extension then refuses the call by name), so any will do."""
     from seqops import _ext
 
     code = DTYPE_CODES[dtype]
     for instance in _ext.load().attention_backward_instances():
         if instance["head_dim"] == head_dim and instance["dtype"] == code:
-            return instance["kv_block_m"]
-    return 16
+            return instance["kv_block_m"], instance["kv_column_split"]
+    return 16, 1
 
 
 def mask_gradient(dscores: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -9,9 +9,10 @@
 //     element as SmemLayoutDst(key, query), and the dQ mma's A operand covers every
 //     (query, key) of the tile once for each warp along the head dim (they share A), its B
 //     operand every (column, key) once for each warp along the queries;
-//   - K^T as the B operand: SmemLayoutKt(e, key) is K's element (key, e);
-//   - dQ's accumulator viewed as (rows, cols) covers every (query, column) of the tile
-//     exactly once (each is added to the workspace once per turn);
+//   - K^T as the B operand, kDqColumns columns at a time: block b's SmemLayoutKt(e, key),
+//     kKColumnBlockElements x b on, is K's element (key, b x kDqColumns + e);
+//   - dQ's accumulator viewed as (rows, cols) covers every (query, column) of its
+//     kDqColumns exactly once (each is added to the workspace once per turn);
 //   - past head dim 128, the column blocks of dK and dV a CTA takes read Q and dO's
 //     stages where those columns lie.
 // Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
@@ -33,7 +34,7 @@ static void expect(bool ok, const char* what, int head_dim, int thread, int a, i
 
 template <class Traits>
 void check() {
-  constexpr int M = Traits::kBlockM, N = Traits::kBlockN, E = Traits::kHeadDim;
+  constexpr int M = Traits::kBlockM, N = Traits::kBlockN, E = Traits::kHeadDim, D = Traits::kDqColumns;
   using Element = typename Traits::Element;
   typename Traits::SmemLayoutDst dst_layout;
   typename Traits::SmemLayoutDs ds_layout;
@@ -48,14 +49,15 @@ void check() {
       expect(ds_layout(q, key) == dst_layout(key, q), "dS(query, key) is dS^T(key, query)", E, -1, q, key);
     }
   }
-  for (int e = 0; e < E; ++e) {
+  for (int e = 0; e < E; ++e) {  // block e / D of K^T, kKColumnBlockElements apart
     for (int key = 0; key < N; ++key) {
-      expect(kt_layout(e, key) == kv_layout(key, e), "K^T(e, key) is K(key, e)", E, -1, e, key);
+      expect((e / D) * Traits::kKColumnBlockElements + kt_layout(e % D, key) == kv_layout(key, e),
+             "K^T(e, key) is K(key, e)", E, -1, e, key);
     }
   }
 
   constexpr int kWarpsM = Traits::kDqWarpsM, kWarpsE = Traits::kWarps / Traits::kDqWarpsM;
-  std::vector<int> written(M * N, 0), read_a(M * N, 0), read_b(E * N, 0), dq_seen(M * E, 0);
+  std::vector<int> written(M * N, 0), read_a(M * N, 0), read_b(D * N, 0), dq_seen(M * D, 0);
   for (int t = 0; t < Traits::kThreads; ++t) {
     // The dK/dV mma's S^T / dS^T accumulator, (keys, queries), as the kernel writes it.
     auto thr = typename Traits::TiledMma{}.get_thread_slice(t);
@@ -76,14 +78,14 @@ void check() {
     auto thr_dq = typename Traits::DqTiledMma{}.get_thread_slice(t);
     Tensor a = thr_dq.partition_A(make_identity_tensor(Shape<Int<M>, Int<N>>{}));
     for (int i = 0; i < size(a); ++i) ++read_a[get<0>(a(i)) * N + get<1>(a(i))];
-    Tensor b = thr_dq.partition_B(make_identity_tensor(Shape<Int<E>, Int<N>>{}));
+    Tensor b = thr_dq.partition_B(make_identity_tensor(Shape<Int<D>, Int<N>>{}));
     for (int i = 0; i < size(b); ++i) ++read_b[get<0>(b(i)) * N + get<1>(b(i))];
-    Tensor dq = thr_dq.partition_C(make_identity_tensor(Shape<Int<M>, Int<E>>{}));
+    Tensor dq = thr_dq.partition_C(make_identity_tensor(Shape<Int<M>, Int<D>>{}));
     Tensor dq_rc = make_tensor(dq.data(), accumulator_rows_cols(dq.layout()));
     for (int r = 0; r < size<0>(dq_rc); ++r) {
       for (int col = 0; col < size<1>(dq_rc); ++col) {
         expect(get<0>(dq_rc(r, col)) == get<0>(dq_rc(r, 0)), "dQ's row r is one row", E, t, r, col);
-        ++dq_seen[get<0>(dq_rc(r, col)) * E + get<1>(dq_rc(r, col))];
+        ++dq_seen[get<0>(dq_rc(r, col)) * D + get<1>(dq_rc(r, col))];
       }
     }
   }
@@ -91,10 +93,10 @@ void check() {
   for (int i = 0; i < M * N; ++i) {
     expect(read_a[i] == kWarpsE, "every (query, key) of dS read once a warp along E", E, -1, i, read_a[i]);
   }
-  for (int i = 0; i < E * N; ++i) {
+  for (int i = 0; i < D * N; ++i) {
     expect(read_b[i] == kWarpsM, "every (column, key) of K^T read once a warp along M", E, -1, i, read_b[i]);
   }
-  for (int i = 0; i < M * E; ++i) expect(dq_seen[i] == 1, "every (query, column) of dQ once", E, -1, i, dq_seen[i]);
+  for (int i = 0; i < M * D; ++i) expect(dq_seen[i] == 1, "every (query, column) of dQ's part once", E, -1, i, dq_seen[i]);
 }
 
 // Past head dim 128 a dK/dV CTA takes one block of kAccColumns columns of dK and dV, and
@@ -119,6 +121,7 @@ void check_column_blocks() {
 int main() {
   check<BackwardTraits<64, cutlass::half_t>::KeyValue>();
   check<BackwardTraits<128, cutlass::bfloat16_t>::KeyValue>();
+  check<BackwardTraits<256, cutlass::half_t>::KeyValue>();
   check_column_blocks<BackwardTraits<64, cutlass::half_t>::KeyValue>();
   check_column_blocks<BackwardTraits<128, cutlass::half_t>::KeyValue>();
   check_column_blocks<BackwardTraits<256, cutlass::bfloat16_t>::KeyValue>();
