@@ -24,8 +24,9 @@
 //     then adds dQ_part into an fp32 [B, Hq, L, E] workspace (params.dq_accum) in key-block
 //     order: a per-(batch, head, query tile) counter (params.dq_turns) says whose turn it
 //     is (per column block too at head dim 256, whose two CTAs a key block compute the
-//     same dS and add a column half of dQ each, 64 columns at a time), and key block n waits for turn n (schedule.h, dq_turn). Every element gets its
-//     sums in one order, so the bits repeat from run to run; the host scales and rounds
+//     same dS and add a column half of dQ each, 64 columns at a time), and key block n
+//     waits for turn n (schedule.h, dq_turn). Every element gets its sums in one order,
+//     so the bits repeat from run to run; the host scales and rounds
 //     the workspace into dq. A CTA works as the key block of the ticket it takes when it
 //     starts (common/arrival.cuh), not of its blockIdx, so it waits only for CTAs that
 //     started before it and the waits end whatever order CTAs are started in. A wait is
@@ -434,7 +435,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor dst = rounded<Element>(acc_dpt);
     if constexpr (kOrderedDq) {
       write_scores_transposed(dst, tScS_rc, sDst);
-      if (params.dscores != nullptr) {  // a float mask's gradient: dS^T in fp32, [S, L] a head (params.h)
+      // A float mask's gradient: dS^T in fp32, [S, L] a head (params.h), by one CTA a key block.
+      if (params.dscores != nullptr && column_block == 0) {
         CUTE_UNROLL
         for (int r = 0; r < size<0>(dpt); ++r) {
           const int key = n0 + get<0>(tScS_rc(r, 0));
@@ -698,7 +700,8 @@ BackwardGeometry backward_geometry(const AttentionBackwardParams& params) {
   g.len_kv = static_cast<int>(params.len_kv);
   g.offset = static_cast<int>(clamp_causal_offset(params.causal_offset, params.len_q, params.len_kv));
   g.group = static_cast<int>(params.heads_q / params.heads_kv);
-  g.kv_grid = dim3(static_cast<unsigned>((g.len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN * KeyValue::kColumnSplit),
+  const int key_blocks = (g.len_kv + KeyValue::kBlockN - 1) / KeyValue::kBlockN;
+  g.kv_grid = dim3(static_cast<unsigned>(key_blocks * KeyValue::kColumnSplit),
                    static_cast<unsigned>(params.heads_kv), static_cast<unsigned>(params.batch));
   return g;
 }
