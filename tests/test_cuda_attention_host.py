@@ -476,22 +476,28 @@ def test_the_key_blocks_that_visit_a_query_tile_are_a_prefix_so_ordered_dq_turns
 
 # -- the sm90a forward's register layouts --
 
+def run_host_program(tmp_path, name):
+    """tests/cuda_programs/<name>.cu compiled for the host (CuTe's layouts are host code)
+    and run: it must print "ok <n> checks" and exit 0 (tests/cuda_programs/host_checks.h)."""
+    from seqops import _ext
+    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
+    if nvcc is None or cutlass is None:
+        pytest.skip("nvcc or the CUTLASS headers are not installed")
+    program = tmp_path / name
+    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
+                               str(program), str(ROOT / "tests" / "cuda_programs" / f"{name}.cu")],
+                              capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
+    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
+
+
 def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(tmp_path):
     """tests/cuda_programs/sm90_forward_layouts.cu, compiled for the host and run here:
     CuTe's layouts are host code, so every thread's share of the wgmma accumulators is
     walked on the CPU: rows on quads, S's and O's rows alike, every entry once, and S's
     accumulator seen as the A operand of O += P V where that wgmma reads it."""
-    from seqops import _ext
-    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
-    if nvcc is None or cutlass is None:
-        pytest.skip("nvcc or the CUTLASS headers are not installed")
-    program = tmp_path / "sm90_forward_layouts"
-    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
-                               str(program), str(ROOT / "tests" / "cuda_programs" / "sm90_forward_layouts.cu")],
-                              capture_output=True, text=True, timeout=600)
-    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
-    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
+    run_host_program(tmp_path, "sm90_forward_layouts")
 
 
 def test_backward_layouts_put_ds_where_the_dq_product_reads_it_and_split_columns_right(tmp_path):
@@ -501,17 +507,7 @@ def test_backward_layouts_put_ds_where_the_dq_product_reads_it_and_split_columns
     written once, in aligned pairs, read where dS(query, key) lies, K^T is K, and dQ's
     accumulator covers its tile once. At head dim 256 the dK/dV CTAs' column blocks read
     Q and dO where those columns lie."""
-    from seqops import _ext
-    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
-    if nvcc is None or cutlass is None:
-        pytest.skip("nvcc or the CUTLASS headers are not installed")
-    program = tmp_path / "backward_layouts"
-    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
-                               str(program), str(ROOT / "tests" / "cuda_programs" / "backward_layouts.cu")],
-                              capture_output=True, text=True, timeout=600)
-    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
-    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
+    run_host_program(tmp_path, "backward_layouts")
 
 
 def test_tma_strides_fill_in_size_one_dimensions_and_keep_real_broadcasts():

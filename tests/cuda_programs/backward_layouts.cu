@@ -16,21 +16,13 @@
 //   - past head dim 128, the column blocks of dK and dV a CTA takes read Q and dO's
 //     stages where those columns lie.
 // Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
-#include <cstdio>
 #include <vector>
 
 #include "attention/backward_kernel.cuh"
+#include "host_checks.h"
 
 using namespace cute;
 using namespace seqops::attention;
-
-static int failures = 0;
-static long checks = 0;
-
-static void expect(bool ok, const char* what, int head_dim, int thread, int a, int b) {
-  ++checks;
-  if (!ok && failures++ < 20) std::printf("FAIL hd%d thread %d: %s (%d, %d)\n", head_dim, thread, what, a, b);
-}
 
 template <class Traits>
 void check() {
@@ -127,10 +119,5 @@ int main() {
   check_column_blocks<BackwardTraits<256, cutlass::bfloat16_t>::KeyValue>();
   expect(BackwardTraits<256, cutlass::half_t>::KeyValue::kColumnSplit == 2, "head dim 256 splits in two", 256, -1,
          BackwardTraits<256, cutlass::half_t>::KeyValue::kColumnSplit, 2);
-  if (failures) {
-    std::printf("%d failure(s) of %ld checks\n", failures, checks);
-    return 1;
-  }
-  std::printf("ok %ld checks\n", checks);
-  return 0;
+  return report();
 }

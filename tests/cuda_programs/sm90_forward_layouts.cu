@@ -9,21 +9,13 @@
 //   - S's accumulator seen as the A operand of O += P V puts each value where the wgmma
 //     of O reads A's (row, key).
 // Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
-#include <cstdio>
 #include <vector>
 
 #include "attention/forward_sm90_tiles.cuh"
+#include "host_checks.h"
 
 using namespace cute;
 using namespace seqops::attention;
-
-static int failures = 0;
-static long checks = 0;
-
-static void expect(bool ok, const char* what, int head_dim, int thread, int a, int b) {
-  ++checks;
-  if (!ok && failures++ < 20) std::printf("FAIL hd%d thread %d: %s (%d, %d)\n", head_dim, thread, what, a, b);
-}
 
 template <class Traits>
 void check() {
@@ -82,10 +74,5 @@ int main() {
   check<ForwardSm90Traits<128, cutlass::half_t>>();
   check<ForwardSm90Traits<128, cutlass::bfloat16_t>>();
   check<ForwardSm90Traits<256, cutlass::half_t>>();  // 64-key tiles
-  if (failures) {
-    std::printf("%d failure(s) of %ld checks\n", failures, checks);
-    return 1;
-  }
-  std::printf("ok %ld checks\n", checks);
-  return 0;
+  return report();
 }
