@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import subprocess
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ import pytest
 
 from seqops import _ext
 
+ROOT = Path(__file__).resolve().parent.parent
 ARCHS = ("80", "90a")
 # The build is cached per process, so under pytest-xdist every test that uses it should run
 # on one worker: each file that calls built() sets `pytestmark = ONE_BUILD`.
@@ -45,3 +47,18 @@ def built() -> tuple[_ext.BuildResult, ModuleType]:
     """(build result, imported module), built once per session; skips when it cannot be."""
     skip_unless_buildable()
     return _build()
+
+
+def run_host_program(tmp_path, name):
+    """tests/cuda_programs/<name>.cu compiled for the host (CuTe's layouts are host code)
+    and run: it must print "ok <n> checks" and exit 0 (tests/cuda_programs/host_checks.h)."""
+    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
+    if nvcc is None or cutlass is None:
+        pytest.skip("nvcc or the CUTLASS headers are not installed")
+    program = tmp_path / name
+    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
+                               str(program), str(ROOT / "tests" / "cuda_programs" / f"{name}.cu")],
+                              capture_output=True, text=True, timeout=600)
+    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
+    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]

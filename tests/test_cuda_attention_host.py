@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 import seqops
-from cuda_build import ONE_BUILD, built
+from cuda_build import ONE_BUILD, built, run_host_program
 from devices import skip_unless_runnable
 from seqops import dispatch
 from seqops.backends import cuda_attention
@@ -475,22 +475,6 @@ def test_the_key_blocks_that_visit_a_query_tile_are_a_prefix_so_ordered_dq_turns
 
 
 # -- the sm90a forward's register layouts --
-
-def run_host_program(tmp_path, name):
-    """tests/cuda_programs/<name>.cu compiled for the host (CuTe's layouts are host code)
-    and run: it must print "ok <n> checks" and exit 0 (tests/cuda_programs/host_checks.h)."""
-    from seqops import _ext
-    nvcc, cutlass = _ext.find_nvcc(), _ext.cutlass_include()
-    if nvcc is None or cutlass is None:
-        pytest.skip("nvcc or the CUTLASS headers are not installed")
-    program = tmp_path / name
-    compiled = subprocess.run([nvcc, "-std=c++17", "-O1", "-I", str(ROOT / "csrc"), "-I", str(cutlass), "-o",
-                               str(program), str(ROOT / "tests" / "cuda_programs" / f"{name}.cu")],
-                              capture_output=True, text=True, timeout=600)
-    assert compiled.returncode == 0, (compiled.stdout + compiled.stderr)[-4000:]
-    ran = subprocess.run([str(program)], capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 0 and ran.stdout.startswith("ok "), ran.stdout[-4000:]
-
 
 def test_sm90_forward_layouts_keep_rows_on_quads_and_feed_p_to_the_second_wgmma(tmp_path):
     """tests/cuda_programs/sm90_forward_layouts.cu, compiled for the host and run here:

@@ -29,11 +29,13 @@ def plan(hidden, dtype, gates, limits):
 
 
 def test_plan_keeps_each_cells_gate_rows_of_eight_units_in_shared_memory():
-    # Issue 16's GRU: H = 768, bf16: 96 blocks, 3 x 8 x 768 two-byte weights beside the
-    # 64 x 33 fp32 staging tile; an RNN's one gate row a unit.
+    # Issue 16's GRU: H = 768, bf16: 96 blocks, 3 x 8 rows of 768 (+ 8) two-byte weights
+    # beside the tensor-core form's staging (16 x 1032 two-byte columns, 8 warps' 16 x 36
+    # fp32 partial sums); fp32 keeps the FMA form's 64 x 33 fp32 tile; an RNN's one gate
+    # row a unit.
     gru = plan(768, torch.bfloat16, 3, HOPPER)
     assert (gru["blocks"], gru["threads"], gru["units_per_block"]) == (96, 256, 8) and gru["reason"] is None
-    assert gru["shared_bytes"] == 64 * 33 * 4 + 3 * 8 * 768 * 2
+    assert gru["shared_bytes"] == 16 * 1032 * 2 + 8 * 16 * 36 * 4 + 3 * 8 * (768 + 8) * 2
     assert plan(768, torch.float32, 1, HOPPER)["shared_bytes"] == 64 * 33 * 4 + 8 * 768 * 4
     # Past one block a multiprocessor, or past a block's shared memory, refused with the reason.
     assert plan(1056, torch.float32, 3, HOPPER)["reason"] is None
@@ -143,6 +145,15 @@ def test_on_gpu_reduced_precision(monkeypatch, mode, dtype):
     (tests/test_gru_rnn_sequence.py says why)."""
     config = dict(bias=True, batch_first=True, bidirectional=True, num_layers=1)
     check_on_gpu(monkeypatch, mode, config, True, T=6, B=5, I=8, H=72, dtype=dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["gru", "rnn_tanh"])
+def test_on_gpu_tensor_cores_over_several_mma_tiles_and_passes(monkeypatch, mode):
+    """bf16, the tensor-core products: B = 70 packed (a pass of four 16-row mma tiles, then
+    one of 6 rows), H = 13 (one k-step of 16, padded with zeros)."""
+    config = dict(bias=True, batch_first=True, bidirectional=True, num_layers=1)
+    check_on_gpu(monkeypatch, mode, config, True, T=4, B=70, I=5, H=13, dtype=torch.bfloat16)
 
 
 @pytest.mark.cuda

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import seqops
-from cuda_build import ONE_BUILD, built
+from cuda_build import ONE_BUILD, built, run_host_program
 from devices import skip_unless_runnable
 from seqops import dispatch
 from test_lstm import compare, lstm_inputs, twins
@@ -30,12 +30,22 @@ def plan(hidden, dtype, limits):
     return module.sequence_plan(hidden, CODES[dtype], 4, *limits)
 
 
+# The tensor-core form's staging (fp16, bf16): 16 rows x (1024 + 8) two-byte columns of the
+# exchanged operand, then the 8 warps' 16 x 36 fp32 partial sums.
+MMA_STAGING = 16 * 1032 * 2 + 8 * 16 * 36 * 4
+
+
 def test_plan_keeps_eight_units_a_block_and_their_w_hh_slice_in_shared_memory():
-    # The issue's target: H = 768, bf16: 96 blocks, 4 x 8 x 768 two-byte weights beside
-    # the 64 x 33 fp32 staging tile.
+    # The issue's target: H = 768, bf16: 96 blocks, each with its 4 x 8 rows of W_hh
+    # (rows of 768 + 8 elements for the tensor cores' bank spread), and the backward's 8
+    # columns of 4 x 768 (+ 8) beside the staging: the larger of the two.
     p = plan(768, torch.bfloat16, HOPPER)
     assert (p["blocks"], p["threads"], p["units_per_block"]) == (96, 256, 8)
-    assert p["shared_bytes"] == 64 * 33 * 4 + 4 * 8 * 768 * 2 and p["reason"] is None
+    assert p["shared_bytes"] == MMA_STAGING + 4 * 8 * (768 + 8) * 2 and p["reason"] is None
+    # fp32 keeps the FMA form: the 64 x 33 fp32 staging tile, slices unpadded.
+    assert plan(768, torch.float32, HOPPER)["shared_bytes"] == 64 * 33 * 4 + 4 * 8 * 768 * 4
+    # Rows round up to the mma's k-step of 16: 1001 -> 1008 + 8 forward, 4004 -> 4016 + 8 backward.
+    assert plan(1001, torch.float16, HOPPER)["shared_bytes"] == MMA_STAGING + max(32 * 1016, 8 * 4024) * 2
     # fp32 H = 1024: 128 blocks, 136 KiB each: fits a Hopper, not an A100's 108 SMs.
     assert plan(1024, torch.float32, HOPPER)["reason"] is None
     assert "multiprocessors" in plan(1024, torch.float32, AMPERE)["reason"]
@@ -79,6 +89,14 @@ def test_bad_launches_are_refused_before_they_reach_a_gpu():
                                       steps=3, dtype=0, batch=2, hidden=1, proj=0, device=0, stream=0, **schedule)
 
 
+def test_tensor_core_product_matches_cute_and_the_plain_sum(tmp_path):
+    """tests/cuda_programs/sequence_mma_fragments.cu, compiled for the host and run here:
+    the fp16/bf16 product's fragment maps are CuTe's for mma.m16n8k16, its fragment loads
+    are free of bank conflicts, and the product as the kernel composes it (chunks, warps
+    over k-steps, the reduction tile) is the plain sum at K of 1 to 1500."""
+    run_host_program(tmp_path, "sequence_mma_fragments")
+
+
 def test_registered_ahead_of_the_step_variant():
     keys = [impl.key for impl in dispatch.implementations("lstm") if impl.backend == "cuda"]
     assert keys.index("lstm/cuda/sequence") < keys.index("lstm/cuda/step")
@@ -91,7 +109,9 @@ def test_projection_plan_and_refusals():
     host checks refuse a projection without its tensors, or not below the hidden size."""
     _, module = built()
     p = module.sequence_plan(768, CODES[torch.bfloat16], 4, *HOPPER, 256)
-    assert p["shared_bytes"] == 64 * 33 * 4 + 8 * (4 * 768 + 256) * 2 and p["reason"] is None
+    assert p["shared_bytes"] == MMA_STAGING + 8 * ((4 * 768 + 8) + (256 + 8)) * 2 and p["reason"] is None
+    p = module.sequence_plan(768, CODES[torch.float32], 4, *HOPPER, 256)
+    assert p["shared_bytes"] == 64 * 33 * 4 + 8 * (4 * 768 + 256) * 4
     assert "shared memory" in module.sequence_plan(1024, CODES[torch.float32], 4, 132, 150 * 1024, 1000)["reason"]
     schedule = dict(offsets=8, rows=8, prev=8, carried=8)
     tensors = dict(xw=8, h0=8, c0=8, w_hh=8, out=8, cells=8, gates=8)
@@ -168,6 +188,27 @@ def test_on_gpu_partial_block_more_rows_than_a_pass_batch_first_no_bias(monkeypa
 def test_on_gpu_reduced_precision(monkeypatch, dtype):
     config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=0, num_layers=1)
     check_on_gpu(monkeypatch, config, True, T=6, B=5, I=8, H=72, dtype=dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_on_gpu_tensor_cores_over_several_mma_tiles_and_passes(monkeypatch, dtype):
+    """16 bits, the tensor-core products: B = 70 packed (a pass of four 16-row mma tiles,
+    then one of 6 rows, rows dropping out as sequences end), H = 13 (one k-step of 16,
+    padded with zeros; the backward's 52 gate rows, four)."""
+    config = dict(bias=True, batch_first=True, bidirectional=True, proj_size=0, num_layers=1)
+    check_on_gpu(monkeypatch, config, True, T=4, B=70, I=5, H=13, dtype=dtype)
+
+
+@pytest.mark.cuda
+def test_on_gpu_tensor_cores_past_a_staged_chunk(monkeypatch):
+    """bf16 H = 1040: the forward's K (1040) is staged in two chunks of 1024 columns, the
+    backward's (4160) in five; 130 blocks, so on a GPU of at least 130 multiprocessors."""
+    skip_unless_runnable("cuda", "cuda")
+    if torch.cuda.get_device_properties(0).multi_processor_count < 130:
+        pytest.skip("H = 1040 takes 130 blocks, one a multiprocessor")
+    config = dict(bias=True, batch_first=False, bidirectional=False, proj_size=0, num_layers=1)
+    check_on_gpu(monkeypatch, config, False, T=3, B=3, I=9, H=1040, dtype=torch.bfloat16)
 
 
 @pytest.mark.cuda

@@ -15,7 +15,8 @@
 // the GRU the z * dh' of done that each thread keeps for its own (row, unit), is the carry
 // into cur's h' for the rows that continue into done and d_h0 for the rows that started
 // at done; then cur's gate gradients (and the GRU's z * dh'). Everything accumulates in
-// fp32 with FMAs, h rounded to the layer's dtype as torch's layers round it.
+// fp32, the products on tensor cores in fp16/bf16 and in FMAs in fp32
+// (sequence_products.cuh), h rounded to the layer's dtype as torch's layers round it.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -25,6 +26,7 @@
 #include "recurrent/cell_tiles.cuh"
 #include "recurrent/launchers.h"
 #include "recurrent/sequence_grid.cuh"
+#include "recurrent/sequence_products.cuh"
 
 namespace seqops {
 namespace {
@@ -50,9 +52,9 @@ template <typename T, HiddenCell kCell>
 __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(const HiddenSequenceForwardParams p) {
   constexpr int kGates = CellShape<kCell>::kGates;
   extern __shared__ __align__(16) unsigned char shared[];
-  StagingTile& h_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[k * G*U + gate * U + u] = W_hh[gate * H + unit0 + u, k]: the units' gate rows, k-major.
-  T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
+  unsigned char* staging = shared;
+  // w: the units' gate rows of W_hh, row gate * U + u = W_hh[gate * H + unit0 + u, :].
+  T* w = reinterpret_cast<T*>(shared + sequence_staging_bytes(int(sizeof(T))));
   const int64_t H = p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
@@ -73,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
       float acc[kRowsPerThread][kGates] = {};
-      accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, h_tile, acc);
+      accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);
       if (unit >= H) continue;
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
@@ -122,9 +124,9 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_backward_kernel(c
   constexpr int kGates = CellShape<kCell>::kGates;
   constexpr int kSaved = CellShape<kCell>::kSaved;
   extern __shared__ __align__(16) unsigned char shared[];
-  StagingTile& g_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[j * U + u] = W_hh[j, unit0 + u] for the G*H gate rows j: the units' columns.
-  T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
+  unsigned char* staging = shared;
+  // w: row u = W_hh[:, unit0 + u] over the G*H gate rows, the units' columns.
+  T* w = reinterpret_cast<T*>(shared + sequence_staging_bytes(int(sizeof(T))));
   const int64_t H = p.hidden, G = kGates * p.hidden, S = kSaved * p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
@@ -141,10 +143,10 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_backward_kernel(c
     float* carry_out = kCell == HiddenCell::gru ? p.carry + ((phase + 1) % 2) * p.batch * H : nullptr;
     const int64_t n_rows = cur.rows > done.rows ? cur.rows : done.rows;
     for (int64_t r0 = 0; r0 < n_rows; r0 += kPassRows) {
-      // The recurrent side of dgates[done] @ W_hh[:, units], over the G*H gate rows kK at a time.
+      // The recurrent side of dgates[done] @ W_hh[:, units], over the G*H gate rows.
       float reaching[kRowsPerThread] = {};
       accumulate_reaching<T>(done, r0, G, p.dgates, S, [H](int64_t j) { return recurrent_column<kCell>(j, H); }, w,
-                             g_tile, reaching);
+                             staging, reaching);
       if (unit >= H) continue;
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {

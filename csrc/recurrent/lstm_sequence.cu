@@ -22,8 +22,10 @@
 // (which orders the writes before the reads), and the next step reads them whole with
 // ld.global.cg, from L2 (sequence_grid.cuh).
 // The cell state and its gradient stay with the thread that owns the (row, unit): a row
-// keeps its pass position from step to step. Everything accumulates in fp32 with FMAs (no
-// TF32), the exchanged h rounded to the layer's dtype as torch's LSTM rounds it.
+// keeps its pass position from step to step. Everything accumulates in fp32: the products
+// on tensor cores in fp16/bf16 (the gate gradients rounded to the dtype for theirs) and in
+// FMAs in fp32, no TF32 (sequence_products.cuh); the exchanged h rounded to the layer's
+// dtype as torch's LSTM rounds it.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +35,7 @@
 #include "recurrent/cell_tiles.cuh"
 #include "recurrent/launchers.h"
 #include "recurrent/sequence_grid.cuh"
+#include "recurrent/sequence_products.cuh"
 
 namespace seqops {
 namespace {
@@ -77,12 +80,11 @@ __device__ __forceinline__ void lstm_gate_gradients(const LstmSequenceBackwardPa
 template <typename T, bool kProjected>
 __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(const LstmSequenceForwardParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
-  StagingTile& h_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[k * 4U + gate * U + u] = W_hh[gate * H + unit0 + u, k] (k < P): the units' gate rows,
-  // k-major so that the threads of a warp (consecutive u) read consecutive words; with a
-  // projection, after it w_hr[k * U + f] = W_hr[feature0 + f, k] (k < H): the rows of the
-  // block's features (feature0 = unit0).
-  T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
+  unsigned char* staging = shared;
+  // w: the units' gate rows of W_hh, row gate * U + u = W_hh[gate * H + unit0 + u, :P]; with a
+  // projection, after it w_hr: the rows of the block's features (feature0 = unit0), row f =
+  // W_hr[feature0 + f, :H] (layouts in sequence_products.cuh).
+  T* w = reinterpret_cast<T*>(shared + sequence_staging_bytes(int(sizeof(T))));
   const int64_t H = p.hidden, P = kProjected ? p.proj : p.hidden, unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;
@@ -90,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
   void* h_raw = kProjected ? p.h_raw : p.out;
   const Strides2 h_raw_s = kProjected ? p.h_raw_s : p.out_s;
   load_weight_rows<T, kGates>(w, p.w_hh, p.w_hh_s, H, P, unit0);
-  T* w_hr = w + int64_t(kGates) * kUnits * P;
+  T* w_hr = after_slice(w, int64_t(kGates) * kUnits, P);
   if constexpr (kProjected) load_weight_rows<T, 1>(w_hr, p.w_hr, p.w_hr_s, P, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
       float acc[kRowsPerThread][kGates] = {};
-      accumulate_recurrent<T, kGates>(step, r0, P, p.out, p.out_s, p.h0, p.h0_s, w, h_tile, acc);
+      accumulate_recurrent<T, kGates>(step, r0, P, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);
       if (unit < H) {
 #pragma unroll
         for (int r = 0; r < kRowsPerThread; ++r) {
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
         accumulate_staged<T, 1>(
             step.rows, r0, H,
             [&](int64_t row, int64_t col) { return load_exchanged<T>(h_raw, step.offset + row, col, h_raw_s); }, w_hr,
-            h_tile, acc);
+            staging, acc);
         if (unit >= P) continue;
 #pragma unroll
         for (int r = 0; r < kRowsPerThread; ++r) {
@@ -150,17 +152,17 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
 template <typename T, bool kProjected>
 __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_backward_kernel(const LstmSequenceBackwardParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
-  StagingTile& g_tile = *reinterpret_cast<StagingTile*>(shared);
-  // w[j * U + f] = W_hh[j, feature0 + f] for the 4H gate rows j: the columns of the block's
+  unsigned char* staging = shared;
+  // w: row f = W_hh[:, feature0 + f] over the 4H gate rows, the columns of the block's
   // features of h (its units, without a projection; feature0 = unit0); with a projection,
-  // after it w_hr[f * U + u] = W_hr[f, unit0 + u] for the P features f: its units' columns.
-  T* w = reinterpret_cast<T*>(shared + kSequenceStagingBytes);
+  // after it w_hr: row u = W_hr[:, unit0 + u] over the P features, its units' columns.
+  T* w = reinterpret_cast<T*>(shared + sequence_staging_bytes(int(sizeof(T))));
   const int64_t H = p.hidden, P = kProjected ? p.proj : p.hidden, G = kGates * p.hidden;
   const int64_t unit0 = int64_t(blockIdx.x) * kUnits;
   const int tid = threadIdx.x, u = tid % kUnits, lane = tid / kUnits;
   const int64_t unit = unit0 + u;  // also the block's feature of h: a column of P
   load_weight_columns<T>(w, p.w_hh, p.w_hh_s, G, P, unit0);
-  T* w_hr = w + G * kUnits;
+  T* w_hr = after_slice(w, kUnits, G);
   if constexpr (kProjected) load_weight_columns<T>(w_hr, p.w_hr, p.w_hr_s, P, H, unit0);
   __syncthreads();
   cg::grid_group grid = cg::this_grid();
@@ -174,9 +176,9 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_backward_kernel(con
     float* carry_out = p.carry + ((phase + 1) % 2) * p.batch * H;
     const int64_t n_rows = cur.rows > done.rows ? cur.rows : done.rows;
     for (int64_t r0 = 0; r0 < n_rows; r0 += kPassRows) {
-      // dgates[done] @ W_hh[:, features], over the 4H gate columns kK at a time.
+      // dgates[done] @ W_hh[:, features], over the 4H gate columns.
       float reaching[kRowsPerThread] = {};
-      accumulate_reaching<T>(done, r0, G, p.dgates, G, [](int64_t j) { return j; }, w, g_tile, reaching);
+      accumulate_reaching<T>(done, r0, G, p.dgates, G, [](int64_t j) { return j; }, w, staging, reaching);
       if (unit >= P) continue;
 #pragma unroll
       for (int r = 0; r < kRowsPerThread; ++r) {
@@ -209,7 +211,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_backward_kernel(con
         float acc[kRowsPerThread][1] = {};
         accumulate_staged<T, 1>(
             cur.rows, r0, P, [&](int64_t row, int64_t f) { return __ldcg(p.d_total + (cur.offset + row) * P + f); },
-            w_hr, g_tile, acc);
+            w_hr, staging, acc);
         if (unit >= H) continue;
 #pragma unroll
         for (int r = 0; r < kRowsPerThread; ++r) {
