@@ -63,10 +63,12 @@ def test_cell_views_reduced_precision_and_missing_gradients(dtype, loss):
     check(make, run, dtype, I + H, loss)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", [(37, 70, 70), (16, 5, 32), (17, 3, 33), (1, 200, 1)],
                          ids=lambda s: f"B{s[0]}-I{s[1]}-H{s[2]}")
-def test_cell_across_row_and_unit_blocks(shape):
-    """Both sides of the 16-row and 32-unit blocks, several of each, K past one tile."""
+def test_cell_across_row_and_unit_blocks(shape, dtype):
+    """Both sides of the 16-row and 32-unit blocks, several of each, K past one tile (16
+    columns in fp32; 64 on the tensor cores in fp16/bf16, where 70 and 200 take 2 and 4)."""
     batch, inputs, hidden = shape
 
     def make():
@@ -78,4 +80,4 @@ def test_cell_across_row_and_unit_blocks(shape):
         x, h, c, w_ih, w_hh, b_ih, b_hh = leaves
         return (seqops.lstm_cell if ours else torch.lstm_cell)(x, (h, c), w_ih, w_hh, b_ih, b_hh), leaves
 
-    check(make, run, torch.float32, inputs + hidden)
+    check(make, run, dtype, inputs + hidden)

@@ -89,12 +89,13 @@ def test_bad_launches_are_refused_before_they_reach_a_gpu():
                                       steps=3, dtype=0, batch=2, hidden=1, proj=0, device=0, stream=0, **schedule)
 
 
-def test_tensor_core_product_matches_cute_and_the_plain_sum(tmp_path):
-    """tests/cuda_programs/sequence_mma_fragments.cu, compiled for the host and run here:
-    the fp16/bf16 product's fragment maps are CuTe's for mma.m16n8k16, its fragment loads
-    are free of bank conflicts, and the product as the kernel composes it (chunks, warps
-    over k-steps, the reduction tile) is the plain sum at K of 1 to 1500."""
-    run_host_program(tmp_path, "sequence_mma_fragments")
+def test_tensor_core_products_match_cute_and_the_plain_sum(tmp_path):
+    """tests/cuda_programs/recurrent_mma_products.cu, compiled for the host and run here:
+    the fp16/bf16 products' fragment maps are CuTe's for mma.m16n8k16, their fragment
+    loads are free of bank conflicts, and the products as the sequence and cell kernels
+    compose them (chunks, warps over k-steps or over units, the reduction and sums tiles,
+    the cells' backward from fp32 tiles) are the plain sums at K of 1 to 1500."""
+    run_host_program(tmp_path, "recurrent_mma_products")
 
 
 def test_registered_ahead_of_the_step_variant():

@@ -6,7 +6,7 @@
 // d_h0 (through w_hh, plus the GRU's direct path z * d_h1) in one kernel; the weight, bias
 // and input gradients are plain GEMMs and sums the Python side runs. One kernel body per
 // direction serves the three cells, the cell's math a policy (GruCell, RnnCell<act>).
-// Everything accumulates in fp32.
+// Everything accumulates in fp32, the products on tensor cores in fp16/bf16.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -102,14 +102,11 @@ struct RnnCell {
 template <typename T, typename Cell>
 __device__ __forceinline__ void hidden_cell_forward(const HiddenCellForwardParams& p) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
-  __shared__ float a_tile[kCellK][kRows + 1];
-  __shared__ float w_tile[kCellK][G * kUnits + 1];
+  __shared__ CellTiles<T, G> tiles;
   const int64_t row0 = int64_t(blockIdx.x) * kRows, unit0 = int64_t(blockIdx.y) * kUnits;
   float gi[kRowsPerThread][G] = {}, gh[kRowsPerThread][G] = {};
-  accumulate_gates<T, G>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, gi, a_tile,
-                         w_tile);
-  accumulate_gates<T, G>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, gh, a_tile,
-                         w_tile);
+  accumulate_gates<T, G>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, gi, tiles);
+  accumulate_gates<T, G>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, gh, tiles);
   const int64_t unit = unit0 + threadIdx.x % kUnits;
   if (unit >= p.hidden) return;
   float b_i[G], b_h[G];
@@ -149,8 +146,8 @@ __device__ __forceinline__ void hidden_cell_backward(const HiddenCellBackwardPar
   __shared__ float w_tile[G * kUnits][kUnits + 1];
   const int64_t row0 = int64_t(blockIdx.x) * kRows, feature0 = int64_t(blockIdx.y) * kUnits;
   const bool writes_gates = blockIdx.y == 0;
-  const int tid = threadIdx.x, lane_feature = tid % kUnits, r0 = (tid / kUnits) * kRowsPerThread;
-  float acc[kRowsPerThread] = {};
+  const int tid = threadIdx.x;
+  ThroughWeights<T, G> d_h0;
   for (int64_t unit0 = 0; unit0 < p.hidden; unit0 += kUnits) {
     for (int e = tid; e < kRows * kUnits; e += kThreads) {
       const int j = e % kUnits, r = e / kUnits;
@@ -175,18 +172,15 @@ __device__ __forceinline__ void hidden_cell_backward(const HiddenCellBackwardPar
     }
     load_weight_block<T, G>(p.w_hh, p.w_hh_s, p.hidden, unit0, feature0, w_tile);
     __syncthreads();
-    accumulate_through_weights<G>(grad_tile, w_tile, lane_feature, r0, acc);
+    d_h0.add(grad_tile, w_tile);
     __syncthreads();
   }
-  const int64_t feature = feature0 + lane_feature;
-  if (feature >= p.hidden) return;
-#pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) {
-    const int64_t row = row0 + r0 + r;
-    if (row < p.batch) {
-      p.d_h0[row * p.d_h0_s.row + feature * p.d_h0_s.col] = acc[r] + Cell::template direct<T>(p, row, feature);
+  d_h0.for_each([&](int r, int f, float value) {
+    const int64_t row = row0 + r, feature = feature0 + f;
+    if (row < p.batch && feature < p.hidden) {
+      p.d_h0[row * p.d_h0_s.row + feature * p.d_h0_s.col] = value + Cell::template direct<T>(p, row, feature);
     }
-  }
+  });
 }
 
 template <typename T>

@@ -3,8 +3,8 @@
 // block's rows and units, then the activations, c1 = f * c0 + i * g and h1 = o * tanh(c1),
 // in one kernel. Backward: the pre-activation gate gradients, d_c0 and
 // d_h0 = dgates @ w_hh in one kernel (the weight and input gradients are plain GEMMs the
-// Python side runs). Geometry in plan.h, the forward's tiled product in cell_tiles.cuh;
-// everything accumulates in fp32.
+// Python side runs). Geometry in plan.h, the tiled products in cell_tiles.cuh (on tensor
+// cores in fp16/bf16); everything accumulates in fp32.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -18,20 +18,16 @@ namespace {
 
 constexpr int kRows = kCellRows;
 constexpr int kUnits = kCellUnits;
-constexpr int kK = kCellK;
 constexpr int kThreads = kCellThreads;
 constexpr int kGates = 4;  // i, f, g, o: rows gate * H + unit of the weights
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_cell_forward_kernel(const LstmCellForwardParams p) {
-  __shared__ float a_tile[kK][kRows + 1];
-  __shared__ float w_tile[kK][kGates * kUnits + 1];
+  __shared__ CellTiles<T, kGates> tiles;
   const int64_t row0 = int64_t(blockIdx.x) * kRows, unit0 = int64_t(blockIdx.y) * kUnits;
   float acc[kCellRowsPerThread][kGates] = {};
-  accumulate_gates<T, kGates>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, acc,
-                              a_tile, w_tile);
-  accumulate_gates<T, kGates>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, acc, a_tile,
-                              w_tile);
+  accumulate_gates<T, kGates>(p.x, p.x_s, p.w_ih, p.w_ih_s, p.input_size, p.batch, p.hidden, row0, unit0, acc, tiles);
+  accumulate_gates<T, kGates>(p.h0, p.h0_s, p.w_hh, p.w_hh_s, p.hidden, p.batch, p.hidden, row0, unit0, acc, tiles);
   const int64_t unit = unit0 + threadIdx.x % kUnits;
   if (unit >= p.hidden) return;
   float bias[kGates];
@@ -89,8 +85,8 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
   __shared__ float w_tile[kGates * kUnits][kUnits + 1];
   const int64_t row0 = int64_t(blockIdx.x) * kRows, feature0 = int64_t(blockIdx.y) * kUnits;
   const bool writes_gates = blockIdx.y == 0;
-  const int tid = threadIdx.x, lane_feature = tid % kUnits, r0 = (tid / kUnits) * kCellRowsPerThread;
-  float acc[kCellRowsPerThread] = {};
+  const int tid = threadIdx.x;
+  ThroughWeights<T, kGates> d_h0;
   for (int64_t unit0 = 0; unit0 < p.hidden; unit0 += kUnits) {
     for (int e = tid; e < kRows * kUnits; e += kThreads) {
       const int j = e % kUnits, r = e / kUnits;
@@ -124,16 +120,13 @@ __global__ void __launch_bounds__(kThreads) lstm_cell_backward_kernel(const Lstm
         p.dbias[int64_t(blockIdx.x) * p.dbias_s.row + ((tid / kUnits) * p.hidden + unit) * p.dbias_s.col] = sum;
       }
     }
-    accumulate_through_weights<kGates>(dgates_tile, w_tile, lane_feature, r0, acc);
+    d_h0.add(dgates_tile, w_tile);
     __syncthreads();
   }
-  const int64_t feature = feature0 + lane_feature;
-  if (feature >= p.hidden) return;
-#pragma unroll
-  for (int r = 0; r < kCellRowsPerThread; ++r) {
-    const int64_t row = row0 + r0 + r;
-    if (row < p.batch) p.d_h0[row * p.d_h0_s.row + feature * p.d_h0_s.col] = acc[r];
-  }
+  d_h0.for_each([&](int r, int f, float value) {
+    const int64_t row = row0 + r, feature = feature0 + f;
+    if (row < p.batch && feature < p.hidden) p.d_h0[row * p.d_h0_s.row + feature * p.d_h0_s.col] = value;
+  });
 }
 
 Status check_grid(int64_t batch, int64_t hidden) {

@@ -1,7 +1,7 @@
 // Which elements of mma.sync.m16n8k16's operands a lane holds (PTX ISA, "Matrix fragments
 // for mma.m16n8k16 with floating point type"): the sequence kernels' tensor-core products
 // (sequence_products.cuh) load their fragments and read back their sums by these, and
-// tests/cuda_programs/sequence_mma_fragments.cu checks them against CuTe's layouts of the
+// tests/cuda_programs/recurrent_mma_products.cu checks them against CuTe's layouts of the
 // same instruction. lane = 4 * group + thread_in_group. Each 32-bit register holds two
 // elements adjacent along the reduction (A, B) or the column (C): a Pair names the first.
 #pragma once

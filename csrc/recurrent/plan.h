@@ -2,9 +2,10 @@
 // the whole-sequence kernels, host-only so that tests can see it without a GPU.
 // Cells: a block owns kCellRows batch rows x kCellUnits hidden units (every gate of them)
 // forward, or x kCellUnits features of h0 backward; 128 threads, each holding 4 rows of
-// one unit (x the gates forward). The products run as fp32 FMAs over shared-memory tiles
-// of kCellK (cell_tiles.cuh): the CuTe MMA (tensor core) form is to come, once a GPU can
-// measure it against this one and the Triton step.
+// one unit (x the gates forward). The products run as FMAs over shared-memory tiles of
+// kCellK (cell_tiles.cuh) in fp32; in fp16/bf16 on tensor cores (mma.sync m16n8k16),
+// staging kCellMmaK columns of 16-bit operands at a time, rows kCellMmaStride elements
+// apart (36 words: a fragment load's 8 rows x 4 words fall in 32 banks).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,8 @@ namespace seqops {
 constexpr int kCellRows = 16;
 constexpr int kCellUnits = 32;
 constexpr int kCellK = 16;
+constexpr int kCellMmaK = 64;
+constexpr int kCellMmaStride = kCellMmaK + 8;
 constexpr int kCellThreads = 128;
 constexpr int kCellRowsPerThread = kCellRows / (kCellThreads / kCellUnits);
 static_assert(kCellRowsPerThread == 4, "the kernels' register tiles hold 4 rows a thread");

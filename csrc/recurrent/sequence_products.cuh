@@ -25,6 +25,7 @@
 #include "common/dtypes.h"
 #include "recurrent/cell_tiles.cuh"
 #include "recurrent/mma_fragments.h"
+#include "recurrent/mma_tile.cuh"
 #include "recurrent/plan.h"
 #include "recurrent/sequence_grid.cuh"
 
@@ -131,51 +132,6 @@ __device__ __forceinline__ void accumulate_with_fmas(int64_t rows, int64_t r0, i
 }
 
 // ---- the tensor-core form (fp16, bf16) ----
-
-__device__ __forceinline__ uint32_t pair_at(const void* p) { return *static_cast<const uint32_t*>(p); }
-
-// d += the lane's part of a[16 x 16] @ w[8 x 16]^T (d's fragment: mma_c_pair), a's rows
-// a_stride elements apart, w's rows w_stride. Before sm_80 (no bf16 mma there) the same
-// part from FMAs.
-template <typename T>
-__device__ __forceinline__ void mma_tile(float (&d)[4], const T* a, int64_t a_stride, const T* w, int64_t w_stride) {
-  const int lane = threadIdx.x % 32;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  uint32_t a_regs[4], b_regs[2];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const Pair at = mma_a_pair(lane, i);
-    a_regs[i] = pair_at(a + at.row * a_stride + at.col);
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const Pair at = mma_b_pair(lane, i);
-    b_regs[i] = pair_at(w + at.row * w_stride + at.col);
-  }
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a_regs[0]), "r"(a_regs[1]), "r"(a_regs[2]), "r"(a_regs[3]), "r"(b_regs[0]), "r"(b_regs[1]));
-  } else {
-    static_assert(std::is_same_v<T, __half>, "tensor cores take fp16 or bf16");
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a_regs[0]), "r"(a_regs[1]), "r"(a_regs[2]), "r"(a_regs[3]), "r"(b_regs[0]), "r"(b_regs[1]));
-  }
-#else
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const Pair at = mma_c_pair(lane, i / 2);
-    for (int k = 0; k < 16; ++k) {
-      d[i] = fmaf(to_float(a[at.row * a_stride + k]), to_float(w[(at.col + i % 2) * w_stride + k]), d[i]);
-    }
-  }
-#endif
-}
 
 // acc[r][tile] += sum over k < K of a[row, k] * w[tile * kUnits + u, k], for this thread's
 // rows of the pass at r0 (of `rows`) and its unit u: a's elements from source(row, col)

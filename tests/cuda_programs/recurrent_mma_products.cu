@@ -1,6 +1,6 @@
-// Host-only check of the sequence kernels' tensor-core product (csrc/recurrent/
-// sequence_products.cuh, accumulate_on_tensor_cores), run on the CPU by
-// tests/test_cuda_lstm_sequence.py:
+// Host-only check of the recurrent kernels' tensor-core products (csrc/recurrent/
+// sequence_products.cuh, accumulate_on_tensor_cores; cell_tiles.cuh, accumulate_gates and
+// ThroughWeights), run on the CPU by tests/test_cuda_lstm_sequence.py:
 //   - the fragment maps the kernels load and read back by (recurrent/mma_fragments.h) are
 //     CuTe's layouts of the same instruction (SM80_16x8x16_F32BF16BF16F32_TN and its fp16
 //     twin): every (lane, value) names the element CuTe names;
@@ -10,7 +10,10 @@
 //     taking every kSequenceWarps-th k-step, each mma's operands gathered from the
 //     addresses the fragment maps give and multiplied as CuTe says the hardware does, the
 //     warps' parts added through the reduction tile at mma_c_pair) equals the plain sum
-//     for every (row, gate, unit), at awkward K (one column, odd, past a chunk).
+//     for every (row, gate, unit), at awkward K (one column, odd, past a chunk);
+//   - the cells' forward likewise (chunks of kCellMmaK, warp w the units [8w, 8w + 8) of
+//     every gate, the sums put where the owners read them), and their backward's d_h0
+//     from the fp32 tiles read transposed as A and B^T, warp w 8 features.
 // Prints one line per failure and "ok <n> checks"; exits 1 on any failure.
 #include <cute/atom/mma_traits_sm80.hpp>
 #include <cute/tensor.hpp>
@@ -86,6 +89,24 @@ void mma_as_cute_says(float (&d)[32][4], const float (&a_regs)[32][8], const flo
   }
 }
 
+// One warp's mma as the kernels issue it: each lane's registers gathered at the pairs the
+// fragment maps name, from A(row, k) and B^T(n, k) as the caller lays them out.
+template <class Op, class AAt, class BAt>
+void warp_mma(float (&d)[32][4], AAt a_at, BAt b_at) {
+  float a_regs[32][8], b_regs[32][4];
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int reg = 0; reg < 4; ++reg) {
+      const Pair at = mma_a_pair(lane, reg);
+      for (int h = 0; h < 2; ++h) a_regs[lane][2 * reg + h] = a_at(at.row, at.col + h);
+    }
+    for (int reg = 0; reg < 2; ++reg) {
+      const Pair at = mma_b_pair(lane, reg);
+      for (int h = 0; h < 2; ++h) b_regs[lane][2 * reg + h] = b_at(at.row, at.col + h);
+    }
+  }
+  mma_as_cute_says<Op>(d, a_regs, b_regs);
+}
+
 // The kernel's composition for one sub-pass of `rows` rows, kTiles gates of 8 units, K columns.
 template <class Op, int kTiles>
 void check_product(int rows, int64_t K) {
@@ -111,20 +132,9 @@ void check_product(int rows, int64_t K) {
     for (int warp = 0; warp < kWarps; ++warp) {
       for (int step = warp; step < padded / 16; step += kWarps) {
         for (int tile = 0; tile < kTiles; ++tile) {
-          float a_regs[32][8], b_regs[32][4];
-          for (int lane = 0; lane < 32; ++lane) {
-            for (int reg = 0; reg < 4; ++reg) {
-              const Pair at = mma_a_pair(lane, reg);
-              for (int h = 0; h < 2; ++h) a_regs[lane][2 * reg + h] = stage[at.row * stage_stride + step * 16 + at.col + h];
-            }
-            for (int reg = 0; reg < 2; ++reg) {
-              const Pair at = mma_b_pair(lane, reg);
-              for (int h = 0; h < 2; ++h) {
-                b_regs[lane][2 * reg + h] = slice[(tile * 8 + at.row) * w_stride + c0 + step * 16 + at.col + h];
-              }
-            }
-          }
-          mma_as_cute_says<Op>(part[warp][tile], a_regs, b_regs);
+          warp_mma<Op>(
+              part[warp][tile], [&](int row, int k) { return stage[row * stage_stride + step * 16 + k]; },
+              [&](int n, int k) { return slice[(tile * 8 + n) * w_stride + c0 + step * 16 + k]; });
         }
       }
     }
@@ -151,6 +161,87 @@ void check_product(int rows, int64_t K) {
   }
 }
 
+// The cell kernels' forward (cell_tiles.cuh, accumulate_gates, tensor-core form): K in
+// chunks of kCellMmaK staged with rows kCellMmaStride apart, warp w the units [8w, 8w + 8)
+// of every gate, its sums put at mma_c_pair into the tile the owners read.
+template <class Op, int kGates>
+void check_cell_forward(int rows, int64_t K) {
+  constexpr int kUnits = kCellUnits, kWarps = kCellThreads / 32;
+  std::vector<float> a(size_t(kCellRows) * K, 0.0f), w(size_t(kGates) * kUnits * K);
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < K; ++k) a[r * K + k] = float(std::rand() % 11 - 5);
+  }
+  for (auto& x : w) x = float(std::rand() % 9 - 4);
+  float part[kWarps][kGates][32][4] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kCellMmaK) {
+    std::vector<float> a_tile(size_t(kCellRows) * kCellMmaStride, NAN), w_tile(size_t(kGates) * kUnits * kCellMmaStride, NAN);
+    for (int r = 0; r < kCellRows; ++r) {
+      for (int k = 0; k < kCellMmaK; ++k) a_tile[r * kCellMmaStride + k] = k0 + k < K ? a[r * K + k0 + k] : 0.0f;
+    }
+    for (int n = 0; n < kGates * kUnits; ++n) {
+      for (int k = 0; k < kCellMmaK; ++k) w_tile[n * kCellMmaStride + k] = k0 + k < K ? w[n * K + k0 + k] : 0.0f;
+    }
+    const int steps = int(((K - k0 < kCellMmaK ? K - k0 : kCellMmaK) + 15) / 16);
+    for (int warp = 0; warp < kWarps; ++warp) {
+      for (int step = 0; step < steps; ++step) {
+        for (int gate = 0; gate < kGates; ++gate) {
+          warp_mma<Op>(
+              part[warp][gate], [&](int row, int k) { return a_tile[row * kCellMmaStride + step * 16 + k]; },
+              [&](int n, int k) { return w_tile[(gate * kUnits + warp * 8 + n) * kCellMmaStride + step * 16 + k]; });
+        }
+      }
+    }
+  }
+  std::vector<float> sums(size_t(kCellRows) * (kGates * kUnits + 4), NAN);
+  for (int warp = 0; warp < kWarps; ++warp) {
+    for (int gate = 0; gate < kGates; ++gate) {
+      for (int lane = 0; lane < 32; ++lane) {
+        for (int i = 0; i < 4; ++i) {
+          const Pair at = mma_c_pair(lane, i / 2);
+          sums[at.row * (kGates * kUnits + 4) + gate * kUnits + warp * 8 + at.col + i % 2] = part[warp][gate][lane][i];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kCellRows; ++r) {
+    for (int n = 0; n < kGates * kUnits; ++n) {
+      float expected = 0.0f;
+      for (int64_t k = 0; k < K; ++k) expected += a[r * K + k] * w[n * K + k];
+      const float got = sums[r * (kGates * kUnits + 4) + n];
+      expect(got == expected, "the cell forward's sum is the plain sum", int(K), r, n, int(got - expected));
+    }
+  }
+}
+
+// The cell kernels' backward (ThroughWeights, tensor-core form): d_h0(row, feature) summed
+// over one block of gate units from the fp32 tiles grad[gj][row] and w[gj][feature], warp
+// w the features [8w, 8w + 8).
+template <class Op, int kGates>
+void check_cell_backward() {
+  constexpr int kUnits = kCellUnits, kWarps = kCellThreads / 32, kK = kGates * kUnits;
+  std::vector<float> grad(size_t(kK) * (kCellRows + 1)), w(size_t(kK) * (kUnits + 1));
+  for (auto& x : grad) x = float(std::rand() % 11 - 5);
+  for (auto& x : w) x = float(std::rand() % 9 - 4);
+  for (int warp = 0; warp < kWarps; ++warp) {
+    float part[32][4] = {};
+    const int n0 = warp * 8;
+    for (int k0 = 0; k0 < kK; k0 += 16) {
+      warp_mma<Op>(
+          part, [&](int row, int k) { return grad[(k0 + k) * (kCellRows + 1) + row]; },
+          [&](int n, int k) { return w[(k0 + k) * (kUnits + 1) + n0 + n]; });
+    }
+    for (int lane = 0; lane < 32; ++lane) {
+      for (int i = 0; i < 4; ++i) {
+        const Pair at = mma_c_pair(lane, i / 2);
+        const int row = at.row, feature = n0 + at.col + i % 2;
+        float expected = 0.0f;
+        for (int gj = 0; gj < kK; ++gj) expected += grad[gj * (kCellRows + 1) + row] * w[gj * (kUnits + 1) + feature];
+        expect(part[lane][i] == expected, "the cell backward's d_h0 is the plain sum", kGates, lane, row, feature);
+      }
+    }
+  }
+}
+
 int main() {
   check_fragments<cute::SM80_16x8x16_F32BF16BF16F32_TN>();
   check_fragments<cute::SM80_16x8x16_F32F16F16F32_TN>();
@@ -164,5 +255,15 @@ int main() {
     check_product<cute::SM80_16x8x16_F32BF16BF16F32_TN, 3>(5, K);
     check_product<cute::SM80_16x8x16_F32F16F16F32_TN, 1>(1, K);
   }
+  for (int64_t K : {1, 17, 64, 70, 200}) {
+    check_cell_forward<cute::SM80_16x8x16_F32BF16BF16F32_TN, 4>(16, K);
+    check_cell_forward<cute::SM80_16x8x16_F32F16F16F32_TN, 3>(7, K);
+    check_cell_forward<cute::SM80_16x8x16_F32BF16BF16F32_TN, 1>(1, K);
+  }
+  check_cell_backward<cute::SM80_16x8x16_F32BF16BF16F32_TN, 4>();
+  check_cell_backward<cute::SM80_16x8x16_F32F16F16F32_TN, 3>();
+  check_cell_backward<cute::SM80_16x8x16_F32BF16BF16F32_TN, 1>();
+  check_banks(kCellMmaStride, false);
+  check_banks(kCellMmaStride, true);
   return report();
 }
