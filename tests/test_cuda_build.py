@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = ONE_BUILD
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a package of the repository, not of the install
 from benchmarks.cuda_report.ptxas_log import KernelReport, ptxas_reports  # noqa: E402
+from benchmarks.cuda_report.sass import find_cuobjdump, instructions_per_function  # noqa: E402
 
 SPILLING_LOG = """\
 ptxas info    : Compiling entry function '_Z6kernelv' for 'sm_80'
@@ -75,6 +76,44 @@ def test_extension_builds_for_both_targets_without_spills(capsys):
                             ("rnn_cell_forward_kernel", 6), ("rnn_cell_backward_kernel", 6)):
         assert sum(form in name for name in by_arch["80"]) == instances, form
     assert module.source_hash == _ext.source_hash()
+
+
+SASS_SAMPLE = """\
+        arch = sm_80
+                Function : _Z1aIfEv
+        /*0000*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+        /*0010*/                   FFMA R1, R2, R3, R1 ;
+                Function : _Z1bIfEv
+        /*0000*/                   FFMA R1, R2, R3, R1 ;
+        arch = sm_90a
+                Function : _Z1aIfEv
+        /*0000*/              @P0  HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+        /*0010*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;
+"""
+
+
+def test_sass_is_counted_per_arch_and_kernel():
+    counts = instructions_per_function(SASS_SAMPLE)
+    assert {key: c["HMMA"] for key, c in counts.items()} == {
+        ("sm_80", "_Z1aIfEv"): 1, ("sm_80", "_Z1bIfEv"): 0, ("sm_90a", "_Z1aIfEv"): 2}
+
+
+def test_recurrent_kernels_run_their_products_on_tensor_cores_in_16_bits_only():
+    """Every fp16/bf16 kernel of the recurrent cells and whole-sequence layers holds
+    mma.sync (HMMA) on both targets; the fp32 ones hold none: fp32 stays FMAs, no TF32."""
+    result, _ = built()
+    cuobjdump = find_cuobjdump()
+    if cuobjdump is None:
+        pytest.skip("no cuobjdump to read the SASS with")
+    listing = subprocess.run([cuobjdump, "-sass", str(result.path)], capture_output=True, text=True, timeout=600)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    recurrent = {key: counts for key, counts in instructions_per_function(listing.stdout).items()
+                 if any(form in key[1] for form in ("lstm_cell_", "gru_cell_", "rnn_cell_", "lstm_sequence_",
+                                                    "hidden_sequence_"))}
+    assert {arch for arch, _ in recurrent} == {"sm_80", "sm_90a"} and len(recurrent) >= 2 * 40, sorted(recurrent)
+    for (arch, name), counts in recurrent.items():
+        sixteen_bits = "13__nv_bfloat16" in name or "6__half" in name
+        assert (counts["HMMA"] > 0) == sixteen_bits, (arch, name, counts)
 
 
 def test_a_call_without_a_gpu_raises_a_clear_error():

@@ -57,3 +57,25 @@ def object_instructions(obj: Path, cuobjdump: Optional[str] = None) -> Optional[
     if result.returncode != 0:
         return None
     return count_instructions(result.stdout)
+
+
+_SECTION = re.compile(r"^\s*(arch = sm_\w+|Function : \S+)\s*$", re.M)
+
+
+def instructions_per_function(sass: str) -> dict[tuple[str, str], dict[str, int]]:
+    """(arch, mangled kernel name) -> the COUNTED opcodes of that kernel's listing, from a
+    whole `cuobjdump -sass` (its "arch = sm_XX" and "Function : name" headers)."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    arch, name, start = "", None, 0
+    for match in _SECTION.finditer(sass):
+        if name is not None:
+            out[(arch, name)] = count_instructions(sass[start:match.start()])
+            name = None
+        header = match.group(1)
+        if header.startswith("arch = "):
+            arch = header.removeprefix("arch = ")
+        else:
+            name, start = header.removeprefix("Function : "), match.end()
+    if name is not None:
+        out[(arch, name)] = count_instructions(sass[start:])
+    return out
