@@ -120,7 +120,7 @@ struct BackwardTraits {
     // column block's accumulator would spill), each from that block of K^T: its columns of
     // sK (the swizzle's 64-column atoms are laid block after block, so a block of kDqColumns
     // starts kBlockN x kDqColumns elements on).
-    static constexpr int kDqColumns = kAccColumns <= 128 && kHeadDim_ <= 128 ? kAccColumns : 64;
+    static constexpr int kDqColumns = kHeadDim_ <= 128 ? kAccColumns : 64;
     using DqColumns = TileTypes<kDqColumns, Element_, Base::kWarps>;
     using SmemLayoutKt = typename DqColumns::template SmemRowsTransposed<kBlockN>;
     using SmemLayoutKtShape = typename DqColumns::template SmemRowsTransposedShape<kBlockN>;
@@ -161,9 +161,7 @@ __device__ __forceinline__ Element* head_rows(Element* base, const HeadStrides& 
 template <class Element, class Acc, class Coords>
 __device__ __forceinline__ void store_rows(Acc const& acc_rc, Coords const& coords_rc, Element* tile,
                                            int64_t row_stride, int rows, float scale) {
-  struct alignas(2 * sizeof(Element)) ElementPair {
-    Element first, second;
-  };
+  using Pair = ElementPair<Element>;
   CUTE_UNROLL
   for (int r = 0; r < size<0>(acc_rc); ++r) {
     const int row = get<0>(coords_rc(r, 0));
@@ -171,9 +169,9 @@ __device__ __forceinline__ void store_rows(Acc const& acc_rc, Coords const& coor
       Element* out_row = tile + row * row_stride;
       CUTE_UNROLL
       for (int c = 0; c < size<1>(acc_rc); c += 2) {
-        const ElementPair pair{static_cast<Element>(acc_rc(r, c) * scale),
+        const Pair pair{static_cast<Element>(acc_rc(r, c) * scale),
                                static_cast<Element>(acc_rc(r, c + 1) * scale)};
-        *reinterpret_cast<ElementPair*>(out_row + get<1>(coords_rc(r, c))) = pair;
+        *reinterpret_cast<Pair*>(out_row + get<1>(coords_rc(r, c))) = pair;
       }
     }
   }
@@ -184,16 +182,14 @@ __device__ __forceinline__ void store_rows(Acc const& acc_rc, Coords const& coor
 template <class Frag, class Coords, class SmemTensor>
 __device__ __forceinline__ void write_scores_transposed(Frag const& frag, Coords const& coords_rc, SmemTensor& smem) {
   using Element = typename SmemTensor::value_type;
-  struct alignas(2 * sizeof(Element)) ElementPair {
-    Element first, second;
-  };
+  using Pair = ElementPair<Element>;
   Tensor rc = make_tensor(frag.data(), accumulator_rows_cols(frag.layout()));
   CUTE_UNROLL
   for (int r = 0; r < size<0>(rc); ++r) {
     CUTE_UNROLL
     for (int c = 0; c < size<1>(rc); c += 2) {
       const auto at = smem.data() + smem.layout()(get<0>(coords_rc(r, c)), get<1>(coords_rc(r, c)));
-      *reinterpret_cast<ElementPair*>(raw_pointer_cast(at)) = ElementPair{rc(r, c), rc(r, c + 1)};
+      *reinterpret_cast<Pair*>(raw_pointer_cast(at)) = Pair{rc(r, c), rc(r, c + 1)};
     }
   }
 }

@@ -141,9 +141,7 @@ __device__ __forceinline__ void write_output_rows(Out const& o, Coords const& co
                                                   float* lse_ptr, int m0, int len_q, int batch, int head, int split) {
   float const* row_max = rows.max;
   float const* row_sum = rows.sum;
-  struct alignas(2 * sizeof(Element)) ElementPair {
-    Element first, second;
-  };
+  using Pair = ElementPair<Element>;
   const int64_t partial_rows = ((int64_t(split) * params.batch + batch) * params.heads_q + head) * len_q;
   CUTE_UNROLL
   for (int r = 0; r < size<0>(o); ++r) {
@@ -167,8 +165,8 @@ __device__ __forceinline__ void write_output_rows(Out const& o, Coords const& co
     Element* out_row = o_ptr + row * params.out_strides.row;
     CUTE_UNROLL
     for (int c = 0; c < size<1>(o); c += 2) {
-      const ElementPair pair{static_cast<Element>(o(r, c) * inverse), static_cast<Element>(o(r, c + 1) * inverse)};
-      *reinterpret_cast<ElementPair*>(out_row + get<1>(coords(r, c))) = pair;
+      const Pair pair{static_cast<Element>(o(r, c) * inverse), static_cast<Element>(o(r, c + 1) * inverse)};
+      *reinterpret_cast<Pair*>(out_row + get<1>(coords(r, c))) = pair;
     }
   }
 }

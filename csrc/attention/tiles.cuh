@@ -1,7 +1,8 @@
 // What the CuTe attention kernels (forward_kernel.cuh, backward_kernel.cuh) share: the
 // tile types of one (head dim, dtype, warp count), and the register-level helpers: an mma
-// accumulator seen as rows x columns or fed back as an A operand, row-predicated gmem ->
-// smem copies, the two smem-operand gemm loops, and the quad reductions.
+// accumulator seen as rows x columns or fed back as an A operand, its column pairs stored
+// as one word, row-predicated gmem -> smem copies, the two smem-operand gemm loops, and
+// the quad reductions.
 //
 // The mma is sm80's 16x8x16 (fp16/bf16 in, fp32 accumulate), warps stacked along M, so
 // that a warp owns 16 whole rows of every accumulator: a row's values never leave its quad,
@@ -69,6 +70,13 @@ template <class SmemTensor>
 __device__ __forceinline__ auto in_stage(SmemTensor const& t, int stage, int stage_elements) {
   return make_tensor(t.data() + stage * stage_elements, t.layout());
 }
+
+// Two adjacent 16-bit elements, stored as one aligned 4-byte word (the accumulators' column
+// pairs: adjacent in the tile, an even column, so the word is aligned).
+template <class Element>
+struct alignas(2 * sizeof(Element)) ElementPair {
+  Element first, second;
+};
 
 // An accumulator (4, MMA_M, MMA_N) of 16x8 atoms viewed as (rows, cols): each thread's
 // 4 values of an atom are (2 cols) x (2 rows 8 apart).
