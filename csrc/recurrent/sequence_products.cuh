@@ -147,22 +147,36 @@ __device__ __forceinline__ void accumulate_on_tensor_cores(int64_t rows, int64_t
   const int tid = threadIdx.x, warp = tid / 32;
   const int u = tid % kUnits, lane = tid / kUnits;
   const int64_t w_stride = sequence_mma_stride(K);
+  // With one tile (the backward's products, the RNNs' and the projection's) the registers
+  // allow a whole chunk's loads in flight (4 x 256 columns); with 3 or 4 tiles the
+  // forward's accumulators and state leave room for one column.
+  constexpr int kColumnsInFlight = kTiles == 1 ? kMmaChunk / kThreads : 1;
   for (int sub = 0; sub < kPassRows / kMmaRows; ++sub) {
     const int64_t s0 = r0 + sub * kMmaRows;
     if (s0 >= rows) break;  // the same for every thread
     float part[kTiles][4] = {};
     for (int64_t c0 = 0; c0 < K; c0 += kMmaChunk) {
       const int width = K - c0 < kMmaChunk ? int(K - c0) : kMmaChunk, padded = (width + 15) / 16 * 16;
-      // A column of 16 rows a thread: the loads of a column are independent, in flight together.
-      for (int k = tid; k < padded; k += kThreads) {
-        const int64_t col = c0 + k;
-        T column[kMmaRows];
+      // kColumnsInFlight columns of 16 rows a thread at a time, every load of them issued
+      // before any is stored: each round is one L2 round trip.
+      for (int k_first = tid; k_first < padded; k_first += kThreads * kColumnsInFlight) {
+        T columns[kColumnsInFlight][kMmaRows];
 #pragma unroll
-        for (int r = 0; r < kMmaRows; ++r) {
-          column[r] = from_float<T>(s0 + r < rows && col < K ? source(s0 + r, col) : 0.0f);
+        for (int c = 0; c < kColumnsInFlight; ++c) {
+          const int k = k_first + c * kThreads;
+          const int64_t col = c0 + k;
+#pragma unroll
+          for (int r = 0; r < kMmaRows; ++r) {
+            columns[c][r] = from_float<T>(k < padded && s0 + r < rows && col < K ? source(s0 + r, col) : 0.0f);
+          }
         }
 #pragma unroll
-        for (int r = 0; r < kMmaRows; ++r) a[r * kStageStride + k] = column[r];
+        for (int c = 0; c < kColumnsInFlight; ++c) {
+          const int k = k_first + c * kThreads;
+          if (k >= padded) break;
+#pragma unroll
+          for (int r = 0; r < kMmaRows; ++r) a[r * kStageStride + k] = columns[c][r];
+        }
       }
       __syncthreads();
       for (int step = warp; step < padded / 16; step += kWarps) {
