@@ -99,6 +99,16 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
   for (int64_t t = 0; t < p.schedule.steps; ++t) {
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
+      // The input projection of this thread's (row, unit)s, loaded before the product so
+      // that its reads are in flight with the product's staging, not after it.
+      float xw[kRowsPerThread][kGates] = {};
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int64_t row = r0 + lane + r * kLanes;
+        if (unit >= H || row >= step.rows) continue;
+#pragma unroll
+        for (int gate = 0; gate < kGates; ++gate) xw[r][gate] = load<T>(p.xw, step.offset + row, gate * H + unit, p.xw_s);
+      }
       float acc[kRowsPerThread][kGates] = {};
       accumulate_recurrent<T, kGates>(step, r0, P, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);
       if (unit < H) {
@@ -107,10 +117,10 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
           const int64_t row = r0 + lane + r * kLanes;
           if (row >= step.rows) continue;
           const int64_t now = step.offset + row;
-          const float i = sigmoid(acc[r][0] + load<T>(p.xw, now, unit, p.xw_s));
-          const float f = sigmoid(acc[r][1] + load<T>(p.xw, now, H + unit, p.xw_s));
-          const float g = tanhf(acc[r][2] + load<T>(p.xw, now, 2 * H + unit, p.xw_s));
-          const float o = sigmoid(acc[r][3] + load<T>(p.xw, now, 3 * H + unit, p.xw_s));
+          const float i = sigmoid(acc[r][0] + xw[r][0]);
+          const float f = sigmoid(acc[r][1] + xw[r][1]);
+          const float g = tanhf(acc[r][2] + xw[r][2]);
+          const float o = sigmoid(acc[r][3] + xw[r][3]);
           // c_prev: this thread's own (row, unit) of an earlier step.
           const float c_prev = row < step.carried ? p.cells[(step.prev + row) * p.cells_s.row + unit * p.cells_s.col]
                                                   : load<T>(p.c0, row, unit, p.c0_s);
