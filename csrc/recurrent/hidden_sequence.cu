@@ -74,6 +74,18 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
   for (int64_t t = 0; t < p.schedule.steps; ++t) {
     const StepEntry step = step_entry(p.schedule, t);
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
+      // The input projection of this thread's (row, unit)s, loaded before the product so
+      // that its reads are in flight with the product's staging, not after it.
+      float xw[kRowsPerThread][kGates] = {};
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int64_t row = r0 + lane + r * kLanes;
+        if (unit >= H || row >= step.rows) continue;
+#pragma unroll
+        for (int gate = 0; gate < kGates; ++gate) {
+          xw[r][gate] = load<T>(p.xw, step.offset + row, gate * H + unit, p.xw_s);
+        }
+      }
       float acc[kRowsPerThread][kGates] = {};
       accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);
       if (unit >= H) continue;
@@ -85,10 +97,10 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
         float* saved = p.saved + now * p.saved_s.row;
         float h_new;
         if constexpr (kCell == HiddenCell::gru) {
-          const float rg = sigmoid(acc[r][0] + b_r + load<T>(p.xw, now, unit, p.xw_s));
-          const float z = sigmoid(acc[r][1] + b_z + load<T>(p.xw, now, H + unit, p.xw_s));
+          const float rg = sigmoid(acc[r][0] + b_r + xw[r][0]);
+          const float z = sigmoid(acc[r][1] + b_z + xw[r][1]);
           const float hn = acc[r][2] + b_n;
-          const float n = tanhf(load<T>(p.xw, now, 2 * H + unit, p.xw_s) + rg * hn);
+          const float n = tanhf(xw[r][2] + rg * hn);
           // This thread's own (row, unit) of h_prev: z carries it through.
           const float h_prev = row < step.carried ? load_exchanged<T>(p.out, step.prev + row, unit, p.out_s)
                                                   : load<T>(p.h0, row, unit, p.h0_s);
@@ -100,7 +112,7 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
         } else {
           // (h W_hh^T + b_hh) + (x W_ih^T + b_ih), torch's order: b_hh added to every row apart,
           // not rounded into b_ih once and that one error shared by every step.
-          const float pre = (acc[r][0] + b_r) + load<T>(p.xw, now, unit, p.xw_s);
+          const float pre = (acc[r][0] + b_r) + xw[r][0];
           h_new = kCell == HiddenCell::rnn_relu ? fmaxf(pre, 0.0f) : tanhf(pre);
           saved[unit * p.saved_s.col] = h_new;
         }

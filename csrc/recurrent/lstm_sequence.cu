@@ -107,7 +107,9 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_sequence_forward_kernel(cons
         const int64_t row = r0 + lane + r * kLanes;
         if (unit >= H || row >= step.rows) continue;
 #pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) xw[r][gate] = load<T>(p.xw, step.offset + row, gate * H + unit, p.xw_s);
+        for (int gate = 0; gate < kGates; ++gate) {
+          xw[r][gate] = load<T>(p.xw, step.offset + row, gate * H + unit, p.xw_s);
+        }
       }
       float acc[kRowsPerThread][kGates] = {};
       accumulate_recurrent<T, kGates>(step, r0, P, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);

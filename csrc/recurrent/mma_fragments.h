@@ -15,7 +15,9 @@ struct Pair {
 };
 
 // A, 16 x 16 (row m, column k): registers 0..3 at (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8).
-SEQOPS_FRAGMENT_FN Pair mma_a_pair(int lane, int reg) { return {lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + 8 * (reg / 2)}; }
+SEQOPS_FRAGMENT_FN Pair mma_a_pair(int lane, int reg) {
+  return {lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + 8 * (reg / 2)};
+}
 
 // B, 16 x 8, as its transpose (row n, column k): registers 0..1 at (g, 2t), (g, 2t + 8).
 SEQOPS_FRAGMENT_FN Pair mma_b_pair(int lane, int reg) { return {lane / 4, 2 * (lane % 4) + 8 * reg}; }

@@ -144,7 +144,8 @@ void check_product(int rows, int64_t K) {
       for (int lane = 0; lane < 32; ++lane) {
         for (int i = 0; i < 4; ++i) {
           const Pair at = mma_c_pair(lane, i / 2);
-          reduce[(warp * kRows + at.row) * kSequenceReduceStride + tile * 8 + at.col + i % 2] = part[warp][tile][lane][i];
+          const int column = tile * 8 + at.col + i % 2;
+          reduce[(warp * kRows + at.row) * kSequenceReduceStride + column] = part[warp][tile][lane][i];
         }
       }
     }
@@ -153,7 +154,9 @@ void check_product(int rows, int64_t K) {
     for (int tile = 0; tile < kTiles; ++tile) {
       for (int u = 0; u < 8; ++u) {
         float sum = 0.0f, expected = 0.0f;
-        for (int warp = 0; warp < kWarps; ++warp) sum += reduce[(warp * kRows + r) * kSequenceReduceStride + tile * 8 + u];
+        for (int warp = 0; warp < kWarps; ++warp) {
+          sum += reduce[(warp * kRows + r) * kSequenceReduceStride + tile * 8 + u];
+        }
         for (int64_t k = 0; k < K; ++k) expected += a[r * K + k] * w[(tile * 8 + u) * K + k];
         expect(sum == expected, "the product is the plain sum", int(K), r, tile * 8 + u, int(sum - expected));
       }
@@ -174,7 +177,8 @@ void check_cell_forward(int rows, int64_t K) {
   for (auto& x : w) x = float(std::rand() % 9 - 4);
   float part[kWarps][kGates][32][4] = {};
   for (int64_t k0 = 0; k0 < K; k0 += kCellMmaK) {
-    std::vector<float> a_tile(size_t(kCellRows) * kCellMmaStride, NAN), w_tile(size_t(kGates) * kUnits * kCellMmaStride, NAN);
+    std::vector<float> a_tile(size_t(kCellRows) * kCellMmaStride, NAN);
+    std::vector<float> w_tile(size_t(kGates) * kUnits * kCellMmaStride, NAN);
     for (int r = 0; r < kCellRows; ++r) {
       for (int k = 0; k < kCellMmaK; ++k) a_tile[r * kCellMmaStride + k] = k0 + k < K ? a[r * K + k0 + k] : 0.0f;
     }
