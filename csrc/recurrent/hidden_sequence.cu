@@ -76,16 +76,8 @@ __global__ void __launch_bounds__(kThreads, 1) hidden_sequence_forward_kernel(co
     for (int64_t r0 = 0; r0 < step.rows; r0 += kPassRows) {
       // The input projection of this thread's (row, unit)s, loaded before the product so
       // that its reads are in flight with the product's staging, not after it.
-      float xw[kRowsPerThread][kGates] = {};
-#pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int64_t row = r0 + lane + r * kLanes;
-        if (unit >= H || row >= step.rows) continue;
-#pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) {
-          xw[r][gate] = load<T>(p.xw, step.offset + row, gate * H + unit, p.xw_s);
-        }
-      }
+      float xw[kRowsPerThread][kGates];
+      load_input_projection<T, kGates>(step, r0, H, unit, p.xw, p.xw_s, xw);
       float acc[kRowsPerThread][kGates] = {};
       accumulate_recurrent<T, kGates>(step, r0, H, p.out, p.out_s, p.h0, p.h0_s, w, staging, acc);
       if (unit >= H) continue;

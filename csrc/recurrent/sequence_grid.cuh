@@ -41,6 +41,24 @@ __device__ __forceinline__ StepEntry step_entry(const SequenceSchedule& s, int64
   return {s.offsets[t], s.rows[t], s.prev[t], s.carried[t]};
 }
 
+// xw[r][gate] = the input projection xw[step row, gate * H + unit] of this thread's rows of
+// the pass at r0 (lane + r * kLanes) and its unit, 0 past the step's rows or H.
+template <typename T, int kGates>
+__device__ __forceinline__ void load_input_projection(const StepEntry& step, int64_t r0, int64_t H, int64_t unit,
+                                                      const void* xw_src, const Strides2& xw_s,
+                                                      float (&xw)[kRowsPerThread][kGates]) {
+  const int lane = threadIdx.x / kUnits;
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    const int64_t row = r0 + lane + r * kLanes;
+    const bool inside = unit < H && row < step.rows;
+#pragma unroll
+    for (int gate = 0; gate < kGates; ++gate) {
+      xw[r][gate] = inside ? load<T>(xw_src, step.offset + row, gate * H + unit, xw_s) : 0.0f;
+    }
+  }
+}
+
 // The refusals of one family's launchers, static text (Status carries no owned strings).
 struct Refusals {
   const char* negative_steps;
