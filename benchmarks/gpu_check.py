@@ -10,7 +10,9 @@ that fails, hangs or runs long is recorded and the others still run:
                    (carry nvidia-cutlass's wheel there too: the CUDA extension's CuTe
                    instances need its headers, and the GPU machine has no network)
   cuda-build       builds the CUDA C++ extension (seqops/_ext.py) into its cache, so that a
-                   compile error shows as this step's and the tests' time goes to tests
+                   compile error shows as this step's and the tests' time goes to tests;
+                   objects compiled beforehand without a GPU and carried in SEQOPS_CACHE_DIR
+                   are reused (README, "GPU checks"), and a build cut short keeps its objects
   tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only);
                    a test that hangs past its watchdog or crashes pytest is recorded, and
                    pytest starts again on the tests not yet run (tests/run_guard.py)
@@ -260,7 +262,7 @@ def steps() -> list[Step]:
              lambda ctx: ctx.child("environment"), _collect_environment),
         Step("peers", "install the peer wheels in .peers/ (pip --no-deps); which peers import", 20, 60,
              lambda ctx: ctx.child("peers"), _collect_peers),
-        Step("cuda-build", "build the CUDA C++ extension into seqops's cache once, before the tests load it", 90, 300,
+        Step("cuda-build", "build the CUDA C++ extension into seqops's cache once, before the tests load it", 180, 300,
              lambda ctx: ctx.child("cuda-build")),
         Step("tests", "python -m pytest tests with CUDA (quick: the cuda-marked tests)", 120, 1800,
              _tests_step_command, _collect_tests),
@@ -957,6 +959,8 @@ def step_cuda_build(ctx: Context) -> int:
     if ctx.dry_run:  # no GPU to run it on, and CI builds it in tests/test_cuda_build.py
         print("dry run: not built; it would be, for", ", ".join(_ext.target_archs()), "from", ", ".join(sources))
         return 0
+    store = _ext.object_store()
+    print(f"object store {store}: {len(list(store.glob('*.o'))) if store.is_dir() else 0} objects before the build")
     start = time.monotonic()
     try:
         module = _ext.load()

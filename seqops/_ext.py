@@ -9,7 +9,10 @@ Where `load()` looks, in order:
      hash of the sources, the nvcc version, the target archs, the Python ABI and pybind11.
   4. Else it builds into that cache: nvcc straight (no torch: the extension takes plain
      pointers and sizes), MAX_JOBS parallel jobs, the CUDA runtime linked statically so the
-     `.so` needs no CUDA toolkit where it runs.
+     `.so` needs no CUDA toolkit where it runs. Each compiled .cu object is kept in the
+     cache's object store (object_store()) and reused by later builds: only the Python
+     bindings depend on the Python version, so objects compiled on a machine without a
+     GPU, carried with SEQOPS_CACHE_DIR, leave a GPU machine only those to compile.
 A prebuilt module built from other sources than the csrc/ beside it (a checkout edited
 since) is skipped, not trusted.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +106,19 @@ def local_includes(source: Path, root: Path = CSRC) -> list[Path]:
     return sorted(found)
 
 
-def object_key(source: Path, arch: str, nvcc: str, root: Path = CSRC) -> str:
-    """What one .cu compiled for one arch depends on: its text and that of every file of
-    `root` it includes, the CUTLASS and nvcc versions and the options. Equal keys, equal
-    ptxas reports."""
+def object_key(source: Path, arch: str | Sequence[str], nvcc: str, root: Path = CSRC,
+               extra_flags: Sequence[str] = ()) -> str:
+    """What one .cu compiled for an arch (or several, in one fat object) depends on: its
+    text and that of every file of `root` it includes, the CUTLASS and nvcc versions and
+    the options (`extra_flags` beyond OPTIONS). Equal keys, equal objects and ptxas reports.
+    Include paths are not part of it (they differ between machines; what they hold is)."""
     digest = hashlib.sha256()
     for path in [Path(source), *local_includes(source, root)]:
         digest.update(path.resolve().relative_to(root.resolve()).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    parts = [digest.hexdigest(), cutlass_version(), nvcc_version(nvcc), " ".join(OPTIONS), " ".join(gencode_flags([arch]))]
+    archs = [arch] if isinstance(arch, str) else list(arch)
+    parts = [digest.hexdigest(), cutlass_version(), nvcc_version(nvcc), " ".join(OPTIONS), " ".join(gencode_flags(archs))]
+    if extra_flags:
+        parts.append(" ".join(extra_flags))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
@@ -217,6 +227,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqops"
 
 
+def object_store() -> Path:
+    """Where build() keeps each compiled .cu object (and what nvcc printed for it) under its
+    object_key, so that a build reuses what an earlier one compiled: a build cut short
+    keeps what it finished, an edit recompiles only the objects it touches, and objects
+    compiled on another machine with the same nvcc and CUTLASS can be carried to a GPU
+    machine (SEQOPS_CACHE_DIR) so that only the Python bindings compile there."""
+    return cache_root() / "cuda_objects"
+
+
+# Objects not used by a build for this long are deleted from the store by the next build.
+OBJECT_STORE_DAYS = 30
+
+
 def module_file(folder: Path) -> Optional[Path]:
     found = sorted(folder.glob(f"{MODULE}*.so")) + sorted(folder.glob(f"{MODULE}*.pyd"))
     return found[0] if found else None
@@ -237,6 +260,8 @@ class BuildResult:
     path: Path        # the built module
     log: str          # everything nvcc printed (ptxas's per-kernel report with ptxas_verbose)
     seconds: float
+    reused: tuple[str, ...] = ()  # the sources whose objects came from the object store
+    objects: tuple[Path, ...] = ()  # the .cu objects linked, in the object store
 
 
 def _run(command: list[str], what: str) -> str:
@@ -246,6 +271,38 @@ def _run(command: list[str], what: str) -> str:
         tail = "\n".join(output.strip().splitlines()[-40:])
         raise ExtensionUnavailable(f"building the seqops CUDA extension failed at {what}:\n  {' '.join(command)}\n{tail}")
     return f"== {what}\n{output}"
+
+
+def _compile_into_store(command: list[str], what: str, obj: Path) -> tuple[str, bool]:
+    """Compile to `obj` in the object store unless it is there already (with its log).
+    Returns (what nvcc printed when it was compiled, whether it was reused). Written under
+    temporary names and renamed, log first, so a reader never sees half an object."""
+    log_file = obj.with_suffix(".log")
+    if obj.is_file() and log_file.is_file():
+        os.utime(obj)
+        return log_file.read_text(), True
+    unique = f".{os.getpid()}-{threading.get_ident()}.tmp"
+    temporary = obj.with_name(obj.name + unique)
+    try:
+        log = _run([*command, "-o", str(temporary)], what)
+        temporary.with_suffix(".log").write_text(log)
+        os.replace(temporary.with_suffix(".log"), log_file)
+        os.replace(temporary, obj)
+    finally:
+        for leftover in (temporary, temporary.with_suffix(".log")):
+            leftover.unlink(missing_ok=True)
+    return log, False
+
+
+def _prune_store(store: Path, days: float = OBJECT_STORE_DAYS) -> None:
+    oldest = time.time() - days * 86400
+    for path in store.glob("*.o"):
+        try:
+            if path.stat().st_mtime < oldest:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".log").unlink(missing_ok=True)
+        except OSError:  # another build pruning at once
+            pass
 
 
 def cuda_compile_flags(archs: Sequence[str], ptxas_verbose: bool = False, root: Path = CSRC) -> list[str]:
@@ -260,14 +317,16 @@ def cuda_compile_flags(archs: Sequence[str], ptxas_verbose: bool = False, root: 
 def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Optional[int] = None,
           ptxas_verbose: bool = False, root: Path = CSRC,
           instances: Optional[Callable[[Path], bool]] = None,
-          instance_archs: Optional[Sequence[str]] = None) -> BuildResult:
+          instance_archs: Optional[Sequence[str]] = None, store: Optional[Path] = None) -> BuildResult:
     """Compile every .cu (for each arch) and bindings.cpp, link them with the CUDA runtime
     static into out_dir/_cuda_ext<EXT_SUFFIX>, and return it with nvcc's output. The module
     appears in out_dir whole or not at all (built aside, then renamed). `instances(path)`
     says which instance files to build (default: all); none are when the CUTLASS headers
     are not installed (the log says what was left out). `instance_archs` (default: archs)
     narrows the archs of the instance files, each a minute of nvcc an arch (the tests'
-    build takes one for sm_90a only)."""
+    build takes one for sm_90a only). Each .cu object is compiled into `store` (default
+    object_store()) or taken from it when an earlier build compiled it; the instance files,
+    the longest compiles, start first."""
     start = time.perf_counter()
     nvcc = find_nvcc()
     if nvcc is None:
@@ -292,24 +351,39 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
     instance_flags = cuda_compile_flags(instance_archs, ptxas_verbose, root) if instance_archs else cuda_flags
     bindings_flags = [*OPTIONS, "-I", str(root), f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"',
                       "-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
+    store = Path(store) if store is not None else object_store()
+    store.mkdir(parents=True, exist_ok=True)
+    extra_flags = ("-Xptxas", "-v") if ptxas_verbose else ()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
     try:
-        commands = []
-        for source in sources:
-            obj = work / (source.relative_to(root).as_posix().replace("/", "_") + ".o")
-            flags = (bindings_flags if source.suffix != ".cu" else instance_flags if is_instance(source, root)
-                     else cuda_flags)
-            commands.append(([nvcc, "-c", str(source), "-o", str(obj), *flags], source.relative_to(root).as_posix(), obj))
+        compiles = []  # (run it, what, its object), the instance files first
+        for source in sorted(sources, key=lambda s: not is_instance(s, root)):
+            what = source.relative_to(root).as_posix()
+            name = what.replace("/", "_")
+            if source.suffix != ".cu":  # the bindings: Python's own ABI, so built each time
+                obj = work / (name + ".o")
+                command = [nvcc, "-c", str(source), "-o", str(obj), *bindings_flags]
+                compiles.append((functools.partial(lambda c, w: (_run(c, w), False), command, what), what, obj))
+                continue
+            instance = is_instance(source, root)
+            source_archs = instance_archs if instance and instance_archs else archs
+            obj = store / f"{name}.{object_key(source, source_archs, nvcc, root, extra_flags)}.o"
+            command = [nvcc, "-c", str(source), *(instance_flags if instance else cuda_flags)]
+            compiles.append((functools.partial(_compile_into_store, command, what, obj), what, obj))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
-            logs = notes + list(pool.map(lambda c: _run(c[0], c[1]), commands))
+            done = list(pool.map(lambda c: c[0](), compiles))
+        logs = notes + [log for log, _ in done]
+        reused = tuple(what for (_, what, _), (_, was_reused) in zip(compiles, done) if was_reused)
         target = work / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
-        logs.append(_run([nvcc, "-shared", "-cudart", "static", "-o", str(target), *(str(c[2]) for c in commands)],
+        logs.append(_run([nvcc, "-shared", "-cudart", "static", "-o", str(target), *(str(c[2]) for c in compiles)],
                          "link"))
         final = out_dir / target.name
         os.replace(target, final)
-        return BuildResult(final, "\n".join(logs), time.perf_counter() - start)
+        _prune_store(store)
+        objects = tuple(obj for _, _, obj in compiles if obj.parent == store)
+        return BuildResult(final, "\n".join(logs), time.perf_counter() - start, reused, objects)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -447,7 +521,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (args.dir / "build.log").write_text(result.log)
     if args.ptxas_verbose:
         print(result.log)
-    print(f"built {result.path} in {result.seconds:.0f} s")
+    print(f"built {result.path} in {result.seconds:.0f} s ({len(result.reused)} objects from {object_store()})")
     return 0
 
 
