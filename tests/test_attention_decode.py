@@ -84,8 +84,7 @@ def test_shapes(device, dtype, shape, causal):
         pytest.skip("fp16 under the interpreter runs one shape (bf16 runs the same kernels on all)")
     B, Hq, Hkv, L, S, E, Ev = SHAPES[shape]
     decode, modules = decode_kernels(device)
-    q, k, v = inputs(SHAPES[shape], device, dtype)
-    kwargs = dict(enable_gqa=q.shape[1] != k.shape[1])
+    kwargs = dict(enable_gqa=Hq != Hkv)
     if causal == "upper-left":
         kwargs["is_causal"] = True
     elif causal == "lower-right":
@@ -97,7 +96,7 @@ def test_shapes(device, dtype, shape, causal):
         for name, result in pooled.items():
             result.check("triton", name, dtype, S)
     else:
-        counts = run_decode(device, modules, q, k, v, **kwargs)
+        counts = run_decode(device, modules, *inputs(SHAPES[shape], device, dtype), **kwargs)
     splits = decode.decode_plan(B, Hkv, Hq // Hkv, L, S, max(E, Ev), 132).splits
     assert ("attention_decode_combine_kernel" in counts) == (splits > 1), counts
 
