@@ -22,8 +22,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 # name: (B, Hq, Hkv, L, S, E, Ev)
 SHAPES = {
-    # One query of each of 8 heads against 1000 keys: 4 splits (16 key blocks) a group.
-    "gqa-one-query-split": (2, 8, 2, 1, 1000, 64, 64),
+    # One query of each of 8 heads against 250 keys: 4 splits of one 64-key block a group,
+    # the last partial (the split floor lowered: SPLIT_FLOORS).
+    "gqa-one-query-split": (2, 8, 2, 1, 250, 64, 64),
     # Head dim 40 (a partial 64-wide block), no grouping, 3 queries: one split.
     "mha-three-queries": (1, 3, 3, 3, 257, 40, 40),
     # 16 heads x 16 queries = 256 packed rows of one key/value head: 4 row blocks.
@@ -31,6 +32,10 @@ SHAPES = {
     # Values narrower than keys, a group of 3 (12 rows in a 16-row block).
     "value-dim-differs": (2, 6, 2, 4, 300, 64, 24),
 }
+# Key blocks a split keeps at least (decode.MIN_BLOCKS_PER_SPLIT), lowered for a shape
+# so that it splits many ways on few keys: the interpreter's time grows with the keys, and
+# the plan's own floor is test_plan's.
+SPLIT_FLOORS = {"gqa-one-query-split": 1}
 # The shapes fp16 runs under the interpreter (it shares the kernels with bf16).
 FP16_SHAPES = ("gqa-one-query-split",)
 
@@ -76,7 +81,7 @@ def inputs(shape, device, dtype):
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", DEVICES)
-def test_shapes(device, dtype, shape, causal):
+def test_shapes(device, dtype, shape, causal, monkeypatch):
     """upper-left: torch's is_causal, where a query early in the row sees few keys, so the
     later splits see none (their partial logsumexp -inf); lower-right: a query block
     appended to a cache (torch.nn.attention.bias.causal_lower_right)."""
@@ -84,6 +89,8 @@ def test_shapes(device, dtype, shape, causal):
         pytest.skip("fp16 under the interpreter runs one shape (bf16 runs the same kernels on all)")
     B, Hq, Hkv, L, S, E, Ev = SHAPES[shape]
     decode, modules = decode_kernels(device)
+    if shape in SPLIT_FLOORS:
+        monkeypatch.setattr(decode, "MIN_BLOCKS_PER_SPLIT", SPLIT_FLOORS[shape])
     kwargs = dict(enable_gqa=Hq != Hkv)
     if causal == "upper-left":
         kwargs["is_causal"] = True
@@ -98,6 +105,8 @@ def test_shapes(device, dtype, shape, causal):
     else:
         counts = run_decode(device, modules, *inputs(SHAPES[shape], device, dtype), **kwargs)
     splits = decode.decode_plan(B, Hkv, Hq // Hkv, L, S, max(E, Ev), 132).splits
+    if shape == "gqa-one-query-split":
+        assert splits == 4, splits
     assert ("attention_decode_combine_kernel" in counts) == (splits > 1), counts
 
 
