@@ -960,14 +960,17 @@ def step_cuda_build(ctx: Context) -> int:
         print("dry run: not built; it would be, for", ", ".join(_ext.target_archs()), "from", ", ".join(sources))
         return 0
     store = _ext.object_store()
-    print(f"object store {store}: {len(list(store.glob('*.o'))) if store.is_dir() else 0} objects before the build")
+    stored = lambda: len(list(store.glob("*.o"))) if store.is_dir() else 0  # noqa: E731
+    before = stored()
+    print(f"object store {store}: {before} objects before the build")
     start = time.monotonic()
     try:
         module = _ext.load()
     except _ext.ExtensionUnavailable as error:
         print(error)
         return 1
-    print(f"loaded in {time.monotonic() - start:.0f} s; attention instances:",
+    print(f"loaded in {time.monotonic() - start:.0f} s, {stored() - before} objects compiled (the rest of those "
+          "linked came from the store); attention instances:",
           [(i["head_dim"], i["dtype"], i["arch"]) for i in module.attention_forward_instances()])
     problem = _ext.runtime_problem(module)
     print(problem or "its CUDA runtime sees the GPU")
