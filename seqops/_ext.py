@@ -279,7 +279,8 @@ def _compile_into_store(command: list[str], what: str, obj: Path) -> tuple[str, 
     temporary names and renamed, log first, so a reader never sees half an object."""
     log_file = obj.with_suffix(".log")
     if obj.is_file() and log_file.is_file():
-        os.utime(obj)
+        with contextlib.suppress(OSError):  # a store carried read-only is used as it is
+            os.utime(obj)
         return log_file.read_text(), True
     unique = f".{os.getpid()}-{threading.get_ident()}.tmp"
     temporary = obj.with_name(obj.name + unique)
