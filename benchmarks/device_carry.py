@@ -40,6 +40,12 @@ CARRY_LIMIT_BYTES = 64 * 2**20
 
 
 def download(requirement: str, python: str) -> None:
+    """The wheel of `requirement` (name==version) into .peers/, other versions of it out:
+    the peers step installs every wheel there, and two of one package would conflict."""
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    for wheel in PEERS_DIR.glob("*.whl"):
+        if wheel.name.lower().startswith(name + "-"):
+            wheel.unlink()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", python, "-d", str(PEERS_DIR), requirement], check=True)
 

@@ -108,3 +108,18 @@ def test_the_device_carry_holds_this_builds_objects_and_nothing_stale(tmp_path, 
     monkeypatch.setattr(device_carry._ext, "build", lambda folder, archs: dataclasses.replace(result))
     carried = device_carry.compile_objects(["90a"])
     assert [p.name for p in carried] == ["a.cu.1111.log", "a.cu.1111.o", "b.cu.2222.log", "b.cu.2222.o"]
+
+
+def test_the_device_carry_keeps_one_wheel_of_each_package(tmp_path, monkeypatch):
+    from benchmarks import device_carry
+
+    monkeypatch.setattr(device_carry, "PEERS_DIR", tmp_path)
+    for name in ("nvidia_cutlass-4.1.0.0-py3-none-any.whl", "liger_kernel-0.8.5-py3-none-any.whl",
+                 "flash_attn-2.8.0-cp312-linux_x86_64.whl"):
+        (tmp_path / name).write_bytes(b"wheel")
+    asked = []
+    monkeypatch.setattr(device_carry.subprocess, "run", lambda command, check: asked.append(command[-1]))
+    device_carry.download("nvidia-cutlass==4.2.0.0", "3.12")
+    assert asked == ["nvidia-cutlass==4.2.0.0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flash_attn-2.8.0-cp312-linux_x86_64.whl",
+                                                          "liger_kernel-0.8.5-py3-none-any.whl"]
