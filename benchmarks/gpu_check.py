@@ -13,7 +13,8 @@ that fails, hangs or runs long is recorded and the others still run:
                    compile error shows as this step's and the tests' time goes to tests;
                    objects compiled beforehand without a GPU and carried in SEQOPS_CACHE_DIR
                    are reused (README, "GPU checks"), and a build cut short keeps its objects
-  tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only);
+  tests            python -m pytest tests on the GPU (--quick: the `cuda`-marked tests only,
+                   the CUDA C++ kernels' files first: QUICK_TESTS_FIRST);
                    a test that hangs past its watchdog or crashes pytest is recorded, and
                    pytest starts again on the tests not yet run (tests/run_guard.py)
   sanitizer        compute-sanitizer memcheck over one small call of each Triton kernel and
@@ -160,6 +161,11 @@ class Record:
 # Seconds one test may run before tests/run_guard.py's watchdog ends pytest (quick or dry
 # run, full): a kernel spinning on a grid barrier holds the host in a CUDA call forever.
 TEST_WATCHDOG_S = (60, 300)
+# Test files the quick tests step runs before the rest, which its budget may not reach:
+# the CUDA C++ kernels' (none has run on a GPU yet; no JIT compile, so they go fast), then
+# the Triton layers in one launch (their grid barrier needs many programs, which the
+# interpreter never runs).
+QUICK_TESTS_FIRST = ("test_cuda_*.py", "test_lstm_sequence.py", "test_gru_rnn_sequence.py")
 # Rounds of pytest the tests step starts at most, each on the tests the last did not reach.
 MAX_TEST_ROUNDS = 12
 
@@ -186,6 +192,8 @@ def _pytest_command(ctx: Context, junit: Path) -> list[str]:
                "-p", "no:cacheprovider", f"--junitxml={junit}", "--ignore=tests/test_gpu_check.py"]
     if ctx.quick:
         command.append("-x")
+    if ctx.quick or ctx.dry_run:  # what a short budget reaches first (tests/conftest.py)
+        command += ["--tests-first", ",".join(QUICK_TESTS_FIRST)]
     if not ctx.dry_run and importlib.util.find_spec("xdist") is not None:
         # Triton compiles on the CPU: workers compile in parallel, the GPU has room for all.
         command += ["-n", str(max(1, min(8, (os.cpu_count() or 2) // 2)))]

@@ -2,6 +2,7 @@
 with SEQOPS_TEST_SEED), the `cuda` marker skipping cleanly without a GPU, the CUDA
 C++ backend's missing ops skipped where tests run every backend, and torch's CPU threads
 shared out between pytest-xdist's workers; run_guard's watchdog for unattended runs."""
+import fnmatch
 import os
 import random
 
@@ -25,7 +26,18 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--tests-first", default="", metavar="GLOBS",
+                     help="comma-separated globs of test file names whose tests run before the others "
+                          "(benchmarks/gpu_check --quick: the kernels that have never run on a GPU)")
+
+
 def pytest_collection_modifyitems(config, items):
+    first = [glob for glob in config.getoption("--tests-first").split(",") if glob]
+    if first:  # a stable sort, by the first glob a file matches: the same order in every xdist worker
+        rank = lambda item: next((i for i, glob in enumerate(first) if fnmatch.fnmatch(item.path.name, glob)),  # noqa: E731
+                                 len(first))
+        items.sort(key=rank)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -210,3 +210,18 @@ def test_a_test_that_hangs_or_crashes_pytest_costs_that_test_not_the_rest(gpu_ch
     messages = {failure["test"]: failure["message"] for failure in summary["failures"]}
     assert messages["test_rounds::test_hangs"].startswith("hung: ran past the 2 s watchdog")
     assert messages["test_rounds::test_crashes"].startswith("crashed pytest")
+
+
+def test_the_quick_tests_step_runs_the_kernels_never_run_on_a_gpu_first(gpu_check, tmp_path):
+    """Its budget reaches a fraction of the cuda tests (13% on 2026-11-30): the CUDA C++
+    kernels' files go first, then the Triton layers in one launch (tests/conftest.py's
+    --tests-first, a stable sort by the first glob a file matches)."""
+    ctx = gpu_check.Context(quick=True, dry_run=False, work=tmp_path, peers=tmp_path)
+    command = gpu_check._pytest_command(ctx, tmp_path / "junit.xml")
+    globs = command[command.index("--tests-first") + 1]
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                "tests/test_nn_softmax.py", "tests/test_lstm_sequence.py", "tests/test_cuda_softmax.py",
+                                "--tests-first", globs], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    files = [line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line]
+    assert list(dict.fromkeys(files)) == ["tests/test_cuda_softmax.py", "tests/test_lstm_sequence.py",
+                                          "tests/test_nn_softmax.py"], collected.stdout[-2000:]
