@@ -353,7 +353,9 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
     bindings_flags = [*OPTIONS, "-I", str(root), f'-DSEQOPS_SOURCE_HASH="{source_hash(root)}"',
                       "-I", pybind11_include(), "-I", sysconfig.get_paths()["include"]]
     store = Path(store) if store is not None else object_store()
-    store.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        store.mkdir(parents=True, exist_ok=True)
+    writable = os.access(store, os.W_OK)  # if not (a read-only cache), what is missing compiles aside
     extra_flags = ("-Xptxas", "-v") if ptxas_verbose else ()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,16 +365,18 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
         for source in sorted(sources, key=lambda s: not is_instance(s, root)):
             what = source.relative_to(root).as_posix()
             name = what.replace("/", "_")
-            if source.suffix != ".cu":  # the bindings: Python's own ABI, so built each time
-                obj = work / (name + ".o")
-                command = [nvcc, "-c", str(source), "-o", str(obj), *bindings_flags]
-                compiles.append((functools.partial(lambda c, w: (_run(c, w), False), command, what), what, obj))
-                continue
             instance = is_instance(source, root)
             source_archs = instance_archs if instance and instance_archs else archs
-            obj = store / f"{name}.{object_key(source, source_archs, nvcc, root, extra_flags)}.o"
-            command = [nvcc, "-c", str(source), *(instance_flags if instance else cuda_flags)]
-            compiles.append((functools.partial(_compile_into_store, command, what, obj), what, obj))
+            stored = (store / f"{name}.{object_key(source, source_archs, nvcc, root, extra_flags)}.o"
+                      if source.suffix == ".cu" else None)  # the bindings: Python's own ABI, so built each time
+            if stored is not None and (writable or (stored.is_file() and stored.with_suffix(".log").is_file())):
+                command = [nvcc, "-c", str(source), *(instance_flags if instance else cuda_flags)]
+                compiles.append((functools.partial(_compile_into_store, command, what, stored), what, stored))
+                continue
+            obj = work / (name + ".o")
+            flags = bindings_flags if stored is None else instance_flags if instance else cuda_flags
+            command = [nvcc, "-c", str(source), "-o", str(obj), *flags]
+            compiles.append((functools.partial(lambda c, w: (_run(c, w), False), command, what), what, obj))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
             done = list(pool.map(lambda c: c[0](), compiles))
         logs = notes + [log for log, _ in done]
@@ -382,7 +386,8 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
                          "link"))
         final = out_dir / target.name
         os.replace(target, final)
-        _prune_store(store)
+        if writable:
+            _prune_store(store)
         objects = tuple(obj for _, _, obj in compiles if obj.parent == store)
         return BuildResult(final, "\n".join(logs), time.perf_counter() - start, reused, objects)
     finally:

@@ -123,3 +123,15 @@ def test_the_device_carry_keeps_one_wheel_of_each_package(tmp_path, monkeypatch)
     assert asked == ["nvidia-cutlass==4.2.0.0"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flash_attn-2.8.0-cp312-linux_x86_64.whl",
                                                           "liger_kernel-0.8.5-py3-none-any.whl"]
+
+
+def test_a_read_only_store_gives_what_it_has_and_the_rest_compiles_aside(csrc, tmp_path, monkeypatch):
+    """A cache that cannot be written (a read-only home, a carried folder) never fails a build."""
+    store = tmp_path / "store"
+    _ext.build(tmp_path / "one", ["80"], root=csrc, store=store)
+    (csrc / "ops" / "scale.cu").write_text(KERNEL.format(extra=" + 1.0f"))
+    access = os.access  # root writes into read-only folders, so the store's answer is stubbed
+    monkeypatch.setattr(os, "access", lambda path, mode: (mode != os.W_OK or Path(path) != store) and access(path, mode))
+    again = _ext.build(tmp_path / "two", ["80"], root=csrc, store=store)
+    assert again.reused == ("ops/shift.cu",) and again.path.is_file()
+    assert stored(store) == ["ops_scale", "ops_shift"]
