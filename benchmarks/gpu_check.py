@@ -968,7 +968,10 @@ def step_cuda_build(ctx: Context) -> int:
         print("dry run: not built; it would be, for", ", ".join(_ext.target_archs()), "from", ", ".join(sources))
         return 0
     store = _ext.object_store()
-    stored = lambda: len(list(store.glob("*.o"))) if store.is_dir() else 0  # noqa: E731
+
+    def stored() -> int:
+        return len(list(store.glob("*.o"))) if store.is_dir() else 0
+
     before = stored()
     print(f"object store {store}: {before} objects before the build")
     start = time.monotonic()

@@ -273,12 +273,21 @@ def _run(command: list[str], what: str) -> str:
     return f"== {what}\n{output}"
 
 
+def _in_store(obj: Path) -> bool:
+    return obj.is_file() and obj.with_suffix(".log").is_file()
+
+
+def _compile_aside(command: list[str], what: str) -> tuple[str, bool]:
+    """Compile where `command` says (-o), outside the store: (what nvcc printed, False)."""
+    return _run(command, what), False
+
+
 def _compile_into_store(command: list[str], what: str, obj: Path) -> tuple[str, bool]:
     """Compile to `obj` in the object store unless it is there already (with its log).
     Returns (what nvcc printed when it was compiled, whether it was reused). Written under
     temporary names and renamed, log first, so a reader never sees half an object."""
     log_file = obj.with_suffix(".log")
-    if obj.is_file() and log_file.is_file():
+    if _in_store(obj):
         with contextlib.suppress(OSError):  # a store carried read-only is used as it is
             os.utime(obj)
         return log_file.read_text(), True
@@ -366,17 +375,16 @@ def build(out_dir: Path, archs: Optional[Sequence[str]] = None, max_jobs: Option
             what = source.relative_to(root).as_posix()
             name = what.replace("/", "_")
             instance = is_instance(source, root)
-            source_archs = instance_archs if instance and instance_archs else archs
-            stored = (store / f"{name}.{object_key(source, source_archs, nvcc, root, extra_flags)}.o"
-                      if source.suffix == ".cu" else None)  # the bindings: Python's own ABI, so built each time
-            if stored is not None and (writable or (stored.is_file() and stored.with_suffix(".log").is_file())):
-                command = [nvcc, "-c", str(source), *(instance_flags if instance else cuda_flags)]
-                compiles.append((functools.partial(_compile_into_store, command, what, stored), what, stored))
-                continue
+            flags = bindings_flags if source.suffix != ".cu" else instance_flags if instance else cuda_flags
+            command = [nvcc, "-c", str(source), *flags]
+            if source.suffix == ".cu":  # not the bindings: those have Python's own ABI, so are built each time
+                source_archs = instance_archs if instance and instance_archs else archs
+                stored = store / f"{name}.{object_key(source, source_archs, nvcc, root, extra_flags)}.o"
+                if writable or _in_store(stored):
+                    compiles.append((functools.partial(_compile_into_store, command, what, stored), what, stored))
+                    continue
             obj = work / (name + ".o")
-            flags = bindings_flags if stored is None else instance_flags if instance else cuda_flags
-            command = [nvcc, "-c", str(source), "-o", str(obj), *flags]
-            compiles.append((functools.partial(lambda c, w: (_run(c, w), False), command, what), what, obj))
+            compiles.append((functools.partial(_compile_aside, [*command, "-o", str(obj)], what), what, obj))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max_jobs or jobs()) as pool:
             done = list(pool.map(lambda c: c[0](), compiles))
         logs = notes + [log for log, _ in done]

@@ -34,9 +34,11 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     first = [glob for glob in config.getoption("--tests-first").split(",") if glob]
-    if first:  # a stable sort, by the first glob a file matches: the same order in every xdist worker
-        rank = lambda item: next((i for i, glob in enumerate(first) if fnmatch.fnmatch(item.path.name, glob)),  # noqa: E731
-                                 len(first))
+
+    def rank(item):  # the first glob its file matches
+        return next((i for i, glob in enumerate(first) if fnmatch.fnmatch(item.path.name, glob)), len(first))
+
+    if first:  # a stable sort: the same order in every pytest-xdist worker
         items.sort(key=rank)
     if torch.cuda.is_available():
         return
