@@ -52,6 +52,7 @@ def lstm(
     module: seqops.nn.LSTM is the way in). input [T, B, I] time-major, or packed data [N, I]
     with batch_sizes [T]; hx = (h0 [layers * directions, B, P], c0 [..., B, H]); weights
     in the module's _flat_weights order. Returns (output, h_n, c_n)."""
+    contract.check_sequence("seqops.lstm", input, batch_sizes)
     args = (input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional, proj_size)
     impl = dispatch.select("lstm", input.device, *args)
     if impl.composite:
@@ -113,6 +114,7 @@ def hidden_rnn(
 
     A fused implementation runs each layer and direction as one GEMM for the input of all
     steps and one layer op (hidden_layer_op) for the steps."""
+    contract.check_sequence(f"seqops.{mode}", input, batch_sizes)
     args = (input, batch_sizes, hx, weights, has_biases, num_layers, dropout, training, bidirectional)
     impl = dispatch.select(mode, input.device, *args)
     if impl.composite:

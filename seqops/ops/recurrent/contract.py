@@ -178,6 +178,15 @@ def _plain_hidden_cell_call(gates: int, input, h, w_ih, w_hh, b_ih, b_hh) -> boo
     return dtype.is_floating_point and all(t.dtype is dtype and t.device == device for t in tensors)
 
 
+def check_sequence(fn: str, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+    """A multi-layer call (lstm, gru, rnn_tanh, rnn_relu) needs at least one step, as
+    torch's RNNs do; an empty batch (B = 0) is fine and gives empty outputs."""
+    steps = len(batch_sizes) if batch_sizes is not None else input.shape[0]
+    if steps == 0:
+        raise RuntimeError(f"{fn}: expected sequence length to be larger than 0 (as torch's RNNs), got input "
+                           f"{describe(input)}")
+
+
 def fused_dtype_reason(dtype: torch.dtype) -> Optional[str]:
     if dtype not in FUSED_DTYPES:
         return f"the fused LSTM takes float32, float16 and bfloat16, got {dtype} (float64 runs on torch)"

@@ -72,5 +72,5 @@ def run_stack(input: Tensor, batch_sizes: Optional[Tensor], weights: list[Tensor
         layer_input = torch.cat(outs, -1) if directions == 2 else outs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = torch.nn.functional.dropout(layer_input, dropout, training=True)
-    output = layer_input if batch_sizes is not None else layer_input.view(input.shape[0], input.shape[1], -1)
+    output = layer_input if batch_sizes is not None else layer_input.view(steps.T, steps.B, layer_input.shape[-1])
     return output, tuple(torch.stack(state) for state in zip(*finals))
