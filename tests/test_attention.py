@@ -292,6 +292,20 @@ def test_empty(device, backend, shapes):
         assert g is None or (g.shape == t.shape and not g.any())
 
 
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("device, backend", device_backend_params())
+def test_zero_head_dim(device, backend, is_causal):
+    """E = 0: every score is 0, so torch averages the values (of the keys a query may see);
+    the default scale is 1 there, not 1/sqrt(0) (the reference backend once divided by zero)."""
+    skip_unless_runnable(device, backend)
+    q, k, v = randn(2, 3, 6, 0, device=device), randn(2, 3, 7, 0, device=device), randn(2, 3, 7, 5, device=device)
+    with seqops.backend(backend):
+        out = seqops.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), v)[0], torch.autograd.grad(expected.sum(), v)[0])
+
+
 # Dropout: no torch op takes a given dropout mask, so these compare with the reference
 # run on the kernel's own mask under fixed per-dtype tolerances (measured errors are
 # 2-3x smaller; a wrong mask gives errors of order 1).

@@ -77,8 +77,14 @@ def _plain_call_scale(query, key, value, attn_mask, dropout_p, is_causal, scale,
             if size != 1 and size != full:
                 return None
     if scale is None:
-        return 1.0 / math.sqrt(q[-1]) if q[-1] else 1.0
+        return default_scale(q[-1])
     return scale if type(scale) is float else None
+
+
+def default_scale(head_dim: int) -> float:
+    """The scale when none is given: 1/sqrt(E), and 1 for E = 0 (no scores to scale: torch
+    then averages the values)."""
+    return 1.0 / math.sqrt(head_dim) if head_dim else 1.0
 
 
 def _check_in_full(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) -> float:
@@ -119,7 +125,7 @@ def _check_in_full(query, key, value, attn_mask, dropout_p, is_causal, scale, en
     if not isinstance(is_causal, bool):
         raise TypeError(f"{FN}: argument 'is_causal' must be a bool, got {type(is_causal).__name__}")
     if scale is None:
-        return 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
+        return default_scale(query.shape[-1])
     if isinstance(scale, Tensor) and scale.numel() == 1 and scale.dtype.is_floating_point:
         return float(scale)  # torch takes a one-element tensor too
     if not isinstance(scale, numbers.Real) or isinstance(scale, bool):

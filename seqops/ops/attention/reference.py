@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from seqops import dispatch
+from seqops.ops.attention.contract import default_scale
 from seqops.ops.masks import causal_keep
 
 
@@ -31,7 +32,7 @@ def scaled_dot_product_attention(
     if enable_gqa:
         repeats = q.shape[-3] // k.shape[-3]
         k, v = k.repeat_interleave(repeats, -3), v.repeat_interleave(repeats, -3)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scale = default_scale(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale
     if is_causal:
         scores = scores.masked_fill(~causal_keep(q.shape[-2], k.shape[-2], q.device, causal_offset), float("-inf"))
