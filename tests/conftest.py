@@ -30,6 +30,10 @@ def pytest_addoption(parser):
     parser.addoption("--tests-first", default="", metavar="GLOBS",
                      help="comma-separated globs of test file names whose tests run before the others "
                           "(benchmarks/gpu_check --quick: the kernels that have never run on a GPU)")
+    parser.addoption("--list-randomised", default="", metavar="PATH",
+                     help="append to PATH the node id of each test that draws from torch's default generator: "
+                          "the tests whose outcome can depend on SEQOPS_TEST_SEED (a seed sweep runs "
+                          "`pytest @PATH`; the others give the same result at every seed)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,11 +53,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def fresh_seed():
+def fresh_seed(request):
     seed = int(os.environ.get("SEQOPS_TEST_SEED") or random.SystemRandom().randrange(2**31))
     torch.manual_seed(seed)
+    seeded = torch.random.get_rng_state()
     print(f"torch seed {seed} (rerun with SEQOPS_TEST_SEED={seed})")
     yield seed
+    listing = request.config.getoption("--list-randomised")
+    if listing and not torch.equal(torch.random.get_rng_state(), seeded):
+        with open(listing, "a") as out:  # one short line per write: whole lines from every xdist worker
+            out.write(command_line_id(request.node.nodeid) + "\n")
+
+
+def command_line_id(nodeid: str) -> str:
+    """A test's node id as the command line names it: without the "@group" that
+    pytest-xdist's --dist loadgroup appends to the ids of grouped tests."""
+    head, bracket, params = nodeid.partition("[")
+    if bracket:
+        params, _, _ = params.rpartition("]")
+        return f"{head}[{params}]"
+    return head.partition("@")[0]
 
 
 # The CUDA C++ backend implements some ops, and some only in part, so far: on a GPU, a test
