@@ -5,6 +5,7 @@ torch happens to be exact). Non-finite entries must sit where the reference has 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -38,6 +39,18 @@ def assert_nonfinite_match(name: str, out: torch.Tensor, ref: torch.Tensor) -> N
     assert not where_inf.any(), f"{name}: inf where the reference has none (or not where it has)"
 
 
+def log_share_used(name: str, share: float) -> None:
+    """With SEQOPS_ACCURACY_LOG=PATH, append "test<TAB>result<TAB>share" for each check:
+    share = error / (2 x torch's error + floor), the part of the allowed error a result
+    used (above 1 it fails). Over a seed sweep, the checks whose share comes near 1 are
+    the ones another seed could fail (benchmarks/accuracy_margins.py sums them up)."""
+    path = os.environ.get("SEQOPS_ACCURACY_LOG")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+        with open(path, "a") as log:  # one short line per write: whole lines from every xdist worker
+            log.write(f"{test}\t{name}\t{share:.4f}\n")
+
+
 def assert_within_torch_error(
     name: str, out: torch.Tensor, ref: torch.Tensor, torch_out: torch.Tensor, error_floor: float = None
 ) -> None:
@@ -48,6 +61,7 @@ def assert_within_torch_error(
     error = relative_error(out, ref)
     torch_error = relative_error(torch_out, ref)
     error_floor = floor(out.dtype) if error_floor is None else error_floor
+    log_share_used(name, error / (2 * torch_error + error_floor))
     assert error <= 2 * torch_error + error_floor, (
         f"{name}: relative error {error:.3e} > 2 x torch's {torch_error:.3e} + floor {error_floor:.1e} ({out.dtype})"
     )
