@@ -192,6 +192,22 @@ def test_float_mask_with_gradient(device, backend, dtype, mask_shape):
         result.check(backend, name, dtype, 47)
 
 
+@pytest.mark.parametrize("variant, L", [("fused", 40), ("decode", 4)])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_fp32_gradients_of_peaked_scores(device, variant, L):
+    """Scores spread over tens of units (an additive mask of std 8; trained models' logits
+    reach such ranges): the backward recomputes each probability as exp(s - lse), so lse's
+    own rounding reaches every probability of its row. Saved in fp32 (the ulp of a number
+    of tens of units) it put dV and the mask's gradient at 4-8x torch's error; saved in
+    float64 they are within the rule (kernels/attention/common.py, lse_dtype). Both the
+    fused forward and the decode variant's split forward and combine save it."""
+    skip_unless_runnable(device, "triton")
+    q, k, v = (randn(2, 3, n, 32, device=device) for n in (L, 200, 200))
+    mask = (8 * torch.randn(2, 3, L, 200, device=device)).requires_grad_()
+    with seqops.backend("triton", variant=variant):
+        check_attention("triton", q, k, v, attn_mask=mask)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device, backend", device_backend_params())
 def test_rows_with_every_key_masked(device, backend, dtype):

@@ -54,8 +54,8 @@ def normalised_rows(acc, m_i, l_i, EXACT: tl.constexpr):
     key) and lse its logsumexp in natural log (-inf for such a row)."""
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    if EXACT:
-        lse = m_i + tl.log(l_i)
+    if EXACT:  # in float64: see lse_dtype
+        lse = m_i.to(tl.float64) + tl.log(l_i.to(tl.float64))
     else:
         lse = (m_i + tl.log2(l_i)) * LN2
     return out, tl.where(empty, float("-inf"), lse)
@@ -185,7 +185,10 @@ def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_row_str
                causal_offset, MASK_KIND, CAUSAL, CHECK_KEYS, INT64_OFFSETS)
     # lse in the kernel's units; a row with every key masked (lse -inf) has P = 0.
     lse = tl.where(lse == float("-inf"), float("inf"), lse if EXACT else lse * LOG2E)
-    p = exp_units(s - lse[:, None], EXACT)
+    if EXACT:  # s - lse in float64 (lse_dtype), then a small difference rounded to fp32 once
+        p = exp_units((s.to(tl.float64) - lse[:, None]).to(tl.float32), EXACT)
+    else:
+        p = exp_units(s - lse[:, None], EXACT)
     dp = dot(do, tl.trans(v))
     if DROPOUT:
         keep = dropout_keep(seed, bh, offs_m, offs_n, S, dropout_p, INT64_OFFSETS)
@@ -195,6 +198,16 @@ def grad_scores(q, k, v, do, lse, delta, offs_m, offs_n, mask_base, mask_row_str
         p_used = p
     ds = p * (dp - delta[:, None])
     return p_used, ds
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the rows' logsumexp the forward saves for the backward: float64 for
+    fp32 attention, fp32 otherwise. The backward recomputes P = exp(s - lse); an fp32 lse
+    is rounded to the ulp of its own size (log S plus the row's max: a few units), an
+    error every probability of the row then shares, which put fp32 dV at 1.5-2x torch's
+    error (torch normalises by the sum, rounding each probability once). 16-bit P is
+    rounded far more coarsely than that, so fp32 serves them."""
+    return torch.float64 if dtype == torch.float32 else torch.float32
 
 
 def head_block(dim: int) -> int:

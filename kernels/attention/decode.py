@@ -29,8 +29,8 @@ import triton.language as tl
 
 from ..masks import causal_visible
 from ..runtime import cast_rounded, ceil_div, dot, exp_accurate, multiprocessor_count, next_power_of_2
-from .common import (MASK_BOOL, MASK_FLOAT, MASK_NONE, head_block, mask_operand, normalised_rows, online_softmax_step,
-                     score_units)
+from .common import (MASK_BOOL, MASK_FLOAT, MASK_NONE, head_block, lse_dtype, mask_operand, normalised_rows,
+                     online_softmax_step, score_units)
 
 # Most queries a head a call may have to run here (a decode step, or a short draft).
 DECODE_MAX_QUERIES = 16
@@ -205,7 +205,7 @@ def attention_decode_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """attention_forward's contract for calls of at most DECODE_MAX_QUERIES queries and no
     dropout (the Impl's supports refuses the rest): out [B, Hq, L, Ev] in q's dtype,
-    contiguous; lse [B, Hq, L] fp32. plan: a tiling to force (tests), else decode_plan's
+    contiguous; lse [B, Hq, L] (lse_dtype). plan: a tiling to force (tests), else decode_plan's
     for the device."""
     if dropout_p > 0:
         raise ValueError("the decode kernels take no dropout (the forward kernel does)")
@@ -214,7 +214,7 @@ def attention_decode_forward(
     if L > DECODE_MAX_QUERIES:
         raise ValueError(f"the decode kernels take at most {DECODE_MAX_QUERIES} queries a head, got {L}")
     out = torch.empty(B, Hq, L, Ev, dtype=q.dtype, device=q.device)
-    lse = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
+    lse = torch.empty(B, Hq, L, dtype=lse_dtype(q.dtype), device=q.device)
     if B * Hq * L == 0 or S == 0 or Ev == 0:
         out.zero_()
         lse.fill_(float("-inf"))
@@ -233,7 +233,7 @@ def attention_decode_forward(
             **common)
         return out, lse
     partial_out = torch.empty(B, Hq, L, p.splits, Ev, dtype=torch.float32, device=q.device)
-    partial_lse = torch.empty(B, Hq, L, p.splits, dtype=torch.float32, device=q.device)
+    partial_lse = torch.empty(B, Hq, L, p.splits, dtype=lse_dtype(q.dtype), device=q.device)
     po, pl = partial_out.stride(), partial_lse.stride()
     attention_decode_split_kernel[grid](
         q, k, v, mask_arg, partial_out, partial_lse, Hkv, group, L, S, p.keys_per_split, p.splits,

@@ -10,7 +10,7 @@ import triton.language as tl
 
 from ..masks import causal_key_range
 from ..runtime import cast_rounded, ceil_div, dot
-from .common import (descriptor_loads, dropout_keep, head_block, head_slice, load_block, mask_operand,
+from .common import (descriptor_loads, dropout_keep, head_block, head_slice, load_block, lse_dtype, mask_operand,
                      needs_int64_offsets, normalised_rows, online_softmax_step, query_block_of_program, row_source,
                      score_units, scores, tile_pointers)
 from .tuning import autotune, length_bucket
@@ -113,7 +113,7 @@ def attention_forward(
     q [B, Hq, L, E], k [B, Hkv, S, E], v [B, Hkv, S, Ev] (any strides, Hkv divides Hq);
     mask: None, or bool/float 4-D broadcastable to [B, Hq, L, S]; is_causal: query i sees
     key j <= i + causal_offset; dropout_p in [0, 1), with the Philox `seed`. Returns out [B, Hq, L, Ev] (q's dtype, contiguous) and
-    lse [B, Hq, L] fp32 (natural log; -inf for rows with every key masked).
+    lse [B, Hq, L] (natural log; -inf for rows with every key masked; dtype: lse_dtype).
     tensor_descriptors: read q, k and v through tensor descriptors (TMA); None: where the
     device runs them and the operands' alignment lets them (common.descriptor_loads).
     Both read the same values: the choice changes how, not what.
@@ -121,7 +121,7 @@ def attention_forward(
     B, Hq, L, E = q.shape
     Hkv, S, Ev = k.shape[1], k.shape[2], v.shape[3]
     out = torch.empty(B, Hq, L, Ev, dtype=q.dtype, device=q.device)
-    lse = torch.empty(B, Hq, L, dtype=torch.float32, device=q.device)
+    lse = torch.empty(B, Hq, L, dtype=lse_dtype(q.dtype), device=q.device)
     if B * Hq * L == 0 or S == 0 or Ev == 0:
         out.zero_()
         lse.fill_(float("-inf"))

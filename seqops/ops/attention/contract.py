@@ -13,7 +13,7 @@ alignment, S - L the bottom-right one), scale (float), enable_gqa.
   v [B, Hkv, S, Ev] (any strides; Hkv divides Hq), mask None or 4-D broadcastable to
   [B, Hq, L, S] (its dims full or 1).
   forward(q, k, v, mask, dropout_p, is_causal, causal_offset, scale, seed)
-    -> (out [B, Hq, L, Ev] contiguous in q's dtype, lse [B, Hq, L] fp32, natural log,
+    -> (out [B, Hq, L, Ev] contiguous in q's dtype, lse [B, Hq, L] in lse_dtype(q.dtype), natural log,
     -inf for a row that sees no key);
   backward(grad_out, q, k, v, out, lse, mask, dropout_p, is_causal, causal_offset, scale,
     seed, mask_needs_grad) -> (dq, dk, dv contiguous in the inputs' shapes, dmask in the
@@ -79,6 +79,13 @@ def _plain_call_scale(query, key, value, attn_mask, dropout_p, is_causal, scale,
     if scale is None:
         return default_scale(q[-1])
     return scale if type(scale) is float else None
+
+
+def lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the logsumexp a fused forward returns for queries of `dtype`: float64
+    for float32 (recomputed probabilities would otherwise share its rounding, a few fp32
+    ulps; kernels/attention/common.py's lse_dtype), float32 for 16-bit ones."""
+    return torch.float64 if dtype == torch.float32 else torch.float32
 
 
 def default_scale(head_dim: int) -> float:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from seqops import dispatch
+from seqops.ops.attention import contract
 from seqops.ops.autograd import differentiable, register_vmap_by_loop, to_front, without_double_backward
 from seqops.ops.masks import causal_keep
 
@@ -22,7 +23,7 @@ def attention_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """query [B, Hq, L, E], key [B, Hkv, S, E], value [B, Hkv, S, Ev] (Hkv divides Hq);
     attn_mask None or 4-D, bool or float, broadcastable to [B, Hq, L, S].
-    Returns out [B, Hq, L, Ev], lse [B, Hq, L] (fp32, the rows' logsumexp) and the
+    Returns out [B, Hq, L, Ev], lse [B, Hq, L] (contract.lse_dtype, the rows' logsumexp) and the
     dropout seed (int64 scalar on the CPU), drawn from torch's default generator."""
     seed = int(torch.randint(0, 2**31 - 1, ()).item()) if dropout_p > 0 else 0
     out, lse = dispatch.implementation(impl).forward(query, key, value, attn_mask, dropout_p, is_causal,
@@ -34,7 +35,7 @@ def attention_forward(
 def _attention_forward_fake(query, key, value, attn_mask, dropout_p, is_causal, causal_offset, scale, impl):
     B, Hq, L, _ = query.shape
     out = query.new_empty(B, Hq, L, value.shape[-1])
-    lse = query.new_empty(B, Hq, L, dtype=torch.float32)
+    lse = query.new_empty(B, Hq, L, dtype=contract.lse_dtype(query.dtype))
     return out, lse, torch.empty((), dtype=torch.int64)
 
 
@@ -99,7 +100,8 @@ def _jvp(ctx, t_query, t_key, t_value, t_mask, *_):
     if ctx.is_causal:
         scores = scores.masked_fill(~causal_keep(q.shape[-2], k.shape[-2], q.device, ctx.causal_offset), float("-inf"))
     seen = lse != float("-inf")
-    p = torch.where(seen[..., None], torch.exp(scores - lse.masked_fill(~seen, 0.0)[..., None]), 0.0)
+    # scores - lse in lse's dtype (float64 for fp32 inputs: contract.lse_dtype), then fp32
+    p = torch.where(seen[..., None], torch.exp((scores - lse.masked_fill(~seen, 0.0)[..., None]).float()), 0.0)
     d_scores = torch.zeros_like(p)
     if t_query is not None:
         d_scores = d_scores + t_query.float() @ k.transpose(-2, -1) * ctx.scale
